@@ -1,0 +1,46 @@
+"""`python -m devcluster up|down|status|build`: manage the local dev cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import versions
+from .cluster import DevCluster
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="devcluster", description="Local Kubernetes with fake GPU nodes and real Triton pods."
+    )
+    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("--gpu-nodes", type=int, default=2)
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--cpu-nodes", type=int, default=1)
+    args = parser.parse_args(argv)
+    cluster = DevCluster(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node, cpu_nodes=args.cpu_nodes)
+    if args.command == "build":
+        started = time.monotonic()
+        cluster.build()
+        print(f"binaries ready in {time.monotonic() - started:.1f}s under {cluster.cache_dir / 'bin'}")
+    elif args.command == "up":
+        cluster.up()
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+    elif args.command == "down":
+        cluster.down()
+        print("dev cluster stopped")
+    else:
+        state = cluster.state
+        if not cluster.is_up() or state is None:
+            print("dev cluster is down")
+            return 1
+        print(f"dev cluster is up at {cluster.server}, kubeconfig {cluster.kubeconfig}")
+        print(f"versions: kubernetes {versions.KUBERNETES}, etcd {versions.ETCD}, kwok {versions.KWOK}")
+        for name, pid in state.pids.items():
+            print(f"  {name:<24} pid {pid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok) from the Go module proxy into a cache outside the repo.
+# Each component is built once per version; later runs only check the files exist.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+CACHE="${TRITONOP_CACHE:-$HOME/.cache/tritonop}"
+BIN="$CACHE/bin"
+SRC="$CACHE/src"
+mkdir -p "$BIN" "$SRC"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# go build prints nothing while compiling; -x would be too noisy, so print a
+# heartbeat with the number of packages compiled so far.
+with_progress() {
+  local what="$1"; shift
+  local start=$SECONDS
+  local workdir; workdir=$(mktemp -d)
+  # "$1 $2" is "go build": -v makes it name each package as it compiles.
+  ( "${@:1:2}" -v "${@:3}" 2>"$workdir/log" ) &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 15 &
+    wait $! || true
+    kill -0 "$pid" 2>/dev/null || break
+    log "$what: $(wc -l <"$workdir/log") packages compiled, $((SECONDS - start))s"
+  done
+  if ! wait "$pid"; then
+    tail -40 "$workdir/log" >&2
+    rm -rf "$workdir"
+    log "$what: FAILED"
+    return 1
+  fi
+  rm -rf "$workdir"
+  log "$what: done in $((SECONDS - start))s"
+}
+
+build_kubernetes() {
+  local out="$BIN/kubernetes-$K8S_VERSION"
+  if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" ]]; then
+    return 0
+  fi
+  log "building kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler); first build takes a while"
+  local mod="$SRC/kubernetes-$K8S_VERSION"
+  mkdir -p "$mod"
+  local staging_version="v0.${K8S_VERSION#v1.}"
+  (
+    cd "$mod"
+    go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
+    local upstream_mod
+    upstream_mod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.mod"
+    {
+      echo "module tritonop.dev/devcluster/kubernetes"
+      echo
+      echo "go $(awk '/^go /{print $2; exit}' "$upstream_mod")"
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      echo "replace ("
+      # every staging module k8s.io/kubernetes replaces with ./staging/... is
+      # published on the proxy at the matching v0.x tag.
+      sed -n '/^replace (/,/^)/p' "$upstream_mod" | awk -v v="$staging_version" '/=>/ {print "\t" $1 " => " $1 " " v}'
+      echo ")"
+    } >go.mod
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+    log "resolving kubernetes dependencies"
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    local major minor
+    major="${K8S_VERSION#v}"; major="${major%%.*}"
+    minor="${K8S_VERSION#v*.}"; minor="${minor%%.*}"
+    local vpkg=k8s.io/component-base/version
+    local ldflags="-s -w -X $vpkg.gitVersion=$K8S_VERSION -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    mkdir -p "$out.tmp"
+    with_progress "kubernetes $K8S_VERSION" go build -trimpath -ldflags "$ldflags" -o "$out.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_etcd() {
+  local out="$BIN/etcd-$ETCD_VERSION"
+  [[ -x "$out/etcd" ]] && return 0
+  log "building etcd $ETCD_VERSION"
+  local mod="$SRC/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/etcd >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    mkdir -p "$out.tmp"
+    with_progress "etcd $ETCD_VERSION" go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_kwok() {
+  local out="$BIN/kwok-$KWOK_VERSION"
+  [[ -x "$out/kwok" ]] && return 0
+  log "building kwok $KWOK_VERSION"
+  local mod="$SRC/kwok-$KWOK_VERSION"
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/kwok >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "sigs.k8s.io/kwok/cmd/kwok"
+GO
+    go get "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    mkdir -p "$out.tmp"
+    with_progress "kwok $KWOK_VERSION" go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$out.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
+    # kwok v0.8 ships its stage files (pod/node lifecycles) in the module; keep a copy.
+    cp -r "$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage" "$out.tmp/stage"
+    chmod -R u+w "$out.tmp/stage"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+total_start=$SECONDS
+built_any=0
+if [[ $# -eq 0 ]]; then set -- etcd kwok kubernetes; fi
+for component in "$@"; do
+  case "$component" in
+    etcd) [[ -x "$BIN/etcd-$ETCD_VERSION/etcd" ]] || { built_any=1; build_etcd; } ;;
+    kwok) [[ -x "$BIN/kwok-$KWOK_VERSION/kwok" ]] || { built_any=1; build_kwok; } ;;
+    kubernetes) [[ -x "$BIN/kubernetes-$K8S_VERSION/kube-apiserver" ]] || { built_any=1; build_kubernetes; } ;;
+    *) echo "unknown component: $component (allowed: etcd kwok kubernetes)" >&2; exit 2 ;;
+  esac
+done
+if [[ $built_any -eq 1 ]]; then
+  log "all components built in $((SECONDS - total_start))s; cached under $BIN"
+fi

@@ -1,0 +1,3 @@
+from tritonop.cli import main
+
+main()

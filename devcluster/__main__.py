@@ -5,9 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import versions
 from .cluster import DevCluster
+
+
+def resident_kib(pid: int) -> int:
+    """Resident memory of pid and its descendants (the pod runner's Triton servers), in KiB."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"dev cluster is up at {cluster.server}, kubeconfig {cluster.kubeconfig}")
         print(f"versions: kubernetes {versions.KUBERNETES}, etcd {versions.ETCD}, kwok {versions.KWOK}")
+        total = 0
         for name, pid in state.pids.items():
-            print(f"  {name:<24} pid {pid}")
+            rss = resident_kib(pid)
+            total += rss
+            print(f"  {name:<24} pid {pid:<8} {rss / 1024:7.1f} MiB")
+        print(f"  {'total':<24} {'':<12} {total / 1024:7.1f} MiB resident")
     return 0
 
 

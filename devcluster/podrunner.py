@@ -4,10 +4,11 @@ kwok marks pods Running and gives each an IP in 127.1.0.0/16. For every such pod
 container runs `tritonserver`, this starts a real tritonserver (from the nvidia-pytriton
 wheel) bound to the pod IP with the pod's own args, env and volumes mapped to local paths,
 keeps its log in <pods-dir>/<namespace>_<name>_<uid>.log and stops it (by pid) when the pod
-goes away. It is also the readiness prober for pods on fake nodes: a container with a
-readinessProbe stays not-ready (see devcluster/kwok/pod-ready.yaml) until its probe passes
-against the pod IP, as a kubelet would report it. A Triton process that exits is restarted
-with back-off and counted in restartCount, like restartPolicy: Always.
+goes away. It is also the readiness prober for pods on fake nodes: a pod with a
+readinessProbe or readiness gates stays not-ready (see devcluster/kwok/pod-ready.yaml) until
+its probe passes against the pod IP and every gate condition is True, as a kubelet reports
+it. A Triton process that exits is restarted with back-off and counted in restartCount, like
+restartPolicy: Always.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from kubernetes.client.exceptions import ApiException
 
 LOG = logging.getLogger("podrunner")
 TICK_SECONDS = 0.25
-RESYNC_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 30.0
 # Flags whose values the runner sets itself: the addresses are the pod IP, and the
 # backends/caches are the ones in the nvidia-pytriton wheel (the image's /opt/tritonserver).
@@ -203,7 +203,10 @@ class PodProcess:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    ready: bool | None = None
+    probe_ok: bool | None = None  # None: no verdict yet
+    gates: tuple[str, ...] = ()
+    gates_ok: bool = True
+    reported: bool | None = None  # the Ready status last written
     probing: bool = False
     last_exit: int | None = None
 
@@ -275,11 +278,19 @@ class PodRunner:
         if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
             self.stop_pod(uid, "pod terminating")
             return
-        if uid in self.pods or status.get("phase") != "Running" or not status.get("podIP"):
+        gates = tuple(gate["conditionType"] for gate in spec.get("readinessGates") or [])
+        if uid in self.pods:
+            tracked = self.pods[uid]
+            tracked.gates_ok = gates_satisfied(gates, status)
+            self.refresh_ready(tracked)
+            return
+        if status.get("phase") != "Running" or not status.get("podIP"):
             return
         containers = spec.get("containers", [])
         triton = next((c for c in containers if is_triton_container(c)), None)
         probed = triton or next((c for c in containers if c.get("readinessProbe")), None)
+        if probed is None and gates:
+            probed = containers[0]
         if probed is None:
             return
         base = f"{meta['namespace']}_{meta['name']}_{uid}"
@@ -309,8 +320,12 @@ class PodRunner:
             work_dir=work_dir,
             log_path=self.pods_dir / f"{base}.log",
             pid_path=self.pods_dir / f"{base}.pid",
-            probe=Probe(spec=probe_spec, started=time.monotonic()) if probe_spec else None,
+            probe=Probe(spec=resolve_named_port(probe_spec, probed), started=time.monotonic()) if probe_spec else None,
+            probe_ok=None if probe_spec else True,
+            gates=gates,
+            gates_ok=gates_satisfied(gates, status),
         )
+        self.refresh_ready(self.pods[uid])
         LOG.info("%s/%s: tracking pod at %s", meta["namespace"], meta["name"], status["podIP"])
 
     def container_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
@@ -444,16 +459,24 @@ class PodRunner:
     def run_probe(self, pod: PodProcess) -> None:
         try:
             assert pod.probe is not None
-            ok = probe_once(pod.probe.spec, pod.pod_ip)
-            changed = pod.probe.record(ok)
-            if changed is not None and changed != pod.ready and pod.uid in self.pods:
-                pod.ready = changed
-                self.report_ready(pod, changed)
-        except Exception as error:
-            LOG.warning("%s/%s: probe/report failed: %s", pod.namespace, pod.name, error)
-            pod.ready = None
+            verdict = pod.probe.record(probe_once(pod.probe.spec, pod.pod_ip))
+            if verdict is not None:
+                pod.probe_ok = verdict
+            self.refresh_ready(pod)
         finally:
             pod.probing = False
+
+    def refresh_ready(self, pod: PodProcess) -> None:
+        """Write Ready when the probe verdict and the gates together say something new."""
+        ready = bool(pod.probe_ok) and pod.gates_ok
+        with self.lock:
+            if ready == pod.reported or pod.uid not in self.pods:
+                return
+            try:
+                self.report_ready(pod, ready)
+                pod.reported = ready
+            except Exception as error:  # retried on the next probe or event
+                LOG.warning("%s/%s: cannot report readiness: %s", pod.namespace, pod.name, error)
 
     def report_ready(self, pod: PodProcess, ready: bool) -> None:
         status = "True" if ready else "False"
@@ -471,7 +494,8 @@ class PodRunner:
         LOG.info("%s/%s: ready=%s", pod.namespace, pod.name, ready)
 
     def report_exit(self, pod: PodProcess, code: int) -> None:
-        pod.ready = False
+        pod.reported = False
+        pod.probe_ok = None if pod.probe is not None else pod.probe_ok
         now = now_rfc3339()
         patch = {
             "status": {
@@ -517,7 +541,6 @@ class PodRunner:
     def run(self, ready_file: Path) -> None:
         threading.Thread(target=self.watch_pods, name="watch", daemon=True).start()
         ready_file.write_text(str(os.getpid()))
-        last_resync = time.monotonic()
         while not self.stopping.is_set():
             try:
                 kind, obj = self.events.get(timeout=TICK_SECONDS)
@@ -527,15 +550,21 @@ class PodRunner:
             except Exception:
                 LOG.exception("handling a pod event failed")
             self.tick()
-            if time.monotonic() - last_resync > RESYNC_SECONDS:
-                last_resync = time.monotonic()
-                self.resync_readiness()
 
-    def resync_readiness(self) -> None:
-        # A status write lost to a conflict or restart is repeated: readiness is level-based.
-        for pod in list(self.pods.values()):
-            if pod.ready is None and pod.probe is not None:
-                pod.probe.successes = pod.probe.failures = 0
+
+def gates_satisfied(gates: tuple[str, ...], status: dict[str, Any]) -> bool:
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    return all(conditions.get(gate) == "True" for gate in gates)
+
+
+def resolve_named_port(probe: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """A probe may name its port (`port: http`); the kubelet looks it up in the container's ports."""
+    resolved = dict(probe)
+    for kind in ("httpGet", "tcpSocket"):
+        if kind in probe and isinstance(probe[kind].get("port"), str) and not probe[kind]["port"].isdigit():
+            ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+            resolved[kind] = {**probe[kind], "port": ports.get(probe[kind]["port"], probe[kind]["port"])}
+    return resolved
 
 
 def field_value(pod: dict[str, Any], path: str) -> Any:

@@ -196,10 +196,10 @@ class ModelSpec(ApiModel):
 
 class ResourceSettings(ApiModel):
     cpu: str | None = Field(
-        None, pattern=QUANTITY_PATTERN, description="CPU per replica (request and limit), e.g. \"4\" or \"500m\"."
+        None, pattern=QUANTITY_PATTERN, description='CPU per replica (request and limit), e.g. "4" or "500m".'
     )
     memory: str | None = Field(
-        None, pattern=QUANTITY_PATTERN, description="Memory per replica (request and limit), e.g. \"16Gi\"."
+        None, pattern=QUANTITY_PATTERN, description='Memory per replica (request and limit), e.g. "16Gi".'
     )
 
 

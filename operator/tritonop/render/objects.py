@@ -1,0 +1,289 @@
+"""Pure rendering: a ModelDeployment (plus what the reconciler decided) -> Kubernetes objects.
+
+Every function here returns a plain dict holding only the fields the operator owns; the
+reconciler applies them with server-side apply. Tests compare whole objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tritonop.api.spec import API_GROUP, API_VERSION, KIND, ModelDeployment
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+CONTAINER_NAME = "tritonserver"
+MODEL_MOUNT_PATH = "/models"
+GCS_CREDENTIALS_DIR = "/var/run/secrets/tritonop/gcs"
+# Header (HTTP) / metadata key (gRPC) that unlocks Triton's model control API.
+CONTROL_KEY_HEADER = "tritonop-control-key"
+CONTROL_KEY_ENV = "TRITONOP_CONTROL_KEY"
+CONTROL_KEY_SECRET_KEY = "control-key"
+# Pod condition the operator sets once a new pod serves the target version; until then the
+# pod is not Ready and receives no traffic (a readiness gate, as Kubernetes intends).
+MODEL_READY_GATE = f"{API_GROUP}/model-ready"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MODEL_DEPLOYMENT = f"{API_GROUP}/model-deployment"
+MANAGER = "tritonop"
+ANNOTATION_ROLLOUT_HASH = f"{API_GROUP}/rollout-hash"
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """What the reconciler decided, on top of the spec."""
+
+    replicas: int
+    target_version: int | None
+
+
+def selector_labels(md: ModelDeployment) -> dict[str, str]:
+    return {LABEL_NAME: "tritonserver", LABEL_INSTANCE: md.name, LABEL_MANAGED_BY: MANAGER}
+
+
+def common_labels(md: ModelDeployment) -> dict[str, str]:
+    return {**selector_labels(md), LABEL_MODEL_DEPLOYMENT: md.name, "app.kubernetes.io/component": "model-server"}
+
+
+def selector_string(md: ModelDeployment) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(md).items()))
+
+
+def control_key_secret_name(md: ModelDeployment) -> str:
+    return f"{md.name}-control-key"
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(md: ModelDeployment, name: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name or md.name,
+        "namespace": md.namespace,
+        "labels": common_labels(md),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def _repository_wiring(md: ModelDeployment) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """(--model-repository value, volumes, volumeMounts, env) for the repository URI."""
+    uri = md.spec.model.repository
+    scheme, _, rest = uri.partition("://")
+    secret = md.spec.model.credentials_secret
+    if scheme == "file":
+        volume = {"name": "model-repository", "hostPath": {"path": "/" + rest.strip("/"), "type": "Directory"}}
+        mount = {"name": "model-repository", "mountPath": MODEL_MOUNT_PATH, "readOnly": True}
+        return MODEL_MOUNT_PATH, [volume], [mount], []
+    if scheme == "pvc":
+        claim, _, subpath = rest.partition("/")
+        volume = {"name": "model-repository", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT_PATH, "readOnly": True}
+        if subpath.strip("/"):
+            mount["subPath"] = subpath.strip("/")
+        return MODEL_MOUNT_PATH, [volume], [mount], []
+    if scheme == "gs" and secret:
+        volume = {"name": "gcs-credentials", "secret": {"secretName": secret}}
+        mount = {"name": "gcs-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
+        env = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_CREDENTIALS_DIR}/credentials.json"}]
+        return uri, [volume], [mount], env
+    if scheme == "s3" and secret:
+        return uri, [], [], [{"secretRef": {"name": secret}}]
+    return uri, [], [], []
+
+
+def rollout_hash(md: ModelDeployment, inputs: RenderInputs) -> str:
+    """Changes when a Recreate/Rolling rollout must replace pods (version or config overrides)."""
+    config = md.spec.model.config.model_dump(by_alias=True) if md.spec.model.config else None
+    payload = json.dumps({"version": inputs.target_version, "config": config}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def tritonserver_args(md: ModelDeployment, repository: str) -> list[str]:
+    key = f"{CONTROL_KEY_HEADER}=$({CONTROL_KEY_ENV})"
+    return [
+        f"--model-repository={repository}",
+        "--model-control-mode=explicit",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        # Load/unload/index only with the per-deployment key; inference and health stay open.
+        f"--http-restricted-api=model-repository:{key}",
+        f"--grpc-restricted-protocol=model-repository:{key}",
+        # p95 for the autoscaler comes from Triton's summary quantiles.
+        "--metrics-config=summary_latencies=true",
+        *md.spec.server.extra_args,
+    ]
+
+
+def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, Any]:
+    server = md.spec.server
+    repository, volumes, mounts, repo_env = _repository_wiring(md)
+    env: list[dict[str, Any]] = [
+        {
+            "name": CONTROL_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": control_key_secret_name(md), "key": CONTROL_KEY_SECRET_KEY}},
+        },
+        *[item for item in repo_env if "name" in item],
+        *[{"name": item.name, "value": item.value} for item in server.env],
+    ]
+    env_from = [item for item in repo_env if "secretRef" in item]
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if server.gpus > 0:
+        limits[server.gpu_resource_name] = str(server.gpus)
+    if server.resources is not None:
+        for resource, value in (("cpu", server.resources.cpu), ("memory", server.resources.memory)):
+            if value is not None:
+                limits[resource] = requests[resource] = value
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+
+    def http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": server.image,
+        "command": ["tritonserver"],
+        "args": tritonserver_args(md, repository),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": resources,
+        # Large models take minutes to load: 10 minutes before liveness starts counting.
+        "startupProbe": http_probe("/v2/health/live", 5, 120),
+        "livenessProbe": http_probe("/v2/health/live", 10, 3),
+        "readinessProbe": http_probe(f"/v2/models/{md.model_name}/ready", 2, 3),
+        "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "readinessGates": [{"conditionType": MODEL_READY_GATE}],
+        # Triton needs no Kubernetes API access.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # The python backend passes tensors through shared memory; the default 64Mi is too small.
+        "volumes": [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+    }
+    if server.node_selector:
+        pod_spec["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations]
+    if server.affinity:
+        pod_spec["affinity"] = server.affinity
+    if server.priority_class_name:
+        pod_spec["priorityClassName"] = server.priority_class_name
+    if server.runtime_class_name:
+        pod_spec["runtimeClassName"] = server.runtime_class_name
+
+    template_annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    strategy: dict[str, Any]
+    if md.spec.rollout.strategy == "Recreate":
+        strategy = {"type": "Recreate"}
+    else:
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    if md.spec.rollout.strategy != "InPlace":
+        # Version/config changes replace pods; InPlace switches them inside running servers instead.
+        template_annotations[ANNOTATION_ROLLOUT_HASH] = rollout_hash(md, inputs)
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(md),
+        "spec": {
+            "replicas": inputs.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(md)},
+            "strategy": strategy,
+            "template": {
+                "metadata": {"labels": common_labels(md), "annotations": template_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def render_pdb(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(md)}},
+    }
+
+
+def render_control_key_secret(md: ModelDeployment, key: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(md, control_key_secret_name(md)),
+        "type": "Opaque",
+        "data": {CONTROL_KEY_SECRET_KEY: base64.b64encode(key.encode()).decode()},
+    }
+
+
+def endpoint(md: ModelDeployment) -> dict[str, str]:
+    host = f"{md.name}.{md.namespace}.svc"
+    return {"http": f"{host}:{HTTP_PORT}", "grpc": f"{host}:{GRPC_PORT}"}

@@ -1,0 +1,90 @@
+"""The only module that calls Triton: the model control API and health, per pod, through
+`tritonclient.http.aio` (asyncio; the plain http client is gevent-based and must not be shared
+across threads)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import tritonclient.http.aio as triton_http
+from tritonclient.utils import InferenceServerException
+
+from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT
+
+STATUS_TIMEOUT_SECONDS = 5.0
+# A large model can take many minutes to load; the caller decides how long to wait overall.
+LOAD_TIMEOUT_SECONDS = 900.0
+
+
+class TritonError(Exception):
+    """Triton refused or failed a request; the message is Triton's own."""
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str  # READY, LOADING, UNLOADING, UNAVAILABLE
+    reason: str
+
+
+class TritonServer:
+    """One tritonserver, at a pod IP, with the deployment's model-control key."""
+
+    def __init__(self, host: str, control_key: str, port: int = HTTP_PORT) -> None:
+        self.url = f"{host}:{port}"
+        self.headers = {CONTROL_KEY_HEADER: control_key}
+
+    def _client(self, timeout: float = STATUS_TIMEOUT_SECONDS) -> triton_http.InferenceServerClient:
+        return triton_http.InferenceServerClient(self.url, conn_timeout=timeout)
+
+    async def is_live(self) -> bool:
+        try:
+            async with self._client() as client:
+                return bool(await client.is_server_live())
+        except Exception:  # unreachable or not yet listening: not live
+            return False
+
+    async def model_versions(self, model: str) -> list[VersionState]:
+        """Versions of `model` Triton knows about, with their states (repository index)."""
+        try:
+            async with self._client() as client:
+                index = await client.get_model_repository_index(headers=self.headers)
+        except InferenceServerException as error:
+            raise TritonError(error.message()) from error
+        states = []
+        for entry in index:
+            if entry.get("name") == model and entry.get("version"):
+                states.append(VersionState(int(entry["version"]), entry.get("state", ""), entry.get("reason", "")))
+        return sorted(states, key=lambda s: s.version)
+
+    async def ready_versions(self, model: str) -> list[int]:
+        return [s.version for s in await self.model_versions(model) if s.state == "READY"]
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        try:
+            async with self._client() as client:
+                return dict(await client.get_model_config(model))
+        except InferenceServerException as error:
+            raise TritonError(error.message()) from error
+
+    async def load(self, model: str, config_json: str | None) -> None:
+        """Load (or reload with a new config) and wait until Triton answers; raises Triton's error."""
+        try:
+            async with self._client(LOAD_TIMEOUT_SECONDS) as client:
+                await client.load_model(model, headers=self.headers, config=config_json)
+        except InferenceServerException as error:
+            raise TritonError(error.message()) from error
+
+    async def unload(self, model: str) -> None:
+        try:
+            async with self._client(LOAD_TIMEOUT_SECONDS) as client:
+                await client.unload_model(model, headers=self.headers)
+        except InferenceServerException as error:
+            raise TritonError(error.message()) from error
+
+
+def config_summary(config_json: str) -> str:
+    config = json.loads(config_json)
+    return f"versions={config.get('version_policy')} max_batch_size={config.get('max_batch_size', 0)}"

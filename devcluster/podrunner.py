@@ -515,6 +515,8 @@ class PodRunner:
         state: dict[str, Any]
         if pod.process is not None:
             state = {"running": {"startedAt": now_rfc3339()}}
+        elif pod.last_exit is None:
+            state = {"waiting": {"reason": "ContainerCreating"}}
         else:
             state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"tritonserver exited with {pod.last_exit}"}}
         status: dict[str, Any] = {

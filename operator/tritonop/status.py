@@ -74,16 +74,12 @@ def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bo
 
 
 def _scheduled_condition(md: ModelDeployment, facts: Facts) -> dict[str, Any]:
-    pending = [pod for pod in facts.pods if not pod.scheduled]
+    # Only the scheduler's verdict counts: a pod it has not looked at yet is not a problem.
+    pending = [pod for pod in facts.pods if not pod.scheduled and pod.unschedulable_message is not None]
     if not pending:
         return condition(md, "Scheduled", "True", "AllScheduled", f"{len(facts.pods)} pod(s) placed on nodes")
-    message = pending[0].unschedulable_message or "waiting for the scheduler"
-    if f"Insufficient {facts.gpu_resource}" in message:
-        reason = "InsufficientGPU"
-    elif pending[0].unschedulable_message:
-        reason = "Unschedulable"
-    else:
-        reason = "Pending"
+    message = pending[0].unschedulable_message or ""
+    reason = "InsufficientGPU" if f"Insufficient {facts.gpu_resource}" in message else "Unschedulable"
     return condition(md, "Scheduled", "False", reason, f"{len(pending)} pod(s) not scheduled: {message}")
 
 
@@ -175,9 +171,10 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
         "observedGeneration": md.generation,
         "modelName": md.model_name,
         "replicas": len(facts.pods),
-        "readyReplicas": ready_count,
+        # Ready pods serve some version (VERSION shows which); the Ready condition wants the target.
+        "readyReplicas": len(ready_pods),
         "desiredReplicas": facts.desired_replicas,
-        "readySummary": f"{ready_count}/{facts.desired_replicas}",
+        "readySummary": f"{len(ready_pods)}/{facts.desired_replicas}",
         "selector": selector_string(md),
         "endpoint": endpoint(md),
         "conditions": conditions,

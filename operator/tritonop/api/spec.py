@@ -390,7 +390,9 @@ class ModelDeploymentStatus(ApiModel):
         None, alias="observedGeneration", description="metadata.generation the status reflects."
     )
     replicas: int | None = Field(None, description="Current replicas (the scale subresource reads this).")
-    ready_replicas: int | None = Field(None, alias="readyReplicas", description="Replicas serving the target version.")
+    ready_replicas: int | None = Field(
+        None, alias="readyReplicas", description="Replicas that are Ready (serving; VERSION shows which version)."
+    )
     desired_replicas: int | None = Field(None, alias="desiredReplicas", description="Replicas the operator wants.")
     selector: str | None = Field(None, description="Label selector of the replicas (for the scale subresource).")
     active_version: int | None = Field(

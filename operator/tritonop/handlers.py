@@ -1,0 +1,82 @@
+"""The only module with kopf handlers: thin adapters from watch events to the controller.
+
+kopf watches ModelDeployments and the pods/Deployments the operator owns; every event only
+records the latest body and queues a reconcile (see controller.py). kopf itself writes nothing
+to ModelDeployments: no handler progress in status, and its bookkeeping prefix is tritonop.dev.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
+from tritonop.controller import Controller
+from tritonop.k8s import KubeClient
+from tritonop.reconcile import OperatorState, Reconciler
+from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
+
+OWNED = {LABEL_MANAGED_BY: MANAGER}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    # Events are posted by the reconciler itself, one per meaningful step.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    metrics_port = int(os.environ.get("TRITONOP_METRICS_PORT", "8080"))
+    if metrics_port:
+        start_http_server(metrics_port)
+    state = OperatorState(kube=KubeClient.from_environment())
+
+    async def reconcile(body: dict[str, Any]) -> float | None:
+        return (await Reconciler(state, body).run()).requeue_after
+
+    controller = Controller.from_environment(reconcile)
+    controller.start()
+    memo.state = state
+    memo.controller = controller
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
+    await memo.state.kube.close()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def model_deployment_event(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        memo.controller.forget((body.metadata.namespace, body.metadata.name))
+        return
+    memo.controller.update(dict(body))
+
+
+@kopf.on.event("v1", "pods", labels=OWNED)
+async def owned_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _poke_owner(body, memo)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _poke_owner(body, memo)
+
+
+def _poke_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+    name = body.metadata.labels.get(LABEL_INSTANCE)
+    if name:
+        memo.controller.enqueue((body.metadata.namespace, name))
+
+
+# kopf logs every successful event handler at INFO; ours only queue work.
+logging.getLogger("kopf.objects").setLevel(logging.WARNING)

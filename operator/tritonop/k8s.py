@@ -25,7 +25,10 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from prometheus_client import Counter as PromCounter
 
+from tritonop import __version__
+
 FIELD_MANAGER = "tritonop"
+USER_AGENT = f"tritonop/{__version__}"
 LOG = logging.getLogger("tritonop.k8s")
 API_REQUESTS = PromCounter(
     "tritonop_kubernetes_requests_total", "Requests the operator made to the Kubernetes API.", ["verb", "code"]
@@ -137,8 +140,10 @@ class KubeClient:
             self.session = aiohttp.ClientSession(
                 timeout=self.timeout, connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=64)
             )
+        if method in ("PATCH", "POST", "PUT"):
+            params = {"fieldManager": FIELD_MANAGER, **(params or {})}
         url = self.credentials.server + path + (f"?{urlencode(params)}" if params else "")
-        headers = {**self._headers(), "Accept": "application/json"}
+        headers = {**self._headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type

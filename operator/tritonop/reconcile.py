@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.k8s import KubeClient, KubeError
-from tritonop.render.model_config import effective_config, from_json, served_versions, to_json
+from tritonop.render.model_config import effective_config, from_json, to_json
 from tritonop.render.objects import (
     ANNOTATION_ROLLOUT_HASH,
     CONTROL_KEY_SECRET_KEY,
@@ -50,7 +50,7 @@ FAILED_LOAD_RETRY_SECONDS = 20.0
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
 # Ready=False reasons that are progress, not trouble (a Normal event, not a Warning).
-PROGRESS_REASONS = frozenset({"WaitingForReplicas", "VersionSwitch"})
+PROGRESS_REASONS = frozenset({"WaitingForReplicas", "VersionSwitch", "RollingOut"})
 
 
 @dataclass
@@ -285,11 +285,11 @@ class Reconciler:
             # With Recreate/Rolling, old pods keep their version until the Deployment replaces them.
             managed = in_place or pod_hash == current_hash
             wanted = self.wanted_config(base_config, target)
-            current = loaded_config is not None and config_is_current(loaded_config, wanted, target)
+            current = loaded_config is not None and config_is_current(loaded_config, versions, wanted, target)
             error: str | None = None
             if managed and not current and report.problem is None:
                 versions, loaded_config, error = await self.load(pod, server, wanted, versions, target, in_place)
-                current = loaded_config is not None and config_is_current(loaded_config, wanted, target)
+                current = loaded_config is not None and config_is_current(loaded_config, versions, wanted, target)
             result = PodFacts(
                 **{
                     **basics.__dict__,
@@ -437,15 +437,16 @@ def pod_basics(pod: dict[str, Any]) -> PodFacts:
     )
 
 
-def config_is_current(loaded: dict[str, Any], wanted: str | None, target: int | None) -> bool:
-    """The config a server reports matches what the spec asks for, on the fields the operator sets."""
+def config_is_current(loaded: dict[str, Any], ready: list[int], wanted: str | None, target: int | None) -> bool:
+    """The server serves exactly the target version, with the fields the operator sets as wanted.
+
+    Versions come from the repository index: after a reload that only changes versions, Triton
+    keeps reporting the previous version_policy in the model config."""
+    if ready != ([target] if target is not None else ready[-1:]) or not ready:
+        return False
     if wanted is None:
-        return target is None or served_versions(loaded) == [target]
+        return True
     desired = json.loads(wanted)
-    if served_versions(loaded) != served_versions(desired):
-        return False
-    if desired.get("version_policy", {}).get("latest") and served_versions(loaded) is not None:
-        return False
     for key in ("max_batch_size", "dynamic_batching"):
         if key in desired and not is_subset(_numbers(desired[key]), _numbers(loaded.get(key))):
             return False

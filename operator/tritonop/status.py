@@ -139,7 +139,8 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
 
     crashing = next((pod for pod in facts.pods if pod.waiting_reason in FAILING_WAIT_REASONS), None)
     ready_count = len(serving)
-    if ready_count >= facts.desired_replicas and not switching and (facts.desired_replicas == 0 or serving):
+    settled = not switching and not facts.rollout_pending and crashing is None
+    if ready_count >= facts.desired_replicas and settled and (facts.desired_replicas == 0 or serving):
         ready = condition(
             md, "Ready", "True", "Serving", f"{ready_count}/{facts.desired_replicas} replicas serve version {target}"
         )
@@ -152,8 +153,8 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
             if crashing is not None:
                 reason = crashing.waiting_reason or "ServerFailing"
                 message = f"{crashing.name}: {crashing.waiting_message}"
-            elif switching:
-                reason, message = "VersionSwitch", progressing["message"]
+            elif switching or facts.rollout_pending:
+                reason, message = progressing["reason"], progressing["message"]
             else:
                 reason = "WaitingForReplicas"
                 message = f"{ready_count}/{facts.desired_replicas} replicas serve the target version"

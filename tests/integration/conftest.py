@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from devcluster import DevCluster, running_cluster
-from devcluster.cluster import wait_until
+from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 from kubernetes import client, config
 
 
@@ -45,3 +53,72 @@ def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name)
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
+
+    def metrics(self) -> dict[str, float]:
+        """The operator's Prometheus metrics, `name{labels}` -> value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
+    def write_requests(self) -> float:
+        return sum(
+            value
+            for key, value in self.metrics().items()
+            if key.startswith("tritonop_kubernetes_requests_total{")
+            and any(f'verb="{verb}"' in key for verb in ("apply", "patch", "create", "delete", "update"))
+        )
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: DevCluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as a real process (`python -m tritonop run`) against the dev cluster."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    metrics_port, liveness_port = free_port(), free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tritonop",
+                "run",
+                f"--kubeconfig={cluster.kubeconfig}",
+                "--resync-seconds=5",
+                f"--metrics-port={metrics_port}",
+                f"--liveness-port={liveness_port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def live() -> bool:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+
+    wait_until("the operator's liveness endpoint", live, timeout=60)
+    yield OperatorProcess(process, metrics_port, log_path)
+    crashed = process.poll()
+    stop_pid(process.pid)
+    assert not pid_alive(process.pid)
+    # Bad input must never crash the operator: it has to be alive after every test.
+    assert crashed is None, f"the operator exited with {crashed}; log: {log_path}"

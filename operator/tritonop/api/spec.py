@@ -262,12 +262,16 @@ class ServerSpec(ApiModel):
     )
 
 
+PrometheusUrl = matching(
+    r"^https?://[^\s/:]+(:[0-9]+)?(/\S*)?$",
+    "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
+    max_length=2048,
+)
+
+
 class PrometheusSource(ApiModel):
-    url: str = Field(
-        ...,
-        pattern=r"^https?://[^\s/]+(:[0-9]+)?(/\S*)?$",
-        max_length=2048,
-        description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
+    url: PrometheusUrl = Field(  # type: ignore[valid-type]
+        ..., description="Prometheus base URL, e.g. http://prometheus.monitoring:9090."
     )
 
 

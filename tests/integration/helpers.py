@@ -1,0 +1,95 @@
+"""Helpers for integration tests: ModelDeployments, conditions, inference at pod IPs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from devcluster import DevCluster
+from devcluster.cluster import wait_until
+from kubernetes import client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_REPO = REPO_ROOT / "model_repo"
+GROUP, VERSION, PLURAL = "tritonop.dev", "v1alpha1", "modeldeployments"
+
+
+def md_manifest(name: str, spec: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": metadata, "spec": spec}
+
+
+def sleepy_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"name": "sleepy", "repository": f"file://{MODEL_REPO}", "version": 2}}
+    spec.update(overrides)
+    return spec
+
+
+def apply_md(cluster: DevCluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(md_manifest(name, spec)))
+
+
+def get_md(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
+def md_condition(md: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in md.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_for_condition(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    kind: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = 90,
+) -> dict[str, Any]:
+    """Wait until the condition has this status (and reason) for the current generation."""
+
+    def matches() -> bool:
+        md = get_md(api, namespace, name)
+        cond = md_condition(md, kind)
+        return (
+            cond.get("status") == status
+            and (reason is None or cond.get("reason") == reason)
+            and cond.get("observedGeneration") == md["metadata"]["generation"]
+        )
+
+    try:
+        wait_until(f"{kind}={status} ({reason}) on {namespace}/{name}", matches, timeout=timeout)
+    except TimeoutError as error:
+        md = get_md(api, namespace, name)
+        raise AssertionError(f"{error}; status is {json.dumps(md.get('status'), indent=1)}") from None
+    return get_md(api, namespace, name)
+
+
+def md_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=tritonop"
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+
+
+def infer_version(ip: str, model: str = "sleepy", timeout: float = 10) -> int:
+    """One inference at a pod IP; returns the VERSION output (the version that served it)."""
+    body = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    request = urllib.request.Request(
+        f"http://{ip}:8000/v2/models/{model}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        outputs = {o["name"]: o["data"] for o in json.load(response)["outputs"]}
+    assert outputs["OUTPUT0"] == [2.0, 4.0, 6.0, 8.0]
+    return int(outputs["VERSION"][0])
+
+
+def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
+    selector = f"involvedObject.name={name},involvedObject.kind=ModelDeployment"
+    return list(core.list_namespaced_event(namespace, field_selector=selector).items)

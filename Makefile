@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-build cluster-up cluster-down cluster-status lint unit test demo clean
+.PHONY: help venv crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
 
 help:
-	@echo "make demo           start the local cluster and show it (the main job)"
+	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
 	@echo "make test           lint + unit + integration tests on the local cluster (what CI runs)"
 	@echo "make cluster-up     start the local control plane with fake GPU nodes (builds it once)"
 	@echo "make cluster-down   stop everything cluster-up started"
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
+
+# The CRD is generated from the pydantic models; a unit test fails when this was not run.
+crds: venv
+	$(PY) -m tritonop.api.crd > crds/modeldeployments.tritonop.dev.yaml
 
 cluster-build: venv
 	$(PY) -m devcluster build
@@ -49,12 +53,10 @@ test: lint cluster-build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: cluster-up
-	@echo "--- the dev cluster: 2 fake GPU nodes (8 x nvidia.com/gpu each) and 1 CPU node"
-	$(VENV)/bin/kubectl --kubeconfig .devcluster/kubeconfig get nodes -o wide
-	$(VENV)/bin/kubectl --kubeconfig .devcluster/kubeconfig get nodes \
-	  -o custom-columns=NAME:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,PRODUCT:.metadata.labels.nvidia\\.com/gpu\\.product
-	@echo "--- next: the tritonop operator deploys ModelDeployments here (coming with the API issue)."
-	@echo "--- the cluster stays up; use it with: export KUBECONFIG=$$PWD/.devcluster/kubeconfig ; stop it with: make cluster-down"
+	@bash scripts/demo.sh
 
-clean: cluster-down
+demo-down:
+	@bash scripts/demo.sh stop
+
+clean: demo-down cluster-down
 	rm -rf $(VENV) .devcluster

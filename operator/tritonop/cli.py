@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    run.add_argument("--liveness-port", type=int, default=8081, help="port of /healthz for the liveness probe")
+    run.add_argument(
+        "--liveness-port", type=int, default=8081, help="port of /healthz for the liveness probe (0 disables)"
+    )
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 disables)")
     run.add_argument("--resync-seconds", type=float, default=30.0, help="periodic reconcile of every object")
     run.add_argument("--workers", type=int, default=8, help="ModelDeployments reconciled in parallel")
@@ -57,7 +59,7 @@ def run_operator(args: argparse.Namespace) -> None:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     )
 
 

@@ -80,7 +80,7 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
     configuration = kube_client.Configuration()
     token_file: str | None = None
     try:
-        kube_config.load_incluster_config(client_configuration=configuration)
+        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         token_file = kube_config.incluster_config.SERVICE_TOKEN_FILENAME
     except kube_config.ConfigException:
         kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -164,7 +164,7 @@ class Reconciler:
         pod_facts = await self.manage_servers(pods, report, target, control_key, current_hash)
 
         # 5. status, written only if it changed
-        rollout_pending = bool(deployment) and (
+        rollout_pending = deployment is not None and (
             deployment.get("status", {}).get("updatedReplicas", 0) < replicas
             or deployment.get("status", {}).get("replicas", 0) > replicas
         )
@@ -423,7 +423,7 @@ def pod_basics(pod: dict[str, Any]) -> PodFacts:
     status = pod.get("status", {})
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
-    waiting = next(
+    waiting: dict[str, Any] = next(
         (c["state"]["waiting"] for c in status.get("containerStatuses") or [] if c.get("state", {}).get("waiting")),
         {},
     )

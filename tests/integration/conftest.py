@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
+
 from devcluster import DevCluster, running_cluster
 from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-from kubernetes import client, config
 
 
 @pytest.fixture(scope="session")

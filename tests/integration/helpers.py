@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
+
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
-from kubernetes import client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO = REPO_ROOT / "model_repo"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from devcluster import DevCluster
 
 from .helpers import md_manifest

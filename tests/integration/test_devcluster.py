@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client, watch
+
 from devcluster import DevCluster
 from devcluster.cluster import kubectl_binary, pid_alive, wait_until
-from kubernetes import client, watch
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from kubernetes import client
+
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
-from kubernetes import client
 
 from .conftest import OperatorProcess
 from .helpers import (

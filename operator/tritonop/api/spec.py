@@ -7,9 +7,10 @@ description, default, bound and CEL rule lives here, next to the type the operat
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.config import JsonDict
 
 API_GROUP = "tritonop.dev"
 API_VERSION = "v1alpha1"
@@ -52,8 +53,8 @@ TRITON_MODEL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 def cel(
     rule: str, message: str | None = None, message_expression: str | None = None, field_path: str | None = None
-) -> dict[str, str]:
-    validation = {"rule": rule}
+) -> JsonDict:
+    validation: JsonDict = {"rule": rule}
     if field_path:
         validation["fieldPath"] = field_path  # the error names this field, not the object
     if message:
@@ -102,16 +103,22 @@ def matching(regex: str, message: str, max_length: int) -> Any:
     return Annotated[str, Field(max_length=max_length), AfterValidator(check), WithJsonSchema(schema)]
 
 
-RepositoryUri = matching(
-    REPOSITORY_PATTERN,
-    "must be pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], gs://<bucket>[/<path>] or file:///<absolute path>",
-    max_length=1024,
-)
-GpuResourceName = matching(
-    r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb(\.[a-z0-9]+)?)$",
-    "must be nvidia.com/gpu or a MIG profile such as nvidia.com/mig-1g.10gb",
-    max_length=253,
-)
+if TYPE_CHECKING:  # the type checker sees the plain type
+    RepositoryUri = str
+else:
+    RepositoryUri = matching(
+        REPOSITORY_PATTERN,
+        "must be pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], gs://<bucket>[/<path>] or file:///<absolute path>",
+        max_length=1024,
+    )
+if TYPE_CHECKING:  # the type checker sees the plain type
+    GpuResourceName = str
+else:
+    GpuResourceName = matching(
+        r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb(\.[a-z0-9]+)?)$",
+        "must be nvidia.com/gpu or a MIG profile such as nvidia.com/mig-1g.10gb",
+        max_length=253,
+    )
 
 
 class ApiModel(BaseModel):
@@ -167,7 +174,7 @@ class ModelSpec(ApiModel):
         max_length=128,
         description="Triton model name: a folder at the repository root. Omitted: metadata.name.",
     )
-    repository: RepositoryUri = Field(  # type: ignore[valid-type]
+    repository: RepositoryUri = Field(
         ...,
         description=(
             "Root of a Triton model repository: pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], "
@@ -228,7 +235,7 @@ class ServerSpec(ApiModel):
         le=MAX_GPUS_PER_REPLICA,
         description=f"GPUs per replica (0 = CPU-only serving), at most {MAX_GPUS_PER_REPLICA}.",
     )
-    gpu_resource_name: GpuResourceName = Field(  # type: ignore[valid-type]
+    gpu_resource_name: GpuResourceName = Field(
         "nvidia.com/gpu",
         alias="gpuResourceName",
         description="Extended resource to request: nvidia.com/gpu, or a MIG profile such as nvidia.com/mig-1g.10gb.",
@@ -262,17 +269,18 @@ class ServerSpec(ApiModel):
     )
 
 
-PrometheusUrl = matching(
-    r"^https?://[^\s/:]+(:[0-9]+)?(/\S*)?$",
-    "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
-    max_length=2048,
-)
+if TYPE_CHECKING:  # the type checker sees the plain type
+    PrometheusUrl = str
+else:
+    PrometheusUrl = matching(
+        r"^https?://[^\s/:]+(:[0-9]+)?(/\S*)?$",
+        "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
+        max_length=2048,
+    )
 
 
 class PrometheusSource(ApiModel):
-    url: PrometheusUrl = Field(  # type: ignore[valid-type]
-        ..., description="Prometheus base URL, e.g. http://prometheus.monitoring:9090."
-    )
+    url: PrometheusUrl = Field(..., description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.")
 
 
 class AutoscalingSpec(ApiModel):
@@ -345,9 +353,7 @@ class ModelDeploymentSpec(ApiModel):
     )
 
     model: ModelSpec = Field(..., description="The model to serve and where its repository lives.")
-    server: ServerSpec = Field(
-        default_factory=ServerSpec, description="How each tritonserver replica runs.", validate_default=True
-    )
+    server: ServerSpec = Field(default_factory=ServerSpec, description="How each tritonserver replica runs.")
     replicas: int | None = Field(
         None,
         ge=0,

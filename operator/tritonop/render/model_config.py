@@ -65,7 +65,7 @@ def effective_config(
 
 def to_json(config: model_config_pb2.ModelConfig) -> str:
     """The JSON Triton's load API takes (protobuf field names, as Triton prints them)."""
-    return json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None, sort_keys=True)
+    return str(json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None, sort_keys=True))
 
 
 def served_versions(config: dict[str, Any]) -> list[int] | None:

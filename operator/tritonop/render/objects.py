@@ -91,10 +91,10 @@ def _repository_wiring(md: ModelDeployment) -> tuple[str, list[dict[str, Any]], 
     if scheme == "pvc":
         claim, _, subpath = rest.partition("/")
         volume = {"name": "model-repository", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT_PATH, "readOnly": True}
+        claim_mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT_PATH, "readOnly": True}
         if subpath.strip("/"):
-            mount["subPath"] = subpath.strip("/")
-        return MODEL_MOUNT_PATH, [volume], [mount], []
+            claim_mount["subPath"] = subpath.strip("/")
+        return MODEL_MOUNT_PATH, [volume], [claim_mount], []
     if scheme == "gs" and secret:
         volume = {"name": "gcs-credentials", "secret": {"secretName": secret}}
         mount = {"name": "gcs-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}

@@ -1,0 +1,97 @@
+"""Pure helpers of the reconciler and the config override."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tritonop.api.spec import ModelConfigOverrides, ModelDeployment
+from tritonop.reconcile import config_is_current, desired_replicas, first_difference, is_subset
+from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt, to_json
+
+SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
+
+
+def test_is_subset_ignores_server_defaults_but_not_changes() -> None:
+    live = {"spec": {"replicas": 2, "template": {"containers": [{"image": "a", "imagePullPolicy": "IfNotPresent"}]}}}
+    assert is_subset({"spec": {"template": {"containers": [{"image": "a"}]}}}, live)
+    assert not is_subset({"spec": {"template": {"containers": [{"image": "b"}]}}}, live)
+    assert not is_subset({"spec": {"template": {"containers": [{}, {}]}}}, live)
+    assert first_difference({"spec": {"template": {"containers": [{"image": "b"}]}}}, live) == (
+        "spec.template.containers[0].image"
+    )
+
+
+def md(**spec: object) -> ModelDeployment:
+    return ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "n", "uid": "u"},
+            "spec": {"model": {"repository": "file:///r"}, **spec},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "live_replicas", "status", "expected"),
+    [
+        ({}, None, {}, 1),
+        ({"replicas": 0}, 3, {}, 0),
+        ({"replicas": 4}, 1, {}, 4),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetLatencyMs": 50}}, None, {}, 2),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetLatencyMs": 50}}, 4, {}, 4),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetLatencyMs": 50}}, 9, {}, 5),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetLatencyMs": 50}}, 2, {"desiredReplicas": 3}, 3),
+    ],
+)
+def test_desired_replicas(
+    spec: dict[str, object], live_replicas: int | None, status: dict[str, int], expected: int
+) -> None:
+    model = md(**spec).model_copy(update={"status": status})
+    deployment = {"spec": {"replicas": live_replicas}} if live_replicas is not None else None
+    assert desired_replicas(model, deployment) == expected
+
+
+def test_effective_config_applies_overrides_and_pins_the_version() -> None:
+    base = parse_pbtxt(SLEEPY_CONFIG)
+    overrides = ModelConfigOverrides.model_validate(
+        {
+            "maxBatchSize": 4,
+            "dynamicBatching": {"maxQueueDelayMicroseconds": 200, "preferredBatchSizes": [2, 4]},
+            "instanceCount": 3,
+        }
+    )
+    config = json.loads(to_json(effective_config(base, "renamed", overrides, [3])))
+    assert config["name"] == "renamed"
+    assert config["version_policy"] == {"specific": {"versions": ["3"]}}
+    assert config["max_batch_size"] == 4
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": "200", "preferred_batch_size": [2, 4]}
+    assert config["instance_group"] == [{"count": 3, "kind": "KIND_CPU"}]
+    assert config["parameters"]["batch_delay_ms"] == {"string_value": "20"}
+    latest = json.loads(to_json(effective_config(base, "m", None, None)))
+    assert latest["version_policy"] == {"latest": {"num_versions": 1}}
+    assert latest["max_batch_size"] == 8
+
+
+def test_broken_config_is_a_clear_error() -> None:
+    with pytest.raises(ModelConfigError, match=r"config\.pbtxt does not parse"):
+        parse_pbtxt("backend: python\nmax_batch_size: [")
+
+
+def test_config_is_current_uses_the_repository_index_for_versions() -> None:
+    wanted = to_json(
+        effective_config(parse_pbtxt(SLEEPY_CONFIG), "sleepy", ModelConfigOverrides(max_batch_size=4), [3])
+    )
+    # Triton reports int64 fields as numbers and keeps an old version_policy after a version-only reload.
+    loaded = {
+        "max_batch_size": 4,
+        "version_policy": {"specific": {"versions": [2, 3]}},
+        "dynamic_batching": {"max_queue_delay_microseconds": 1000, "preserve_ordering": False},
+        "instance_group": [{"name": "sleepy_0", "kind": "KIND_CPU", "count": 1}],
+    }
+    assert config_is_current(loaded, [3], wanted, 3)
+    assert not config_is_current(loaded, [2, 3], wanted, 3)
+    assert not config_is_current({**loaded, "max_batch_size": 8}, [3], wanted, 3)
+    assert config_is_current(loaded, [3], None, None)
+    assert not config_is_current(loaded, [], None, None)

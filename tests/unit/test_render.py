@@ -1,0 +1,280 @@
+"""Render functions are pure: whole objects compared against expected ones."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tritonop.api.spec import ModelDeployment
+from tritonop.render.objects import (
+    RenderInputs,
+    render_control_key_secret,
+    render_deployment,
+    render_pdb,
+    render_service,
+    rollout_hash,
+)
+
+
+def model_deployment(**spec: Any) -> ModelDeployment:
+    body_spec = {"model": {"repository": "file:///srv/models", "version": 3}, "replicas": 2, **spec}
+    return ModelDeployment.from_body(
+        {"metadata": {"name": "resnet50", "namespace": "vision", "uid": "uid-1", "generation": 4}, "spec": body_spec}
+    )
+
+
+LABELS = {
+    "app.kubernetes.io/name": "tritonserver",
+    "app.kubernetes.io/instance": "resnet50",
+    "app.kubernetes.io/managed-by": "tritonop",
+    "tritonop.dev/model-deployment": "resnet50",
+    "app.kubernetes.io/component": "model-server",
+}
+SELECTOR = {
+    "app.kubernetes.io/name": "tritonserver",
+    "app.kubernetes.io/instance": "resnet50",
+    "app.kubernetes.io/managed-by": "tritonop",
+}
+METADATA = {
+    "name": "resnet50",
+    "namespace": "vision",
+    "labels": LABELS,
+    "ownerReferences": [
+        {
+            "apiVersion": "tritonop.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "resnet50",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ],
+}
+KEY = "$(TRITONOP_CONTROL_KEY)"
+
+
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+EXPECTED_DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": METADATA,
+    "spec": {
+        "replicas": 2,
+        "revisionHistoryLimit": 3,
+        "selector": {"matchLabels": SELECTOR},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": LABELS,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": "8002",
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "tritonserver",
+                        "image": "nvcr.io/nvidia/tritonserver:25.10-py3",
+                        "command": ["tritonserver"],
+                        "args": [
+                            "--model-repository=/models",
+                            "--model-control-mode=explicit",
+                            "--http-port=8000",
+                            "--grpc-port=8001",
+                            "--metrics-port=8002",
+                            f"--http-restricted-api=model-repository:tritonop-control-key={KEY}",
+                            f"--grpc-restricted-protocol=model-repository:tritonop-control-key={KEY}",
+                            "--metrics-config=summary_latencies=true",
+                        ],
+                        "ports": [
+                            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                            {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 8002, "protocol": "TCP"},
+                        ],
+                        "env": [
+                            {
+                                "name": "TRITONOP_CONTROL_KEY",
+                                "valueFrom": {"secretKeyRef": {"name": "resnet50-control-key", "key": "control-key"}},
+                            }
+                        ],
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        "startupProbe": probe("/v2/health/live", 5, 120),
+                        "livenessProbe": probe("/v2/health/live", 10, 3),
+                        "readinessProbe": probe("/v2/models/resnet50/ready", 2, 3),
+                        "volumeMounts": [
+                            {"name": "model-repository", "mountPath": "/models", "readOnly": True},
+                            {"name": "dshm", "mountPath": "/dev/shm"},
+                        ],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                    }
+                ],
+                "readinessGates": [{"conditionType": "tritonop.dev/model-ready"}],
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": 60,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 1000,
+                    "runAsGroup": 1000,
+                    "fsGroup": 1000,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumes": [
+                    {"name": "model-repository", "hostPath": {"path": "/srv/models", "type": "Directory"}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+                ],
+            },
+        },
+    },
+}
+
+
+def expected(**changes: Any) -> dict[str, Any]:
+    result = copy.deepcopy(EXPECTED_DEPLOYMENT)
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = result
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[last] = value
+    return result
+
+
+def test_deployment_default() -> None:
+    md = model_deployment()
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=3)) == EXPECTED_DEPLOYMENT
+
+
+def test_deployment_pvc_with_subpath_and_server_settings() -> None:
+    md = model_deployment(
+        model={"name": "resnet", "repository": "pvc://models/vision/v1"},
+        server={
+            "gpus": 2,
+            "gpuResourceName": "nvidia.com/mig-1g.10gb",
+            "resources": {"cpu": "4", "memory": "16Gi"},
+            "nodeSelector": {"nvidia.com/gpu.product": "A100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "inference",
+            "runtimeClassName": "nvidia",
+            "env": [{"name": "LOG", "value": "1"}],
+            "extraArgs": ["--log-verbose=1"],
+        },
+    )
+    want = expected()
+    pod = want["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"].append("--log-verbose=1")
+    container["env"].append({"name": "LOG", "value": "1"})
+    container["resources"] = {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"nvidia.com/mig-1g.10gb": "2", "cpu": "4", "memory": "16Gi"},
+    }
+    container["readinessProbe"] = probe("/v2/models/resnet/ready", 2, 3)
+    container["volumeMounts"][0] = {
+        "name": "model-repository",
+        "mountPath": "/models",
+        "readOnly": True,
+        "subPath": "vision/v1",
+    }
+    pod["volumes"][0] = {"name": "model-repository", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    pod["nodeSelector"] = {"nvidia.com/gpu.product": "A100"}
+    pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    pod["priorityClassName"] = "inference"
+    pod["runtimeClassName"] = "nvidia"
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
+
+
+def test_deployment_s3_with_credentials_and_cpu_only() -> None:
+    md = model_deployment(model={"repository": "s3://bucket/models", "credentialsSecret": "aws"}, server={"gpus": 0})
+    want = expected()
+    pod = want["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"][0] = "--model-repository=s3://bucket/models"
+    container["envFrom"] = [{"secretRef": {"name": "aws"}}]
+    container["resources"] = {}
+    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
+
+
+def test_deployment_gcs_credentials_are_mounted() -> None:
+    md = model_deployment(model={"repository": "gs://bucket/models", "credentialsSecret": "gcp"})
+    rendered = render_deployment(md, RenderInputs(replicas=1, target_version=None))
+    pod = rendered["spec"]["template"]["spec"]
+    assert pod["volumes"][0] == {"name": "gcs-credentials", "secret": {"secretName": "gcp"}}
+    assert pod["containers"][0]["env"][1] == {
+        "name": "GOOGLE_APPLICATION_CREDENTIALS",
+        "value": "/var/run/secrets/tritonop/gcs/credentials.json",
+    }
+
+
+@pytest.mark.parametrize("strategy", ["Recreate", "Rolling"])
+def test_replacing_strategies_roll_pods_on_version_change(strategy: str) -> None:
+    md = model_deployment(rollout={"strategy": strategy})
+    v3 = render_deployment(md, RenderInputs(replicas=2, target_version=3))
+    v4 = render_deployment(md, RenderInputs(replicas=2, target_version=4))
+    hash3 = v3["spec"]["template"]["metadata"]["annotations"]["tritonop.dev/rollout-hash"]
+    assert hash3 == rollout_hash(md, RenderInputs(replicas=2, target_version=3))
+    assert hash3 != v4["spec"]["template"]["metadata"]["annotations"]["tritonop.dev/rollout-hash"]
+    want_strategy = {"type": "Recreate"} if strategy == "Recreate" else EXPECTED_DEPLOYMENT["spec"]["strategy"]
+    assert v3["spec"]["strategy"] == want_strategy
+
+
+def test_in_place_template_does_not_change_with_the_version() -> None:
+    md = model_deployment()
+    v3 = render_deployment(md, RenderInputs(replicas=2, target_version=3))
+    v4 = render_deployment(md, RenderInputs(replicas=2, target_version=4))
+    assert v3["spec"]["template"] == v4["spec"]["template"]
+
+
+def test_service() -> None:
+    assert render_service(model_deployment()) == {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": METADATA,
+        "spec": {
+            "type": "ClusterIP",
+            "selector": SELECTOR,
+            "ports": [
+                {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {"name": "metrics", "port": 8002, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def test_pod_disruption_budget() -> None:
+    assert render_pdb(model_deployment()) == {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": METADATA,
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": SELECTOR}},
+    }
+
+
+def test_control_key_secret() -> None:
+    assert render_control_key_secret(model_deployment(), "k3y") == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**METADATA, "name": "resnet50-control-key"},
+        "type": "Opaque",
+        "data": {"control-key": "azN5"},
+    }

@@ -1,0 +1,151 @@
+"""compute_status is pure: facts in, status out. Table-tested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tritonop.api.spec import ModelDeployment
+from tritonop.repository.local import RepositoryReport
+from tritonop.status import Facts, PodFacts, compute_status, status_patch
+
+NOW = "2026-11-25T12:00:00Z"
+VALID = RepositoryReport(readable=True, message="ok", versions=[1, 2, 3])
+
+
+def md(generation: int = 5) -> ModelDeployment:
+    return ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": generation},
+            "spec": {"model": {"repository": "file:///r", "version": 3}, "replicas": 2},
+        }
+    )
+
+
+def serving(name: str, *versions: int) -> PodFacts:
+    return PodFacts(name=name, ready=True, live=True, ready_versions=versions or (3,), config_current=True)
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+CASES = [
+    (
+        "all serving",
+        Facts(2, VALID, 3, (serving("a"), serving("b"))),
+        {"Ready": ("True", "Serving"), "ModelLoaded": ("True", "Loaded"), "Progressing": ("False", "Complete")},
+        {"readyReplicas": 2, "activeVersion": 3, "readySummary": "2/2"},
+    ),
+    (
+        "gpu shortage",
+        Facts(
+            2,
+            VALID,
+            3,
+            (
+                serving("a"),
+                PodFacts("b", scheduled=False, unschedulable_message="0/3 nodes: 3 Insufficient nvidia.com/gpu."),
+            ),
+        ),
+        {"Ready": ("False", "InsufficientGPU"), "Scheduled": ("False", "InsufficientGPU")},
+        {"readyReplicas": 1, "reason": "InsufficientGPU"},
+    ),
+    (
+        "other scheduling failure",
+        Facts(1, VALID, 3, (PodFacts("a", scheduled=False, unschedulable_message="node(s) had untolerated taint"),)),
+        {"Scheduled": ("False", "Unschedulable"), "Ready": ("False", "Unschedulable")},
+        {"readyReplicas": 0},
+    ),
+    (
+        "not yet seen by the scheduler is not a problem",
+        Facts(1, VALID, 3, (PodFacts("a", scheduled=False),)),
+        {"Scheduled": ("True", "AllScheduled"), "Ready": ("False", "WaitingForReplicas")},
+        {},
+    ),
+    (
+        "switch half done",
+        Facts(2, VALID, 3, (serving("a", 3), PodFacts("b", ready=True, live=True, ready_versions=(2,)))),
+        {"Ready": ("False", "VersionSwitch"), "Progressing": ("True", "VersionSwitch")},
+        {"readyReplicas": 2, "activeVersion": None, "targetVersion": 3},
+    ),
+    (
+        "load failed, old version keeps serving",
+        Facts(
+            1,
+            VALID,
+            3,
+            (PodFacts("a", ready=True, live=True, ready_versions=(2,), load_error="failed to load 'm' version 3"),),
+        ),
+        {"Ready": ("False", "LoadFailed"), "ModelLoaded": ("False", "LoadFailed")},
+        {"activeVersion": 2, "readyReplicas": 1},
+    ),
+    (
+        "repository broken",
+        Facts(1, RepositoryReport(True, "VersionNotFound", "version 9 not in /r/m"), 9, (serving("a", 3),)),
+        {"Ready": ("False", "VersionNotFound"), "RepositoryValid": ("False", "VersionNotFound")},
+        {"activeVersion": 3, "targetVersion": 9},
+    ),
+    (
+        "storage the operator cannot read",
+        Facts(1, RepositoryReport(False, message="s3:// storage is validated by Triton"), None, ()),
+        {"RepositoryValid": ("Unknown", "NotReadableByOperator"), "ModelLoaded": ("Unknown", "NoServerRunning")},
+        {"replicas": 0},
+    ),
+    (
+        "server cannot start",
+        Facts(
+            1,
+            VALID,
+            3,
+            (serving("a"), PodFacts("b", waiting_reason="CrashLoopBackOff", waiting_message="exited with 1")),
+            rollout_pending=True,
+        ),
+        {"Ready": ("False", "CrashLoopBackOff"), "Progressing": ("True", "RollingOut")},
+        {"readyReplicas": 1},
+    ),
+    (
+        "scaled to zero",
+        Facts(0, VALID, 3, ()),
+        {"Ready": ("True", "Serving")},
+        {"replicas": 0, "readySummary": "0/0"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "facts", "want_conditions", "want_fields"), CASES, ids=[c[0] for c in CASES])
+def test_compute_status(case: str, facts: Facts, want_conditions: dict[str, Any], want_fields: dict[str, Any]) -> None:
+    status = compute_status(md(), facts, {}, NOW)
+    got = conditions(status)
+    for kind, expected in want_conditions.items():
+        assert got[kind] == expected, f"{kind}: {got[kind]} != {expected}"
+    for key, value in want_fields.items():
+        assert status.get(key) == value, key
+    assert all(c["observedGeneration"] == 5 and c["lastTransitionTime"] == NOW for c in status["conditions"])
+    assert status["observedGeneration"] == 5
+    assert [c["type"] for c in status["conditions"]][:2] == ["Ready", "RepositoryValid"]
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    facts = Facts(2, VALID, 3, (serving("a"), serving("b")))
+    first = compute_status(md(), facts, {}, "T1")
+    again = compute_status(md(), facts, first, "T2")
+    assert again == first
+    assert status_patch(first, again) is None
+    broken = Facts(2, VALID, 3, (serving("a"), PodFacts("b", scheduled=False, unschedulable_message="x")))
+    later = compute_status(md(), broken, first, "T3")
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times["Ready"] == "T3" and times["RepositoryValid"] == "T1"
+
+
+def test_previous_version_follows_the_active_one() -> None:
+    on_2 = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), {}, NOW)
+    on_3 = compute_status(md(), Facts(1, VALID, 3, (serving("a", 3),)), on_2, NOW)
+    assert (on_3["activeVersion"], on_3["previousVersion"]) == (3, 2)
+    back = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), on_3, NOW)
+    assert (back["activeVersion"], back["previousVersion"]) == (2, 3)
+
+
+def test_status_patch_removes_fields_that_went_away() -> None:
+    assert status_patch({"reason": "X", "replicas": 1}, {"replicas": 2}) == {"replicas": 2, "reason": None}

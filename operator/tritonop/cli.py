@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 disables)")
     run.add_argument("--resync-seconds", type=float, default=30.0, help="periodic reconcile of every object")
-    run.add_argument("--workers", type=int, default=8, help="ModelDeployments reconciled in parallel")
+    run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
     run.add_argument(
         "--peering",
         metavar="NAME",

@@ -47,7 +47,7 @@ class Controller:
     def from_environment(cls, reconcile: ReconcileFn) -> Controller:
         return cls(
             reconcile,
-            workers=int(os.environ.get("TRITONOP_WORKERS", "8")),
+            workers=int(os.environ.get("TRITONOP_WORKERS", "16")),
             resync_seconds=float(os.environ.get("TRITONOP_RESYNC_SECONDS", "30")),
         )
 

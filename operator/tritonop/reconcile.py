@@ -16,14 +16,18 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Gauge
 from tritonclient.grpc import model_config_pb2
 
-from tritonop.api.spec import ModelDeployment
+from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
+from tritonop.autoscale.policy import Decision, History, Observation, decide
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.model_config import effective_config, from_json, to_json
 from tritonop.render.objects import (
@@ -40,7 +44,7 @@ from tritonop.render.objects import (
     selector_string,
 )
 from tritonop.repository.local import RepositoryReport, inspect
-from tritonop.status import Facts, PodFacts, compute_status, status_patch
+from tritonop.status import AutoscaleFacts, Facts, PodFacts, compute_status, status_patch
 from tritonop.triton import TritonError, TritonServer
 
 LOG = logging.getLogger("tritonop.reconcile")
@@ -49,6 +53,15 @@ APPLIED_HASH_ANNOTATION = "tritonop.dev/applied-hash"
 FAILED_LOAD_RETRY_SECONDS = 20.0
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
+AUTOSCALE_PERIOD_SECONDS = float(os.environ.get("TRITONOP_AUTOSCALE_PERIOD_SECONDS", "5"))
+DESIRED_REPLICAS = Gauge(
+    "tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", ["namespace", "name"]
+)
+CURRENT_REPLICAS = Gauge("tritonop_autoscaler_current_replicas", "Replicas before the decision.", ["namespace", "name"])
+OBSERVED_LATENCY = Gauge(
+    "tritonop_autoscaler_observed_latency_ms", "Latency the autoscaler acted on.", ["namespace", "name", "metric"]
+)
+DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
 # Ready=False reasons that are progress, not trouble (a Normal event, not a Warning).
 PROGRESS_REASONS = frozenset({"WaitingForReplicas", "VersionSwitch", "RollingOut"})
 
@@ -61,10 +74,22 @@ class FailedLoad:
 
 
 @dataclass
+class AutoscalerState:
+    """One ModelDeployment's autoscaler memory (in-process, like the HPA controller's)."""
+
+    reader: PodMetricsReader | PrometheusReader
+    source: str
+    history: History = field(default_factory=History)
+    last_evaluation: float = float("-inf")
+    replicas: int | None = None
+
+
+@dataclass
 class OperatorState:
     """Process-wide state, kept in kopf's memo."""
 
     kube: KubeClient
+    autoscalers: dict[tuple[str, str], AutoscalerState] = field(default_factory=dict)
     control_keys: dict[tuple[str, str], str] = field(default_factory=dict)
     # Repository configs learned from Triton where the operator cannot read the storage itself.
     learned_configs: dict[tuple[str, str], model_config_pb2.ModelConfig] = field(default_factory=dict)
@@ -146,20 +171,28 @@ class Reconciler:
         if target is None and report.readable and report.versions:
             target = report.versions[-1]
 
-        # 2. render, 3. apply what differs
-        replicas = desired_replicas(md, deployment)
-        inputs = RenderInputs(replicas=replicas, target_version=target)
-        await self.apply_if_changed(render_deployment(md, inputs), deployment)
-        await self.apply_if_changed(render_service(md), service)
-        if replicas > 1:
-            await self.apply_if_changed(render_pdb(md), pdb)
-        elif pdb is not None:
-            await self.kube.delete("PodDisruptionBudget", md.namespace, md.name)
-            self.event("Normal", "Deleted", "PodDisruptionBudget removed: one replica cannot tolerate a disruption")
-
-        # 4. bring each Triton to the target version and config
         pods = await self.kube.list("Pod", md.namespace, selector_string(md))
         pods = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+        autoscale: AutoscaleFacts | None = None
+        if md.spec.autoscaling is not None:
+            replicas, autoscale = await self.autoscale(md.spec.autoscaling, pods, deployment)
+        else:
+            replicas = desired_replicas(md, deployment)
+
+        # 2. render, 3. apply what differs
+        inputs = RenderInputs(replicas=replicas, target_version=target)
+        applies = [
+            self.apply_if_changed(render_deployment(md, inputs), deployment),
+            self.apply_if_changed(render_service(md), service),
+        ]
+        if replicas > 1:
+            applies.append(self.apply_if_changed(render_pdb(md), pdb))
+        elif pdb is not None:
+            applies.append(self.kube.delete("PodDisruptionBudget", md.namespace, md.name))
+            self.event("Normal", "Deleted", "PodDisruptionBudget removed: one replica cannot tolerate a disruption")
+        await asyncio.gather(*applies)
+
+        # 4. bring each Triton to the target version and config
         current_hash = rollout_hash(md, inputs)
         pod_facts = await self.manage_servers(pods, report, target, control_key, current_hash)
 
@@ -175,6 +208,7 @@ class Reconciler:
             pods=tuple(pod_facts),
             rollout_pending=rollout_pending,
             gpu_resource=md.spec.server.gpu_resource_name,
+            autoscale=autoscale,
         )
         old_status = dict(self.body.get("status") or {})
         new_status = compute_status(md, facts, old_status, now_rfc3339())
@@ -192,7 +226,67 @@ class Reconciler:
         converging = any(
             not pod.live or not pod.serves(target) or not pod.ready for pod in pod_facts if pod.scheduled
         ) and not any(pod.load_error for pod in pod_facts)
-        return Outcome(requeue_after=CONVERGING_REQUEUE_SECONDS if converging else None)
+        if converging:
+            return Outcome(requeue_after=CONVERGING_REQUEUE_SECONDS)
+        # The autoscaler evaluates on its own period, whether or not anything else happens.
+        return Outcome(requeue_after=AUTOSCALE_PERIOD_SECONDS if md.spec.autoscaling else None)
+
+    # -- autoscaling -------------------------------------------------------------------
+    async def autoscale(
+        self, spec: AutoscalingSpec, pods: list[dict[str, Any]], deployment: dict[str, Any] | None
+    ) -> tuple[int, AutoscaleFacts | None]:
+        md = self.md
+        key = (md.namespace, md.name)
+        source = spec.prometheus.url if spec.prometheus else "pods"
+        state = self.state.autoscalers.get(key)
+        if state is None or state.source != source:
+            if state is not None:
+                await state.reader.close()
+            reader = PrometheusReader(source) if spec.prometheus else PodMetricsReader()
+            state = self.state.autoscalers[key] = AutoscalerState(reader=reader, source=source)
+        current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
+        now = time.monotonic()
+        if now - state.last_evaluation < AUTOSCALE_PERIOD_SECONDS:
+            return max(spec.min_replicas, min(spec.max_replicas, current)), None
+        state.last_evaluation = now
+        # Pods still loading or not ready are left out: they serve nothing yet.
+        ready = {
+            pod["metadata"]["uid"]: (pod["metadata"]["name"], pod["status"]["podIP"])
+            for pod in pods
+            if pod_basics(pod).ready and pod.get("status", {}).get("podIP")
+        }
+        try:
+            measurement = await state.reader.measure(ready, md.model_name)
+        except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count
+            state.replicas = current
+            LOG.warning("%s/%s: cannot measure latency: %s", md.namespace, md.name, error)
+            return current, AutoscaleFacts(
+                None, None, None, None, 0.0, spec.target_latency_ms, spec.metric, (f"{source}: {error}",)
+            )
+        observation = Observation(
+            latency_ms=measurement.latency(spec.metric),
+            request_rate=measurement.request_rate,
+            ready_replicas=measurement.measured_pods,
+            window_seconds=measurement.window_seconds,
+        )
+        decision = decide(observation, spec, current, state.history, now)
+        state.history = decision.history
+        state.replicas = decision.replicas
+        record_decision(md, decision, current, observation)
+        if decision.direction != "none":
+            self.event("Normal", "Scaled", f"Scaled {current} -> {decision.replicas}: {decision.reason}")
+        facts = AutoscaleFacts(
+            latency_ms=observation.latency_ms,
+            p95_ms=measurement.p95_ms,
+            average_ms=measurement.average_ms,
+            queue_ms=measurement.queue_ms,
+            window_seconds=measurement.window_seconds,
+            target_ms=spec.target_latency_ms,
+            metric=spec.metric,
+            unreadable=measurement.unreadable,
+            scaled=decision.direction != "none",
+        )
+        return decision.replicas, facts
 
     # -- owned objects -----------------------------------------------------------------
     async def ensure_control_key(self) -> str:
@@ -414,8 +508,7 @@ class Reconciler:
             "kind": self.body["kind"],
             "metadata": self.body["metadata"],
         }
-        for event_type, reason, message in self.events:
-            await self.kube.post_event(involved, event_type, reason, message)
+        await asyncio.gather(*(self.kube.post_event(involved, *event) for event in self.events))
         self.events.clear()
 
 
@@ -464,3 +557,23 @@ def _numbers(value: Any) -> Any:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return value
+
+
+def record_decision(md: ModelDeployment, decision: Decision, current: int, observation: Observation) -> None:
+    labels = (md.namespace, md.name)
+    DESIRED_REPLICAS.labels(*labels).set(decision.replicas)
+    CURRENT_REPLICAS.labels(*labels).set(current)
+    if observation.latency_ms is not None and md.spec.autoscaling is not None:
+        OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
+    DECISIONS.labels(decision.direction).inc()
+    LOG.info(
+        "%s/%s: autoscaler %s: %d -> %d (%s; %.1f req/s over %d ready)",
+        md.namespace,
+        md.name,
+        decision.direction,
+        current,
+        decision.replicas,
+        decision.reason,
+        observation.request_rate,
+        observation.ready_replicas,
+    )

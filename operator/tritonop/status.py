@@ -6,7 +6,7 @@ observedGeneration; lastTransitionTime only moves when status flips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tritonop.api.spec import ModelDeployment
@@ -55,7 +55,22 @@ class Facts:
     pods: tuple[PodFacts, ...] = ()
     rollout_pending: bool = False  # the Deployment still replaces pods (Recreate/Rolling, image change)
     gpu_resource: str = "nvidia.com/gpu"
-    extra_conditions: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    autoscale: AutoscaleFacts | None = None
+
+
+@dataclass(frozen=True)
+class AutoscaleFacts:
+    """What the autoscaler measured and did in this reconcile (None: it did not evaluate)."""
+
+    latency_ms: float | None  # the spec's metric
+    p95_ms: float | None
+    average_ms: float | None
+    queue_ms: float | None
+    window_seconds: float
+    target_ms: int
+    metric: str
+    unreadable: tuple[str, ...] = ()
+    scaled: bool = False
 
 
 def condition(md: ModelDeployment, kind: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
@@ -160,7 +175,9 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
                 message = f"{ready_count}/{facts.desired_replicas} replicas serve the target version"
         ready = condition(md, "Ready", "False", reason, message)
 
-    conditions = [ready, repository, scheduled, loaded, progressing, *facts.extra_conditions]
+    conditions = [ready, repository, scheduled, loaded, progressing]
+    if md.spec.autoscaling is not None:
+        conditions.append(_latency_condition(md, facts.autoscale, previous))
     old_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
     for cond in conditions:
         old = old_conditions.get(cond["type"])
@@ -185,10 +202,39 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
             status[key] = value
     if ready["status"] != "True":
         status["reason"] = ready["reason"]
-    for carried in ("latency", "lastScaleTime"):
-        if carried in previous:
-            status[carried] = previous[carried]
+    if md.spec.autoscaling is not None:
+        auto = facts.autoscale
+        if auto is not None:
+            latency = {
+                key: round(value)
+                for key, value in (("p95Ms", auto.p95_ms), ("averageMs", auto.average_ms), ("queueMs", auto.queue_ms))
+                if value is not None
+            }
+            if latency:
+                status["latency"] = {**latency, "windowSeconds": round(auto.window_seconds)}
+        elif "latency" in previous:
+            status["latency"] = previous["latency"]
+        if auto is not None and auto.scaled:
+            status["lastScaleTime"] = now
+        elif "lastScaleTime" in previous:
+            status["lastScaleTime"] = previous["lastScaleTime"]
     return status
+
+
+def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previous: dict[str, Any]) -> dict[str, Any]:
+    if auto is None:  # no evaluation in this reconcile: keep what the last one said
+        old = next((c for c in previous.get("conditions") or [] if c.get("type") == "LatencyWithinTarget"), None)
+        if old is not None:
+            return {k: v for k, v in old.items() if k != "lastTransitionTime"} | {"observedGeneration": md.generation}
+        return condition(md, "LatencyWithinTarget", "Unknown", "NotMeasured", "no measurement yet")
+    unreadable = f"; metrics unreadable on {', '.join(auto.unreadable)}" if auto.unreadable else ""
+    if auto.latency_ms is None:
+        reason = "MetricsUnavailable" if auto.unreadable else "NoTraffic"
+        return condition(md, "LatencyWithinTarget", "Unknown", reason, f"no {auto.metric} latency measured{unreadable}")
+    measured = f"{auto.metric} {auto.latency_ms:.0f}ms, target {auto.target_ms}ms{unreadable}"
+    if auto.latency_ms <= auto.target_ms:
+        return condition(md, "LatencyWithinTarget", "True", "WithinTarget", measured)
+    return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,216 @@
+"""Latency measurements from Triton's own metrics (the autoscaler's I/O edge).
+
+Per pod, window deltas of the cumulative counters give average request and queue latency and
+the request rate; p95 comes from Triton's summary quantiles (`summary_latencies=true`, which
+the operator's Deployment turns on). Pods are scraped directly at their IPs, or, with a
+Prometheus URL, the same numbers are queried from Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tritonop.render.objects import METRICS_PORT
+
+SCRAPE_TIMEOUT_SECONDS = 3.0
+P95 = "0.95"
+
+
+@dataclass(frozen=True)
+class CounterSample:
+    """Cumulative counters of one model on one server, at one moment."""
+
+    at: float
+    success: float
+    duration_us: float
+    queue_us: float
+    p95_us: float | None  # from the summary; None until the server has served something
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One pod's numbers over the window between two samples."""
+
+    requests: float
+    seconds: float
+    average_ms: float | None
+    queue_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The deployment's numbers over all measured pods."""
+
+    request_rate: float
+    average_ms: float | None
+    queue_ms: float | None
+    p95_ms: float | None
+    window_seconds: float
+    measured_pods: int
+    unreadable: tuple[str, ...]  # pods whose metrics could not be read (reported, never assumed idle)
+
+    def latency(self, metric: str) -> float | None:
+        return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
+
+
+def parse_sample(text: str, model: str, at: float) -> CounterSample:
+    totals = {
+        "nv_inference_request_success": 0.0,
+        "nv_inference_request_duration_us": 0.0,
+        "nv_inference_queue_duration_us": 0.0,
+    }
+    p95: float | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
+            if name in totals:
+                totals[name] += sample.value
+            elif (
+                sample.name == "nv_inference_request_summary_us"
+                and sample.labels.get("quantile") == P95
+                and sample.value == sample.value  # NaN while the summary window is empty
+            ):
+                p95 = max(p95 or 0.0, sample.value)
+    return CounterSample(
+        at=at,
+        success=totals["nv_inference_request_success"],
+        duration_us=totals["nv_inference_request_duration_us"],
+        queue_us=totals["nv_inference_queue_duration_us"],
+        p95_us=p95,
+    )
+
+
+def window(previous: CounterSample, current: CounterSample) -> WindowStats:
+    seconds = max(current.at - previous.at, 1e-6)
+    requests = current.success - previous.success
+    if requests < 0:  # the server restarted: counters began again
+        requests = current.success
+        previous = CounterSample(previous.at, 0.0, 0.0, 0.0, None)
+    if requests <= 0:
+        return WindowStats(0.0, seconds, None, None, None)
+    return WindowStats(
+        requests=requests,
+        seconds=seconds,
+        average_ms=(current.duration_us - previous.duration_us) / requests / 1000,
+        queue_ms=(current.queue_us - previous.queue_us) / requests / 1000,
+        p95_ms=current.p95_us / 1000 if current.p95_us is not None else None,
+    )
+
+
+def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measurement:
+    """Request-weighted means over pods (p95: the weighted mean of per-pod p95s)."""
+    total = sum(s.requests for s in stats)
+    seconds = max((s.seconds for s in stats), default=0.0)
+    rate = sum(s.requests / s.seconds for s in stats if s.seconds > 0)
+
+    def weighted(values: list[tuple[float, float | None]]) -> float | None:
+        pairs = [(w, v) for w, v in values if v is not None and w > 0]
+        weight = sum(w for w, _ in pairs)
+        return sum(w * v for w, v in pairs) / weight if weight else None
+
+    return Measurement(
+        request_rate=rate,
+        average_ms=weighted([(s.requests, s.average_ms) for s in stats]) if total else None,
+        queue_ms=weighted([(s.requests, s.queue_ms) for s in stats]) if total else None,
+        p95_ms=weighted([(s.requests, s.p95_ms) for s in stats]) if total else None,
+        window_seconds=seconds,
+        measured_pods=len(stats),
+        unreadable=unreadable,
+    )
+
+
+class PodMetricsReader:
+    """Scrapes each ready pod's metrics port and keeps the previous sample per pod."""
+
+    def __init__(self) -> None:
+        self.previous: dict[str, CounterSample] = {}  # by pod uid
+        self.session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def _scrape(self, ip: str, model: str) -> CounterSample:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS))
+        async with self.session.get(f"http://{ip}:{METRICS_PORT}/metrics") as response:
+            response.raise_for_status()
+            return parse_sample(await response.text(), model, time.monotonic())
+
+    async def measure(self, pods: dict[str, tuple[str, str]], model: str) -> Measurement:
+        """pods: uid -> (name, ip) of ready pods. The first sample of a pod only starts its window."""
+        results = await asyncio.gather(*(self._scrape(ip, model) for _, ip in pods.values()), return_exceptions=True)
+        stats: list[WindowStats] = []
+        unreadable: list[str] = []
+        for (uid, (name, _)), result in zip(pods.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                unreadable.append(name)
+                continue
+            previous = self.previous.get(uid)
+            self.previous[uid] = result
+            if previous is not None:
+                stats.append(window(previous, result))
+        for uid in list(self.previous):
+            if uid not in pods:
+                del self.previous[uid]
+        return combine(stats, tuple(sorted(unreadable)))
+
+
+class PrometheusReader:
+    """The same measurement from a Prometheus that scrapes the Triton pods."""
+
+    def __init__(self, url: str, window_seconds: int = 30) -> None:
+        self.url = url.rstrip("/")
+        self.window = window_seconds
+        self.session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def _query(self, promql: str) -> float | None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS))
+        async with self.session.get(f"{self.url}/api/v1/query?query={quote(promql)}") as response:
+            response.raise_for_status()
+            body = json.loads(await response.text())
+        result = body.get("data", {}).get("result", [])
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if value != value else value  # NaN: no data in the window
+
+    async def measure(self, pods: dict[str, tuple[str, str]], model: str) -> Measurement:
+        names = "|".join(name for name, _ in pods.values()) or "none"
+        selector = f'model="{model}",pod=~"{names}"'
+        w = f"{self.window}s"
+        rate_q = f"sum(rate(nv_inference_request_success{{{selector}}}[{w}]))"
+        avg_q = (
+            f"sum(rate(nv_inference_request_duration_us{{{selector}}}[{w}])) / "
+            f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / 1000"
+        )
+        queue_q = (
+            f"sum(rate(nv_inference_queue_duration_us{{{selector}}}[{w}])) / "
+            f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / 1000"
+        )
+        p95_q = f'max(nv_inference_request_summary_us{{{selector},quantile="{P95}"}}) / 1000'
+        rate, average, queue, p95 = await asyncio.gather(*(self._query(q) for q in (rate_q, avg_q, queue_q, p95_q)))
+        return Measurement(
+            request_rate=rate or 0.0,
+            average_ms=average,
+            queue_ms=queue,
+            p95_ms=p95 if rate else None,
+            window_seconds=float(self.window),
+            measured_pods=len(pods),
+            unreadable=(),
+        )

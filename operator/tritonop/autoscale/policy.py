@@ -1,0 +1,123 @@
+"""Pure autoscaling decision: (observation, spec, current replicas, history, now) -> replicas.
+
+Latency does not fall linearly with replicas (a server's latency has a floor: its own compute
+time), so the rule combines two signals:
+- above target: scale up in proportion to how far latency is over target (HPA-style, with a
+  tolerance band and a bounded step), so a breach is answered in one evaluation;
+- below target: scale down only as far as measured throughput allows. Each replica's capacity is
+  learned from observation (requests/s per ready replica while latency was near target); the
+  recommendation keeps every replica under a headroom fraction of that capacity. With no capacity
+  learned yet, it steps down one replica at a time, and only when latency is far below target.
+Stabilization windows (HPA semantics) then pick the lowest recent recommendation for scale-up
+and the highest for scale-down, so a steady load does not flap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tritonop.api.spec import AutoscalingSpec
+
+TOLERANCE = 0.1  # |observed/target - 1| within this: no change (HPA's default)
+MAX_UP_FACTOR = 2.0  # at most double per evaluation (plus one)
+MAX_DOWN_FRACTION = 0.5  # at most halve per evaluation
+HEADROOM = 0.75  # keep each replica at or under 75% of its learned capacity
+FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
+CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
+CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the metrics said over the last window, over ready replicas only."""
+
+    latency_ms: float | None  # the chosen metric (p95/average/queue); None: no traffic measured
+    request_rate: float  # requests/s over all ready replicas
+    ready_replicas: int
+    window_seconds: float
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policy remembers between evaluations (kept in memory by the operator)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas)
+    capacity_per_replica: float | None = None  # learned requests/s one replica sustains near target
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    recommendation: int
+    direction: str  # "up", "down" or "none"
+    reason: str
+    history: History = field(default_factory=History)
+
+
+def _learn_capacity(observation: Observation, target_ms: int, history: History) -> float | None:
+    capacity = history.capacity_per_replica
+    if (
+        observation.latency_ms is not None
+        and observation.ready_replicas > 0
+        and observation.request_rate > 0
+        and observation.latency_ms >= CAPACITY_SAMPLE_RATIO * target_ms
+    ):
+        sample = observation.request_rate / observation.ready_replicas
+        if observation.latency_ms > target_ms:
+            # Over target the replicas were overloaded: what they served is an upper bound.
+            sample *= target_ms / observation.latency_ms
+        capacity = sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
+    return capacity
+
+
+def recommend(observation: Observation, spec: AutoscalingSpec, current: int, capacity: float | None) -> tuple[int, str]:
+    """Replicas wanted right now, before stabilization, and why."""
+    target = spec.target_latency_ms
+    metric = spec.metric
+    if observation.ready_replicas == 0:
+        return current, "no ready replica to measure"
+    if observation.latency_ms is None:
+        if observation.request_rate == 0:
+            return spec.min_replicas, "no traffic"
+        return current, f"no {metric} latency measured"
+    observed = observation.latency_ms
+    ratio = observed / target
+    base = observation.ready_replicas
+    if ratio > 1 + TOLERANCE:
+        wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
+        return max(current, wanted, base + 1), f"{metric} {observed:.0f}ms > target {target}ms"
+    if ratio < 1 - TOLERANCE:
+        if capacity:
+            wanted = math.ceil(observation.request_rate / (capacity * HEADROOM))
+            floor = math.ceil(current * (1 - MAX_DOWN_FRACTION))
+            wanted = min(current, max(wanted, floor, 1))
+            return wanted, (
+                f"{metric} {observed:.0f}ms < target {target}ms; {observation.request_rate:.0f} req/s needs "
+                f"{wanted} at {capacity:.0f} req/s per replica"
+            )
+        if ratio < FAR_BELOW:
+            return current - 1, f"{metric} {observed:.0f}ms far below target {target}ms"
+        return current, f"{metric} {observed:.0f}ms below target {target}ms"
+    return current, f"{metric} {observed:.0f}ms within {TOLERANCE:.0%} of target {target}ms"
+
+
+def decide(observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float) -> Decision:
+    capacity = _learn_capacity(observation, spec.target_latency_ms, history)
+    raw, reason = recommend(observation, spec, current, capacity)
+    raw = max(spec.min_replicas, min(spec.max_replicas, raw))
+    horizon = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
+    recent = (*((t, r) for t, r in history.recommendations if now - t <= horizon), (now, raw))
+    up_window = [r for t, r in recent if now - t <= spec.scale_up_stabilization_seconds]
+    down_window = [r for t, r in recent if now - t <= spec.scale_down_stabilization_seconds]
+    replicas = current
+    if raw > current:
+        replicas = max(current, min(up_window))
+    elif raw < current:
+        replicas = min(current, max(down_window))
+        if replicas == current:
+            reason += f" (held by the {spec.scale_down_stabilization_seconds}s scale-down window)"
+    # A spec change (min/max) applies at once, whatever the windows say.
+    replicas = max(spec.min_replicas, min(spec.max_replicas, replicas))
+    direction = "up" if replicas > current else "down" if replicas < current else "none"
+    return Decision(replicas, raw, direction, reason, History(recent, capacity))

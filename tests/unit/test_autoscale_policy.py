@@ -1,0 +1,142 @@
+"""The autoscaling decision is a pure function: table-tested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tritonop.api.spec import AutoscalingSpec
+from tritonop.autoscale.metrics import CounterSample, WindowStats, combine, parse_sample, window
+from tritonop.autoscale.policy import Decision, History, Observation, decide
+
+
+def spec(**overrides: Any) -> AutoscalingSpec:
+    base = {"minReplicas": 1, "maxReplicas": 10, "targetLatencyMs": 100, "scaleDownStabilizationSeconds": 60}
+    return AutoscalingSpec.model_validate({**base, **overrides})
+
+
+def observe(latency: float | None, rate: float = 50.0, ready: int = 2) -> Observation:
+    return Observation(latency_ms=latency, request_rate=rate, ready_replicas=ready, window_seconds=5)
+
+
+CASES = [
+    # name, observation, current, history, expected replicas, direction
+    ("within tolerance holds", observe(105), 2, History(), 2, "none"),
+    ("breach doubles at most", observe(500), 2, History(), 4, "up"),
+    ("small breach adds one", observe(115), 2, History(), 3, "up"),
+    ("breach never above max", observe(900, ready=8), 8, History(), 10, "up"),
+    ("no ready pods holds", observe(None, ready=0), 3, History(), 3, "none"),
+    ("far below, no capacity known: held by the window", observe(20), 4, History(((0.0, 4),)), 4, "none"),
+    ("far below, window expired: one down", observe(20), 4, History(((-100.0, 4),)), 3, "down"),
+    ("below but not far, no capacity known: hold", observe(70), 4, History(), 4, "none"),
+    (
+        "capacity known: down to what throughput needs",
+        observe(40, rate=100, ready=6),
+        6,
+        History(capacity_per_replica=50.0),
+        3,
+        "down",
+    ),
+    ("capacity known: at most halve", observe(40, rate=10, ready=8), 8, History(capacity_per_replica=50.0), 4, "down"),
+    ("no traffic: min replicas after the window", observe(None, rate=0), 3, History(), 1, "down"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "obs", "current", "history", "expected", "direction"), CASES, ids=[c[0] for c in CASES]
+)
+def test_decide(case: str, obs: Observation, current: int, history: History, expected: int, direction: str) -> None:
+    s = spec(scaleDownStabilizationSeconds=0) if "window" not in case and "hold" not in case else spec()
+    decision = decide(obs, s, current, history, now=0.0)
+    assert (decision.replicas, decision.direction) == (expected, direction), decision.reason
+
+
+def test_scale_down_window_keeps_the_highest_recent_recommendation() -> None:
+    s = spec(scaleDownStabilizationSeconds=30)
+    history = History()
+    replicas = 4
+    decisions: list[Decision] = []
+    for t in range(0, 40, 5):  # load gone at t=0; every recommendation says 1
+        decision = decide(observe(None, rate=0), s, replicas, history, now=float(t) + 100)
+        history, replicas = decision.history, decision.replicas
+        decisions.append(decision)
+    # Before the first evaluation the window only knows older recommendations of 4.
+    seeded = History(((90.0, 4),))
+    held = decide(observe(None, rate=0), s, 4, seeded, now=100.0)
+    assert held.replicas == 4 and "held by the 30s scale-down window" in held.reason
+    assert decisions[-1].replicas == 1
+
+
+def test_scale_up_window_takes_the_lowest_recent_recommendation() -> None:
+    s = spec(scaleUpStabilizationSeconds=20)
+    history = History(((95.0, 2),))
+    decision = decide(observe(500), s, 2, history, now=100.0)
+    assert decision.replicas == 2 and decision.recommendation == 4
+    later = decide(observe(500), s, 2, decision.history, now=120.0)
+    assert later.replicas == 4
+
+
+def test_steady_load_does_not_flap() -> None:
+    s = spec()
+    history, replicas, directions = History(), 3, []
+    for t in range(0, 600, 5):
+        latency = 95.0 if t % 10 else 108.0  # noisy but around target
+        decision = decide(observe(latency, rate=150, ready=replicas), s, replicas, history, now=float(t))
+        history, replicas = decision.history, decision.replicas
+        directions.append(decision.direction)
+    assert set(directions) == {"none"}
+
+
+def test_capacity_is_learned_near_target() -> None:
+    s = spec()
+    decision = decide(observe(95, rate=200, ready=4), s, 4, History(), now=0.0)
+    assert decision.history.capacity_per_replica == pytest.approx(50.0)
+    over = decide(observe(200, rate=200, ready=4), s, 4, History(), now=0.0)
+    assert over.history.capacity_per_replica == pytest.approx(25.0)  # overloaded: scaled by target/latency
+
+
+def test_min_and_max_changes_apply_at_once() -> None:
+    assert decide(observe(100), spec(minReplicas=5), 2, History(), 0.0).replicas == 5
+    assert decide(observe(100), spec(maxReplicas=3), 6, History(((0.0, 6),)), 0.0).replicas == 3
+
+
+METRICS = """
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="m",version="1"} 100
+nv_inference_request_success{model="m",version="2"} 50
+nv_inference_request_success{model="other",version="1"} 999
+# TYPE nv_inference_request_duration_us counter
+nv_inference_request_duration_us{model="m",version="1"} 3000000
+nv_inference_request_duration_us{model="m",version="2"} 1500000
+# TYPE nv_inference_queue_duration_us counter
+nv_inference_queue_duration_us{model="m",version="1"} 1000000
+nv_inference_queue_duration_us{model="m",version="2"} 500000
+# TYPE nv_inference_request_summary_us summary
+nv_inference_request_summary_us{model="m",version="1",quantile="0.95"} 41000
+nv_inference_request_summary_us{model="m",version="2",quantile="0.95"} NaN
+nv_inference_request_summary_us_count{model="m",version="1"} 100
+nv_inference_request_summary_us_sum{model="m",version="1"} 3000000
+"""
+
+
+def test_metrics_window_deltas() -> None:
+    sample = parse_sample(METRICS, "m", at=10.0)
+    assert (sample.success, sample.duration_us, sample.queue_us, sample.p95_us) == (150, 4.5e6, 1.5e6, 41000)
+    earlier = CounterSample(at=5.0, success=50, duration_us=1.5e6, queue_us=0.5e6, p95_us=None)
+    stats = window(earlier, sample)
+    assert stats == WindowStats(requests=100, seconds=5.0, average_ms=30.0, queue_ms=10.0, p95_ms=41.0)
+    restarted = window(CounterSample(5.0, 1000, 9e9, 9e9, None), sample)
+    assert restarted.requests == 150 and restarted.average_ms == 30.0
+    idle = window(sample, sample)
+    assert idle.average_ms is None and idle.requests == 0
+
+
+def test_combine_weights_by_requests_and_reports_unreadable_pods() -> None:
+    fast = WindowStats(requests=300, seconds=5, average_ms=10, queue_ms=1, p95_ms=20)
+    slow = WindowStats(requests=100, seconds=5, average_ms=50, queue_ms=20, p95_ms=90)
+    measurement = combine([fast, slow], ("pod-b",))
+    assert measurement.request_rate == 80
+    assert measurement.average_ms == 20 and measurement.p95_ms == 37.5
+    assert measurement.unreadable == ("pod-b",)
+    assert combine([], ()).latency("p95") is None

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
+.PHONY: help venv model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
 
 help:
 	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
@@ -21,8 +21,20 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,torch]'
 	@touch $@
+
+# model_repo/mlp is exported from PyTorch code (examples/models/mlp.py); sleepy is plain Python.
+MLP_VERSIONS := model_repo/mlp/1 model_repo/mlp/2 model_repo/mlp/3
+model-repo: $(MLP_VERSIONS)
+
+model_repo/mlp/1: examples/models/mlp.py | venv
+	$(PY) -m tritonop repo export examples.models.mlp:build_v1 -r model_repo -m mlp --input-shape 4 --version 1
+model_repo/mlp/2: examples/models/mlp.py | venv
+	$(PY) -m tritonop repo export examples.models.mlp:build_v2 -r model_repo -m mlp --input-shape 4 --version 2
+model_repo/mlp/3: examples/models/mlp.py | venv
+	$(PY) -m tritonop repo export examples.models.mlp:build_v2 -r model_repo -m mlp --input-shape 4 --version 3 \
+	  --quantize dynamic-int8
 
 # The CRD is generated from the pydantic models; a unit test fails when this was not run.
 crds: venv
@@ -41,18 +53,18 @@ cluster-status: venv
 	$(PY) -m devcluster status
 
 lint: venv
-	$(VENV)/bin/ruff check operator devcluster tests
-	$(VENV)/bin/ruff format --check operator devcluster tests
+	$(VENV)/bin/ruff check operator devcluster tests bench examples
+	$(VENV)/bin/ruff format --check operator devcluster tests bench examples
 	$(VENV)/bin/mypy
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
-test: lint cluster-build
+test: lint cluster-build model-repo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: cluster-up
+demo: cluster-up model-repo
 	@bash scripts/demo.sh
 
 demo-down:

@@ -33,7 +33,7 @@ fi
 
 step "kubectl apply a ModelDeployment (examples/sleepy.yaml)"
 $K create namespace demo --dry-run=client -o yaml | $K apply -f - >/dev/null
-sed "s|REPO_ROOT|$ROOT|" examples/sleepy.yaml | $K apply -f -
+sed "s|/REPO_ROOT|$ROOT|" examples/sleepy.yaml | $K apply -f -
 $K wait md/sleepy -n demo --for=condition=Ready --timeout=120s
 $K get md -n demo
 $K get pods -n demo -o wide

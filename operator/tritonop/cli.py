@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from tritonop import __version__
 
@@ -37,7 +39,83 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
 
     commands.add_parser("crd", help="print the ModelDeployment CRD (generated from the API models)")
+    add_repo_commands(commands)
     return parser
+
+
+def add_repo_commands(commands: Any) -> None:
+    repo = commands.add_parser(
+        "repo",
+        help="manage a Triton model repository (export torch modules, list, validate, show configs)",
+        description="Manage a Triton model repository: <repository>/<model>/config.pbtxt and numbered versions.",
+    )
+    sub = repo.add_subparsers(dest="repo_command", metavar="ACTION", required=True)
+
+    export = sub.add_parser(
+        "export",
+        help="export a torch module as the next free version of a model (needs the torch extra)",
+        description="Trace a torch module into TorchScript and write it as a new version folder, atomically, "
+        "with a python-backend loader, a sha256 manifest and (if the model has none) a generated config.pbtxt.",
+    )
+    export.add_argument("source", help="package.module:factory returning an nn.Module, or a TorchScript file")
+    export.add_argument("--repository", "-r", type=Path, required=True, help="model repository root")
+    export.add_argument("--model", "-m", required=True, help="model name (folder under the repository)")
+    export.add_argument("--input-shape", required=True, help="per-example input shape, e.g. 4 or 3,224,224")
+    export.add_argument("--max-batch-size", type=int, default=8, help="for a generated config (default 8)")
+    export.add_argument("--quantize", choices=["dynamic-int8"], help="quantize Linear layers before export")
+    export.add_argument("--version", type=int, help="version number (default: the next free one)")
+
+    listing = sub.add_parser("list", help="models, versions, sizes and backends")
+    listing.add_argument("repository", type=Path)
+
+    check = sub.add_parser("validate", help="check layout, configs and manifests; non-zero exit on problems")
+    check.add_argument("repository", type=Path)
+    check.add_argument("--model", "-m", help="only this model")
+
+    for name, text in (
+        ("show", "the config Triton loads, after a ModelDeployment's overrides"),
+        ("diff", "unified diff: config.pbtxt -> the config Triton loads"),
+    ):
+        action = sub.add_parser(name, help=text)
+        action.add_argument("repository", type=Path)
+        action.add_argument("model")
+        action.add_argument("--version", type=int, help="version (default: the ModelDeployment's, else the highest)")
+        action.add_argument("--modeldeployment", "-f", type=Path, help="ModelDeployment YAML whose overrides apply")
+
+
+def run_repo(args: argparse.Namespace) -> int:
+    from tritonop.repository import tools
+
+    try:
+        if args.repo_command == "export":
+            shape = [int(part) for part in args.input_shape.split(",")]
+            result = tools.export(
+                args.source, args.repository, args.model, shape, args.max_batch_size, args.quantize, args.version
+            )
+            config = "written" if result.config_written else "kept"
+            print(f"{result.version_dir} ({len(result.files)} files, config {config})")
+        elif args.repo_command == "list":
+            rows = tools.list_models(args.repository)
+            print(f"{'MODEL':<24} {'VERSION':>7} {'SIZE':>10}  {'BACKEND':<12} MANIFEST")
+            for row in rows:
+                size, manifest = f"{row['bytes'] / 1024:.1f}K", "yes" if row["manifest"] else "no"
+                print(f"{row['model']:<24} {row['version']:>7} {size:>10}  {row['backend']:<12} {manifest}")
+        elif args.repo_command == "validate":
+            problems = tools.validate(args.repository, args.model)
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{args.repository}: valid")
+        else:
+            overrides, md_version, _ = tools.overrides_from(args.modeldeployment)
+            version = args.version if args.version is not None else md_version
+            render = tools.show if args.repo_command == "show" else tools.diff
+            sys.stdout.write(render(args.repository, args.model, version, overrides))
+    except tools.RepositoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_operator(args: argparse.Namespace) -> None:
@@ -68,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         run_operator(args)
+    elif args.command == "repo":
+        sys.exit(run_repo(args))
     elif args.command == "crd":
         from tritonop.api.crd import render_yaml
 

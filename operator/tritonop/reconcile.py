@@ -268,13 +268,14 @@ class Reconciler:
             request_rate=measurement.request_rate,
             ready_replicas=measurement.measured_pods,
             window_seconds=measurement.window_seconds,
+            average_ms=measurement.average_ms,
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
         state.replicas = decision.replicas
         record_decision(md, decision, current, observation)
         if decision.direction != "none":
-            self.event("Normal", "Scaled", f"Scaled {current} -> {decision.replicas}: {decision.reason}")
+            self.event("Normal", "Scaled", f"{current} -> {decision.replicas}: {decision.reason}")
         facts = AutoscaleFacts(
             latency_ms=observation.latency_ms,
             p95_ms=measurement.p95_ms,

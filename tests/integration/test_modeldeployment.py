@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,25 @@ def test_idle_reconciles_make_no_write_calls(
     writes, reconciles = operator.write_requests(), operator.metrics()[reconciles_key]
     wait_until("two resync periods", lambda: operator.metrics()[reconciles_key] >= reconciles + 2, timeout=30)
     assert operator.write_requests() == writes
+
+
+def test_torchscript_model_from_the_repository_serves(
+    cluster: DevCluster, operator: OperatorProcess, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """model_repo/mlp is exported from PyTorch by `make model-repo`; Triton serves the TorchScript file."""
+    spec = {"model": {"name": "mlp", "repository": f"file://{MODEL_REPO}", "version": 3}, "replicas": 1}
+    apply_md(cluster, namespace, "mlp", spec)
+    wait_for_condition(api, namespace, "mlp", "Ready", "True", timeout=120)
+    ip = md_pods(core, namespace, "mlp")[0].status.pod_ip
+    body = {"inputs": [{"name": "INPUT0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4, 0, 0, 0, 0]}]}
+    request = urllib.request.Request(
+        f"http://{ip}:8000/v2/models/mlp/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    assert answer["model_version"] == "3"
+    output = answer["outputs"][0]
+    assert output["shape"] == [2, 3]
+    assert abs(sum(output["data"][:3]) - 1.0) < 1e-4  # softmax over 3 classes

@@ -140,3 +140,18 @@ def test_combine_weights_by_requests_and_reports_unreadable_pods() -> None:
     assert measurement.average_ms == 20 and measurement.p95_ms == 37.5
     assert measurement.unreadable == ("pod-b",)
     assert combine([], ()).latency("p95") is None
+
+
+def test_stale_quantile_after_a_scale_up_does_not_overshoot() -> None:
+    s = spec()
+    first = decide(observe(900, rate=20, ready=1), s, 1, History(), now=0.0)
+    assert first.direction == "up" and first.history.last_scale_up == 0.0
+    # 20 s later p95 still remembers the overload, but the window's mean latency is fine.
+    stale = Observation(latency_ms=800, request_rate=20, ready_replicas=2, window_seconds=5, average_ms=60)
+    held = decide(stale, s, first.replicas, first.history, now=20.0)
+    assert held.direction == "none" and "still settling" in held.reason
+    # A fresh breach of the mean is acted on at once, settling or not.
+    fresh = Observation(latency_ms=800, request_rate=40, ready_replicas=2, window_seconds=5, average_ms=500)
+    assert decide(fresh, s, first.replicas, first.history, now=20.0).direction == "up"
+    # After the settle time the quantile is trusted again.
+    assert decide(stale, s, first.replicas, first.history, now=61.0).direction == "up"

@@ -26,6 +26,10 @@ HEADROOM = 0.75  # keep each replica at or under 75% of its learned capacity
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
 CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
+# Triton's summary quantiles (p95) cover about the last 60 s, so after a scale-up they still show
+# the overload for a while. Within this settle time, only a fresh breach of the window's average
+# latency (exact, from counter deltas) may add more replicas.
+SETTLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Observation:
     request_rate: float  # requests/s over all ready replicas
     ready_replicas: int
     window_seconds: float
+    average_ms: float | None = None  # mean latency over this window only (never stale)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class History:
 
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas)
     capacity_per_replica: float | None = None  # learned requests/s one replica sustains near target
+    last_scale_up: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -57,16 +63,18 @@ class Decision:
 
 def _learn_capacity(observation: Observation, target_ms: int, history: History) -> float | None:
     capacity = history.capacity_per_replica
+    # The window's own mean latency, not a quantile that remembers the last minute.
+    latency = observation.average_ms if observation.average_ms is not None else observation.latency_ms
     if (
-        observation.latency_ms is not None
+        latency is not None
         and observation.ready_replicas > 0
         and observation.request_rate > 0
-        and observation.latency_ms >= CAPACITY_SAMPLE_RATIO * target_ms
+        and latency >= CAPACITY_SAMPLE_RATIO * target_ms
     ):
         sample = observation.request_rate / observation.ready_replicas
-        if observation.latency_ms > target_ms:
+        if latency > target_ms:
             # Over target the replicas were overloaded: what they served is an upper bound.
-            sample *= target_ms / observation.latency_ms
+            sample *= target_ms / latency
         capacity = sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
     return capacity
 
@@ -105,6 +113,11 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
 def decide(observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float) -> Decision:
     capacity = _learn_capacity(observation, spec.target_latency_ms, history)
     raw, reason = recommend(observation, spec, current, capacity)
+    settling = now - history.last_scale_up < SETTLE_SECONDS
+    fresh = observation.average_ms
+    if raw > current and settling and (fresh is None or fresh <= spec.target_latency_ms):
+        # The breach may be the quantile window remembering the overload the last scale-up fixed.
+        raw, reason = current, f"{reason}, but the last scale-up is still settling (window mean {fresh or 0:.0f}ms)"
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
     horizon = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
     recent = (*((t, r) for t, r in history.recommendations if now - t <= horizon), (now, raw))
@@ -120,4 +133,5 @@ def decide(observation: Observation, spec: AutoscalingSpec, current: int, histor
     # A spec change (min/max) applies at once, whatever the windows say.
     replicas = max(spec.min_replicas, min(spec.max_replicas, replicas))
     direction = "up" if replicas > current else "down" if replicas < current else "none"
-    return Decision(replicas, raw, direction, reason, History(recent, capacity))
+    last_up = now if direction == "up" else history.last_scale_up
+    return Decision(replicas, raw, direction, reason, History(recent, capacity, last_up))

@@ -1,0 +1,31 @@
+"""Every Kubernetes permission the operator needs, next to the code that needs it.
+
+manifests/rbac.yaml must grant exactly these (a test compares them), so a rule nobody uses
+cannot creep in, and a new API call without its rule fails the RBAC end-to-end test.
+"""
+
+from __future__ import annotations
+
+# (apiGroup, resource) -> verbs, with the code path that uses each.
+REQUIRED: dict[tuple[str, str], frozenset[str]] = {
+    # handlers.py: kopf watches ModelDeployments; reconcile.py reads them from its events.
+    ("tritonop.dev", "modeldeployments"): frozenset({"get", "list", "watch"}),
+    # KubeClient.patch_status: status written only when it changed.
+    ("tritonop.dev", "modeldeployments/status"): frozenset({"patch"}),
+    # ownerReferences with blockOwnerDeletion need update on the owner's finalizers
+    # (enforced where the OwnerReferencesPermissionEnforcement admission plugin is on).
+    ("tritonop.dev", "modeldeployments/finalizers"): frozenset({"update"}),
+    # Reconciler.run reads, KubeClient.apply creates/updates (server-side apply); kopf watches.
+    ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch"}),
+    ("", "services"): frozenset({"get", "create", "patch"}),
+    # PodDisruptionBudget when replicas > 1, deleted when scaled to one.
+    ("policy", "poddisruptionbudgets"): frozenset({"get", "create", "patch", "delete"}),
+    # The model-control key: read by name, created once. Never listed or watched.
+    ("", "secrets"): frozenset({"get", "create", "patch"}),
+    # Reconciler lists a deployment's pods; kopf watches them to react to pod changes.
+    ("", "pods"): frozenset({"list", "watch"}),
+    # Reconciler.open_gate sets the tritonop.dev/model-ready readiness gate.
+    ("", "pods/status"): frozenset({"patch"}),
+    # KubeClient.post_event: create, or bump the count of a repeated Event.
+    ("", "events"): frozenset({"get", "create", "patch"}),
+}

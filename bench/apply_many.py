@@ -133,7 +133,7 @@ def main() -> None:
     n = args.count
 
     with running_cluster() as cluster:
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev")
         for ns in ("bench-floor", "bench-op", "bench-ready", "bench-scale"):
             cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=300s")

@@ -23,7 +23,7 @@ step "the dev cluster: 2 fake GPU nodes (8 x nvidia.com/gpu each) and 1 CPU node
 $K get nodes -o custom-columns='NAME:.metadata.name,STATUS:.status.conditions[-1].type,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product'
 
 step "install the CRD"
-$K apply --server-side -f crds/
+$K apply --server-side -k crds/
 
 if ! { [[ -f $PIDFILE ]] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; }; then
   step "start the operator (log: $LOG)"

@@ -84,7 +84,7 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def crd(cluster: DevCluster) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO_ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev", "--timeout=60s")
 
 
@@ -102,6 +102,8 @@ def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFa
                 "run",
                 f"--kubeconfig={cluster.kubeconfig}",
                 "--resync-seconds=5",
+                # Only the tests' own namespaces: other tests run operators of their own elsewhere.
+                "--namespace=t-*",
                 f"--metrics-port={metrics_port}",
                 f"--liveness-port={liveness_port}",
             ],

@@ -1,0 +1,232 @@
+"""Shipping: the operator under its own ServiceAccount with exactly the shipped ClusterRole,
+Triton pods admitted under the restricted Pod Security level, the Argo CD health check on real
+status objects, and no drift for GitOps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lupa
+import pytest
+import yaml
+from kubernetes import client
+
+from devcluster import DevCluster
+from devcluster.cluster import free_port, stop_pid, wait_until
+
+from .conftest import REPO_ROOT, OperatorProcess
+from .helpers import MODEL_REPO, apply_md, get_md, infer_version, md_manifest, md_pods, sleepy_spec, wait_for_condition
+
+pytestmark = pytest.mark.integration
+HEALTH_LUA = (REPO_ROOT / "manifests" / "argocd" / "health.lua").read_text()
+
+
+def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
+    """Run the shipped Lua health check the way Argo CD does: a global `obj`, a returned table."""
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(json.loads(json.dumps(obj)), recursive=True)
+    result = lua.execute(HEALTH_LUA)
+    return {"status": result["status"], "message": result["message"]}
+
+
+def test_argocd_health_on_objects_from_the_cluster(
+    cluster: DevCluster, operator: OperatorProcess, api: client.ApiClient, namespace: str
+) -> None:
+    created = cluster.kubectl(
+        "apply", "-n", namespace, "-o", "json", "-f", "-", input=yaml.safe_dump(md_manifest("fresh", sleepy_spec()))
+    )
+    assert argocd_health(json.loads(created.stdout))["status"] == "Progressing"
+
+    healthy = wait_for_condition(api, namespace, "fresh", "Ready", "True")
+    assert argocd_health(healthy) == {"status": "Healthy", "message": "1/1 replicas serve version 2"}
+
+    apply_md(cluster, namespace, "greedy", sleepy_spec(server={"gpus": 9}))
+    degraded = wait_for_condition(api, namespace, "greedy", "Ready", "False", "InsufficientGPU")
+    health = argocd_health(degraded)
+    assert health["status"] == "Degraded" and "Insufficient nvidia.com/gpu" in health["message"]
+
+    # A spec change the operator has not observed yet: status is stale, so not Healthy.
+    stale = json.loads(json.dumps(healthy))
+    stale["metadata"]["generation"] += 1
+    assert argocd_health(stale)["status"] == "Progressing"
+
+
+def test_server_side_apply_round_trip_shows_no_drift(
+    cluster: DevCluster, operator: OperatorProcess, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    spec = sleepy_spec()
+    spec["autoscaling"] = {"minReplicas": 2, "maxReplicas": 4, "targetLatencyMs": 500}
+    manifest = tmp_path / "md.yaml"
+    manifest.write_text(yaml.safe_dump(md_manifest("gitops", spec, namespace)))
+    cluster.kubectl("apply", "--server-side", "--field-manager=argocd-controller", "-f", str(manifest))
+    md = wait_for_condition(api, namespace, "gitops", "Ready", "True")
+    wait_until("autoscaled to minReplicas", lambda: get_md(api, namespace, "gitops")["status"]["replicas"] == 2, 60)
+    md = get_md(api, namespace, "gitops")
+    dry_run = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=argocd-controller",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        str(manifest),
+    )
+    assert json.loads(dry_run.stdout)["spec"] == md["spec"], "re-applying the same YAML would change the spec"
+    spec_owners = {
+        entry["manager"] for entry in md["metadata"]["managedFields"] if "f:spec" in entry.get("fieldsV1", {})
+    }
+    assert spec_owners == {"argocd-controller"}
+    assert md["metadata"]["generation"] == 1
+
+
+@pytest.fixture
+def restricted_namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
+    name = f"rbac-{uuid.uuid4().hex[:6]}"
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    wait_until("default ServiceAccount", lambda: core.read_namespaced_service_account("default", name) is not None, 30)
+    yield name
+    core.delete_namespace(name)
+
+
+def token_kubeconfig(cluster: DevCluster, path: Path) -> Path:
+    token = cluster.kubectl("create", "token", "tritonop", "-n", "tritonop-system", "--duration=2h").stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "dev", "cluster": {"server": cluster.server, "certificate-authority": str(cluster.certs.ca_cert)}}
+        ],
+        "users": [{"name": "tritonop", "user": {"token": token}}],
+        "contexts": [{"name": "dev", "context": {"cluster": "dev", "user": "tritonop"}}],
+        "current-context": "dev",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_operator_runs_under_its_service_account_in_a_restricted_namespace(
+    cluster: DevCluster,
+    crd: None,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    restricted_namespace: str,
+    tmp_path: Path,
+) -> None:
+    namespace = restricted_namespace
+    # Install as a user would; the operator's own pod is admitted under `restricted` too.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO_ROOT / "manifests"))
+    wait_until(
+        "the operator pod admitted in tritonop-system",
+        lambda: bool(
+            core.list_namespaced_pod("tritonop-system", label_selector="app.kubernetes.io/name=tritonop").items
+        ),
+        timeout=60,
+    )
+    # A pod that breaks the restricted level is refused there: admission is really enforcing.
+    refused = cluster.kubectl(
+        "run", "privileged", "-n", namespace, "--image=busybox", "--privileged", "--restart=Never", check=False
+    )
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
+
+    # The model repository on a PersistentVolume (hostPath volumes are not allowed under `restricted`).
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pvc_objects(namespace)))
+    wait_until(
+        "PVC bound",
+        lambda: core.read_namespaced_persistent_volume_claim("models", namespace).status.phase == "Bound",
+        timeout=60,
+    )
+
+    log_path = tmp_path / "operator.log"
+    kubeconfig = token_kubeconfig(cluster, tmp_path / "kubeconfig")
+    metrics_port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tritonop",
+                "run",
+                f"--kubeconfig={kubeconfig}",
+                f"--namespace={namespace}",
+                f"--metrics-port={metrics_port}",
+                "--liveness-port=0",
+                "--resync-seconds=5",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        spec = sleepy_spec(replicas=2)
+        spec["model"]["repository"] = "pvc://models/model_repo"
+        apply_md(cluster, namespace, "sleepy", spec)
+        wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=120)
+        assert {infer_version(p.status.pod_ip) for p in md_pods(core, namespace, "sleepy")} == {2}
+
+        spec["model"]["version"] = 3
+        apply_md(cluster, namespace, "sleepy", spec)
+        md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+        assert md["status"]["activeVersion"] == 3
+        cluster.kubectl("scale", "md/sleepy", "-n", namespace, "--replicas=1")
+        wait_until(
+            "scaled to one, PDB gone",
+            lambda: (
+                len(md_pods(core, namespace, "sleepy")) == 1
+                and not client.PolicyV1Api(api).list_namespaced_pod_disruption_budget(namespace).items
+            ),
+            60,
+        )
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.kind=ModelDeployment").items
+        assert {"Created", "LoadingVersion", "VersionSwitched"} <= {event.reason for event in events}
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'tritonop_reconciles_total{result="success"}' in metrics
+        assert 'code="403"' not in metrics, "a request was forbidden: the ClusterRole lacks a rule"
+    finally:
+        stop_pid(process.pid)
+        log_text = log_path.read_text()
+        cluster.kubectl("delete", "md", "--all", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", f"models-{namespace}", "--wait=false", check=False)
+    assert "Forbidden" not in log_text and "403" not in log_text, log_text[-3000:]
+
+
+def pvc_objects(namespace: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"models-{namespace}"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(MODEL_REPO.parent)},
+                "claimRef": {"namespace": namespace, "name": "models"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "models", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": f"models-{namespace}",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]

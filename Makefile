@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
+.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
 
 help:
 	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,torch]'
 	@touch $@
+
+# Debian's prometheus (+ promtool): the autoscaler's Prometheus source is tested against it.
+tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus for the integration tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 # model_repo/mlp is exported from PyTorch code (examples/models/mlp.py); sleepy is plain Python.
 MLP_VERSIONS := model_repo/mlp/1 model_repo/mlp/2 model_repo/mlp/3
@@ -61,7 +67,7 @@ unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
-test: lint cluster-build model-repo
+test: lint tools cluster-build model-repo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: cluster-up model-repo

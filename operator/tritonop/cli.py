@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="coordinate with other operator processes through this kopf peering object (default: standalone)",
     )
+    run.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     run.add_argument("-v", "--verbose", action="store_true")
 
     commands.add_parser("crd", help="print the ModelDeployment CRD (generated from the API models)")
@@ -118,16 +120,36 @@ def run_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; lines about a ModelDeployment carry its namespace and name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, field in (("namespace", "namespace"), ("model_deployment", "modelDeployment")):
+            if hasattr(record, key):
+                entry[field] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def run_operator(args: argparse.Namespace) -> None:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     os.environ["TRITONOP_METRICS_PORT"] = str(args.metrics_port)
     os.environ["TRITONOP_RESYNC_SECONDS"] = str(args.resync_seconds)
     os.environ["TRITONOP_WORKERS"] = str(args.workers)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    handler = logging.StreamHandler()
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     import kopf
 
     import tritonop.handlers  # noqa: F401 - registers the handlers

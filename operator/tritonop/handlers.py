@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.controller import Controller
 from tritonop.k8s import KubeClient
-from tritonop.reconcile import OperatorState, Reconciler
+from tritonop.reconcile import OperatorState, Reconciler, forget_metrics
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
@@ -56,8 +56,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    key = (str(body.metadata.namespace), str(body.metadata.name))
     if event.get("type") == "DELETED":
-        memo.controller.forget((body.metadata.namespace, body.metadata.name))
+        memo.controller.forget(key)
+        forget_metrics(*key)
+        state = memo.state.autoscalers.pop(key, None)
+        if state is not None:
+            await state.reader.close()
         return
     memo.controller.update(dict(body))
 

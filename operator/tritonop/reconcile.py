@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import datetime
 import hashlib
@@ -54,14 +55,15 @@ FAILED_LOAD_RETRY_SECONDS = 20.0
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
 AUTOSCALE_PERIOD_SECONDS = float(os.environ.get("TRITONOP_AUTOSCALE_PERIOD_SECONDS", "5"))
-DESIRED_REPLICAS = Gauge(
-    "tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", ["namespace", "name"]
-)
-CURRENT_REPLICAS = Gauge("tritonop_autoscaler_current_replicas", "Replicas before the decision.", ["namespace", "name"])
+MD_LABELS = ["namespace", "name"]
+DESIRED_REPLICAS = Gauge("tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", MD_LABELS)
+CURRENT_REPLICAS = Gauge("tritonop_autoscaler_current_replicas", "Replicas before the decision.", MD_LABELS)
 OBSERVED_LATENCY = Gauge(
     "tritonop_autoscaler_observed_latency_ms", "Latency the autoscaler acted on.", ["namespace", "name", "metric"]
 )
+TARGET_LATENCY = Gauge("tritonop_autoscaler_target_latency_ms", "The spec's latency target.", MD_LABELS)
 DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
+READY = Gauge("tritonop_modeldeployment_ready", "1 when the ModelDeployment's Ready condition is True.", MD_LABELS)
 # Ready=False reasons that are progress, not trouble (a Normal event, not a Warning).
 PROGRESS_REASONS = frozenset({"WaitingForReplicas", "VersionSwitch", "RollingOut"})
 
@@ -152,9 +154,11 @@ class Reconciler:
         self.body = body
         self.md = ModelDeployment.from_body(body)
         self.events: list[tuple[str, str, str]] = []
+        # Every log line names the ModelDeployment (a field of its own in JSON logs).
+        self.log = logging.LoggerAdapter(LOG, {"namespace": self.md.namespace, "model_deployment": self.md.name})
 
     def event(self, event_type: str, reason: str, message: str) -> None:
-        LOG.info("%s/%s: %s %s", self.md.namespace, self.md.name, reason, message)
+        self.log.info("%s/%s: %s: %s", self.md.namespace, self.md.name, reason, message)
         self.events.append((event_type, reason, message))
 
     async def run(self) -> Outcome:
@@ -212,6 +216,7 @@ class Reconciler:
         )
         old_status = dict(self.body.get("status") or {})
         new_status = compute_status(md, facts, old_status, now_rfc3339())
+        READY.labels(md.namespace, md.name).set(int("reason" not in new_status))
         self.note_transitions(old_status, new_status)
         patch = status_patch(old_status, new_status)
         if patch is not None:
@@ -259,7 +264,7 @@ class Reconciler:
             measurement = await state.reader.measure(ready, md.model_name)
         except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count
             state.replicas = current
-            LOG.warning("%s/%s: cannot measure latency: %s", md.namespace, md.name, error)
+            self.log.warning("%s/%s: cannot measure latency: %s", md.namespace, md.name, error)
             return current, AutoscaleFacts(
                 None, None, None, None, 0.0, spec.target_latency_ms, spec.metric, (f"{source}: {error}",)
             )
@@ -273,7 +278,7 @@ class Reconciler:
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
         state.replicas = decision.replicas
-        record_decision(md, decision, current, observation)
+        record_decision(self.log, md, decision, current, observation)
         if decision.direction != "none":
             self.event("Normal", "Scaled", f"{current} -> {decision.replicas}: {decision.reason}")
         facts = AutoscaleFacts(
@@ -560,14 +565,22 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def record_decision(md: ModelDeployment, decision: Decision, current: int, observation: Observation) -> None:
+def record_decision(
+    log: logging.LoggerAdapter[logging.Logger],
+    md: ModelDeployment,
+    decision: Decision,
+    current: int,
+    observation: Observation,
+) -> None:
     labels = (md.namespace, md.name)
     DESIRED_REPLICAS.labels(*labels).set(decision.replicas)
     CURRENT_REPLICAS.labels(*labels).set(current)
-    if observation.latency_ms is not None and md.spec.autoscaling is not None:
-        OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
+    if md.spec.autoscaling is not None:
+        TARGET_LATENCY.labels(*labels).set(md.spec.autoscaling.target_latency_ms)
+        if observation.latency_ms is not None:
+            OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
     DECISIONS.labels(decision.direction).inc()
-    LOG.info(
+    log.info(
         "%s/%s: autoscaler %s: %d -> %d (%s; %.1f req/s over %d ready)",
         md.namespace,
         md.name,
@@ -578,3 +591,13 @@ def record_decision(md: ModelDeployment, decision: Decision, current: int, obser
         observation.request_rate,
         observation.ready_replicas,
     )
+
+
+def forget_metrics(namespace: str, name: str) -> None:
+    """Drop a deleted ModelDeployment's series, so dashboards do not show it forever."""
+    for gauge in (READY, DESIRED_REPLICAS, CURRENT_REPLICAS, TARGET_LATENCY):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for metric in ("p95", "average", "queue"):
+        with contextlib.suppress(KeyError):
+            OBSERVED_LATENCY.remove(namespace, name, metric)

@@ -4,11 +4,14 @@ across threads)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import tritonclient.http.aio as triton_http
+from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
 
 from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT
@@ -16,6 +19,25 @@ from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT
 STATUS_TIMEOUT_SECONDS = 5.0
 # A large model can take many minutes to load; the caller decides how long to wait overall.
 LOAD_TIMEOUT_SECONDS = 900.0
+
+
+TRITON_CALLS = Histogram(
+    "tritonop_triton_request_duration_seconds",
+    "Calls the operator made to Triton's HTTP API, by operation and outcome.",
+    ["operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+
+
+@contextlib.asynccontextmanager
+async def measured(operation: str) -> AsyncIterator[None]:
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        TRITON_CALLS.labels(operation, outcome).observe(time.monotonic() - started)
 
 
 class TritonError(Exception):
@@ -41,7 +63,7 @@ class TritonServer:
 
     async def is_live(self) -> bool:
         try:
-            async with self._client() as client:
+            async with measured("live"), self._client() as client:
                 return bool(await client.is_server_live())
         except Exception:  # unreachable or not yet listening: not live
             return False
@@ -49,7 +71,7 @@ class TritonServer:
     async def model_versions(self, model: str) -> list[VersionState]:
         """Versions of `model` Triton knows about, with their states (repository index)."""
         try:
-            async with self._client() as client:
+            async with measured("index"), self._client() as client:
                 index = await client.get_model_repository_index(headers=self.headers)
         except InferenceServerException as error:
             raise TritonError(error.message()) from error
@@ -64,7 +86,7 @@ class TritonServer:
 
     async def model_config(self, model: str) -> dict[str, Any]:
         try:
-            async with self._client() as client:
+            async with measured("config"), self._client() as client:
                 return dict(await client.get_model_config(model))
         except InferenceServerException as error:
             raise TritonError(error.message()) from error
@@ -72,19 +94,14 @@ class TritonServer:
     async def load(self, model: str, config_json: str | None) -> None:
         """Load (or reload with a new config) and wait until Triton answers; raises Triton's error."""
         try:
-            async with self._client(LOAD_TIMEOUT_SECONDS) as client:
+            async with measured("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
                 await client.load_model(model, headers=self.headers, config=config_json)
         except InferenceServerException as error:
             raise TritonError(error.message()) from error
 
     async def unload(self, model: str) -> None:
         try:
-            async with self._client(LOAD_TIMEOUT_SECONDS) as client:
+            async with measured("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:
                 await client.unload_model(model, headers=self.headers)
         except InferenceServerException as error:
             raise TritonError(error.message()) from error
-
-
-def config_summary(config_json: str) -> str:
-    config = json.loads(config_json)
-    return f"versions={config.get('version_policy')} max_batch_size={config.get('max_batch_size', 0)}"

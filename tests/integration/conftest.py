@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from devcluster import DevCluster, running_cluster
@@ -125,3 +127,71 @@ def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFa
     assert not pid_alive(process.pid)
     # Bad input must never crash the operator: it has to be alive after every test.
     assert crashed is None, f"the operator exited with {crashed}; log: {log_path}"
+
+
+@dataclass
+class PrometheusProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
+    """Debian's prometheus, discovering pods through the dev cluster's API (role: pod) and
+    scraping each Triton pod's metrics port at its pod IP."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed: `make test` installs Debian's prometheus")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    tls = {
+        "ca_file": str(cluster.certs.ca_cert),
+        "cert_file": str(cluster.certs.client_cert("admin")),
+        "key_file": str(cluster.certs.client_key("admin")),
+    }
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [
+            {
+                "job_name": "triton",
+                "kubernetes_sd_configs": [{"role": "pod", "api_server": cluster.server, "tls_config": tls}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "action": "keep",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                        "action": "keep",
+                        "regex": "metrics",
+                    },
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                ],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with open(workdir / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    wait_until("prometheus ready", ready, timeout=60)
+    yield PrometheusProcess(url, process)
+    stop_pid(process.pid)

@@ -46,6 +46,7 @@ def ready_ips(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("source", ["pods", "prometheus"])
 def test_closed_loop_scale_up_then_down(
     cluster: DevCluster,
     operator: OperatorProcess,
@@ -53,7 +54,10 @@ def test_closed_loop_scale_up_then_down(
     core: client.CoreV1Api,
     namespace: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
+    source: str,
 ) -> None:
+    """Same loop with latency read from the pods directly, or from Prometheus scraping them."""
     repository = slow_repository(tmp_path / "repo")
     spec = {
         "model": {"name": "slow", "repository": f"file://{repository}"},
@@ -66,6 +70,8 @@ def test_closed_loop_scale_up_then_down(
             "scaleDownStabilizationSeconds": 15,
         },
     }
+    if source == "prometheus":
+        spec["autoscaling"]["prometheus"] = {"url": request.getfixturevalue("prometheus").url}
     apply_md(cluster, namespace, "slow", spec)
     wait_for_condition(api, namespace, "slow", "Ready", "True")
     assert get_md(api, namespace, "slow")["status"]["desiredReplicas"] == 1
@@ -89,7 +95,7 @@ def test_closed_loop_scale_up_then_down(
         client_p95 = load.stats.percentile(0.95, since=time.monotonic() - 10)
     stats = load.stats
     print(
-        f"\nautoscaling: scale-up decided after {scaled_at:.0f}s; p95 {settled_p95}ms (server) / "
+        f"\nautoscaling ({source}): scale-up decided after {scaled_at:.0f}s; p95 {settled_p95}ms (server) / "
         f"{client_p95:.0f}ms (client, last 10 s); requests sent {stats.sent}, failed {stats.failed}"
     )
     assert settled_p95 <= TARGET_MS

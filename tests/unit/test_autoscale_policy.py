@@ -92,8 +92,11 @@ def test_capacity_is_learned_near_target() -> None:
     s = spec()
     decision = decide(observe(95, rate=200, ready=4), s, 4, History(), now=0.0)
     assert decision.history.capacity_per_replica == pytest.approx(50.0)
-    over = decide(observe(200, rate=200, ready=4), s, 4, History(), now=0.0)
-    assert over.history.capacity_per_replica == pytest.approx(25.0)  # overloaded: scaled by target/latency
+    # Overloaded (a queue building up): the replicas serve all they can, which is their capacity.
+    over = decide(observe(900, rate=160, ready=4), s, 4, History(), now=0.0)
+    assert over.history.capacity_per_replica == pytest.approx(40.0)
+    smoothed = decide(observe(95, rate=200, ready=4), s, 4, over.history, now=5.0)
+    assert smoothed.history.capacity_per_replica == pytest.approx(0.7 * 40 + 0.3 * 50)
 
 
 def test_min_and_max_changes_apply_at_once() -> None:

@@ -71,10 +71,8 @@ def _learn_capacity(observation: Observation, target_ms: int, history: History) 
         and observation.request_rate > 0
         and latency >= CAPACITY_SAMPLE_RATIO * target_ms
     ):
+        # Near or over target the replicas are (close to) saturated: what they serve is their capacity.
         sample = observation.request_rate / observation.ready_replicas
-        if latency > target_ms:
-            # Over target the replicas were overloaded: what they served is an upper bound.
-            sample *= target_ms / latency
         capacity = sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
     return capacity
 

@@ -199,12 +199,23 @@ class DevCluster:
         state = self.state
         return state is not None and bool(state.pids) and all(pid_alive(pid) for pid in state.pids.values())
 
-    def up(self) -> None:
+    def up(self, attempts: int = 3) -> None:
         if self.is_up():
             log(f"already up: {self.server}, kubeconfig {self.kubeconfig}")
             return
-        self.down()  # whatever a crashed run left behind
         self.build()
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start()
+                return
+            except RuntimeError as error:
+                # free_port() can lose a race with another process for the port it found.
+                if "address already in use" not in str(error) or attempt == attempts:
+                    raise
+                log(f"a port was taken meanwhile; starting again with new ports ({attempt}/{attempts})")
+
+    def _start(self) -> None:
+        self.down()  # whatever a crashed run left behind
         started = time.monotonic()
         for stale in ("etcd", "kwok"):
             shutil.rmtree(self.state_dir / stale, ignore_errors=True)

@@ -62,6 +62,7 @@ class LoadGenerator:
         self._pool = ThreadPoolExecutor(max_workers=128, thread_name_prefix="load")
         self._threads: list[threading.Thread] = []
         self._next = 0
+        self.in_flight = 0  # requests sent and not answered yet (Knative's concurrency signal)
 
     def __enter__(self) -> LoadGenerator:
         self.start()
@@ -120,6 +121,15 @@ class LoadGenerator:
             self._pool.submit(self._one, target)
 
     def _one(self, ip: str) -> None:
+        with self._lock:
+            self.in_flight += 1
+        try:
+            self._send(ip)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _send(self, ip: str) -> None:
         sent_at = time.monotonic()
         request = urllib.request.Request(
             f"http://{ip}:8000/v2/models/{self.model}/infer",

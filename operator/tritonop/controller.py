@@ -144,6 +144,11 @@ class Controller:
             LOG.info("%s/%s: conflict, retrying: %s", *key, error)
             self.enqueue(key, 0.2)
             return
+        if isinstance(error, KubeError) and error.going_away:
+            # The namespace is being deleted: its DELETED events will end this object's story.
+            LOG.info("%s/%s: namespace going away, not retrying soon: %s", *key, error)
+            self.enqueue(key, MAX_BACKOFF_SECONDS)
+            return
         count = self.failures[key] = self.failures.get(key, 0) + 1
         delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**count)
         LOG.error("%s/%s: reconcile failed (retry in %.1fs): %s", *key, delay, error, exc_info=error)

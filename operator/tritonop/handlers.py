@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.controller import Controller
-from tritonop.k8s import KubeClient
+from tritonop.k8s import KubeClient, KubeError
 from tritonop.reconcile import OperatorState, Reconciler, forget_metrics
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
@@ -40,7 +40,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     state = OperatorState(kube=KubeClient.from_environment())
 
     async def reconcile(body: dict[str, Any]) -> float | None:
-        return (await Reconciler(state, body).run()).requeue_after
+        try:
+            return (await Reconciler(state, body).run()).requeue_after
+        except KubeError as error:
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            # A watch scoped by namespace pattern can end with its namespace, before any DELETED
+            # event: ask once whether the object still exists, and forget it if not.
+            if error.going_away and await state.kube.get("ModelDeployment", *key) is None:
+                controller.forget(key)
+                forget_metrics(*key)
+                return None
+            raise
 
     controller = Controller.from_environment(reconcile)
     controller.start()

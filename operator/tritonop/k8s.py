@@ -54,6 +54,13 @@ class KubeError(Exception):
         self.reason = reason
         self.message = message
 
+    @property
+    def going_away(self) -> bool:
+        """The object's namespace is being (or has been) deleted."""
+        return (self.status == 403 and "being terminated" in self.message) or (
+            self.status == 404 and self.message.startswith("namespaces ")
+        )
+
 
 def resource_path(kind: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
     api_version, plural, namespaced = RESOURCES[kind]
@@ -201,7 +208,13 @@ class KubeClient:
         """Set one pod condition (strategic merge on conditions[type]): used for readiness gates."""
         path = resource_path("Pod", namespace, name, "status")
         body = {"status": {"conditions": [condition]}}
-        await self._request("patch", "PATCH", path, body=body, content_type="application/strategic-merge-patch+json")
+        try:
+            await self._request(
+                "patch", "PATCH", path, body=body, content_type="application/strategic-merge-patch+json"
+            )
+        except KubeError as error:
+            if error.status != 404:  # the pod went away meanwhile: nothing to open
+                raise
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -136,10 +136,8 @@ def test_operator_runs_under_its_service_account_in_a_restricted_namespace(
         timeout=60,
     )
     # A pod that breaks the restricted level is refused there: admission is really enforcing.
-    refused = cluster.kubectl(
-        "run", "privileged", "-n", namespace, "--image=busybox", "--privileged", "--restart=Never", check=False
-    )
-    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
+    refused = cluster.kubectl("run", "plain", "-n", namespace, "--image=busybox", "--restart=Never", check=False)
+    assert refused.returncode != 0 and 'violates PodSecurity "restricted:latest"' in refused.stderr, refused.stderr
 
     # The model repository on a PersistentVolume (hostPath volumes are not allowed under `restricted`).
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pvc_objects(namespace)))

@@ -132,7 +132,12 @@ def test_hand_edits_to_the_deployment_are_reverted(
         return live.spec.replicas == 1 and container.image == original.image and container.args == original.args
 
     wait_until("the hand edit reverted", reverted, timeout=30)
-    assert "DriftReverted" in {event.reason for event in events_for(core, namespace, "sleepy")}
+    # The Event follows the revert (events are posted at the end of the reconcile).
+    wait_until(
+        "a DriftReverted event",
+        lambda: "DriftReverted" in {event.reason for event in events_for(core, namespace, "sleepy")},
+        timeout=30,
+    )
 
 
 def test_scale_subresource(

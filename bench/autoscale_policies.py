@@ -1,0 +1,302 @@
+"""Replay one bursty open-loop trace against the fixed-time model under three autoscaling
+policies, one run each, side by side, on the dev cluster with real Triton pods:
+
+1. tritonop: the operator's own latency policy (spec.autoscaling, p95 target);
+2. hpa-queue: the rule of Triton's Kubernetes example, HPA on average queue time per request,
+   with HPA's default algorithm (15 s sync, tolerance 0.1, 300 s scale-down stabilization,
+   scale-up at most max(100%, +4 pods) per 15 s), driving the ModelDeployment's scale subresource;
+3. knative: a KPA-style concurrency rule (60 s stable window, 6 s panic window, panic at 200%,
+   target 0.7 in-flight requests per replica), also through the scale subresource.
+
+    .venv/bin/python bench/autoscale_policies.py [--policies tritonop,hpa-queue,knative]
+
+Printed per policy: SLO attainment (% of requests at or under the target, measured at the
+client), replica-seconds, time from burst start to the first added replica serving, scale
+direction changes; and an oracle lower bound on replica-seconds (each second, the fewest replicas
+whose capacity covers the arrival rate). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from devcluster import running_cluster  # noqa: E402
+from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until  # noqa: E402
+from tests.loadgen import LoadGenerator  # noqa: E402
+
+NAMESPACE = "bench-autoscale"
+MODEL = "slow"
+BATCH_MS = 100  # one request at a time, 100 ms each: 10 requests/s per replica
+CAPACITY = 1000 / BATCH_MS
+TARGET_MS = 400
+MAX_REPLICAS = 8
+# (start second, end second, start rate, end rate): warm-up, step burst, ramp down, tail.
+TRACE = [(0, 45, 5, 5), (45, 105, 30, 30), (105, 165, 30, 5), (165, 240, 5, 5)]
+BURST_START = 45
+
+
+def rate_at(second: float) -> float:
+    for start, end, first, last in TRACE:
+        if start <= second < end:
+            return first + (last - first) * (second - start) / (end - start)
+    return 0.0
+
+
+def oracle_replica_seconds() -> float:
+    return sum(max(1, math.ceil(rate_at(s) / CAPACITY)) for s in range(TRACE[-1][1]))
+
+
+@dataclass
+class Run:
+    policy: str
+    replicas: list[tuple[float, int]] = field(default_factory=list)  # (second, ready replicas)
+    latencies: list[float] = field(default_factory=list)
+    sent: int = 0
+    failed: int = 0
+
+    def report(self) -> dict[str, Any]:
+        within = sum(1 for latency in self.latencies if latency <= TARGET_MS)
+        attainment = 100.0 * within / max(1, self.sent)
+        replica_seconds = sum(count for _, count in self.replicas)  # sampled once a second
+        first_added = next(
+            (t - BURST_START for t, count in self.replicas if t >= BURST_START and count > self.replicas[0][1]), None
+        )
+        changes, last_direction, previous = 0, 0, None
+        for _, count in self.replicas:
+            if previous is not None and count != previous:
+                direction = 1 if count > previous else -1
+                if direction != last_direction:
+                    changes += 1
+                    last_direction = direction
+            previous = count
+        return {
+            "policy": self.policy,
+            "slo_attainment_pct": round(attainment, 2),
+            "replica_seconds": replica_seconds,
+            "first_added_replica_serving_s": None if first_added is None else round(first_added, 1),
+            "direction_changes": changes,
+            "requests": self.sent,
+            "failed": self.failed,
+            "max_replicas": max(count for _, count in self.replicas),
+        }
+
+
+def slow_repository(root: Path) -> Path:
+    model = root / MODEL
+    (model / "1").mkdir(parents=True)
+    config = (ROOT / "model_repo" / "sleepy" / "config.pbtxt").read_text()
+    config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
+        'string_value: "20"', f'string_value: "{BATCH_MS}"'
+    )
+    (model / "config.pbtxt").write_text(config)
+    shutil.copy(ROOT / "model_repo" / "sleepy" / "1" / "model.py", model / "1" / "model.py")
+    root.chmod(0o755)
+    return root
+
+
+class Cluster:
+    def __init__(self, cluster: DevCluster) -> None:
+        self.cluster = cluster
+
+    def md(self) -> dict[str, Any]:
+        return json.loads(self.cluster.kubectl("get", "md", MODEL, "-n", NAMESPACE, "-o", "json").stdout)
+
+    def ready_ips(self) -> list[str]:
+        pods = json.loads(
+            self.cluster.kubectl(
+                "get", "pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={MODEL}", "-o", "json"
+            ).stdout
+        )["items"]
+        return [
+            p["status"]["podIP"]
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+
+    def scale(self, replicas: int) -> None:
+        self.cluster.kubectl("scale", f"md/{MODEL}", "-n", NAMESPACE, f"--replicas={replicas}")
+
+
+def queue_ms(ips: list[str], previous: dict[str, tuple[float, float]]) -> float | None:
+    """Average queue time per request since the last call (Triton's counters), over all pods."""
+    total_queue, total_requests = 0.0, 0.0
+    for ip in ips:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        values = {"queue": 0.0, "success": 0.0}
+        for line in text.splitlines():
+            if line.startswith(f'nv_inference_queue_duration_us{{model="{MODEL}"'):
+                values["queue"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith(f'nv_inference_request_success{{model="{MODEL}"'):
+                values["success"] += float(line.rsplit(" ", 1)[1])
+        before = previous.get(ip, (0.0, 0.0))
+        previous[ip] = (values["queue"], values["success"])
+        total_queue += values["queue"] - before[0]
+        total_requests += values["success"] - before[1]
+    return total_queue / total_requests / 1000 if total_requests > 0 else None
+
+
+def hpa_controller(env: Cluster, stop: threading.Event) -> None:
+    """HPA's algorithm on average queue time (target: the latency budget minus service time)."""
+    target = TARGET_MS - BATCH_MS
+    previous: dict[str, tuple[float, float]] = {}
+    recommendations: list[tuple[float, int]] = []
+    while not stop.wait(15):
+        current = int(env.md()["spec"]["replicas"])
+        metric = queue_ms(env.ready_ips(), previous)
+        if metric is None:
+            continue
+        ratio = metric / target
+        desired = current if abs(ratio - 1) <= 0.1 else math.ceil(current * ratio)
+        desired = min(desired, max(2 * current, current + 4), MAX_REPLICAS)
+        now = time.monotonic()
+        recommendations = [(t, r) for t, r in recommendations if now - t <= 300] + [(now, max(1, desired))]
+        if desired < current:
+            desired = max(r for _, r in recommendations)
+        if desired != current:
+            env.scale(max(1, min(MAX_REPLICAS, desired)))
+
+
+def knative_controller(env: Cluster, load: LoadGenerator, stop: threading.Event) -> None:
+    """KPA: desired = in-flight / (target concurrency); panic when the 6 s view wants >= 2x."""
+    target = 0.7
+    samples: list[tuple[float, float]] = []
+    panic_until = 0.0
+    while not stop.wait(2):
+        now = time.monotonic()
+        samples = [(t, c) for t, c in samples if now - t <= 60] + [(now, float(load.in_flight))]
+        stable = sum(c for _, c in samples) / len(samples)
+        panic_samples = [c for t, c in samples if now - t <= 6]
+        panic = sum(panic_samples) / len(panic_samples)
+        current = int(env.md()["spec"]["replicas"])
+        ready = max(1, len(env.ready_ips()))
+        desired_stable = math.ceil(stable / target)
+        desired_panic = math.ceil(panic / target)
+        if desired_panic >= 2 * ready:
+            panic_until = now + 60
+        # While panicking, scale on the short window and never down.
+        desired = max(current, desired_panic) if now < panic_until else desired_stable
+        desired = max(1, min(MAX_REPLICAS, desired))
+        if desired != current:
+            env.scale(desired)
+
+
+def run_policy(env: Cluster, policy: str, repository: Path) -> Run:
+    spec: dict[str, Any] = {"model": {"name": MODEL, "repository": f"file://{repository}"}}
+    if policy == "tritonop":
+        spec["autoscaling"] = {
+            "minReplicas": 1,
+            "maxReplicas": MAX_REPLICAS,
+            "metric": "p95",
+            "targetLatencyMs": TARGET_MS,
+            "scaleDownStabilizationSeconds": 30,
+        }
+    else:
+        spec["replicas"] = 1
+    env.cluster.kubectl("delete", "md", MODEL, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    wait_until("old pods gone", lambda: not env.ready_ips(), timeout=120)
+    manifest = {
+        "apiVersion": "tritonop.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": MODEL, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+    env.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    env.cluster.kubectl("wait", f"md/{MODEL}", "-n", NAMESPACE, "--for=condition=Ready", "--timeout=120s")
+
+    run = Run(policy)
+    stop = threading.Event()
+    ips: list[str] = env.ready_ips()
+    load = LoadGenerator(lambda: ips, MODEL, rate_at(0), timeout=30, max_seconds=TRACE[-1][1] + 60)
+    controllers: list[threading.Thread] = []
+    if policy == "hpa-queue":
+        controllers.append(threading.Thread(target=hpa_controller, args=(env, stop), daemon=True))
+    elif policy == "knative":
+        controllers.append(threading.Thread(target=knative_controller, args=(env, load, stop), daemon=True))
+    load.start()
+    for thread in controllers:
+        thread.start()
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < TRACE[-1][1]:
+        ips[:] = env.ready_ips()
+        load.set_rate(rate_at(elapsed))
+        run.replicas.append((elapsed, len(ips)))
+        time.sleep(max(0.0, 1 - (time.monotonic() - started - elapsed)))
+    stop.set()
+    stats = load.stop()
+    run.sent, run.failed = stats.sent, stats.failed
+    run.latencies = [latency for _, latency in stats.latencies_ms] + [float("inf")] * stats.failed
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", default="tritonop,hpa-queue,knative")
+    args = parser.parse_args()
+    with running_cluster() as cluster, tempfile.TemporaryDirectory(dir=ROOT / ".devcluster") as tmp:
+        repository = slow_repository(Path(tmp) / "repo")
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
+        cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        log = open(cluster.state_dir / "logs" / "bench-autoscale-operator.log", "wb")  # noqa: SIM115
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tritonop",
+                "run",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--namespace={NAMESPACE}",
+                f"--metrics-port={free_port()}",
+                "--liveness-port=0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        env = Cluster(cluster)
+        results = []
+        try:
+            for policy in args.policies.split(","):
+                print(f"running {policy} ({TRACE[-1][1]} s trace)...", flush=True)
+                results.append(run_policy(env, policy, repository).report())
+                print(json.dumps(results[-1]), flush=True)
+        finally:
+            stop_pid(operator.pid)
+            cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+        oracle = oracle_replica_seconds()
+        print(f"\noracle lower bound: {oracle:.0f} replica-seconds (capacity {CAPACITY:.0f} req/s per replica)")
+        print(
+            f"{'policy':<12} {'SLO %':>7} {'replica-s':>10} {'x oracle':>9} {'first add (s)':>14} {'changes':>8} "
+            f"{'requests':>9} {'failed':>7}"
+        )
+        for r in results:
+            print(
+                f"{r['policy']:<12} {r['slo_attainment_pct']:>7.2f} {r['replica_seconds']:>10} "
+                f"{r['replica_seconds'] / oracle:>9.2f} {r['first_added_replica_serving_s']!s:>14} "
+                f"{r['direction_changes']:>8} {r['requests']:>9} {r['failed']:>7}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,10 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"list", "watch"}),
     # Reconciler.open_gate sets the tritonop.dev/model-ready readiness gate.
     ("", "pods/status"): frozenset({"patch"}),
+    # kopf observes CRDs, to start and stop watching resources as their CRDs come and go.
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
+    # kopf observes namespaces to follow `tritonop run --namespace PATTERN` (not with --all-namespaces).
+    ("", "namespaces"): frozenset({"list", "watch"}),
     # KubeClient.post_event: create, or bump the count of a repeated Event.
     ("", "events"): frozenset({"get", "create", "patch"}),
 }

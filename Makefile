@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test demo demo-down clean
+.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-down clean
 
 help:
 	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
-	@echo "make test           lint + unit + integration tests on the local cluster (what CI runs)"
+	@echo "make test           lint + unit + integration tests on the local cluster (CI runs it)"
+	@echo "make test-chaos     fault scenarios: operator killed, control plane restarted, fuzzing (CI runs it)"
 	@echo "make cluster-up     start the local control plane with fake GPU nodes (builds it once)"
 	@echo "make cluster-down   stop everything cluster-up started"
 	@echo "make lint           ruff + mypy"
@@ -68,7 +69,11 @@ unit: venv
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
 test: lint tools cluster-build model-repo
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+# Fault scenarios (operator killed, control plane restarted, admission fuzzing): slow; CI runs them too.
+test-chaos: tools cluster-build model-repo
+	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)
 
 demo: cluster-up model-repo
 	@bash scripts/demo.sh

@@ -111,6 +111,9 @@ class ClusterState:
     pids: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
+    # How each component was started (argv, extra env), so restart() can do it again.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ClusterState | None:
@@ -274,7 +277,31 @@ class DevCluster:
         )
         log_file.close()
         state.pids[name] = process.pid
+        state.commands[name] = argv
+        state.environments[name] = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
         state.save(self.state_file)
+
+    def restart(self, name: str, wait_ready: bool = True) -> None:
+        """Stop one component and start it again as it was (chaos tests restart etcd, apiserver)."""
+        state = self.state
+        if state is None or name not in state.commands:
+            raise RuntimeError(f"{name} is not a running component of this cluster")
+        stop_pid(state.pids[name])
+        env = {**os.environ, **state.environments.get(name, {})} if state.environments.get(name) else None
+        self._spawn(state, name, state.commands[name], env=env)
+        if wait_ready and name == "kube-apiserver":
+            self._wait_https(state, name, f"https://127.0.0.1:{state.ports['apiserver']}/readyz", timeout=90)
+        elif wait_ready and name == "etcd":
+            wait_until(
+                "etcd healthy",
+                lambda: (
+                    json.load(urllib.request.urlopen(f"http://127.0.0.1:{state.ports['etcd']}/health", timeout=2))[
+                        "health"
+                    ]
+                    == "true"
+                ),
+                timeout=30,
+            )
 
     def _check_alive(self, state: ClusterState, name: str) -> None:
         if not pid_alive(state.pids[name]):

@@ -90,22 +90,22 @@ def crd(cluster: DevCluster) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev", "--timeout=60s")
 
 
-@pytest.fixture(scope="session")
-def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator as a real process (`python -m tritonop run`) against the dev cluster."""
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+def start_operator(
+    cluster: DevCluster, namespace_pattern: str, log_path: Path, kubeconfig: Path | None = None
+) -> OperatorProcess:
+    """`python -m tritonop run` as a real process, watching namespaces that match the pattern;
+    returns once its liveness endpoint answers."""
     metrics_port, liveness_port = free_port(), free_port()
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "tritonop",
                 "run",
-                f"--kubeconfig={cluster.kubeconfig}",
+                f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
                 "--resync-seconds=5",
-                # Only the tests' own namespaces: other tests run operators of their own elsewhere.
-                "--namespace=t-*",
+                f"--namespace={namespace_pattern}",
                 f"--metrics-port={metrics_port}",
                 f"--liveness-port={liveness_port}",
             ],
@@ -121,12 +121,20 @@ def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFa
             return bool(response.status == 200)
 
     wait_until("the operator's liveness endpoint", live, timeout=60)
-    yield OperatorProcess(process, metrics_port, log_path)
-    crashed = process.poll()
-    stop_pid(process.pid)
-    assert not pid_alive(process.pid)
+    return OperatorProcess(process, metrics_port, log_path)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as a real process against the dev cluster, for the tests' t-* namespaces
+    (tests that run operators of their own use other namespaces)."""
+    running = start_operator(cluster, "t-*", tmp_path_factory.mktemp("operator") / "operator.log")
+    yield running
+    crashed = running.process.poll()
+    stop_pid(running.process.pid)
+    assert not pid_alive(running.process.pid)
     # Bad input must never crash the operator: it has to be alive after every test.
-    assert crashed is None, f"the operator exited with {crashed}; log: {log_path}"
+    assert crashed is None, f"the operator exited with {crashed}; log: {running.log_path}"
 
 
 @dataclass

@@ -196,6 +196,10 @@ class KubeClient:
             )
         )
 
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return dict(await self._request("create", "POST", resource_path(obj["kind"], meta.get("namespace")), body=obj))
+
     async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = resource_path(kind, namespace, name, "status")
         return dict(

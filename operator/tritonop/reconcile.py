@@ -154,6 +154,7 @@ class Reconciler:
         self.body = body
         self.md = ModelDeployment.from_body(body)
         self.events: list[tuple[str, str, str]] = []
+        self.created: list[str] = []  # one "Created" event for all of a reconcile's new objects
         # Every log line names the ModelDeployment (a field of its own in JSON logs).
         self.log = logging.LoggerAdapter(LOG, {"namespace": self.md.namespace, "model_deployment": self.md.name})
 
@@ -300,13 +301,27 @@ class Reconciler:
         cache_key = (md.namespace, md.name)
         if cache_key in self.state.control_keys:
             return self.state.control_keys[cache_key]
-        secret = await self.kube.get("Secret", md.namespace, control_key_secret_name(md))
+        name = control_key_secret_name(md)
+        key = secrets.token_urlsafe(32)
+        if not self.body.get("status"):
+            # Never reconciled: the Secret is almost surely missing, so create it in one call.
+            try:
+                await self.kube.create(render_control_key_secret(md, key))
+                self.created.append(f"Secret {name}")
+                self.state.control_keys[cache_key] = key
+                return key
+            except KubeError as error:
+                if error.status != 409:
+                    raise
+        secret = await self.kube.get("Secret", md.namespace, name)
         if secret is not None and CONTROL_KEY_SECRET_KEY in (secret.get("data") or {}):
             key = base64.b64decode(secret["data"][CONTROL_KEY_SECRET_KEY]).decode()
+            owners = {ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []}
+            if md.uid not in owners:  # left by an earlier object of the same name: adopt it
+                await self.kube.apply(render_control_key_secret(md, key))
         else:
-            key = secrets.token_urlsafe(32)
             await self.kube.apply(render_control_key_secret(md, key))
-            self.event("Normal", "Created", f"Secret {control_key_secret_name(md)} holds the model control key")
+            self.created.append(f"Secret {name}")
         self.state.control_keys[cache_key] = key
         return key
 
@@ -317,7 +332,7 @@ class Reconciler:
         kind, name = desired["kind"], desired["metadata"]["name"]
         await self.kube.apply(desired)
         if live is None:
-            self.event("Normal", "Created", f"{kind} {name}")
+            self.created.append(f"{kind} {name}")
             return
         live_hash = live.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH_ANNOTATION)
         unstamped = copy.deepcopy(desired)
@@ -509,6 +524,9 @@ class Reconciler:
             )
 
     async def flush_events(self) -> None:
+        if self.created:
+            self.events.insert(0, ("Normal", "Created", ", ".join(self.created)))
+            self.created.clear()
         involved = {
             "apiVersion": self.body["apiVersion"],
             "kind": self.body["kind"],

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-down clean
+.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-down kind-up clean
 
 help:
 	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
@@ -80,6 +80,10 @@ demo: cluster-up model-repo
 
 demo-down:
 	@bash scripts/demo.sh stop
+
+# Users with Docker only (cannot run on machines without a Docker engine, CI included).
+kind-up:
+	@bash scripts/kind-up.sh
 
 clean: demo-down cluster-down
 	rm -rf $(VENV) .devcluster

@@ -17,17 +17,33 @@ if [[ "${1:-}" == "stop" ]]; then
   exit 0
 fi
 
-step() { printf '\n\033[1m--- %s\033[0m\n' "$*"; }
+CURRENT_STEP="start"
+step() { CURRENT_STEP="$*"; printf '\n\033[1m--- %s\033[0m\n' "$*"; }
+trap 'echo "demo failed during: $CURRENT_STEP (operator log: $LOG; cluster logs: .devcluster/logs/)" >&2' ERR
 
 step "the dev cluster: 2 fake GPU nodes (8 x nvidia.com/gpu each) and 1 CPU node"
 $K get nodes -o custom-columns='NAME:.metadata.name,STATUS:.status.conditions[-1].type,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product'
 
-step "install the CRD"
+step "install the CRD, the operator's namespace, ServiceAccount and least-privilege ClusterRole"
 $K apply --server-side -k crds/
+$K apply --server-side -f manifests/namespace.yaml -f manifests/rbac.yaml
 
 if ! { [[ -f $PIDFILE ]] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; }; then
-  step "start the operator (log: $LOG)"
-  nohup .venv/bin/python -m tritonop run --metrics-port 0 --liveness-port 0 --resync-seconds 10 >"$LOG" 2>&1 &
+  step "start the operator as its ServiceAccount tritonop-system/tritonop (token from TokenRequest; log: $LOG)"
+  TOKEN=$($K create token tritonop -n tritonop-system --duration=24h)
+  SERVER=$($K config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  SA_KUBECONFIG=.devcluster/operator-sa.kubeconfig
+  cat >"$SA_KUBECONFIG" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: dev, cluster: {server: "$SERVER", certificate-authority: "$ROOT/.devcluster/pki/ca.crt"}}]
+users: [{name: tritonop, user: {token: "$TOKEN"}}]
+contexts: [{name: dev, context: {cluster: dev, user: tritonop}}]
+current-context: dev
+KUBECONFIG
+  chmod 600 "$SA_KUBECONFIG"
+  nohup .venv/bin/python -m tritonop run --kubeconfig "$SA_KUBECONFIG" --metrics-port 0 --liveness-port 0 \
+    --resync-seconds 10 >"$LOG" 2>&1 &
   echo $! >$PIDFILE
 fi
 
@@ -38,13 +54,18 @@ $K wait md/sleepy -n demo --for=condition=Ready --timeout=120s
 $K get md -n demo
 $K get pods -n demo -o wide
 
-step "inference at each pod IP (real Triton); VERSION says which version answered"
-for ip in $($K get pods -n demo -l app.kubernetes.io/instance=sleepy -o jsonpath='{.items[*].status.podIP}'); do
-  printf '%s: ' "$ip"
-  curl -s -X POST "http://$ip:8000/v2/models/sleepy/infer" \
-    -d '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
-  echo
-done
+infer_each_pod() {
+  for ip in $($K get pods -n demo -l app.kubernetes.io/instance=sleepy -o jsonpath='{.items[*].status.podIP}'); do
+    printf '%s: ' "$ip"
+    curl -s -X POST "http://$ip:8000/v2/models/sleepy/infer" -w '  (%{time_total}s)' \
+      -d '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}' \
+      || { echo "inference at $ip failed"; exit 1; }
+    echo
+  done
+}
+
+step "inference at each pod IP (real Triton); VERSION says which version answered, then the latency"
+infer_each_pod
 
 step "switch to version 3 in place (no pod restarts)"
 $K patch md sleepy -n demo --type merge -p '{"spec":{"model":{"version":3}}}'
@@ -52,6 +73,7 @@ $K wait md/sleepy -n demo --for=jsonpath='{.status.activeVersion}'=3 --timeout=1
 $K wait md/sleepy -n demo --for=condition=Ready --timeout=120s
 $K get md -n demo
 $K get pods -n demo
+infer_each_pod
 $K describe md sleepy -n demo | sed -n '/^Events:/,$p'
 
 step "done. The cluster and operator keep running: export KUBECONFIG=$KUBECONFIG"

@@ -77,6 +77,15 @@ def md_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1
     return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
 
 
+def ready_ips(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    """Pod IPs of a ModelDeployment's Ready pods (where a client may send requests)."""
+    return [
+        pod.status.pod_ip
+        for pod in md_pods(core, namespace, name)
+        if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
 def infer_version(ip: str, model: str = "sleepy", timeout: float = 10) -> int:
     """One inference at a pod IP; returns the VERSION output (the version that served it)."""
     body = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}

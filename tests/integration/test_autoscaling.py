@@ -14,7 +14,7 @@ from devcluster.cluster import wait_until
 from tests.loadgen import LoadGenerator
 
 from .conftest import OperatorProcess
-from .helpers import MODEL_REPO, apply_md, events_for, get_md, md_pods, wait_for_condition
+from .helpers import MODEL_REPO, apply_md, events_for, get_md, md_pods, ready_ips, wait_for_condition
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +35,6 @@ def slow_repository(root: Path) -> Path:
     (model / "1" / "model.py").write_text((MODEL_REPO / "sleepy" / "1" / "model.py").read_text())
     root.chmod(0o755)
     return root
-
-
-def ready_ips(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
-    pods = md_pods(core, namespace, name)
-    return [
-        pod.status.pod_ip
-        for pod in pods
-        if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    ]
 
 
 @pytest.mark.parametrize("source", ["pods", "prometheus"])

@@ -27,7 +27,16 @@ from devcluster.cluster import pid_alive, stop_pid, wait_until
 from tests.loadgen import LoadGenerator
 
 from .conftest import OperatorProcess, start_operator
-from .helpers import apply_md, get_md, infer_version, md_manifest, md_pods, sleepy_spec, wait_for_condition
+from .helpers import (
+    apply_md,
+    get_md,
+    infer_version,
+    md_manifest,
+    md_pods,
+    ready_ips,
+    sleepy_spec,
+    wait_for_condition,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SEED = 20261125
@@ -51,12 +60,11 @@ def chaos_operator(cluster: DevCluster, chaos_namespace: str, tmp_path: Path) ->
         stop_pid(running.process.pid)
 
 
-def ready_ips(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
-    return [
-        pod.status.pod_ip
-        for pod in md_pods(core, namespace, name)
-        if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    ]
+def restart_operator(cluster: DevCluster, holder: list[OperatorProcess], namespace: str) -> None:
+    """SIGKILL the operator wherever it is, then start a new one (the fault under test)."""
+    holder[0].process.send_signal(signal.SIGKILL)
+    holder[0].process.wait()
+    holder[0] = start_operator(cluster, namespace, holder[0].log_path)
 
 
 def owned_counts(api: client.ApiClient, core: client.CoreV1Api, namespace: str) -> dict[str, int]:
@@ -87,9 +95,7 @@ def test_operator_killed_during_creation_of_50(
     started = time.monotonic()
     for _ in range(20):
         time.sleep(rng.uniform(0.05, 0.6))  # a random point in the middle of the work: the fault itself
-        chaos_operator[0].process.send_signal(signal.SIGKILL)
-        chaos_operator[0].process.wait()
-        chaos_operator[0] = start_operator(cluster, chaos_namespace, chaos_operator[0].log_path)
+        restart_operator(cluster, chaos_operator, chaos_namespace)
 
     def all_ready() -> bool:
         output = cluster.kubectl(
@@ -125,9 +131,7 @@ def test_operator_killed_during_a_version_switch(
             spec["model"]["version"] = version
             apply_md(cluster, namespace, "sleepy", spec)
             time.sleep(0.3)  # let the switch begin: the fault must land in the middle of it
-            chaos_operator[0].process.send_signal(signal.SIGKILL)
-            chaos_operator[0].process.wait()
-            chaos_operator[0] = start_operator(cluster, namespace, chaos_operator[0].log_path)
+            restart_operator(cluster, chaos_operator, namespace)
         md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
     assert md["status"]["activeVersion"] == 3
     assert {pod.metadata.uid for pod in md_pods(core, namespace, "sleepy")} == pods_before

@@ -5,9 +5,6 @@ status objects, and no drift for GitOps."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,9 +17,9 @@ import yaml
 from kubernetes import client
 
 from devcluster import DevCluster
-from devcluster.cluster import free_port, stop_pid, wait_until
+from devcluster.cluster import stop_pid, wait_until
 
-from .conftest import REPO_ROOT, OperatorProcess
+from .conftest import REPO_ROOT, OperatorProcess, start_operator
 from .helpers import MODEL_REPO, apply_md, get_md, infer_version, md_manifest, md_pods, sleepy_spec, wait_for_condition
 
 pytestmark = pytest.mark.integration
@@ -149,25 +146,8 @@ def test_operator_runs_under_its_service_account_in_a_restricted_namespace(
 
     log_path = tmp_path / "operator.log"
     kubeconfig = token_kubeconfig(cluster, tmp_path / "kubeconfig")
-    metrics_port = free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tritonop",
-                "run",
-                f"--kubeconfig={kubeconfig}",
-                f"--namespace={namespace}",
-                f"--metrics-port={metrics_port}",
-                "--liveness-port=0",
-                "--resync-seconds=5",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    running = start_operator(cluster, namespace, log_path, kubeconfig=kubeconfig)
+    process, metrics_port = running.process, running.metrics_port
     try:
         spec = sleepy_spec(replicas=2)
         spec["model"]["repository"] = "pvc://models/model_repo"

@@ -17,7 +17,17 @@ from devcluster.cluster import wait_until
 from tests.loadgen import LoadGenerator
 
 from .conftest import OperatorProcess
-from .helpers import MODEL_REPO, apply_md, get_md, infer_version, md_condition, md_pods, sleepy_spec, wait_for_condition
+from .helpers import (
+    MODEL_REPO,
+    apply_md,
+    get_md,
+    infer_version,
+    md_condition,
+    md_pods,
+    ready_ips,
+    sleepy_spec,
+    wait_for_condition,
+)
 
 pytestmark = pytest.mark.integration
 LOAD_RATE = 30.0
@@ -31,14 +41,6 @@ def spec_for(version: int, replicas: int, strategy: str = "InPlace", repository:
     return spec
 
 
-def ready_ips(core: client.CoreV1Api, namespace: str) -> list[str]:
-    return [
-        pod.status.pod_ip
-        for pod in md_pods(core, namespace, "sleepy")
-        if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    ]
-
-
 def pod_identities(core: client.CoreV1Api, namespace: str) -> dict[str, int]:
     return {
         pod.metadata.uid: pod.status.container_statuses[0].restart_count for pod in md_pods(core, namespace, "sleepy")
@@ -50,7 +52,7 @@ def switch_under_load(
 ) -> tuple[float, int, int, dict[int, int]]:
     apply_md(cluster, namespace, "sleepy", spec_for(2, replicas, strategy))
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
-    with LoadGenerator(lambda: ready_ips(core, namespace), "sleepy", LOAD_RATE, max_seconds=300) as load:
+    with LoadGenerator(lambda: ready_ips(core, namespace, "sleepy"), "sleepy", LOAD_RATE, max_seconds=300) as load:
         wait_until("load flowing", lambda: load.stats.sent >= 20, timeout=30)
         started = time.monotonic()
         apply_md(cluster, namespace, "sleepy", spec_for(3, replicas, strategy))
@@ -93,7 +95,7 @@ def test_in_place_switch_under_load_fails_no_request(
     assert failed == 0
     assert versions.get(2, 0) > 0 and versions.get(3, 0) > 0
     assert pod_identities(core, namespace) == before, "pods were replaced or restarted"
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {3}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
     md = get_md(api, namespace, "sleepy")
     assert (md["status"]["activeVersion"], md["status"]["previousVersion"], md["status"]["targetVersion"]) == (3, 2, 3)
 
@@ -106,7 +108,7 @@ def test_rolling_strategy_replaces_pods(
     before = set(pod_identities(core, namespace))
     switch_under_load(cluster, api, core, namespace, 2, "Rolling")
     assert not before & set(pod_identities(core, namespace)), "Rolling must replace every pod"
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {3}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
 
 
 def test_rollback_is_setting_the_old_version_again(
@@ -117,7 +119,7 @@ def test_rollback_is_setting_the_old_version_again(
     apply_md(cluster, namespace, "sleepy", spec_for(1, 2))
     md = wait_for_condition(api, namespace, "sleepy", "Ready", "True")
     assert (md["status"]["activeVersion"], md["status"]["previousVersion"]) == (1, 3)
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {1}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {1}
 
 
 def broken_copy(root: Path) -> Path:
@@ -142,19 +144,19 @@ def test_failed_load_keeps_the_old_version_and_recovers_when_fixed(
     uri = f"file://{repository}"
     apply_md(cluster, namespace, "sleepy", spec_for(2, 2, repository=uri))
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
-    with LoadGenerator(lambda: ready_ips(core, namespace), "sleepy", LOAD_RATE, max_seconds=300) as load:
+    with LoadGenerator(lambda: ready_ips(core, namespace, "sleepy"), "sleepy", LOAD_RATE, max_seconds=300) as load:
         apply_md(cluster, namespace, "sleepy", spec_for(3, 2, repository=uri))
         md = wait_for_condition(api, namespace, "sleepy", "ModelLoaded", "False", "LoadFailed")
         assert "corrupt weights file: truncated at byte 4096" in md_condition(md, "ModelLoaded")["message"]
         assert md["status"]["activeVersion"] == 2
-        assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {2}
+        assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {2}
 
         # Fixing the repository is enough: the operator retries the load by itself.
         shutil.copy(MODEL_REPO / "sleepy" / "3" / "model.py", repository / "sleepy" / "3" / "model.py")
         md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=120)
         assert md["status"]["activeVersion"] == 3
     assert load.stats.failed == 0, load.stats.errors.most_common(3)
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {3}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
 
 
 def test_checksum_mismatch_loads_nothing(
@@ -176,7 +178,7 @@ def test_checksum_mismatch_loads_nothing(
     apply_md(cluster, namespace, "sleepy", spec_for(3, 1, repository=uri))
     md = wait_for_condition(api, namespace, "sleepy", "RepositoryValid", "False", "ChecksumMismatch")
     assert "does not match the manifest" in md_condition(md, "RepositoryValid")["message"]
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {2}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {2}
 
 
 def test_config_overrides_apply_in_place(
@@ -203,7 +205,7 @@ def test_config_overrides_apply_in_place(
             and config["instance_group"][0]["count"] == 2
         )
 
-    wait_until("overrides loaded on every server", lambda: all(map(applied, ready_ips(core, namespace))), 60)
+    wait_until("overrides loaded on every server", lambda: all(map(applied, ready_ips(core, namespace, "sleepy"))), 60)
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
     assert pod_identities(core, namespace) == before
 
@@ -216,19 +218,19 @@ def test_pods_started_later_serve_the_target_version(
     apply_md(cluster, namespace, "sleepy", spec_for(3, 1))
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
     apply_md(cluster, namespace, "sleepy", spec_for(3, 3))
-    wait_until("3 ready replicas", lambda: len(ready_ips(core, namespace)) == 3, timeout=90)
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {3}
+    wait_until("3 ready replicas", lambda: len(ready_ips(core, namespace, "sleepy")) == 3, timeout=90)
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
     victim = md_pods(core, namespace, "sleepy")[0]
     core.delete_namespaced_pod(victim.metadata.name, namespace)
     wait_until(
         "a replacement pod ready",
         lambda: (
-            len(ready_ips(core, namespace)) == 3
+            len(ready_ips(core, namespace, "sleepy")) == 3
             and victim.metadata.uid not in {p.metadata.uid for p in md_pods(core, namespace, "sleepy")}
         ),
         timeout=90,
     )
-    assert {infer_version(ip) for ip in ready_ips(core, namespace)} == {3}
+    assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
 
 
 def test_model_control_api_refuses_calls_without_the_key(
@@ -236,7 +238,7 @@ def test_model_control_api_refuses_calls_without_the_key(
 ) -> None:
     apply_md(cluster, namespace, "sleepy", spec_for(2, 1))
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
-    ip = ready_ips(core, namespace)[0]
+    ip = ready_ips(core, namespace, "sleepy")[0]
     for action in ("load", "unload"):
         request = urllib.request.Request(
             f"http://{ip}:8000/v2/repository/models/sleepy/{action}", data=b"{}", method="POST"

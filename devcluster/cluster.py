@@ -13,6 +13,7 @@ runner starts a real tritonserver for every Triton pod at the pod's loopback IP.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -34,7 +35,12 @@ from .certs import ClusterCertificates, ensure_certificates
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".devcluster"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tritonop"
-POD_CIDR = "127.1.0.0/16"
+def pod_cidr(state_dir: Path) -> str:
+    """A /16 inside 127.0.0.0/8 for this cluster's pod IPs, derived from its state dir, so two
+    dev clusters on one machine (a checkout's and CI's clone) do not hand out the same IPs."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).digest()
+    return f"127.{2 + digest[0] % 250}.0.0/16"
+
 SERVICE_CIDR = "10.96.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -439,7 +445,7 @@ class DevCluster:
             str(self.kwok_dir / "kwok"),
             f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            f"--cidr={POD_CIDR}",
+            f"--cidr={pod_cidr(self.state_dir)}",
             "--node-ip=127.0.0.1",
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{state.ports['kwok']}",

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client, watch
 
 from devcluster import DevCluster
-from devcluster.cluster import kubectl_binary, pid_alive, wait_until
+from devcluster.cluster import kubectl_binary, pid_alive, pod_cidr, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_crd_round_trip(cluster: DevCluster, api: client.ApiClient, namespace: s
 
 
 def test_gpu_pod_is_scheduled_on_a_gpu_node_and_becomes_ready(
-    core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
+    cluster: DevCluster, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str
 ) -> None:
     apps.create_namespaced_deployment(namespace, deployment("one-gpu", gpu_container(1)))
 
@@ -143,7 +143,7 @@ def test_gpu_pod_is_scheduled_on_a_gpu_node_and_becomes_ready(
     node = core.read_node(pod.spec.node_name)
     assert node.metadata.labels["nvidia.com/gpu.present"] == "true"
     assert node.status.allocatable["nvidia.com/gpu"] == "8"
-    assert pod.status.pod_ip.startswith("127.1.")
+    assert pod.status.pod_ip.startswith(pod_cidr(cluster.state_dir).rsplit(".", 2)[0] + ".")
 
 
 def test_pod_asking_for_too_many_gpus_stays_pending(

@@ -35,11 +35,14 @@ from .certs import ClusterCertificates, ensure_certificates
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".devcluster"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "tritonop"
+
+
 def pod_cidr(state_dir: Path) -> str:
     """A /16 inside 127.0.0.0/8 for this cluster's pod IPs, derived from its state dir, so two
     dev clusters on one machine (a checkout's and CI's clone) do not hand out the same IPs."""
     digest = hashlib.sha256(str(state_dir.resolve()).encode()).digest()
     return f"127.{2 + digest[0] % 250}.0.0/16"
+
 
 SERVICE_CIDR = "10.96.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"

@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 LOG = logging.getLogger("podrunner")
 TICK_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 30.0
+PREPARE_RETRY_SECONDS = 2.0
 # Flags whose values the runner sets itself: the addresses are the pod IP, and the
 # backends/caches are the ones in the nvidia-pytriton wheel (the image's /opt/tritonserver).
 OWNED_FLAGS = ("--http-address", "--grpc-address", "--metrics-address", "--backend-directory", "--cache-directory")
@@ -221,6 +222,7 @@ class PodRunner:
         self.prober = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         self.stopping = threading.Event()
         self.lock = threading.Lock()
+        self.unprepared: dict[str, tuple[float, dict[str, Any]]] = {}  # uid -> (retry at, pod)
 
     # -- watching --------------------------------------------------------------------------
     def watch_pods(self) -> None:
@@ -305,9 +307,12 @@ class PodRunner:
                 env = {key: map_path(value, mounts) for key, value in env.items()}
                 argv = triton_argv(triton, env, mounts, status["podIP"], self.install)
             except Exception as error:
+                # Like a kubelet (CreateContainerConfigError): say why, and try again shortly.
                 LOG.error("%s/%s: cannot prepare tritonserver: %s", meta["namespace"], meta["name"], error)
                 (self.pods_dir / f"{base}.log").write_text(f"devcluster podrunner: cannot start: {error}\n")
+                self.unprepared[uid] = (time.monotonic() + PREPARE_RETRY_SECONDS, pod)
                 return
+        self.unprepared.pop(uid, None)
         probe_spec = probed.get("readinessProbe")
         self.pods[uid] = PodProcess(
             uid=uid,
@@ -403,6 +408,7 @@ class PodRunner:
         return Path(source["path"])
 
     def stop_pod(self, uid: str, why: str) -> None:
+        self.unprepared.pop(uid, None)
         pod = self.pods.pop(uid, None)
         if pod is None:
             return
@@ -414,6 +420,10 @@ class PodRunner:
     # -- processes and probes --------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
+        for uid, (retry_at, unprepared) in list(self.unprepared.items()):
+            if now >= retry_at:
+                del self.unprepared[uid]
+                self.sync_pod(unprepared)
         for pod in list(self.pods.values()):
             if pod.argv is not None:
                 self.supervise(pod, now)

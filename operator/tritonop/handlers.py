@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.controller import Controller
 from tritonop.k8s import KubeClient, KubeError
-from tritonop.reconcile import OperatorState, Reconciler, forget_metrics
+from tritonop.reconcile import OperatorState, Reconciler, forget
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
@@ -48,7 +48,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             # event: ask once whether the object still exists, and forget it if not.
             if error.going_away and await state.kube.get("ModelDeployment", *key) is None:
                 controller.forget(key)
-                forget_metrics(*key)
+                forget(state, *key, body["metadata"].get("uid"))
                 return None
             raise
 
@@ -69,7 +69,7 @@ async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: ko
     key = (str(body.metadata.namespace), str(body.metadata.name))
     if event.get("type") == "DELETED":
         memo.controller.forget(key)
-        forget_metrics(*key)
+        forget(memo.state, *key, body.metadata.uid)
         state = memo.state.autoscalers.pop(key, None)
         if state is not None:
             await state.reader.close()

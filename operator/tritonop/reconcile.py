@@ -92,9 +92,10 @@ class OperatorState:
 
     kube: KubeClient
     autoscalers: dict[tuple[str, str], AutoscalerState] = field(default_factory=dict)
-    control_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Keyed by the ModelDeployment's uid: a new object of the same name has a new key.
+    control_keys: dict[str, str] = field(default_factory=dict)
     # Repository configs learned from Triton where the operator cannot read the storage itself.
-    learned_configs: dict[tuple[str, str], model_config_pb2.ModelConfig] = field(default_factory=dict)
+    learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
     failed_loads: dict[str, FailedLoad] = field(default_factory=dict)  # by pod uid
 
 
@@ -275,6 +276,7 @@ class Reconciler:
             ready_replicas=measurement.measured_pods,
             window_seconds=measurement.window_seconds,
             average_ms=measurement.average_ms,
+            busy=measurement.busy,
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
@@ -298,7 +300,7 @@ class Reconciler:
     # -- owned objects -----------------------------------------------------------------
     async def ensure_control_key(self) -> str:
         md = self.md
-        cache_key = (md.namespace, md.name)
+        cache_key = md.uid
         if cache_key in self.state.control_keys:
             return self.state.control_keys[cache_key]
         name = control_key_secret_name(md)
@@ -425,7 +427,7 @@ class Reconciler:
         self, observed: dict[str, tuple[bool, list[int], dict[str, Any] | None]]
     ) -> model_config_pb2.ModelConfig | None:
         """Where the operator cannot read the storage: the config a serving pod reports."""
-        key = (self.md.namespace, self.md.name)
+        key = self.md.uid
         for _live, _versions, config in observed.values():
             if config:
                 self.state.learned_configs[key] = from_json(config)
@@ -460,7 +462,7 @@ class Reconciler:
                 self.event("Normal", "Loading", f"{md.model_name} on {name} with the repository's config")
                 await server.load(md.model_name, None)
                 base = from_json(await server.model_config(md.model_name))
-                self.state.learned_configs[(md.namespace, md.name)] = base
+                self.state.learned_configs[md.uid] = base
                 wanted = self.wanted_config(base, target)
             old = [v for v in versions if v != target]
             if in_place and old and target is not None and target not in versions and wanted is not None:
@@ -609,6 +611,14 @@ def record_decision(
         observation.request_rate,
         observation.ready_replicas,
     )
+
+
+def forget(state: OperatorState, namespace: str, name: str, uid: str | None) -> None:
+    """Drop what the operator remembers of a deleted ModelDeployment."""
+    if uid:
+        state.control_keys.pop(uid, None)
+        state.learned_configs.pop(uid, None)
+    forget_metrics(namespace, name)
 
 
 def forget_metrics(namespace: str, name: str) -> None:

@@ -20,35 +20,30 @@ def observe(latency: float | None, rate: float = 50.0, ready: int = 2) -> Observ
     return Observation(latency_ms=latency, request_rate=rate, ready_replicas=ready, window_seconds=5)
 
 
+CAPACITY_50 = History(capacity_per_replica=50.0)
 CASES = [
-    # name, observation, current, history, expected replicas, direction
-    ("within tolerance holds", observe(105), 2, History(), 2, "none"),
-    ("breach doubles at most", observe(500), 2, History(), 4, "up"),
-    ("small breach adds one", observe(115), 2, History(), 3, "up"),
-    ("breach never above max", observe(900, ready=8), 8, History(), 10, "up"),
-    ("no ready pods holds", observe(None, ready=0), 3, History(), 3, "none"),
-    ("far below, no capacity known: held by the window", observe(20), 4, History(((0.0, 4),)), 4, "none"),
-    ("far below, window expired: one down", observe(20), 4, History(((-100.0, 4),)), 3, "down"),
-    ("below but not far, no capacity known: hold", observe(70), 4, History(), 4, "none"),
-    (
-        "capacity known: down to what throughput needs",
-        observe(40, rate=100, ready=6),
-        6,
-        History(capacity_per_replica=50.0),
-        3,
-        "down",
-    ),
-    ("capacity known: at most halve", observe(40, rate=10, ready=8), 8, History(capacity_per_replica=50.0), 4, "down"),
-    ("no traffic: min replicas after the window", observe(None, rate=0), 3, History(), 1, "down"),
+    # name, observation, current replicas, history, scale-down window (s), expected replicas, direction
+    ("within tolerance holds", observe(105), 2, History(), 0, 2, "none"),
+    ("breach triples at most", observe(500), 2, History(), 0, 6, "up"),
+    ("small breach adds one", observe(115), 2, History(), 0, 3, "up"),
+    ("breach never above max", observe(900, ready=8), 8, History(), 0, 10, "up"),
+    ("no ready pods holds", observe(None, ready=0), 3, History(), 0, 3, "none"),
+    ("far below, held by the window", observe(20), 4, History(((0.0, 4),)), 60, 4, "none"),
+    ("far below, window expired: one down", observe(20), 4, History(((-100.0, 4),)), 60, 3, "down"),
+    ("below but not far, no capacity known: hold", observe(70), 4, History(), 0, 4, "none"),
+    ("capacity known: what throughput needs", observe(40, rate=100, ready=6), 6, CAPACITY_50, 0, 3, "down"),
+    ("capacity known: at most halve", observe(40, rate=10, ready=8), 8, CAPACITY_50, 0, 4, "down"),
+    ("no traffic: min replicas", observe(None, rate=0), 3, History(), 0, 1, "down"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("case", "obs", "current", "history", "expected", "direction"), CASES, ids=[c[0] for c in CASES]
+    ("case", "obs", "current", "history", "window_s", "expected", "direction"), CASES, ids=[c[0] for c in CASES]
 )
-def test_decide(case: str, obs: Observation, current: int, history: History, expected: int, direction: str) -> None:
-    s = spec(scaleDownStabilizationSeconds=0) if "window" not in case and "hold" not in case else spec()
-    decision = decide(obs, s, current, history, now=0.0)
+def test_decide(
+    case: str, obs: Observation, current: int, history: History, window_s: int, expected: int, direction: str
+) -> None:
+    decision = decide(obs, spec(scaleDownStabilizationSeconds=window_s), current, history, now=0.0)
     assert (decision.replicas, decision.direction) == (expected, direction), decision.reason
 
 
@@ -72,9 +67,9 @@ def test_scale_up_window_takes_the_lowest_recent_recommendation() -> None:
     s = spec(scaleUpStabilizationSeconds=20)
     history = History(((95.0, 2),))
     decision = decide(observe(500), s, 2, history, now=100.0)
-    assert decision.replicas == 2 and decision.recommendation == 4
+    assert decision.replicas == 2 and decision.recommendation == 6
     later = decide(observe(500), s, 2, decision.history, now=120.0)
-    assert later.replicas == 4
+    assert later.replicas == 6
 
 
 def test_steady_load_does_not_flap() -> None:
@@ -86,6 +81,23 @@ def test_steady_load_does_not_flap() -> None:
         history, replicas = decision.history, decision.replicas
         directions.append(decision.direction)
     assert set(directions) == {"none"}
+
+
+def test_capacity_is_learned_from_busy_time() -> None:
+    # 4 replicas serving 120 req/s while busy 60% of the time: each could serve 50 req/s.
+    busy = Observation(latency_ms=30, request_rate=120, ready_replicas=4, window_seconds=5, busy=0.6)
+    decision = decide(busy, spec(), 4, History(), now=0.0)
+    assert decision.history.capacity_per_replica == pytest.approx(50.0)
+    # 120 req/s at 75% of 50 req/s per replica: 4 replicas are right, none removed.
+    assert decision.replicas == 4
+    idle = Observation(latency_ms=30, request_rate=5, ready_replicas=4, window_seconds=5, busy=0.05)
+    assert decide(idle, spec(), 4, History(), now=0.0).history.capacity_per_replica is None
+
+
+def test_saturated_breach_sizes_for_the_served_rate() -> None:
+    saturated = Observation(latency_ms=300, request_rate=100, ready_replicas=2, window_seconds=5, busy=0.98)
+    decision = decide(saturated, spec(scaleDownStabilizationSeconds=0), 2, History(capacity_per_replica=50.0), 0.0)
+    assert decision.replicas == 6  # 3x (ratio 3), and at least 100 / (50 x 0.75) = 3
 
 
 def test_capacity_is_learned_near_target() -> None:
@@ -126,6 +138,12 @@ nv_inference_request_summary_us_sum{model="m",version="1"} 3000000
 def test_metrics_window_deltas() -> None:
     sample = parse_sample(METRICS, "m", at=10.0)
     assert (sample.success, sample.duration_us, sample.queue_us, sample.p95_us) == (150, 4.5e6, 1.5e6, 41000)
+    busy = window(
+        CounterSample(0.0, 0, 0, 0, None, compute_us=0, executions=0),
+        # 100 requests in 25 batches of 4, 20 ms each: compute counted per request = 100 x 20 ms.
+        CounterSample(10.0, 100, 0, 0, None, compute_us=100 * 20_000, executions=25),
+    )
+    assert busy.busy == pytest.approx(25 * 0.020 / 10)
     earlier = CounterSample(at=5.0, success=50, duration_us=1.5e6, queue_us=0.5e6, p95_us=None)
     stats = window(earlier, sample)
     assert stats == WindowStats(requests=100, seconds=5.0, average_ms=30.0, queue_ms=10.0, p95_ms=41.0)

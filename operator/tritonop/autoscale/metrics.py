@@ -32,6 +32,8 @@ class CounterSample:
     duration_us: float
     queue_us: float
     p95_us: float | None  # from the summary; None until the server has served something
+    compute_us: float = 0.0  # nv_inference_compute_infer_duration_us: per request, so a batch counts n times
+    executions: float = 0.0  # nv_inference_exec_count: batches executed
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class WindowStats:
     average_ms: float | None
     queue_ms: float | None
     p95_ms: float | None
+    busy: float | None = None  # fraction of the window the model instance spent executing
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Measurement:
     window_seconds: float
     measured_pods: int
     unreadable: tuple[str, ...]  # pods whose metrics could not be read (reported, never assumed idle)
+    busy: float | None = None  # mean busy fraction of the measured pods' model instances
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -66,6 +70,8 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         "nv_inference_request_success": 0.0,
         "nv_inference_request_duration_us": 0.0,
         "nv_inference_queue_duration_us": 0.0,
+        "nv_inference_compute_infer_duration_us": 0.0,
+        "nv_inference_exec_count": 0.0,
     }
     p95: float | None = None
     for family in text_string_to_metric_families(text):
@@ -87,6 +93,8 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         duration_us=totals["nv_inference_request_duration_us"],
         queue_us=totals["nv_inference_queue_duration_us"],
         p95_us=p95,
+        compute_us=totals["nv_inference_compute_infer_duration_us"],
+        executions=totals["nv_inference_exec_count"],
     )
 
 
@@ -97,13 +105,20 @@ def window(previous: CounterSample, current: CounterSample) -> WindowStats:
         requests = current.success
         previous = CounterSample(previous.at, 0.0, 0.0, 0.0, None)
     if requests <= 0:
-        return WindowStats(0.0, seconds, None, None, None)
+        return WindowStats(0.0, seconds, None, None, None, busy=0.0)
+    executions = current.executions - previous.executions
+    busy = None
+    if executions > 0:
+        # compute time is counted once per request of a batch: scale by batches/requests.
+        busy_us = (current.compute_us - previous.compute_us) * executions / requests
+        busy = busy_us / (seconds * 1e6)
     return WindowStats(
         requests=requests,
         seconds=seconds,
         average_ms=(current.duration_us - previous.duration_us) / requests / 1000,
         queue_ms=(current.queue_us - previous.queue_us) / requests / 1000,
         p95_ms=current.p95_us / 1000 if current.p95_us is not None else None,
+        busy=busy,
     )
 
 
@@ -126,6 +141,7 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
         window_seconds=seconds,
         measured_pods=len(stats),
         unreadable=unreadable,
+        busy=weighted([(s.seconds, s.busy) for s in stats]),
     )
 
 

@@ -5,8 +5,9 @@ time), so the rule combines two signals:
 - above target: scale up in proportion to how far latency is over target (HPA-style, with a
   tolerance band and a bounded step), so a breach is answered in one evaluation;
 - below target: scale down only as far as measured throughput allows. Each replica's capacity is
-  learned from observation (requests/s per ready replica while latency was near target); the
-  recommendation keeps every replica under a headroom fraction of that capacity. With no capacity
+  learned from observation (requests/s per ready replica divided by the fraction of time its model
+  instance was busy executing, from Triton's execution counters); the recommendation keeps every
+  replica under a headroom fraction of that capacity. With no capacity
   learned yet, it steps down one replica at a time, and only when latency is far below target.
 Stabilization windows (HPA semantics) then pick the lowest recent recommendation for scale-up
 and the highest for scale-down, so a steady load does not flap.
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from tritonop.api.spec import AutoscalingSpec
 
 TOLERANCE = 0.1  # |observed/target - 1| within this: no change (HPA's default)
-MAX_UP_FACTOR = 2.0  # at most double per evaluation (plus one)
+MAX_UP_FACTOR = 3.0  # at most triple per evaluation (plus one)
 MAX_DOWN_FRACTION = 0.5  # at most halve per evaluation
 HEADROOM = 0.75  # keep each replica at or under 75% of its learned capacity
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
 CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
+MIN_BUSY_FOR_CAPACITY = 0.2  # below this, busy-time estimates are too noisy to learn from
 # Triton's summary quantiles (p95) cover about the last 60 s, so after a scale-up they still show
 # the overload for a while. Within this settle time, only a fresh breach of the window's average
 # latency (exact, from counter deltas) may add more replicas.
@@ -41,6 +43,7 @@ class Observation:
     ready_replicas: int
     window_seconds: float
     average_ms: float | None = None  # mean latency over this window only (never stale)
+    busy: float | None = None  # fraction of time the replicas' model instances were executing
 
 
 @dataclass(frozen=True)
@@ -63,18 +66,21 @@ class Decision:
 
 def _learn_capacity(observation: Observation, target_ms: int, history: History) -> float | None:
     capacity = history.capacity_per_replica
-    # The window's own mean latency, not a quantile that remembers the last minute.
-    latency = observation.average_ms if observation.average_ms is not None else observation.latency_ms
-    if (
-        latency is not None
-        and observation.ready_replicas > 0
-        and observation.request_rate > 0
-        and latency >= CAPACITY_SAMPLE_RATIO * target_ms
-    ):
-        # Near or over target the replicas are (close to) saturated: what they serve is their capacity.
-        sample = observation.request_rate / observation.ready_replicas
-        capacity = sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
-    return capacity
+    if observation.ready_replicas <= 0 or observation.request_rate <= 0:
+        return capacity
+    per_replica = observation.request_rate / observation.ready_replicas
+    sample: float | None = None
+    if observation.busy is not None and observation.busy >= MIN_BUSY_FOR_CAPACITY:
+        # Throughput over busy time: what a replica would serve if it never idled.
+        sample = per_replica / min(observation.busy, 1.0)
+    else:
+        # Without execution counters: near or over target the replicas are (close to) saturated.
+        latency = observation.average_ms if observation.average_ms is not None else observation.latency_ms
+        if latency is not None and latency >= CAPACITY_SAMPLE_RATIO * target_ms:
+            sample = per_replica
+    if sample is None:
+        return capacity
+    return sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
 
 
 def recommend(observation: Observation, spec: AutoscalingSpec, current: int, capacity: float | None) -> tuple[int, str]:
@@ -92,6 +98,9 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
     base = observation.ready_replicas
     if ratio > 1 + TOLERANCE:
         wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
+        if capacity and observation.busy is not None and observation.busy >= 0.9:
+            # Saturated: the served rate is a floor of the arrival rate; size for it with headroom.
+            wanted = max(wanted, math.ceil(observation.request_rate / (capacity * HEADROOM)))
         return max(current, wanted, base + 1), f"{metric} {observed:.0f}ms > target {target}ms"
     if ratio < 1 - TOLERANCE:
         if capacity:

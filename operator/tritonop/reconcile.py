@@ -45,7 +45,7 @@ from tritonop.render.objects import (
     selector_string,
 )
 from tritonop.repository.local import RepositoryReport, inspect
-from tritonop.status import AutoscaleFacts, Facts, PodFacts, compute_status, status_patch
+from tritonop.status import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, compute_status, status_patch
 from tritonop.triton import TritonError, TritonServer
 
 LOG = logging.getLogger("tritonop.reconcile")
@@ -230,8 +230,12 @@ class Reconciler:
                     raise
         await self.flush_events()
 
+        # Servers starting or loading: look again soon. A crash loop or a failed load is not
+        # progress; pod events and the resync bring those back.
         converging = any(
-            not pod.live or not pod.serves(target) or not pod.ready for pod in pod_facts if pod.scheduled
+            not pod.live or not pod.serves(target) or not pod.ready
+            for pod in pod_facts
+            if pod.scheduled and pod.waiting_reason not in FAILING_WAIT_REASONS
         ) and not any(pod.load_error for pod in pod_facts)
         if converging:
             return Outcome(requeue_after=CONVERGING_REQUEUE_SECONDS)

@@ -281,6 +281,8 @@ class Reconciler:
             window_seconds=measurement.window_seconds,
             average_ms=measurement.average_ms,
             busy=measurement.busy,
+            arrival_rate=measurement.arrival_rate if measurement.measured_pods else None,
+            pending=measurement.pending,
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history

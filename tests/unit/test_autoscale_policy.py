@@ -146,7 +146,9 @@ def test_metrics_window_deltas() -> None:
     assert busy.busy == pytest.approx(25 * 0.020 / 10)
     earlier = CounterSample(at=5.0, success=50, duration_us=1.5e6, queue_us=0.5e6, p95_us=None)
     stats = window(earlier, sample)
-    assert stats == WindowStats(requests=100, seconds=5.0, average_ms=30.0, queue_ms=10.0, p95_ms=41.0)
+    assert stats == WindowStats(
+        requests=100, seconds=5.0, average_ms=30.0, queue_ms=10.0, p95_ms=41.0, arrivals=100.0, pending=0.0
+    )
     restarted = window(CounterSample(5.0, 1000, 9e9, 9e9, None), sample)
     assert restarted.requests == 150 and restarted.average_ms == 30.0
     idle = window(sample, sample)
@@ -176,3 +178,33 @@ def test_stale_quantile_after_a_scale_up_does_not_overshoot() -> None:
     assert decide(fresh, s, first.replicas, first.history, now=20.0).direction == "up"
     # After the settle time the quantile is trusted again.
     assert decide(stale, s, first.replicas, first.history, now=61.0).direction == "up"
+
+
+def test_demand_counts_the_growing_queue() -> None:
+    before = CounterSample(0.0, 100, 0, 0, None, pending=5)
+    after = CounterSample(5.0, 150, 0, 0, None, pending=55)  # served 50, queue grew by 50
+    assert window(before, after).arrivals == 100
+
+
+def test_breach_with_known_capacity_sizes_for_demand_and_backlog() -> None:
+    s = spec(scaleDownStabilizationSeconds=0)
+    # 2 replicas of 10 req/s each are saturated; 45 req/s arrive and 60 wait.
+    saturated = Observation(
+        latency_ms=2000, request_rate=20, ready_replicas=2, window_seconds=5, busy=1.0, arrival_rate=45, pending=60
+    )
+    decision = decide(saturated, s, 2, History(capacity_per_replica=10.0), now=0.0)
+    # (45 + 60 / 10 s) / (10 x 0.75) = 6.8 -> 7, not the x3 = 6 a latency ratio alone would allow.
+    assert decision.replicas == 6, decision.reason  # bounded by 3x per step
+    assert "45 req/s + 60 queued" in decision.reason
+    # Next step: 6 replicas ready, still a fresh breach of the window mean: the 7th is added.
+    still = Observation(
+        latency_ms=2000,
+        request_rate=45,
+        ready_replicas=6,
+        window_seconds=5,
+        busy=1.0,
+        arrival_rate=45,
+        pending=60,
+        average_ms=900,
+    )
+    assert decide(still, s, 6, decision.history, now=5.0).replicas == 7

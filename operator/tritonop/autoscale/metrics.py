@@ -34,6 +34,7 @@ class CounterSample:
     p95_us: float | None  # from the summary; None until the server has served something
     compute_us: float = 0.0  # nv_inference_compute_infer_duration_us: per request, so a batch counts n times
     executions: float = 0.0  # nv_inference_exec_count: batches executed
+    pending: float = 0.0  # nv_inference_pending_request_count: requests waiting right now (a gauge)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class WindowStats:
     queue_ms: float | None
     p95_ms: float | None
     busy: float | None = None  # fraction of the window the model instance spent executing
+    arrivals: float = 0.0  # requests that arrived in the window: served + growth of the queue
+    pending: float = 0.0  # requests waiting at the end of the window
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Measurement:
     measured_pods: int
     unreadable: tuple[str, ...]  # pods whose metrics could not be read (reported, never assumed idle)
     busy: float | None = None  # mean busy fraction of the measured pods' model instances
+    arrival_rate: float = 0.0  # requests/s arriving (served + queue growth): demand, not capacity
+    pending: float = 0.0  # requests waiting in the servers' queues now
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -72,6 +77,7 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         "nv_inference_queue_duration_us": 0.0,
         "nv_inference_compute_infer_duration_us": 0.0,
         "nv_inference_exec_count": 0.0,
+        "nv_inference_pending_request_count": 0.0,
     }
     p95: float | None = None
     for family in text_string_to_metric_families(text):
@@ -95,6 +101,7 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         p95_us=p95,
         compute_us=totals["nv_inference_compute_infer_duration_us"],
         executions=totals["nv_inference_exec_count"],
+        pending=totals["nv_inference_pending_request_count"],
     )
 
 
@@ -104,8 +111,9 @@ def window(previous: CounterSample, current: CounterSample) -> WindowStats:
     if requests < 0:  # the server restarted: counters began again
         requests = current.success
         previous = CounterSample(previous.at, 0.0, 0.0, 0.0, None)
+    arrivals = max(0.0, requests + current.pending - previous.pending)
     if requests <= 0:
-        return WindowStats(0.0, seconds, None, None, None, busy=0.0)
+        return WindowStats(0.0, seconds, None, None, None, busy=0.0, arrivals=arrivals, pending=current.pending)
     executions = current.executions - previous.executions
     busy = None
     if executions > 0:
@@ -119,6 +127,8 @@ def window(previous: CounterSample, current: CounterSample) -> WindowStats:
         queue_ms=(current.queue_us - previous.queue_us) / requests / 1000,
         p95_ms=current.p95_us / 1000 if current.p95_us is not None else None,
         busy=busy,
+        arrivals=arrivals,
+        pending=current.pending,
     )
 
 
@@ -142,6 +152,8 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
         measured_pods=len(stats),
         unreadable=unreadable,
         busy=weighted([(s.seconds, s.busy) for s in stats]),
+        arrival_rate=sum(s.arrivals / s.seconds for s in stats if s.seconds > 0),
+        pending=sum(s.pending for s in stats),
     )
 
 

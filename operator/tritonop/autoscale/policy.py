@@ -28,6 +28,7 @@ FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the t
 CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
 MIN_BUSY_FOR_CAPACITY = 0.2  # below this, busy-time estimates are too noisy to learn from
+DRAIN_SECONDS = 10.0  # a backlog should be gone this soon after a scale-up
 # Triton's summary quantiles (p95) cover about the last 60 s, so after a scale-up they still show
 # the overload for a while. Within this settle time, only a fresh breach of the window's average
 # latency (exact, from counter deltas) may add more replicas.
@@ -44,6 +45,8 @@ class Observation:
     window_seconds: float
     average_ms: float | None = None  # mean latency over this window only (never stale)
     busy: float | None = None  # fraction of time the replicas' model instances were executing
+    arrival_rate: float | None = None  # demand: served + queue growth (None: not measured)
+    pending: float = 0.0  # requests queued in the servers now
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,27 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
     observed = observation.latency_ms
     ratio = observed / target
     base = observation.ready_replicas
+    demand = observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate
     if ratio > 1 + TOLERANCE:
-        wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
-        if capacity and observation.busy is not None and observation.busy >= 0.9:
-            # Saturated: the served rate is a floor of the arrival rate; size for it with headroom.
-            wanted = max(wanted, math.ceil(observation.request_rate / (capacity * HEADROOM)))
-        return max(current, wanted, base + 1), f"{metric} {observed:.0f}ms > target {target}ms"
+        if capacity and observation.arrival_rate is not None:
+            # Size for the demand plus draining what is queued, from the learned capacity: this
+            # knows how many replicas are needed, where the latency ratio only knows "more".
+            needed = (demand + observation.pending / DRAIN_SECONDS) / (capacity * HEADROOM)
+            wanted = min(math.ceil(needed), math.ceil(base * MAX_UP_FACTOR))
+            reason = (
+                f"{metric} {observed:.0f}ms > target {target}ms; {demand:.0f} req/s + {observation.pending:.0f} queued"
+            )
+        else:
+            wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
+            reason = f"{metric} {observed:.0f}ms > target {target}ms"
+        return max(current, wanted, base + 1), reason
     if ratio < 1 - TOLERANCE:
         if capacity:
-            wanted = math.ceil(observation.request_rate / (capacity * HEADROOM))
+            wanted = math.ceil(demand / (capacity * HEADROOM))
             floor = math.ceil(current * (1 - MAX_DOWN_FRACTION))
             wanted = min(current, max(wanted, floor, 1))
             return wanted, (
-                f"{metric} {observed:.0f}ms < target {target}ms; {observation.request_rate:.0f} req/s needs "
+                f"{metric} {observed:.0f}ms < target {target}ms; {demand:.0f} req/s needs "
                 f"{wanted} at {capacity:.0f} req/s per replica"
             )
         if ratio < FAR_BELOW:

@@ -199,7 +199,7 @@ def test_breach_with_known_capacity_sizes_for_demand_and_backlog() -> None:
     # Next step: 6 replicas ready, still a fresh breach of the window mean: the 7th is added.
     still = Observation(
         latency_ms=2000,
-        request_rate=45,
+        request_rate=60,
         ready_replicas=6,
         window_seconds=5,
         busy=1.0,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -144,43 +146,51 @@ class PrometheusProcess:
 
 
 @pytest.fixture(scope="session")
-def prometheus(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusProcess]:
-    """Debian's prometheus, discovering pods through the dev cluster's API (role: pod) and
-    scraping each Triton pod's metrics port at its pod IP."""
+def prometheus(
+    cluster: DevCluster, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusProcess]:
+    """Debian's prometheus scraping each Triton pod's metrics port at its pod IP.
+
+    Debian builds Prometheus without Kubernetes service discovery (kubernetes_sd_configs is
+    rejected as an unknown field), so discovery is the one stand-in here: a thread lists the
+    pods the way `role: pod` would (annotation prometheus.io/scrape, container port "metrics")
+    and writes them to a file_sd target file. Scraping and PromQL are Prometheus's own."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed: `make test` installs Debian's prometheus")
     workdir = tmp_path_factory.mktemp("prometheus")
+    targets_file = workdir / "targets.json"
+    targets_file.write_text("[]")
     port = free_port()
-    tls = {
-        "ca_file": str(cluster.certs.ca_cert),
-        "cert_file": str(cluster.certs.client_cert("admin")),
-        "key_file": str(cluster.certs.client_key("admin")),
-    }
     config = {
         "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
         "scrape_configs": [
-            {
-                "job_name": "triton",
-                "kubernetes_sd_configs": [{"role": "pod", "api_server": cluster.server, "tls_config": tls}],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "action": "keep",
-                        "regex": "true",
-                    },
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "action": "keep",
-                        "regex": "metrics",
-                    },
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                ],
-            }
+            {"job_name": "triton", "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}]}
         ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    stop = threading.Event()
+
+    def discover() -> None:
+        while not stop.wait(1.0):
+            try:
+                pods = core.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=tritonop").items
+            except Exception:  # the API is briefly away (chaos tests): keep the last targets
+                continue
+            targets = []
+            for pod in pods:
+                annotations = pod.metadata.annotations or {}
+                ports = [p for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics"]
+                if annotations.get("prometheus.io/scrape") != "true" or not pod.status.pod_ip or not ports:
+                    continue
+                labels = {"pod": pod.metadata.name, "namespace": pod.metadata.namespace}
+                targets.append({"targets": [f"{pod.status.pod_ip}:{ports[0].container_port}"], "labels": labels})
+            tmp = targets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(targets))
+            tmp.replace(targets_file)
+
+    discovery = threading.Thread(target=discover, daemon=True)
+    discovery.start()
     with open(workdir / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
             [
@@ -196,10 +206,15 @@ def prometheus(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) ->
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        assert process.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
+        if process.poll() is not None:
+            raise RuntimeError((workdir / "prometheus.log").read_text()[-2000:])
         with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
             return bool(response.status == 200)
 
-    wait_until("prometheus ready", ready, timeout=60)
+    try:
+        wait_until("prometheus ready", ready, timeout=60)
+    except TimeoutError:
+        pytest.fail(f"prometheus did not become ready: {(workdir / 'prometheus.log').read_text()[-2000:]}")
     yield PrometheusProcess(url, process)
+    stop.set()
     stop_pid(process.pid)

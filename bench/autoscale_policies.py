@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until  # noqa: E402
+from tests.integration.helpers import slow_repository  # noqa: E402
 from tests.loadgen import LoadGenerator  # noqa: E402
 
 NAMESPACE = "bench-autoscale"
@@ -96,19 +96,6 @@ class Run:
             "failed": self.failed,
             "max_replicas": max(count for _, count in self.replicas),
         }
-
-
-def slow_repository(root: Path) -> Path:
-    model = root / MODEL
-    (model / "1").mkdir(parents=True)
-    config = (ROOT / "model_repo" / "sleepy" / "config.pbtxt").read_text()
-    config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
-        'string_value: "20"', f'string_value: "{BATCH_MS}"'
-    )
-    (model / "config.pbtxt").write_text(config)
-    shutil.copy(ROOT / "model_repo" / "sleepy" / "1" / "model.py", model / "1" / "model.py")
-    root.chmod(0o755)
-    return root
 
 
 class Cluster:
@@ -255,7 +242,7 @@ def main() -> None:
     parser.add_argument("--policies", default="tritonop,hpa-queue,knative")
     args = parser.parse_args()
     with running_cluster() as cluster, tempfile.TemporaryDirectory(dir=ROOT / ".devcluster") as tmp:
-        repository = slow_repository(Path(tmp) / "repo")
+        repository = slow_repository(Path(tmp) / "repo", MODEL, BATCH_MS)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
         cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         log = open(cluster.state_dir / "logs" / "bench-autoscale-operator.log", "wb")  # noqa: SIM115

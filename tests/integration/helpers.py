@@ -18,6 +18,21 @@ MODEL_REPO = REPO_ROOT / "model_repo"
 GROUP, VERSION, PLURAL = "tritonop.dev", "v1alpha1", "modeldeployments"
 
 
+def slow_repository(root: Path, model: str, batch_ms: int) -> Path:
+    """A repository with one model: sleepy's code, one request per batch, `batch_ms` per batch,
+    so one replica serves 1000 / batch_ms requests/s (autoscaling tests and benchmarks)."""
+    folder = root / model
+    (folder / "1").mkdir(parents=True)
+    config = (MODEL_REPO / "sleepy" / "config.pbtxt").read_text()
+    config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
+        'string_value: "20"', f'string_value: "{batch_ms}"'
+    )
+    (folder / "config.pbtxt").write_text(config)
+    (folder / "1" / "model.py").write_text((MODEL_REPO / "sleepy" / "1" / "model.py").read_text())
+    root.chmod(0o755)
+    return root
+
+
 def md_manifest(name: str, spec: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}
     if namespace:

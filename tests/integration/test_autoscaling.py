@@ -14,7 +14,7 @@ from devcluster.cluster import wait_until
 from tests.loadgen import LoadGenerator
 
 from .conftest import OperatorProcess
-from .helpers import MODEL_REPO, apply_md, events_for, get_md, md_pods, ready_ips, wait_for_condition
+from .helpers import apply_md, events_for, get_md, md_pods, ready_ips, slow_repository, wait_for_condition
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +22,6 @@ pytestmark = pytest.mark.integration
 BATCH_DELAY_MS = 100
 LOAD_RATE = 22.0  # requests/s: needs 3 replicas
 TARGET_MS = 400
-
-
-def slow_repository(root: Path) -> Path:
-    model = root / "slow"
-    (model / "1").mkdir(parents=True)
-    config = (MODEL_REPO / "sleepy" / "config.pbtxt").read_text()
-    config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
-        'string_value: "20"', f'string_value: "{BATCH_DELAY_MS}"'
-    )
-    (model / "config.pbtxt").write_text(config)
-    (model / "1" / "model.py").write_text((MODEL_REPO / "sleepy" / "1" / "model.py").read_text())
-    root.chmod(0o755)
-    return root
 
 
 @pytest.mark.parametrize("source", ["pods", "prometheus"])
@@ -49,7 +36,7 @@ def test_closed_loop_scale_up_then_down(
     source: str,
 ) -> None:
     """Same loop with latency read from the pods directly, or from Prometheus scraping them."""
-    repository = slow_repository(tmp_path / "repo")
+    repository = slow_repository(tmp_path / "repo", "slow", BATCH_DELAY_MS)
     spec = {
         "model": {"name": "slow", "repository": f"file://{repository}"},
         "server": {"gpus": 1},

@@ -105,7 +105,9 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             return
         except PermissionError:
             os.kill(pid, sig)
-        deadline = time.monotonic() + grace
+        # SIGKILL cannot be refused, but the kernel tears the process down asynchronously:
+        # wait (bounded) so that callers can rely on it being gone when we return.
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 return

@@ -32,11 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 disables)")
     run.add_argument("--resync-seconds", type=float, default=30.0, help="periodic reconcile of every object")
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
-    run.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="coordinate with other operator processes through this kopf peering object (default: standalone)",
+    election = run.add_argument_group("leader election (several operator processes, one reconciling)")
+    election.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="reconcile only while holding a coordination.k8s.io Lease; other processes stand by, watching",
     )
+    election.add_argument(
+        "--leader-election-namespace",
+        help="namespace of the Lease (default: the pod's own namespace in a cluster, else tritonop-system)",
+    )
+    election.add_argument("--leader-election-id", default="tritonop-leader", help="name of the Lease")
+    election.add_argument(
+        "--lease-duration", type=float, default=15.0, help="seconds a standby waits on a quiet leader"
+    )
+    election.add_argument("--renew-deadline", type=float, default=10.0, help="seconds a leader may fail to renew")
+    election.add_argument("--retry-period", type=float, default=2.0, help="seconds between lease attempts")
     run.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one object per line")
     run.add_argument("-v", "--verbose", action="store_true")
 
@@ -144,6 +155,18 @@ def run_operator(args: argparse.Namespace) -> None:
     os.environ["TRITONOP_METRICS_PORT"] = str(args.metrics_port)
     os.environ["TRITONOP_RESYNC_SECONDS"] = str(args.resync_seconds)
     os.environ["TRITONOP_WORKERS"] = str(args.workers)
+    if args.leader_elect:
+        from tritonop.leader import ElectionConfig
+
+        try:  # refuse inconsistent timings before starting anything
+            ElectionConfig("-", "-", "", args.lease_duration, args.renew_deadline, args.retry_period)
+        except ValueError as error:
+            sys.exit(f"tritonop run: {error}")
+        os.environ["TRITONOP_LEADER_ELECTION_NAMESPACE"] = args.leader_election_namespace or own_namespace()
+        os.environ["TRITONOP_LEADER_ELECTION_ID"] = args.leader_election_id
+        os.environ["TRITONOP_LEASE_DURATION"] = str(args.lease_duration)
+        os.environ["TRITONOP_RENEW_DEADLINE"] = str(args.renew_deadline)
+        os.environ["TRITONOP_RETRY_PERIOD"] = str(args.retry_period)
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -157,10 +180,15 @@ def run_operator(args: argparse.Namespace) -> None:
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
-        standalone=args.peering is None,
-        peering_name=args.peering,
+        standalone=True,  # coordination is our own Lease (--leader-elect), not kopf peering
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
     )
+
+
+def own_namespace() -> str:
+    """The pod's namespace from its ServiceAccount mount; tritonop-system out of a cluster."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else "tritonop-system"
 
 
 def main(argv: list[str] | None = None) -> None:

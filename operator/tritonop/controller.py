@@ -42,6 +42,10 @@ class Controller:
         self.failures: dict[Key, int] = {}
         self.delayed: dict[Key, asyncio.TimerHandle] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.worker_tasks: list[asyncio.Task[None]] = []
+        # Workers reconcile only while this is set: always without leader election, only while
+        # holding the Lease with it (a standby keeps its watches and queue warm, and writes nothing).
+        self.leading = asyncio.Event()
 
     @classmethod
     def from_environment(cls, reconcile: ReconcileFn) -> Controller:
@@ -51,14 +55,34 @@ class Controller:
             resync_seconds=float(os.environ.get("TRITONOP_RESYNC_SECONDS", "30")),
         )
 
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
-        self.tasks.append(asyncio.create_task(self._resync(), name="resync"))
+    def start(self, leading: bool = True) -> None:
+        if leading:
+            self.leading.set()
+        self._start_workers()
+        self.tasks = [asyncio.create_task(self._resync(), name="resync")]
+
+    def _start_workers(self) -> None:
+        self.worker_tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
+
+    def resume(self) -> None:
+        """Start reconciling (this process became the leader): everything known, right away."""
+        self.leading.set()
+        for key in list(self.bodies):
+            self.enqueue(key)
+
+    def pause(self) -> None:
+        """Stop reconciling now (leadership lost): reconciles in flight are cancelled, not finished.
+        Reconciles are idempotent, so the next leader redoes whatever was cut short."""
+        self.leading.clear()
+        for task in self.worker_tasks:
+            task.cancel()
+        self._start_workers()
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        tasks = self.tasks + self.worker_tasks
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for handle in self.delayed.values():
             handle.cancel()
 
@@ -108,8 +132,12 @@ class Controller:
 
     async def _worker(self) -> None:
         while True:
+            await self.leading.wait()
             key = await self.queue.get()
             self.queued.discard(key)
+            if not self.leading.is_set():
+                self.enqueue(key)  # leadership went while we waited: keep the key for later
+                continue
             if key in self.active:
                 self.dirty.add(key)
                 continue

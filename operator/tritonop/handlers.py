@@ -7,6 +7,7 @@ to ModelDeployments: no handler progress in status, and its bookkeeping prefix i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client import start_http_server
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.controller import Controller
 from tritonop.k8s import KubeClient, KubeError
+from tritonop.leader import ElectionConfig, LeaderElector
 from tritonop.reconcile import OperatorState, Reconciler, forget
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
@@ -53,14 +55,40 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             raise
 
     controller = Controller.from_environment(reconcile)
-    controller.start()
+    election = election_from_environment()
+    memo.elector = None
+    if election is None:
+        controller.start()
+    else:
+        # Watches run in every process; only the Lease holder's workers reconcile.
+        controller.start(leading=False)
+        memo.elector = LeaderElector(state.kube, election, controller.resume, controller.pause)
+        memo.election_task = asyncio.create_task(memo.elector.run(), name="leader-election")
     memo.state = state
     memo.controller = controller
 
 
+def election_from_environment() -> ElectionConfig | None:
+    namespace = os.environ.get("TRITONOP_LEADER_ELECTION_NAMESPACE")
+    if not namespace:
+        return None
+    return ElectionConfig(
+        namespace=namespace,
+        name=os.environ.get("TRITONOP_LEADER_ELECTION_ID", "tritonop-leader"),
+        lease_duration=float(os.environ.get("TRITONOP_LEASE_DURATION", "15")),
+        renew_deadline=float(os.environ.get("TRITONOP_RENEW_DEADLINE", "10")),
+        retry_period=float(os.environ.get("TRITONOP_RETRY_PERIOD", "2")),
+    )
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.elector is not None:
+        memo.election_task.cancel()
+    # Workers stop before the Lease goes: nothing is written after another process may lead.
     await memo.controller.stop()
+    if memo.elector is not None:
+        await memo.elector.release()
     await memo.state.kube.close()
 
 

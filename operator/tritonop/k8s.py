@@ -31,7 +31,9 @@ FIELD_MANAGER = "tritonop"
 USER_AGENT = f"tritonop/{__version__}"
 LOG = logging.getLogger("tritonop.k8s")
 API_REQUESTS = PromCounter(
-    "tritonop_kubernetes_requests_total", "Requests the operator made to the Kubernetes API.", ["verb", "code"]
+    "tritonop_kubernetes_requests_total",
+    "Requests the operator made to the Kubernetes API.",
+    ["verb", "resource", "code"],
 )
 WRITE_VERBS = frozenset({"apply", "patch", "create", "delete", "update"})
 
@@ -44,6 +46,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Event": ("v1", "events", True),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "ModelDeployment": ("tritonop.dev/v1alpha1", "modeldeployments", True),
+    "Lease": ("coordination.k8s.io/v1", "leases", True),
 }
 
 
@@ -73,6 +76,14 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
     if sub:
         path += f"/{sub}"
     return path
+
+
+def resource_of(path: str) -> str:
+    """The plural (and subresource) a resource_path names: /apis/g/v/namespaces/n/plural/name/sub."""
+    parts = path.split("/")[3:] if path.startswith("/api/") else path.split("/")[4:]
+    if len(parts) >= 2 and parts[0] == "namespaces":
+        parts = parts[2:]
+    return "/".join(parts[:1] + parts[2:3])
 
 
 @dataclass
@@ -158,7 +169,7 @@ class KubeClient:
         self.requests[verb] += 1
         for attempt in range(5):
             async with self.session.request(method, url, data=data, headers=headers) as response:
-                API_REQUESTS.labels(verb, str(response.status)).inc()
+                API_REQUESTS.labels(verb, resource_of(path), str(response.status)).inc()
                 text = await response.text()
                 if response.status == 429 and attempt < 4:  # API priority & fairness asks us to wait
                     await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
@@ -199,6 +210,12 @@ class KubeClient:
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         return dict(await self._request("create", "POST", resource_path(obj["kind"], meta.get("namespace")), body=obj))
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; its metadata.resourceVersion makes the write conditional (409 if stale)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["kind"], meta.get("namespace"), meta["name"])
+        return dict(await self._request("update", "PUT", path, body=obj))
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         path = resource_path(kind, namespace, name, "status")

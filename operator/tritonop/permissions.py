@@ -33,3 +33,9 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     # KubeClient.post_event: create, or bump the count of a repeated Event.
     ("", "events"): frozenset({"get", "create", "patch"}),
 }
+
+# In the operator's own namespace only (a Role, not the ClusterRole): leader.py's Lease, read,
+# created once, and renewed by a conditional PUT.
+LEADER_ELECTION: dict[tuple[str, str], frozenset[str]] = {
+    ("coordination.k8s.io", "leases"): frozenset({"get", "create", "update"}),
+}

@@ -10,26 +10,39 @@ from pathlib import Path
 
 import yaml
 
-from tritonop.permissions import REQUIRED
+from tritonop.permissions import LEADER_ELECTION, REQUIRED
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cluster_role() -> dict:
+def rbac_object(kind: str) -> dict:
     docs = list(yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()))
-    return next(doc for doc in docs if doc["kind"] == "ClusterRole")
+    return next(doc for doc in docs if doc["kind"] == kind)
 
 
-def test_cluster_role_grants_exactly_what_the_code_declares() -> None:
+def granted_by(role: dict) -> dict[tuple[str, str], frozenset[str]]:
     granted: dict[tuple[str, str], frozenset[str]] = {}
-    for rule in cluster_role()["rules"]:
+    for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 key = (group, resource)
                 granted[key] = granted.get(key, frozenset()) | frozenset(rule["verbs"])
+    return granted
+
+
+def test_cluster_role_grants_exactly_what_the_code_declares() -> None:
+    granted = granted_by(rbac_object("ClusterRole"))
     assert granted == REQUIRED, "manifests/rbac.yaml and operator/tritonop/permissions.py differ"
     assert not {"list", "watch"} & granted[("", "secrets")], "never list or watch Secrets"
+
+
+def test_leader_election_role_is_namespaced_and_exact() -> None:
+    role, binding = rbac_object("Role"), rbac_object("RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "tritonop-system"
+    assert granted_by(role) == LEADER_ELECTION
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tritonop", "namespace": "tritonop-system"}]
 
 
 def test_argocd_patch_embeds_the_tested_health_script() -> None:
@@ -48,11 +61,15 @@ def test_kustomize_builds_the_install() -> None:
         "CustomResourceDefinition/modeldeployments.tritonop.dev",
         "Deployment/tritonop",
         "Namespace/tritonop-system",
+        "Role/tritonop-leader-election",
+        "RoleBinding/tritonop-leader-election",
         "Service/tritonop-metrics",
         "ServiceAccount/tritonop",
     ]
     deployment = next(d for d in yaml.safe_load_all(built.stdout) if d["kind"] == "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas are safe only because they elect a leader.
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-elect" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/tritonop/tritonop:0.1.0"
 
 

@@ -77,12 +77,14 @@ class OperatorProcess:
                 values[key] = float(value)
         return values
 
-    def write_requests(self) -> float:
+    def write_requests(self, excluding: tuple[str, ...] = ()) -> float:
+        """Writes to the Kubernetes API so far, optionally leaving some resources out (e.g. leases)."""
         return sum(
             value
             for key, value in self.metrics().items()
             if key.startswith("tritonop_kubernetes_requests_total{")
             and any(f'verb="{verb}"' in key for verb in ("apply", "patch", "create", "delete", "update"))
+            and not any(f'resource="{resource}"' in key for resource in excluding)
         )
 
 
@@ -93,7 +95,11 @@ def crd(cluster: DevCluster) -> None:
 
 
 def start_operator(
-    cluster: DevCluster, namespace_pattern: str, log_path: Path, kubeconfig: Path | None = None
+    cluster: DevCluster,
+    namespace_pattern: str,
+    log_path: Path,
+    kubeconfig: Path | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> OperatorProcess:
     """`python -m tritonop run` as a real process, watching namespaces that match the pattern;
     returns once its liveness endpoint answers."""
@@ -110,6 +116,7 @@ def start_operator(
                 f"--namespace={namespace_pattern}",
                 f"--metrics-port={metrics_port}",
                 f"--liveness-port={liveness_port}",
+                *extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

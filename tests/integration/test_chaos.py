@@ -373,3 +373,99 @@ def test_fuzzed_valid_specs_reconcile_without_an_operator_exception(
         wait_for_condition(api, chaos_namespace, f"f{index}", "RepositoryValid", "False", "RepositoryNotFound", 120)
     log = chaos_operator[0].log_path.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def leader_of(operators: list[OperatorProcess]) -> list[OperatorProcess]:
+    return [op for op in operators if op.process.poll() is None and op.metrics().get("tritonop_leader") == 1]
+
+
+def test_two_operators_at_once_only_the_leader_writes(
+    cluster: DevCluster,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    chaos_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Two operator processes at once, as during a rolling upgrade of the shipped Deployment
+    (2 replicas, --leader-elect): the standby writes nothing; a clean stop hands over at once;
+    a SIGKILLed leader is replaced after the lease expires; switches under load lose nothing."""
+    namespace = chaos_namespace
+    election = (
+        "--leader-elect",
+        f"--leader-election-namespace={namespace}",
+        "--lease-duration=4",
+        "--renew-deadline=3",
+        "--retry-period=0.5",
+    )
+    operators = [
+        start_operator(cluster, namespace, tmp_path / f"operator-{i}.log", extra_args=election) for i in (0, 1)
+    ]
+    try:
+        wait_until("one leader", lambda: len(leader_of(operators)) == 1, timeout=30)
+        leader = leader_of(operators)[0]
+        standby = next(op for op in operators if op is not leader)
+        apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=2))
+        wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+        pods_before = {pod.metadata.uid for pod in md_pods(core, namespace, "sleepy")}
+        started = time.monotonic()
+        with LoadGenerator(lambda: ready_ips(core, namespace, "sleepy"), "sleepy", 20, max_seconds=300) as load:
+            # Both processes up: a switch is done by the leader alone.
+            spec = sleepy_spec(replicas=2)
+            spec["model"]["version"] = 3
+            apply_md(cluster, namespace, "sleepy", spec)
+            wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+            assert leader.write_requests(excluding=("leases",)) > 0
+            assert standby.write_requests(excluding=("leases",)) == 0, "the standby wrote to the cluster"
+
+            # Upgrade: the leader is stopped cleanly in the middle of a switch and hands over.
+            spec["model"]["version"] = 1
+            apply_md(cluster, namespace, "sleepy", spec)
+            stopped_at = time.monotonic()
+            leader.process.send_signal(signal.SIGTERM)
+            wait_until("hand-over to the standby", lambda: leader_of(operators) == [standby], timeout=30)
+            handover = time.monotonic() - stopped_at
+            assert leader.process.wait(timeout=30) == 0
+            operators.append(start_operator(cluster, namespace, tmp_path / "operator-2.log", extra_args=election))
+            newcomer = operators[-1]
+            wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+            assert get_md(api, namespace, "sleepy")["status"]["activeVersion"] == 1
+
+            # Crash: the leader is SIGKILLed in the middle of a switch; the newcomer waits out the lease.
+            spec["model"]["version"] = 2
+            apply_md(cluster, namespace, "sleepy", spec)
+            killed_at = time.monotonic()
+            standby.process.send_signal(signal.SIGKILL)
+            standby.process.wait()
+            wait_until("takeover after the lease expired", lambda: leader_of(operators) == [newcomer], timeout=60)
+            takeover = time.monotonic() - killed_at
+            md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+        assert md["status"]["activeVersion"] == 2
+        assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {2}
+        assert {pod.metadata.uid for pod in md_pods(core, namespace, "sleepy")} == pods_before
+        assert owned_counts(api, core, namespace) == {"deployments": 1, "services": 1, "secrets": 1}
+        assert load.stats.failed == 0, load.stats.errors.most_common(3)
+
+        # No fight over the objects: several resyncs later (5 s each here) the Deployment is untouched.
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("sleepy", namespace)
+        reconciles = newcomer.metrics()['tritonop_reconciles_total{result="success"}']
+        wait_until(
+            "two more resyncs",
+            lambda: newcomer.metrics()['tritonop_reconciles_total{result="success"}'] >= reconciles + 2,
+            timeout=60,
+        )
+        again = client.AppsV1Api(api).read_namespaced_deployment("sleepy", namespace)
+        assert again.metadata.generation == deployment.metadata.generation
+        managers = {entry.manager for entry in again.metadata.managed_fields if entry.operation == "Apply"}
+        assert managers == {"tritonop"}
+        print(f"\nleader election: clean hand-over {handover:.1f}s, takeover after SIGKILL {takeover:.1f}s (lease 4s)")
+        report(
+            "two operators at once (upgrade hand-over + leader SIGKILL)",
+            2,
+            True,
+            load.stats.sent,
+            load.stats.failed,
+            time.monotonic() - started,
+        )
+    finally:
+        for running in operators:
+            stop_pid(running.process.pid)

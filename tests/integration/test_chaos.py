@@ -266,6 +266,31 @@ def test_deletion_while_the_operator_is_down(
     report("delete while operator down", 1, True, 0, 0, time.monotonic() - started)
 
 
+def test_a_leftover_finalizer_goes_the_documented_way(
+    cluster: DevCluster, api: client.ApiClient, chaos_namespace: str, chaos_operator: list[OperatorProcess]
+) -> None:
+    """A finalizer tritonop never adds (an older release's, or a hand-added one) with the
+    operator gone for good: deletion waits on it, and the README's command ends the wait."""
+    namespace = chaos_namespace
+    manifest = md_manifest("stuck", sleepy_spec(replicas=0), namespace)
+    manifest["metadata"]["finalizers"] = ["tritonop.dev/finalizer"]
+    # Operator first gone: a running one strips its finalizer from every object (kopf does, as no
+    # deletion handler needs it), so it never stays stuck while tritonop runs.
+    stop_pid(chaos_operator[0].process.pid)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    cluster.kubectl("delete", "md", "stuck", "-n", namespace, "--wait=false")
+    assert get_md(api, namespace, "stuck")["metadata"]["deletionTimestamp"], "deletion waits on the finalizer"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = next(line for line in readme.splitlines() if "kubectl patch md/NAME" in line)
+    patch = documented.split("-p '", 1)[1].split("'", 1)[0]
+    cluster.kubectl("patch", "md/stuck", "-n", namespace, "--type=json", "-p", patch)
+    wait_until(
+        "the object gone",
+        lambda: "stuck" not in cluster.kubectl("get", "md", "-n", namespace, "-o", "name").stdout,
+        timeout=30,
+    )
+
+
 # -- admission fuzzing -----------------------------------------------------------------------------
 integers = st.integers(min_value=-5, max_value=40)
 specs = st.fixed_dictionaries(

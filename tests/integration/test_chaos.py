@@ -29,12 +29,15 @@ from tests.loadgen import LoadGenerator
 from .conftest import OperatorProcess, start_operator
 from .helpers import (
     apply_md,
+    events_for,
     get_md,
     infer_version,
+    md_condition,
     md_manifest,
     md_pods,
     ready_ips,
     sleepy_spec,
+    slow_repository,
     wait_for_condition,
 )
 
@@ -180,29 +183,45 @@ def test_triton_process_killed_comes_back_serving_the_target(
     chaos_namespace: str,
     chaos_operator: list[OperatorProcess],
 ) -> None:
+    """One of two autoscaled replicas loses its tritonserver under load: the pod restarts it,
+    the operator loads the target again, and the autoscaler neither adds nor removes replicas
+    over the dead server (it measures ready pods only, and a restarted server's counters)."""
     namespace = chaos_namespace
-    spec = sleepy_spec(replicas=2)
+    spec = sleepy_spec(autoscaling={"minReplicas": 2, "maxReplicas": 4, "targetLatencyMs": 5000})
     spec["model"]["version"] = 3
     apply_md(cluster, namespace, "sleepy", spec)
     wait_for_condition(api, namespace, "sleepy", "Ready", "True")
+    wait_until("two ready replicas", lambda: len(ready_ips(core, namespace, "sleepy")) == 2, timeout=60)
     victim = md_pods(core, namespace, "sleepy")[0]
     pid_file = cluster.pods_dir / f"{namespace}_{victim.metadata.name}_{victim.metadata.uid}.pid"
     pid = int(pid_file.read_text())
-    started = time.monotonic()
-    stop_pid(pid, grace=0)  # SIGTERM the server's process group, SIGKILL if it lingers
-    assert not pid_alive(pid)
-    wait_until(
-        "the server restarted and serving version 3 again",
-        lambda: (
-            victim.status.pod_ip in ready_ips(core, namespace, "sleepy")
-            and core.read_namespaced_pod(victim.metadata.name, namespace).status.container_statuses[0].restart_count
-            == 1
-        ),
-        timeout=120,
-    )
-    wait_until("version 3 answers", lambda: infer_version(victim.status.pod_ip) == 3, timeout=60)
-    wait_for_condition(api, namespace, "sleepy", "Ready", "True")
-    report("tritonserver killed", 1, True, 0, 0, time.monotonic() - started)
+    desired: list[int] = []
+
+    def restarted_and_serving() -> bool:
+        desired.append(int(get_md(api, namespace, "sleepy")["status"]["desiredReplicas"]))
+        pod = core.read_namespaced_pod(victim.metadata.name, namespace)
+        return victim.status.pod_ip in ready_ips(core, namespace, "sleepy") and (
+            pod.status.container_statuses[0].restart_count == 1
+        )
+
+    with LoadGenerator(lambda: ready_ips(core, namespace, "sleepy"), "sleepy", 10, max_seconds=300) as load:
+        wait_until("load flowing", lambda: load.stats.sent >= 20, timeout=30)
+        started = time.monotonic()
+        stop_pid(pid, grace=0)  # SIGTERM the server's process group, SIGKILL if it lingers
+        assert not pid_alive(pid)
+        wait_until("the server restarted and serving version 3 again", restarted_and_serving, timeout=120)
+        wait_until("version 3 answers", lambda: infer_version(victim.status.pod_ip) == 3, timeout=60)
+        wait_for_condition(api, namespace, "sleepy", "Ready", "True")
+        converged = time.monotonic() - started
+        sent_before = load.stats.sent
+        wait_until("more load served after the restart", lambda: load.stats.sent >= sent_before + 30, timeout=30)
+    assert set(desired) == {2}, f"the autoscaler acted on a dead server: {desired}"
+    pods = md_pods(core, namespace, "sleepy")
+    assert len(pods) == 2 and victim.metadata.uid in {pod.metadata.uid for pod in pods}, "restarted in place"
+    # Requests already on their way to the killed server fail (no client retries here); the
+    # other replica must have answered everything sent to it.
+    assert all(error.startswith(f"{victim.status.pod_ip}:") for error in load.stats.errors), load.stats.errors
+    report("tritonserver killed (autoscaled, under load)", 1, True, load.stats.sent, load.stats.failed, converged)
 
 
 def test_twenty_quick_edits_end_in_the_last_spec(
@@ -398,6 +417,62 @@ def test_fuzzed_valid_specs_reconcile_without_an_operator_exception(
         wait_for_condition(api, chaos_namespace, f"f{index}", "RepositoryValid", "False", "RepositoryNotFound", 120)
     log = chaos_operator[0].log_path.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_bad_model_while_autoscaling_up_keeps_the_old_replica_serving(
+    cluster: DevCluster,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    chaos_namespace: str,
+    chaos_operator: list[OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """The served version's files go corrupt, then load rises: the autoscaler adds replicas that
+    cannot load it. The replica that has it in memory keeps serving, the new ones never get
+    traffic, a condition and a Warning say why; once the files are repaired the new ones load."""
+    namespace = chaos_namespace
+    repository = slow_repository(tmp_path / "repo", "slow", 100)  # one replica: 10 requests/s
+    spec = {
+        "model": {"name": "slow", "repository": f"file://{repository}"},
+        "server": {"gpus": 1},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metric": "p95",
+            "targetLatencyMs": 150,
+            "scaleDownStabilizationSeconds": 300,
+        },
+    }
+    apply_md(cluster, namespace, "slow", spec)
+    wait_for_condition(api, namespace, "slow", "Ready", "True")
+    serving = ready_ips(core, namespace, "slow")
+    model_file = repository / "slow" / "1" / "model.py"
+    good = model_file.read_text()
+    model_file.write_text("raise ImportError('corrupt weights file: truncated at byte 4096')\n")
+    started = time.monotonic()
+    with LoadGenerator(lambda: ready_ips(core, namespace, "slow"), "slow", 8, max_seconds=300) as load:
+        wait_until(
+            "a scale-up", lambda: get_md(api, namespace, "slow")["status"].get("desiredReplicas", 1) >= 2, timeout=120
+        )
+        md = wait_for_condition(api, namespace, "slow", "ModelLoaded", "False", "LoadFailed", timeout=120)
+        assert "corrupt weights file" in md_condition(md, "ModelLoaded")["message"]
+        assert ready_ips(core, namespace, "slow") == serving, "a replica that cannot load must get no traffic"
+        assert md["status"]["readyReplicas"] == 1
+        warnings = [e for e in events_for(core, namespace, "slow") if e.reason == "LoadFailed"]
+        assert warnings and all(e.type == "Warning" for e in warnings)
+
+        model_file.write_text(good)  # repaired: the operator retries failed loads by itself
+        wait_until("a second replica serving", lambda: len(ready_ips(core, namespace, "slow")) >= 2, timeout=120)
+        wait_for_condition(api, namespace, "slow", "ModelLoaded", "True", "Loaded", timeout=60)
+    assert load.stats.failed == 0, load.stats.errors.most_common(3)
+    report(
+        "bad model while autoscaling up (then repaired)",
+        1,
+        True,
+        load.stats.sent,
+        load.stats.failed,
+        time.monotonic() - started,
+    )
 
 
 def leader_of(operators: list[OperatorProcess]) -> list[OperatorProcess]:

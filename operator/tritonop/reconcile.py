@@ -46,7 +46,7 @@ from tritonop.render.objects import (
 )
 from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.status import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, compute_status, status_patch
-from tritonop.triton import TritonError, TritonServer
+from tritonop.triton import ServerUnreachable, TritonError, TritonServer
 
 LOG = logging.getLogger("tritonop.reconcile")
 APPLIED_HASH_ANNOTATION = "tritonop.dev/applied-hash"
@@ -485,6 +485,11 @@ class Reconciler:
             self.state.failed_loads.pop(uid, None)
             ready = await server.ready_versions(md.model_name)
             return ready, await server.model_config(md.model_name), None
+        except ServerUnreachable as error:
+            # The pod is going away or its server restarting: nothing to blame on the model,
+            # and the next reconcile (pod events, resync) finds it again or finds it gone.
+            self.log.info("%s/%s: %s unreachable during load: %s", md.namespace, md.name, name, error)
+            return versions, None, None
         except TritonError as error:
             message = str(error).strip()
             self.state.failed_loads[uid] = FailedLoad(wanted, message, time.monotonic())

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import tritonclient.http.aio as triton_http
 from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
@@ -29,19 +30,29 @@ TRITON_CALLS = Histogram(
 )
 
 
+class TritonError(Exception):
+    """Triton refused or failed a request; the message is Triton's own."""
+
+
+class ServerUnreachable(TritonError):
+    """No answer at all (the pod is going away, or its server restarting): not the model's fault."""
+
+
 @contextlib.asynccontextmanager
-async def measured(operation: str) -> AsyncIterator[None]:
+async def calling(operation: str) -> AsyncIterator[None]:
+    """Time one call, and turn every way it can fail into a TritonError."""
     started = time.monotonic()
     outcome = "error"
     try:
         yield
         outcome = "ok"
+    except InferenceServerException as error:
+        raise TritonError(error.message()) from error
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        outcome = "unreachable"
+        raise ServerUnreachable(f"{operation}: {type(error).__name__}: {error}") from error
     finally:
         TRITON_CALLS.labels(operation, outcome).observe(time.monotonic() - started)
-
-
-class TritonError(Exception):
-    """Triton refused or failed a request; the message is Triton's own."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +74,15 @@ class TritonServer:
 
     async def is_live(self) -> bool:
         try:
-            async with measured("live"), self._client() as client:
+            async with calling("live"), self._client() as client:
                 return bool(await client.is_server_live())
-        except Exception:  # unreachable or not yet listening: not live
+        except TritonError:  # unreachable or not yet listening: not live
             return False
 
     async def model_versions(self, model: str) -> list[VersionState]:
         """Versions of `model` Triton knows about, with their states (repository index)."""
-        try:
-            async with measured("index"), self._client() as client:
-                index = await client.get_model_repository_index(headers=self.headers)
-        except InferenceServerException as error:
-            raise TritonError(error.message()) from error
+        async with calling("index"), self._client() as client:
+            index = await client.get_model_repository_index(headers=self.headers)
         states = []
         for entry in index:
             if entry.get("name") == model and entry.get("version"):
@@ -85,23 +93,14 @@ class TritonServer:
         return [s.version for s in await self.model_versions(model) if s.state == "READY"]
 
     async def model_config(self, model: str) -> dict[str, Any]:
-        try:
-            async with measured("config"), self._client() as client:
-                return dict(await client.get_model_config(model))
-        except InferenceServerException as error:
-            raise TritonError(error.message()) from error
+        async with calling("config"), self._client() as client:
+            return dict(await client.get_model_config(model))
 
     async def load(self, model: str, config_json: str | None) -> None:
         """Load (or reload with a new config) and wait until Triton answers; raises Triton's error."""
-        try:
-            async with measured("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
-                await client.load_model(model, headers=self.headers, config=config_json)
-        except InferenceServerException as error:
-            raise TritonError(error.message()) from error
+        async with calling("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
+            await client.load_model(model, headers=self.headers, config=config_json)
 
     async def unload(self, model: str) -> None:
-        try:
-            async with measured("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:
-                await client.unload_model(model, headers=self.headers)
-        except InferenceServerException as error:
-            raise TritonError(error.message()) from error
+        async with calling("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:
+            await client.unload_model(model, headers=self.headers)

@@ -4,7 +4,7 @@
 
 Figures, measured side by side in one run on the same cluster:
 - floor: `kubectl apply --server-side` of the same N pre-rendered Deployments + Services;
-- operator: `kubectl apply` of N ModelDeployments until every one has its Deployment and
+- operator: `kubectl apply --server-side` of N ModelDeployments until every one has its Deployment and
   Service, and until every one is Ready (replicas 0: no Triton process; 200 real tritonservers
   do not fit in this machine's memory), and the ratio operator/floor;
 - ready-count ModelDeployments with one real Triton replica each (gpus: 0), until all Ready;
@@ -105,16 +105,21 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def operator_writes(metrics_port: int) -> float:
+def operator_requests(metrics_port: int) -> dict[str, float]:
+    """Requests the operator made to the Kubernetes API so far, by verb."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    total = 0.0
+    by_verb: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("tritonop_kubernetes_requests_total{") and any(
-            f'verb="{verb}"' in line for verb in ("apply", "patch", "create", "delete", "update")
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if line.startswith("tritonop_kubernetes_requests_total{"):
+            verb = line.split('verb="', 1)[1].split('"', 1)[0]
+            by_verb[verb] = by_verb.get(verb, 0.0) + float(line.rsplit(" ", 1)[1])
+    return by_verb
+
+
+def operator_writes(metrics_port: int) -> float:
+    requests = operator_requests(metrics_port)
+    return sum(requests.get(verb, 0.0) for verb in ("apply", "patch", "create", "delete", "update"))
 
 
 def timed_wait(what: str, check: Any, timeout: float) -> float:
@@ -165,7 +170,8 @@ def main() -> None:
             wait_until("operator metrics", lambda: operator_writes(metrics_port) >= 0, timeout=60)
             rss_empty = rss_mib(operator.pid)
             started = time.monotonic()
-            apply_seconds = kubectl_apply(cluster, md_list("bench-op", "m", n, replicas=0), server_side=False)
+            # Server-side, like the floor (and like Argo CD): one request per object on both sides.
+            apply_seconds = kubectl_apply(cluster, md_list("bench-op", "m", n, replicas=0), server_side=True)
             objects = (
                 timed_wait(
                     "every Deployment and Service",
@@ -185,6 +191,9 @@ def main() -> None:
             )
             print(f"ratio operator/floor (Deployments+Services): {objects / floor:.2f}")
             print(f"ratio operator/floor (Ready): {ready / floor:.2f}")
+            requests = operator_requests(metrics_port)
+            per_md = ", ".join(f"{verb} {count / n:.1f}" for verb, count in sorted(requests.items()))
+            print(f"operator API requests per ModelDeployment until Ready: {per_md}")
             rss_n = rss_mib(operator.pid)
 
             started = time.monotonic()

@@ -196,6 +196,18 @@ class KubeClient:
         result = await self._request("list", "GET", resource_path(kind, namespace), params=params)
         return list(result.get("items", []))
 
+    async def list_snapshot(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[Any], int | None]:
+        """Items and the list's resourceVersion (the point in time it shows), as a number if it is one."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self._request("list", "GET", resource_path(kind, namespace), params=params)
+        try:
+            version: int | None = int(result.get("metadata", {}).get("resourceVersion", ""))
+        except ValueError:
+            version = None
+        return list(result.get("items", [])), version
+
     async def apply(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply of the fields in obj, owned by the operator's field manager."""
         meta = obj["metadata"]

@@ -290,6 +290,8 @@ def test_idle_reconciles_make_no_write_calls(
         lambda: not [ns for ns in core.list_namespace().items if ns.status.phase == "Terminating"],
         timeout=120,
     )
+    # ...and the operator has seen them go: it manages this one ModelDeployment and no other.
+    wait_until("only this ModelDeployment managed", lambda: operator.metrics()["tritonop_modeldeployments"] == 1, 60)
     reconciles_key = 'tritonop_reconciles_total{result="success"}'
     # Let the last events settle, then watch two full resync periods (5 s each in tests).
     wait_until("a resync", lambda: operator.metrics()[reconciles_key] > 0, timeout=10)

@@ -1,0 +1,108 @@
+"""The owned objects as the operator last saw them: an informer's store, fed by kopf's watches.
+
+A reconcile reads its Deployment, Service, PodDisruptionBudget and pods from here instead of
+asking the API server each time (a few GETs and a LIST per reconcile, several reconciles per
+object, add up at hundreds of ModelDeployments). The store is trusted for a kind only once it
+is primed by one LIST at startup; until then, and for other kinds, reads go to the API.
+
+Freshness: watch events replace what is stored, and so does every object the operator writes
+itself (the apply response), whichever is newer by resourceVersion, so a reconcile that follows
+its own write sees that write even before the watch event arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tritonop.k8s import KubeClient
+
+LOG = logging.getLogger("tritonop.cache")
+CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
+Key = tuple[str, str]  # (namespace, name)
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", ""))
+    except ValueError:
+        return None
+
+
+class ObjectCache:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[Key, dict[str, Any]]] = {kind: {} for kind in CACHED_KINDS}
+        self.primed: set[str] = set()
+        # Deletions seen while a LIST is in flight (key -> resourceVersion at deletion): the LIST's
+        # older answer must not bring them back.
+        self._tombstones: dict[str, dict[Key, int]] = {}
+
+    def trusted(self, kind: str) -> bool:
+        return kind in self.primed
+
+    def store(self, kind: str, obj: dict[str, Any]) -> None:
+        """An object seen in a watch event or returned by a write; an older copy never wins."""
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        known = self.objects[kind].get(key)
+        if known is not None:
+            new, old = _version(obj), _version(known)
+            if new is not None and old is not None and new < old:
+                return
+        self.objects[kind][key] = obj
+
+    def remove(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        self.objects[kind].pop(key, None)
+        if kind in self._tombstones:
+            self._tombstones[kind][key] = _version(obj) or 0
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects[kind].get((namespace, name))
+
+    def select(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [
+            obj
+            for (obj_namespace, _), obj in self.objects[kind].items()
+            if obj_namespace == namespace
+            and all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+    async def relist(self, kube: KubeClient, label_selector: str) -> None:
+        """One LIST per kind, merged by resourceVersion: what the LIST lacks and is not newer than
+        it was deleted (a watch can miss a deletion across an API server or etcd restart)."""
+
+        async def one(kind: str) -> None:
+            self._tombstones[kind] = {}
+            try:
+                items, list_version = await kube.list_snapshot(kind, None, label_selector)
+            finally:
+                tombstones = self._tombstones.pop(kind)
+            if list_version is None:
+                return  # resourceVersions that are not numbers: no safe merge, keep asking the API
+            listed: dict[Key, dict[str, Any]] = {}
+            for item in items:
+                meta = item["metadata"]
+                key = (meta["namespace"], meta["name"])
+                if tombstones.get(key, -1) < (_version(item) or 0):
+                    item.setdefault("kind", kind)
+                    listed[key] = item
+            stored = self.objects[kind]
+            for key, obj in list(stored.items()):
+                if key not in listed and (_version(obj) or 0) <= list_version:
+                    del stored[key]
+            for item in listed.values():
+                self.store(kind, item)
+            self.primed.add(kind)
+
+        results = await asyncio.gather(*(one(kind) for kind in CACHED_KINDS), return_exceptions=True)
+        for kind, result in zip(CACHED_KINDS, results, strict=True):
+            if isinstance(result, Exception):
+                LOG.warning("cannot list %s for the cache (reads go to the API): %s", kind, result)
+
+    async def keep_fresh(self, kube: KubeClient, label_selector: str, period: float) -> None:
+        while True:
+            await self.relist(kube, label_selector)
+            await asyncio.sleep(period)

@@ -1,0 +1,73 @@
+"""The owned-object store: newer copies win, and a relist notices deletions a watch missed.
+
+The relist's API answers come from a small in-memory stand-in for KubeClient.list_snapshot
+(the merge rules are what is tested here; test_chaos restarts a real API server and etcd)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tritonop.cache import CACHED_KINDS, ObjectCache
+
+
+def obj(name: str, version: int, namespace: str = "ns", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(version), "labels": labels},
+    }
+
+
+class Lister:
+    """Answers list_snapshot from fixed items; `during` runs while the LIST is "in flight"."""
+
+    def __init__(self, items: dict[str, list[dict[str, Any]]], version: int, during: Any = None) -> None:
+        self.items, self.version, self.during = items, version, during
+
+    async def list_snapshot(self, kind: str, namespace: str | None, selector: str | None) -> Any:
+        if self.during is not None:
+            self.during(kind)
+        return self.items.get(kind, []), self.version
+
+
+def relist(cache: ObjectCache, lister: Lister) -> None:
+    asyncio.run(cache.relist(lister, "app.kubernetes.io/managed-by=tritonop"))  # type: ignore[arg-type]
+
+
+def test_an_older_copy_never_replaces_a_newer_one() -> None:
+    cache = ObjectCache()
+    cache.store("Deployment", obj("a", 7))
+    cache.store("Deployment", obj("a", 5))  # a late watch event after our own write's answer
+    assert cache.get("Deployment", "ns", "a") == obj("a", 7)
+    cache.store("Deployment", obj("a", 9))
+    assert cache.get("Deployment", "ns", "a") == obj("a", 9)
+
+
+def test_untrusted_until_a_list_primed_it() -> None:
+    cache = ObjectCache()
+    cache.store("Deployment", obj("a", 3))
+    assert not cache.trusted("Deployment")
+    relist(cache, Lister({"Deployment": [obj("a", 3)]}, 10))
+    assert all(cache.trusted(kind) for kind in CACHED_KINDS)
+
+
+def test_relist_drops_what_was_deleted_unseen_and_keeps_what_is_newer_than_the_list() -> None:
+    cache = ObjectCache()
+    cache.store("Deployment", obj("deleted-during-a-watch-gap", 4))
+    cache.store("Deployment", obj("created-after-the-list", 12))
+    relist(cache, Lister({"Deployment": [obj("kept", 8)]}, 10))
+    assert set(cache.objects["Deployment"]) == {("ns", "kept"), ("ns", "created-after-the-list")}
+
+
+def test_a_deletion_seen_while_listing_is_not_revived_by_the_list() -> None:
+    cache = ObjectCache()
+    cache.store("Pod", obj("p", 4))
+    relist(cache, Lister({"Pod": [obj("p", 4)]}, 10, during=lambda kind: cache.remove(kind, obj("p", 11))))
+    assert cache.get("Pod", "ns", "p") is None
+
+
+def test_select_by_namespace_and_labels() -> None:
+    cache = ObjectCache()
+    cache.store("Pod", obj("a", 1, instance="x"))
+    cache.store("Pod", obj("b", 1, instance="y"))
+    cache.store("Pod", obj("c", 1, namespace="other", instance="x"))
+    assert [p["metadata"]["name"] for p in cache.select("Pod", "ns", {"instance": "x"})] == ["a"]

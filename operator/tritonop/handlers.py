@@ -23,6 +23,8 @@ from tritonop.reconcile import OperatorState, Reconciler, forget
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
+OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+RELIST_SECONDS = 60.0
 
 
 @kopf.on.startup()
@@ -54,6 +56,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 return None
             raise
 
+    # Owned objects are read from a watch-fed cache; a periodic relist catches deletions that a
+    # watch gap (API server or etcd restart) hid from it.
+    memo.relist_task = asyncio.create_task(
+        state.cache.keep_fresh(state.kube, OWNED_SELECTOR, RELIST_SECONDS), name="cache-relist"
+    )
     controller = Controller.from_environment(reconcile)
     election = election_from_environment()
     memo.elector = None
@@ -83,6 +90,7 @@ def election_from_environment() -> ElectionConfig | None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.relist_task.cancel()
     if memo.elector is not None:
         memo.election_task.cancel()
     # Workers stop before the Lease goes: nothing is written after another process may lead.
@@ -106,16 +114,32 @@ async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: ko
 
 
 @kopf.on.event("v1", "pods", labels=OWNED)
-async def owned_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _poke_owner(body, memo)
+async def owned_pod_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _owned_changed("Pod", event, body, memo)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _poke_owner(body, memo)
+async def owned_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _owned_changed("Deployment", event, body, memo)
 
 
-def _poke_owner(body: kopf.Body, memo: kopf.Memo) -> None:
+@kopf.on.event("v1", "services", labels=OWNED)
+async def owned_service_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _owned_changed("Service", event, body, memo)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+async def owned_pdb_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _owned_changed("PodDisruptionBudget", event, body, memo)
+
+
+def _owned_changed(kind: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo) -> None:
+    """Keep the cache as the watch sees the object, and let its ModelDeployment look again."""
+    obj = {**dict(body), "kind": kind}
+    if event.get("type") == "DELETED":
+        memo.state.cache.remove(kind, obj)
+    else:
+        memo.state.cache.store(kind, obj)
     name = body.metadata.labels.get(LABEL_INSTANCE)
     if name:
         memo.controller.enqueue((body.metadata.namespace, name))

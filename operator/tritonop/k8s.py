@@ -9,6 +9,7 @@ Every request is counted by verb, so idle write calls can be measured.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime
 import hashlib
 import json
@@ -198,7 +199,7 @@ class KubeClient:
 
     async def list_snapshot(
         self, kind: str, namespace: str | None = None, label_selector: str | None = None
-    ) -> tuple[list[Any], int | None]:
+    ) -> tuple[builtins.list[Any], int | None]:
         """Items and the list's resourceVersion (the point in time it shows), as a number if it is one."""
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self._request("list", "GET", resource_path(kind, namespace), params=params)
@@ -237,17 +238,21 @@ class KubeClient:
             )
         )
 
-    async def patch_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
-        """Set one pod condition (strategic merge on conditions[type]): used for readiness gates."""
+    async def patch_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> dict[str, Any] | None:
+        """Set one pod condition (strategic merge on conditions[type]): used for readiness gates.
+        Returns the patched pod, or None if it went away meanwhile (nothing to open)."""
         path = resource_path("Pod", namespace, name, "status")
         body = {"status": {"conditions": [condition]}}
         try:
-            await self._request(
-                "patch", "PATCH", path, body=body, content_type="application/strategic-merge-patch+json"
+            return dict(
+                await self._request(
+                    "patch", "PATCH", path, body=body, content_type="application/strategic-merge-patch+json"
+                )
             )
         except KubeError as error:
-            if error.status != 404:  # the pod went away meanwhile: nothing to open
+            if error.status != 404:
                 raise
+            return None
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -17,9 +17,10 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("tritonop.dev", "modeldeployments/finalizers"): frozenset({"update"}),
     # Reconciler.run reads, KubeClient.apply creates/updates (server-side apply); kopf watches.
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch"}),
-    ("", "services"): frozenset({"get", "create", "patch"}),
+    # cache.py lists and kopf watches owned Deployments, Services, PDBs and pods (the cache).
+    ("", "services"): frozenset({"get", "list", "watch", "create", "patch"}),
     # PodDisruptionBudget when replicas > 1, deleted when scaled to one.
-    ("policy", "poddisruptionbudgets"): frozenset({"get", "create", "patch", "delete"}),
+    ("policy", "poddisruptionbudgets"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     # The model-control key: read by name, created once. Never listed or watched.
     ("", "secrets"): frozenset({"get", "create", "patch"}),
     # Reconciler lists a deployment's pods; kopf watches them to react to pod changes.

@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.api.spec import AutoscalingSpec, ModelDeployment
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
+from tritonop.cache import ObjectCache
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.model_config import effective_config, from_json, to_json
 from tritonop.render.objects import (
@@ -42,6 +43,7 @@ from tritonop.render.objects import (
     render_pdb,
     render_service,
     rollout_hash,
+    selector_labels,
     selector_string,
 )
 from tritonop.repository.local import RepositoryReport, inspect
@@ -97,6 +99,7 @@ class OperatorState:
     # Repository configs learned from Triton where the operator cannot read the storage itself.
     learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
     failed_loads: dict[str, FailedLoad] = field(default_factory=dict)  # by pod uid
+    cache: ObjectCache = field(default_factory=ObjectCache)
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,7 @@ class Reconciler:
         md = self.md
         # 1. observe
         deployment, service, pdb = await asyncio.gather(
-            self.kube.get("Deployment", md.namespace, md.name),
-            self.kube.get("Service", md.namespace, md.name),
-            self.kube.get("PodDisruptionBudget", md.namespace, md.name),
+            self.read("Deployment"), self.read("Service"), self.read("PodDisruptionBudget")
         )
         control_key = await self.ensure_control_key()
         report = await asyncio.to_thread(inspect, md.spec.model.repository, md.model_name, md.spec.model.version)
@@ -177,7 +178,7 @@ class Reconciler:
         if target is None and report.readable and report.versions:
             target = report.versions[-1]
 
-        pods = await self.kube.list("Pod", md.namespace, selector_string(md))
+        pods = await self.list_pods()
         pods = [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
         autoscale: AutoscaleFacts | None = None
         if md.spec.autoscaling is not None:
@@ -194,7 +195,7 @@ class Reconciler:
         if replicas > 1:
             applies.append(self.apply_if_changed(render_pdb(md), pdb))
         elif pdb is not None:
-            applies.append(self.kube.delete("PodDisruptionBudget", md.namespace, md.name))
+            applies.append(self.delete("PodDisruptionBudget"))
             self.event("Normal", "Deleted", "PodDisruptionBudget removed: one replica cannot tolerate a disruption")
         await asyncio.gather(*applies)
 
@@ -241,6 +242,23 @@ class Reconciler:
             return Outcome(requeue_after=CONVERGING_REQUEUE_SECONDS)
         # The autoscaler evaluates on its own period, whether or not anything else happens.
         return Outcome(requeue_after=AUTOSCALE_PERIOD_SECONDS if md.spec.autoscaling else None)
+
+    # -- owned objects: read from the watch-fed cache once it is primed, else from the API ------
+    async def read(self, kind: str) -> dict[str, Any] | None:
+        md, cache = self.md, self.state.cache
+        if cache.trusted(kind):
+            return cache.get(kind, md.namespace, md.name)
+        return await self.kube.get(kind, md.namespace, md.name)
+
+    async def list_pods(self) -> list[dict[str, Any]]:
+        md, cache = self.md, self.state.cache
+        if cache.trusted("Pod"):
+            return cache.select("Pod", md.namespace, selector_labels(md))
+        return await self.kube.list("Pod", md.namespace, selector_string(md))
+
+    async def delete(self, kind: str) -> None:
+        await self.kube.delete(kind, self.md.namespace, self.md.name)
+        self.state.cache.remove(kind, {"metadata": {"namespace": self.md.namespace, "name": self.md.name}})
 
     # -- autoscaling -------------------------------------------------------------------
     async def autoscale(
@@ -338,7 +356,7 @@ class Reconciler:
         if live is not None and is_subset(desired, live):
             return
         kind, name = desired["kind"], desired["metadata"]["name"]
-        await self.kube.apply(desired)
+        self.state.cache.store(kind, await self.kube.apply(desired))  # read-your-writes
         if live is None:
             self.created.append(f"{kind} {name}")
             return
@@ -505,7 +523,7 @@ class Reconciler:
         if conditions.get(MODEL_READY_GATE) == "True":
             return
         versions = ",".join(map(str, facts.ready_versions))
-        await self.kube.patch_pod_condition(
+        patched = await self.kube.patch_pod_condition(
             pod["metadata"]["namespace"],
             pod["metadata"]["name"],
             {
@@ -516,6 +534,8 @@ class Reconciler:
                 "lastTransitionTime": now_rfc3339(),
             },
         )
+        if patched is not None:
+            self.state.cache.store("Pod", {**patched, "kind": "Pod"})
 
     # -- events ------------------------------------------------------------------------
     def note_transitions(self, old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -44,6 +44,9 @@ class ObjectCache:
     def store(self, kind: str, obj: dict[str, Any]) -> None:
         """An object seen in a watch event or returned by a write; an older copy never wins."""
         meta = obj.get("metadata", {})
+        if "managedFields" in meta:  # never read by the operator, and the bulk of a small object
+            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+            meta = obj["metadata"]
         key = (meta.get("namespace", ""), meta.get("name", ""))
         known = self.objects[kind].get(key)
         if known is not None:

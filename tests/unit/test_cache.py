@@ -71,3 +71,12 @@ def test_select_by_namespace_and_labels() -> None:
     cache.store("Pod", obj("b", 1, instance="y"))
     cache.store("Pod", obj("c", 1, namespace="other", instance="x"))
     assert [p["metadata"]["name"] for p in cache.select("Pod", "ns", {"instance": "x"})] == ["a"]
+
+
+def test_managed_fields_are_not_kept() -> None:
+    cache = ObjectCache()
+    stored = obj("a", 1)
+    stored["metadata"]["managedFields"] = [{"manager": "tritonop", "fieldsV1": {"f:spec": {}}}]
+    cache.store("Service", stored)
+    assert "managedFields" not in cache.get("Service", "ns", "a")["metadata"]
+    assert "managedFields" in stored["metadata"], "the caller's object is left as it was"

@@ -3,7 +3,8 @@
     .venv/bin/python bench/apply_many.py [--count 200] [--ready-count 20] [--idle-seconds 300]
 
 Figures, measured side by side in one run on the same cluster:
-- floor: `kubectl apply --server-side` of the same N pre-rendered Deployments + Services;
+- floor: `kubectl apply --server-side` of the same N pre-rendered Deployments + Services,
+  alternating with the operator run over --rounds rounds (median ratio: this machine is noisy);
 - operator: `kubectl apply --server-side` of N ModelDeployments until every one has its Deployment and
   Service, and until every one is Ready (replicas 0: no Triton process; 200 real tritonservers
   do not fit in this machine's memory), and the ratio operator/floor;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,9 +130,64 @@ def timed_wait(what: str, check: Any, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def start_operator(cluster: DevCluster, metrics_port: int) -> subprocess.Popen[bytes]:
+    log_path = cluster.state_dir / "logs" / "bench-operator.log"
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tritonop",
+                "run",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--metrics-port={metrics_port}",
+                "--liveness-port=0",
+                "--resync-seconds=30",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def fresh_namespace(cluster: DevCluster, name: str) -> None:
+    cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=600s")
+    cluster.kubectl("create", "namespace", name)
+
+
+def one_round(cluster: DevCluster, n: int, metrics_port: int, index: int) -> tuple[float, float, float]:
+    """Floor, then operator, on fresh namespaces; returns (floor, objects, ready) seconds."""
+    floor_ns, op_ns = f"bench-floor-{index}", f"bench-op-{index}"
+    fresh_namespace(cluster, floor_ns)
+    fresh_namespace(cluster, op_ns)
+    floor = kubectl_apply(cluster, floor_objects(floor_ns, n), server_side=True)
+    assert count(cluster, "deployments", floor_ns) == n
+    before = operator_requests(metrics_port)
+    # Server-side, like the floor (and like Argo CD): one request per object on both sides.
+    apply_seconds = kubectl_apply(cluster, md_list(op_ns, "m", n, replicas=0), server_side=True)
+    objects = apply_seconds + timed_wait(
+        "every Deployment and Service",
+        lambda: count(cluster, "deployments", op_ns) == n and count(cluster, "services", op_ns) == n,
+        timeout=900,
+    )
+    ready = objects + timed_wait("every ModelDeployment Ready", lambda: ready_count(cluster, op_ns) == n, 900)
+    after = operator_requests(metrics_port)
+    per_md = ", ".join(f"{verb} {(after[verb] - before.get(verb, 0.0)) / n:.1f}" for verb in sorted(after))
+    print(
+        f"round {index}: floor {floor:.1f}s | operator: apply {apply_seconds:.1f}s, Deployments+Services "
+        f"{objects:.1f}s ({objects / floor:.2f}x), Ready {ready:.1f}s ({ready / floor:.2f}x) | "
+        f"API requests per ModelDeployment: {per_md}"
+    )
+    # Clean up before the next round, so that garbage collection does not run during it.
+    for ns in (floor_ns, op_ns):
+        cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=600s")
+    return floor, objects, ready
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="floor/operator pairs; the median ratio is reported")
     parser.add_argument("--ready-count", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=300)
     parser.add_argument("--scale-factor", type=int, default=5, help="RSS is also measured at count x this")
@@ -140,60 +197,25 @@ def main() -> None:
     with running_cluster() as cluster:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev")
-        for ns in ("bench-floor", "bench-op", "bench-ready", "bench-scale"):
-            cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=300s")
-            cluster.kubectl("create", "namespace", ns)
-
-        floor = kubectl_apply(cluster, floor_objects("bench-floor", n), server_side=True)
-        floor_seen = count(cluster, "deployments", "bench-floor")
-        print(f"floor: kubectl apply --server-side of {n} Deployments + {n} Services: {floor:.1f}s ({floor_seen} seen)")
-
         metrics_port = free_port()
-        log_path = cluster.state_dir / "logs" / "bench-operator.log"
-        with open(log_path, "wb") as log:
-            operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tritonop",
-                    "run",
-                    f"--kubeconfig={cluster.kubeconfig}",
-                    f"--metrics-port={metrics_port}",
-                    "--liveness-port=0",
-                    "--resync-seconds=30",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        operator = start_operator(cluster, metrics_port)
         try:
             wait_until("operator metrics", lambda: operator_writes(metrics_port) >= 0, timeout=60)
             rss_empty = rss_mib(operator.pid)
-            started = time.monotonic()
-            # Server-side, like the floor (and like Argo CD): one request per object on both sides.
-            apply_seconds = kubectl_apply(cluster, md_list("bench-op", "m", n, replicas=0), server_side=True)
-            objects = (
-                timed_wait(
-                    "every Deployment and Service",
-                    lambda: (
-                        count(cluster, "deployments", "bench-op") == n and count(cluster, "services", "bench-op") == n
-                    ),
-                    timeout=900,
-                )
-                + apply_seconds
-            )
-            ready = timed_wait("every ModelDeployment Ready", lambda: ready_count(cluster, "bench-op") == n, 900)
-            ready += objects
-            total = time.monotonic() - started
+            results = [one_round(cluster, n, metrics_port, index) for index in range(args.rounds)]
+            objects_ratios = sorted(objects / floor for floor, objects, _ in results)
+            ready_ratios = sorted(ready / floor for floor, _, ready in results)
             print(
-                f"operator: kubectl apply of {n} ModelDeployments took {apply_seconds:.1f}s;"
-                f" all Deployments+Services after {objects:.1f}s; all Ready after {ready:.1f}s (wall {total:.1f}s)"
+                f"median ratio operator/floor over {args.rounds} rounds: Deployments+Services "
+                f"{statistics.median(objects_ratios):.2f}x (range {objects_ratios[0]:.2f}-{objects_ratios[-1]:.2f}), "
+                f"Ready {statistics.median(ready_ratios):.2f}x (range {ready_ratios[0]:.2f}-{ready_ratios[-1]:.2f})"
             )
-            print(f"ratio operator/floor (Deployments+Services): {objects / floor:.2f}")
-            print(f"ratio operator/floor (Ready): {ready / floor:.2f}")
-            requests = operator_requests(metrics_port)
-            per_md = ", ".join(f"{verb} {count / n:.1f}" for verb, count in sorted(requests.items()))
-            print(f"operator API requests per ModelDeployment until Ready: {per_md}")
+
+            # Memory at n, then at scale-factor x n, plus some real Triton replicas and idle writes.
+            for ns in ("bench-op", "bench-ready", "bench-scale"):
+                fresh_namespace(cluster, ns)
+            kubectl_apply(cluster, md_list("bench-op", "m", n, replicas=0), server_side=True)
+            timed_wait(f"{n} ModelDeployments Ready", lambda: ready_count(cluster, "bench-op") == n, 900)
             rss_n = rss_mib(operator.pid)
 
             started = time.monotonic()
@@ -217,7 +239,7 @@ def main() -> None:
             )
 
             big = n * args.scale_factor
-            kubectl_apply(cluster, md_list("bench-scale", "s", big - n, replicas=0), server_side=False)
+            kubectl_apply(cluster, md_list("bench-scale", "s", big - n, replicas=0), server_side=True)
             timed_wait(f"{big} ModelDeployments Ready", lambda: ready_count(cluster, "bench-scale") == big - n, 1800)
             print(
                 f"operator RSS: {rss_empty:.0f} MiB empty, {rss_n:.0f} MiB at {n}, "
@@ -225,7 +247,7 @@ def main() -> None:
             )
         finally:
             stop_pid(operator.pid)
-            for ns in ("bench-floor", "bench-op", "bench-ready", "bench-scale"):
+            for ns in ("bench-op", "bench-ready", "bench-scale"):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
-from tritonop.k8s import KubeClient
+from tritonop.k8s import RESOURCES, KubeClient
 
 LOG = logging.getLogger("tritonop.cache")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
@@ -90,6 +90,9 @@ class ObjectCache:
                 meta = item["metadata"]
                 key = (meta["namespace"], meta["name"])
                 if tombstones.get(key, -1) < (_version(item) or 0):
+                    # A LIST's items carry no apiVersion/kind; watch events and writes do, and
+                    # comparisons with rendered objects need them.
+                    item.setdefault("apiVersion", RESOURCES[kind][0])
                     item.setdefault("kind", kind)
                     listed[key] = item
             stored = self.objects[kind]

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 disables)")
     run.add_argument("--resync-seconds", type=float, default=30.0, help="periodic reconcile of every object")
+    run.add_argument(
+        "--relist-seconds", type=float, default=60.0, help="full re-list of owned objects (the cache's safety net)"
+    )
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
     election = run.add_argument_group("leader election (several operator processes, one reconciling)")
     election.add_argument(
@@ -155,6 +158,7 @@ def run_operator(args: argparse.Namespace) -> None:
     os.environ["TRITONOP_METRICS_PORT"] = str(args.metrics_port)
     os.environ["TRITONOP_RESYNC_SECONDS"] = str(args.resync_seconds)
     os.environ["TRITONOP_WORKERS"] = str(args.workers)
+    os.environ["TRITONOP_RELIST_SECONDS"] = str(args.relist_seconds)
     if args.leader_elect:
         from tritonop.leader import ElectionConfig
 

@@ -24,7 +24,6 @@ from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
 OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
-RELIST_SECONDS = 60.0
 
 
 @kopf.on.startup()
@@ -58,8 +57,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     # Owned objects are read from a watch-fed cache; a periodic relist catches deletions that a
     # watch gap (API server or etcd restart) hid from it.
+    relist_seconds = float(os.environ.get("TRITONOP_RELIST_SECONDS", "60"))
     memo.relist_task = asyncio.create_task(
-        state.cache.keep_fresh(state.kube, OWNED_SELECTOR, RELIST_SECONDS), name="cache-relist"
+        state.cache.keep_fresh(state.kube, OWNED_SELECTOR, relist_seconds), name="cache-relist"
     )
     controller = Controller.from_environment(reconcile)
     election = election_from_environment()

@@ -113,6 +113,7 @@ def start_operator(
                 "run",
                 f"--kubeconfig={kubeconfig or cluster.kubeconfig}",
                 "--resync-seconds=5",
+                "--relist-seconds=4",  # the cache's relist runs within every test's idle windows
                 f"--namespace={namespace_pattern}",
                 f"--metrics-port={metrics_port}",
                 f"--liveness-port={liveness_port}",

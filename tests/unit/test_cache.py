@@ -56,6 +56,9 @@ def test_relist_drops_what_was_deleted_unseen_and_keeps_what_is_newer_than_the_l
     cache.store("Deployment", obj("created-after-the-list", 12))
     relist(cache, Lister({"Deployment": [obj("kept", 8)]}, 10))
     assert set(cache.objects["Deployment"]) == {("ns", "kept"), ("ns", "created-after-the-list")}
+    # LIST items come without apiVersion/kind; stored, they compare like watched objects.
+    kept = cache.get("Deployment", "ns", "kept")
+    assert kept is not None and (kept["apiVersion"], kept["kind"]) == ("apps/v1", "Deployment")
 
 
 def test_a_deletion_seen_while_listing_is_not_revived_by_the_list() -> None:

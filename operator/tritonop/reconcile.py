@@ -57,6 +57,8 @@ FAILED_LOAD_RETRY_SECONDS = 20.0
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
 AUTOSCALE_PERIOD_SECONDS = float(os.environ.get("TRITONOP_AUTOSCALE_PERIOD_SECONDS", "5"))
+# While latency is over target, look every second: each second of a breach costs requests.
+BREACH_PERIOD_SECONDS = float(os.environ.get("TRITONOP_BREACH_PERIOD_SECONDS", "1"))
 MD_LABELS = ["namespace", "name"]
 DESIRED_REPLICAS = Gauge("tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", MD_LABELS)
 CURRENT_REPLICAS = Gauge("tritonop_autoscaler_current_replicas", "Replicas before the decision.", MD_LABELS)
@@ -85,6 +87,7 @@ class AutoscalerState:
     source: str
     history: History = field(default_factory=History)
     last_evaluation: float = float("-inf")
+    period: float = AUTOSCALE_PERIOD_SECONDS  # shorter while the target is breached
     replicas: int | None = None
 
 
@@ -241,7 +244,8 @@ class Reconciler:
         if converging:
             return Outcome(requeue_after=CONVERGING_REQUEUE_SECONDS)
         # The autoscaler evaluates on its own period, whether or not anything else happens.
-        return Outcome(requeue_after=AUTOSCALE_PERIOD_SECONDS if md.spec.autoscaling else None)
+        autoscaler = self.state.autoscalers.get((md.namespace, md.name))
+        return Outcome(requeue_after=autoscaler.period if md.spec.autoscaling and autoscaler else None)
 
     # -- owned objects: read from the watch-fed cache once it is primed, else from the API ------
     async def read(self, kind: str) -> dict[str, Any] | None:
@@ -275,7 +279,7 @@ class Reconciler:
             state = self.state.autoscalers[key] = AutoscalerState(reader=reader, source=source)
         current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
         now = time.monotonic()
-        if now - state.last_evaluation < AUTOSCALE_PERIOD_SECONDS:
+        if now - state.last_evaluation < state.period:
             return max(spec.min_replicas, min(spec.max_replicas, current)), None
         state.last_evaluation = now
         # Pods still loading or not ready are left out: they serve nothing yet.
@@ -304,6 +308,8 @@ class Reconciler:
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
+        breached = observation.latency_ms is not None and observation.latency_ms > spec.target_latency_ms
+        state.period = BREACH_PERIOD_SECONDS if breached else AUTOSCALE_PERIOD_SECONDS
         state.replicas = decision.replicas
         record_decision(self.log, md, decision, current, observation)
         if decision.direction != "none":

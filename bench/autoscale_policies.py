@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -244,7 +245,9 @@ def main() -> None:
     with running_cluster() as cluster, tempfile.TemporaryDirectory(dir=ROOT / ".devcluster") as tmp:
         repository = slow_repository(Path(tmp) / "repo", MODEL, BATCH_MS)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-        cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+        # A namespace left terminating by an earlier run would refuse the ModelDeployment.
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
+        cluster.kubectl("create", "namespace", NAMESPACE)
         log = open(cluster.state_dir / "logs" / "bench-autoscale-operator.log", "wb")  # noqa: SIM115
         operator = subprocess.Popen(
             [
@@ -260,6 +263,7 @@ def main() -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         env = Cluster(cluster)
         results = []

@@ -59,7 +59,9 @@ class LoadGenerator:
         self._targets: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=128, thread_name_prefix="load")
+        # Enough threads that arrivals never wait for one at the client: an overloaded server
+        # must see its queue grow, as it would with real clients.
+        self._pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="load")
         self._threads: list[threading.Thread] = []
         self._next = 0
         self.in_flight = 0  # requests sent and not answered yet (Knative's concurrency signal)
@@ -118,19 +120,21 @@ class LoadGenerator:
                     continue
                 target = self._targets[self._next % len(self._targets)]
                 self._next += 1
-            self._pool.submit(self._one, target)
+            self._pool.submit(self._one, target, next_at)
 
-    def _one(self, ip: str) -> None:
+    def _one(self, ip: str, due: float) -> None:
         with self._lock:
             self.in_flight += 1
         try:
-            self._send(ip)
+            self._send(ip, due)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
-    def _send(self, ip: str) -> None:
-        sent_at = time.monotonic()
+    def _send(self, ip: str, due: float) -> None:
+        # Latency counts from when the request was due, not from when a thread took it up (no
+        # coordinated omission: time spent waiting at the client is the user's time too).
+        sent_at = due
         request = urllib.request.Request(
             f"http://{ip}:8000/v2/models/{self.model}/infer",
             data=BODY,

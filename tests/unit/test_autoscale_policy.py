@@ -208,3 +208,16 @@ def test_breach_with_known_capacity_sizes_for_demand_and_backlog() -> None:
         average_ms=900,
     )
     assert decide(still, s, 6, decision.history, now=5.0).replicas == 7
+
+
+def test_no_blind_step_while_replicas_are_still_starting() -> None:
+    s = spec(scaleDownStabilizationSeconds=0)
+    # 3 asked for, 1 ready; the queue the two starting ones will absorb is still there.
+    breach = Observation(
+        latency_ms=3000, request_rate=10, ready_replicas=1, window_seconds=1, busy=1.0, arrival_rate=10, pending=120
+    )
+    history = History(capacity_per_replica=10.0, last_scale_up=-100.0)
+    decision = decide(breach, s, 3, history, now=0.0)
+    assert decision.replicas == 3 and "still starting" in decision.reason, decision.reason
+    # The same breach with every asked-for replica ready: one more, as before.
+    assert decide(breach, s, 1, history, now=0.0).replicas > 1

@@ -112,6 +112,10 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
         else:
             wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
             reason = f"{metric} {observed:.0f}ms > target {target}ms"
+        if current > base:
+            # Replicas asked for earlier are still starting: the breach they will absorb is no
+            # reason for more. Only a bigger need than `current` adds any.
+            return max(current, wanted), f"{reason}; {current - base} replica(s) still starting"
         return max(current, wanted, base + 1), reason
     if ratio < 1 - TOLERANCE:
         if capacity:

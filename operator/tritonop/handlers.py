@@ -16,8 +16,9 @@ import kopf
 from prometheus_client import start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
+from tritonop.cache import CACHED_KINDS
 from tritonop.controller import Controller
-from tritonop.k8s import KubeClient, KubeError
+from tritonop.k8s import RESOURCES, KubeClient, KubeError
 from tritonop.leader import ElectionConfig, LeaderElector
 from tritonop.reconcile import OperatorState, Reconciler, forget
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
@@ -113,24 +114,19 @@ async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: ko
     memo.controller.update(dict(body))
 
 
-@kopf.on.event("v1", "pods", labels=OWNED)
-async def owned_pod_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _owned_changed("Pod", event, body, memo)
+def _watch_owned(kind: str) -> None:
+    """One kopf event handler per owned kind (CACHED_KINDS), all feeding _owned_changed."""
+    api_version, plural, _ = RESOURCES[kind]
+
+    async def owned_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        _owned_changed(kind, event, body, memo)
+
+    group, _, version = api_version.rpartition("/")
+    kopf.on.event(group=group, version=version, plural=plural, labels=OWNED, id=f"owned-{plural}")(owned_event)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def owned_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _owned_changed("Deployment", event, body, memo)
-
-
-@kopf.on.event("v1", "services", labels=OWNED)
-async def owned_service_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _owned_changed("Service", event, body, memo)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-async def owned_pdb_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _owned_changed("PodDisruptionBudget", event, body, memo)
+for _kind in CACHED_KINDS:
+    _watch_owned(_kind)
 
 
 def _owned_changed(kind: str, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo) -> None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+
+import pytest
 
 from tritonop.cli import JsonFormatter, build_parser
+from tritonop.leader import ElectionConfig
 
 
 def test_json_logs_name_the_model_deployment() -> None:
@@ -27,3 +32,17 @@ def test_json_logs_name_the_model_deployment() -> None:
 def test_run_options() -> None:
     args = build_parser().parse_args(["run", "-n", "a", "-n", "b", "--log-format", "json", "--resync-seconds", "10"])
     assert (args.namespace, args.log_format, args.resync_seconds) == (["a", "b"], "json", 10.0)
+
+
+def test_leader_election_timings_must_nest() -> None:
+    """retry period < renew deadline < lease duration, refused before anything starts."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonop", "run", "--leader-elect", "--lease-duration=5", "--renew-deadline=8"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "retry period < renew deadline < lease duration" in result.stderr
+    with pytest.raises(ValueError, match="got 2 / 10 / 10"):
+        ElectionConfig("ns", lease_duration=10, renew_deadline=10, retry_period=2)

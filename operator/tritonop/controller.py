@@ -46,6 +46,7 @@ class Controller:
         # Workers reconcile only while this is set: always without leader election, only while
         # holding the Lease with it (a standby keeps its watches and queue warm, and writes nothing).
         self.leading = asyncio.Event()
+        self.stopped = False
 
     @classmethod
     def from_environment(cls, reconcile: ReconcileFn) -> Controller:
@@ -76,9 +77,11 @@ class Controller:
         self.leading.clear()
         for task in self.worker_tasks:
             task.cancel()
-        self._start_workers()
+        if not self.stopped:  # shutting down (the Lease is released after stop): no new workers
+            self._start_workers()
 
     async def stop(self) -> None:
+        self.stopped = True
         tasks = self.tasks + self.worker_tasks
         for task in tasks:
             task.cancel()

@@ -98,3 +98,20 @@ def test_losing_leadership_cancels_reconciles_in_flight_and_runs_no_new_ones() -
     cancelled_cleanly, started_when_paused, after = asyncio.run(scenario())
     assert cancelled_cleanly
     assert started_when_paused == after == 1
+
+
+def test_pausing_after_stop_starts_no_workers() -> None:
+    """On shutdown the Lease is released after the controller stopped; that must not revive it."""
+
+    async def scenario() -> list[asyncio.Task[None]]:
+        async def reconcile(obj: dict[str, Any]) -> None:
+            return None
+
+        controller = Controller(reconcile, workers=2, resync_seconds=3600)
+        controller.start()
+        await controller.stop()
+        controller.pause()
+        await asyncio.sleep(0)
+        return [task for task in controller.worker_tasks if not task.done()]
+
+    assert asyncio.run(scenario()) == []

@@ -3,7 +3,7 @@
 A small asyncio client on aiohttp: GET/LIST, server-side apply under one field manager, merge
 patches of status, deletes and Events. Credentials come from the same places kubectl looks
 (in-cluster ServiceAccount, else KUBECONFIG), resolved by the kubernetes package's loaders.
-Every request is counted by verb, so idle write calls can be measured.
+Every request is counted by verb and resource, so idle write calls can be measured.
 """
 
 from __future__ import annotations
@@ -193,9 +193,8 @@ class KubeClient:
             raise
 
     async def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self._request("list", "GET", resource_path(kind, namespace), params=params)
-        return list(result.get("items", []))
+        items, _ = await self.list_snapshot(kind, namespace, label_selector)
+        return items
 
     async def list_snapshot(
         self, kind: str, namespace: str | None = None, label_selector: str | None = None

@@ -221,3 +221,24 @@ def test_no_blind_step_while_replicas_are_still_starting() -> None:
     assert decision.replicas == 3 and "still starting" in decision.reason, decision.reason
     # The same breach with every asked-for replica ready: one more, as before.
     assert decide(breach, s, 1, history, now=0.0).replicas > 1
+
+
+def test_a_breach_that_demand_does_not_explain_adds_nothing_once_capacity_is_known() -> None:
+    """Six ready replicas of 10 req/s, 22 req/s arriving, almost nothing queued, yet p95 is still
+    high from the burst a minute ago: the sizing says 3, so no seventh replica."""
+    s = spec(scaleDownStabilizationSeconds=300)
+    stale = Observation(
+        latency_ms=2129,
+        request_rate=33,
+        ready_replicas=6,
+        window_seconds=1,
+        busy=0.5,
+        arrival_rate=22,
+        pending=6,
+        average_ms=450,
+    )
+    decision = decide(stale, s, 6, History(capacity_per_replica=10.0, last_scale_up=-100.0), now=0.0)
+    assert decision.replicas == 6, decision.reason
+    # Without a learned capacity the latency ratio is all there is: one more.
+    unknown = Observation(latency_ms=2129, request_rate=33, ready_replicas=6, window_seconds=1, average_ms=450)
+    assert decide(unknown, s, 6, History(last_scale_up=-100.0), now=0.0).replicas > 6

@@ -101,6 +101,7 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
     base = observation.ready_replicas
     demand = observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate
     if ratio > 1 + TOLERANCE:
+        sized = bool(capacity) and observation.arrival_rate is not None
         if capacity and observation.arrival_rate is not None:
             # Size for the demand plus draining what is queued, from the learned capacity: this
             # knows how many replicas are needed, where the latency ratio only knows "more".
@@ -116,6 +117,11 @@ def recommend(observation: Observation, spec: AutoscalingSpec, current: int, cap
             # Replicas asked for earlier are still starting: the breach they will absorb is no
             # reason for more. Only a bigger need than `current` adds any.
             return max(current, wanted), f"{reason}; {current - base} replica(s) still starting"
+        if sized:
+            # Trust the sizing: a breach that demand and backlog do not explain is a latency
+            # summary still remembering an overload (Triton's p95 looks back a minute), not a
+            # reason for one more replica.
+            return max(current, wanted), reason
         return max(current, wanted, base + 1), reason
     if ratio < 1 - TOLERANCE:
         if capacity:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pytest
 
 from tritonop.api.spec import AutoscalingSpec
-from tritonop.autoscale.metrics import CounterSample, WindowStats, combine, parse_sample, window
+from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, parse_sample, window
 from tritonop.autoscale.policy import Decision, History, Observation, decide
 
 
@@ -242,3 +243,13 @@ def test_a_breach_that_demand_does_not_explain_adds_nothing_once_capacity_is_kno
     # Without a learned capacity the latency ratio is all there is: one more.
     unknown = Observation(latency_ms=2129, request_rate=33, ready_replicas=6, window_seconds=1, average_ms=450)
     assert decide(unknown, s, 6, History(last_scale_up=-100.0), now=0.0).replicas > 6
+
+
+def test_windows_span_at_least_three_seconds_at_any_cadence() -> None:
+    history: deque[CounterSample] = deque()
+    assert baseline(history, 0.0) is None  # a pod's first sample only starts a window
+    for at in (0.0, 1.0, 2.0, 3.0, 4.0):
+        history.append(CounterSample(at, at * 10, 0, 0, None))
+    assert baseline(history, 5.0).at == 2.0  # newest at least 3 s older
+    assert baseline(history, 4.5).at == 1.0
+    assert baseline(deque([CounterSample(0.0, 0, 0, 0, None)]), 1.0).at == 0.0  # too young: oldest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -157,11 +158,26 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
     )
 
 
+# Rates and demand from windows at least this long, whatever the evaluation cadence: over 1 s a
+# queue's drain and the counters' timing make demand swing by a third.
+MIN_WINDOW_SECONDS = 3.0
+SAMPLES_KEPT = 16
+
+
+def baseline(history: deque[CounterSample], at: float) -> CounterSample | None:
+    """The sample a window ending at `at` starts from: the newest at least MIN_WINDOW_SECONDS
+    older, else the oldest there is (None for a pod's first sample: it only starts a window)."""
+    for sample in reversed(history):
+        if at - sample.at >= MIN_WINDOW_SECONDS:
+            return sample
+    return history[0] if history else None
+
+
 class PodMetricsReader:
-    """Scrapes each ready pod's metrics port and keeps the previous sample per pod."""
+    """Scrapes each ready pod's metrics port and keeps its recent samples."""
 
     def __init__(self) -> None:
-        self.previous: dict[str, CounterSample] = {}  # by pod uid
+        self.samples: dict[str, deque[CounterSample]] = {}  # by pod uid
         self.session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -184,13 +200,14 @@ class PodMetricsReader:
             if isinstance(result, BaseException):
                 unreadable.append(name)
                 continue
-            previous = self.previous.get(uid)
-            self.previous[uid] = result
-            if previous is not None:
-                stats.append(window(previous, result))
-        for uid in list(self.previous):
+            history = self.samples.setdefault(uid, deque(maxlen=SAMPLES_KEPT))
+            start = baseline(history, result.at)
+            history.append(result)
+            if start is not None:
+                stats.append(window(start, result))
+        for uid in list(self.samples):
             if uid not in pods:
-                del self.previous[uid]
+                del self.samples[uid]
         return combine(stats, tuple(sorted(unreadable)))
 
 

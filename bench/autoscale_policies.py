@@ -216,7 +216,8 @@ def run_policy(env: Cluster, policy: str, repository: Path) -> Run:
     run = Run(policy)
     stop = threading.Event()
     ips: list[str] = env.ready_ips()
-    load = LoadGenerator(lambda: ips, MODEL, rate_at(0), timeout=30, max_seconds=TRACE[-1][1] + 60)
+    # No client-side cap that matters: every policy sees its servers' queues grow as they are.
+    load = LoadGenerator(lambda: ips, MODEL, rate_at(0), timeout=30, max_seconds=TRACE[-1][1] + 60, max_in_flight=1024)
     controllers: list[threading.Thread] = []
     if policy == "hpa-queue":
         controllers.append(threading.Thread(target=hpa_controller, args=(env, stop), daemon=True))

@@ -47,6 +47,7 @@ class LoadGenerator:
         timeout: float = 15.0,
         max_seconds: float = 600.0,
         refresh_seconds: float = 1.0,
+        max_in_flight: int = 128,
     ) -> None:
         self.targets_fn = targets
         self.model = model
@@ -59,9 +60,9 @@ class LoadGenerator:
         self._targets: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        # Enough threads that arrivals never wait for one at the client: an overloaded server
-        # must see its queue grow, as it would with real clients.
-        self._pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="load")
+        # At most this many requests in flight, like an HTTP client's connection pool: later
+        # arrivals wait at the client, and that wait counts in their latency (see _send).
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="load")
         self._threads: list[threading.Thread] = []
         self._next = 0
         self.in_flight = 0  # requests sent and not answered yet (Knative's concurrency signal)

@@ -253,3 +253,11 @@ def test_windows_span_at_least_three_seconds_at_any_cadence() -> None:
     assert baseline(history, 5.0).at == 2.0  # newest at least 3 s older
     assert baseline(history, 4.5).at == 1.0
     assert baseline(deque([CounterSample(0.0, 0, 0, 0, None)]), 1.0).at == 0.0  # too young: oldest
+
+
+def test_a_source_without_demand_still_scales_on_a_breach() -> None:
+    """Prometheus gives no arrival rate: a learned capacity must not read that as zero demand."""
+    s = spec(scaleDownStabilizationSeconds=0)
+    overloaded = Observation(latency_ms=12920, request_rate=9.9, ready_replicas=1, window_seconds=30, average_ms=9000)
+    decision = decide(overloaded, s, 1, History(capacity_per_replica=10.0, last_scale_up=-100.0), now=0.0)
+    assert decision.replicas > 1, decision.reason

@@ -64,7 +64,9 @@ class Measurement:
     measured_pods: int
     unreadable: tuple[str, ...]  # pods whose metrics could not be read (reported, never assumed idle)
     busy: float | None = None  # mean busy fraction of the measured pods' model instances
-    arrival_rate: float = 0.0  # requests/s arriving (served + queue growth): demand, not capacity
+    # requests/s arriving (served + queue growth): demand, not capacity. None: this source does
+    # not measure it (Prometheus), and the policy must not read that as "no demand".
+    arrival_rate: float | None = None
     pending: float = 0.0  # requests waiting in the servers' queues now
 
     def latency(self, metric: str) -> float | None:

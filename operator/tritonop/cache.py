@@ -2,8 +2,9 @@
 
 A reconcile reads its Deployment, Service, PodDisruptionBudget and pods from here instead of
 asking the API server each time (a few GETs and a LIST per reconcile, several reconciles per
-object, add up at hundreds of ModelDeployments). The store is trusted for a kind only once it
-is primed by one LIST at startup; until then, and for other kinds, reads go to the API.
+object, add up at hundreds of ModelDeployments). The store is trusted for a kind only once a
+LIST has primed it at startup; until then, and for other kinds, reads go to the API. The LIST is
+repeated periodically (relist) to drop deletions a watch gap hid.
 
 Freshness: watch events replace what is stored, and so does every object the operator writes
 itself (the apply response), whichever is newer by resourceVersion, so a reconcile that follows
@@ -21,6 +22,11 @@ from tritonop.k8s import RESOURCES, KubeClient
 LOG = logging.getLogger("tritonop.cache")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
 Key = tuple[str, str]  # (namespace, name)
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata", {})
+    return (meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _version(obj: dict[str, Any]) -> int | None:
@@ -46,8 +52,7 @@ class ObjectCache:
         meta = obj.get("metadata", {})
         if "managedFields" in meta:  # never read by the operator, and the bulk of a small object
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-            meta = obj["metadata"]
-        key = (meta.get("namespace", ""), meta.get("name", ""))
+        key = _key(obj)
         known = self.objects[kind].get(key)
         if known is not None:
             new, old = _version(obj), _version(known)
@@ -56,8 +61,7 @@ class ObjectCache:
         self.objects[kind][key] = obj
 
     def remove(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata", {})
-        key = (meta.get("namespace", ""), meta.get("name", ""))
+        key = _key(obj)
         self.objects[kind].pop(key, None)
         if kind in self._tombstones:
             self._tombstones[kind][key] = _version(obj) or 0
@@ -87,8 +91,7 @@ class ObjectCache:
                 return  # resourceVersions that are not numbers: no safe merge, keep asking the API
             listed: dict[Key, dict[str, Any]] = {}
             for item in items:
-                meta = item["metadata"]
-                key = (meta["namespace"], meta["name"])
+                key = _key(item)
                 if tombstones.get(key, -1) < (_version(item) or 0):
                     # A LIST's items carry no apiVersion/kind; watch events and writes do, and
                     # comparisons with rendered objects need them.

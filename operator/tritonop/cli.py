@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonop import __version__
+from tritonop.leader import ElectionConfig
+from tritonop.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--relist-seconds", type=float, default=60.0, help="full re-list of owned objects (the cache's safety net)"
     )
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
+    run.add_argument(
+        "--autoscale-period-seconds", type=float, default=5.0, help="autoscaler evaluation period per ModelDeployment"
+    )
+    run.add_argument(
+        "--breach-period-seconds", type=float, default=1.0, help="evaluation period while latency is over target"
+    )
     election = run.add_argument_group("leader election (several operator processes, one reconciling)")
     election.add_argument(
         "--leader-elect",
@@ -152,25 +160,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def run_operator(args: argparse.Namespace) -> None:
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    os.environ["TRITONOP_METRICS_PORT"] = str(args.metrics_port)
-    os.environ["TRITONOP_RESYNC_SECONDS"] = str(args.resync_seconds)
-    os.environ["TRITONOP_WORKERS"] = str(args.workers)
-    os.environ["TRITONOP_RELIST_SECONDS"] = str(args.relist_seconds)
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The operator's settings from `tritonop run` flags (the only place that reads the environment)."""
+    election = None
     if args.leader_elect:
-        from tritonop.leader import ElectionConfig
-
         try:  # refuse inconsistent timings before starting anything
-            ElectionConfig("-", "-", "", args.lease_duration, args.renew_deadline, args.retry_period)
+            election = ElectionConfig(
+                namespace=args.leader_election_namespace or own_namespace(),
+                name=args.leader_election_id,
+                lease_duration=args.lease_duration,
+                renew_deadline=args.renew_deadline,
+                retry_period=args.retry_period,
+            )
         except ValueError as error:
             sys.exit(f"tritonop run: {error}")
-        os.environ["TRITONOP_LEADER_ELECTION_NAMESPACE"] = args.leader_election_namespace or own_namespace()
-        os.environ["TRITONOP_LEADER_ELECTION_ID"] = args.leader_election_id
-        os.environ["TRITONOP_LEASE_DURATION"] = str(args.lease_duration)
-        os.environ["TRITONOP_RENEW_DEADLINE"] = str(args.renew_deadline)
-        os.environ["TRITONOP_RETRY_PERIOD"] = str(args.retry_period)
+    return Settings(
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        workers=args.workers,
+        resync_seconds=args.resync_seconds,
+        relist_seconds=args.relist_seconds,
+        autoscale_period_seconds=args.autoscale_period_seconds,
+        breach_period_seconds=args.breach_period_seconds,
+        in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
+        election=election,
+    )
+
+
+def run_operator(args: argparse.Namespace) -> None:
+    settings = settings_from(args)
+    if args.kubeconfig:
+        # kopf's own watches log in through the kubernetes package, which reads $KUBECONFIG.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -186,6 +207,7 @@ def run_operator(args: argparse.Namespace) -> None:
         namespaces=args.namespace,
         standalone=True,  # coordination is our own Lease (--leader-elect), not kopf peering
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+        memo=kopf.Memo(settings=settings),
     )
 
 

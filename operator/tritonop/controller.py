@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -48,13 +47,15 @@ class Controller:
         self.leading = asyncio.Event()
         self.stopped = False
 
-    @classmethod
-    def from_environment(cls, reconcile: ReconcileFn) -> Controller:
-        return cls(
-            reconcile,
-            workers=int(os.environ.get("TRITONOP_WORKERS", "16")),
-            resync_seconds=float(os.environ.get("TRITONOP_RESYNC_SECONDS", "30")),
-        )
+    def entries(self) -> dict[str, int]:
+        """Sizes of the queue's per-object maps (the soak benchmark watches them)."""
+        return {
+            "controller_bodies": len(self.bodies),
+            "controller_failures": len(self.failures),
+            "controller_delayed": len(self.delayed),
+            "controller_queued": len(self.queued),
+            "controller_dirty": len(self.dirty),
+        }
 
     def start(self, leading: bool = True) -> None:
         if leading:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.cache import CACHED_KINDS
 from tritonop.controller import Controller
 from tritonop.k8s import RESOURCES, KubeClient, KubeError
-from tritonop.leader import ElectionConfig, LeaderElector
-from tritonop.reconcile import OperatorState, Reconciler, forget
+from tritonop.leader import LeaderElector
+from tritonop.reconcile import reconcile
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
+from tritonop.settings import Settings
+from tritonop.state import EntriesCollector, OperatorState
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
 OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
@@ -38,55 +39,51 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    metrics_port = int(os.environ.get("TRITONOP_METRICS_PORT", "8080"))
-    if metrics_port:
-        start_http_server(metrics_port)
-    state = OperatorState(kube=KubeClient.from_environment())
+    # The CLI puts its Settings in the memo; without them (kopf run), the defaults.
+    config: Settings = getattr(memo, "settings", None) or Settings()
+    state = OperatorState.from_settings(config, KubeClient.from_environment(config.kubeconfig))
 
-    async def reconcile(body: dict[str, Any]) -> float | None:
+    async def run_reconcile(body: dict[str, Any]) -> float | None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
-            return (await Reconciler(state, body).run()).requeue_after
+            return (await reconcile(state, body)).requeue_after
         except KubeError as error:
-            key = (body["metadata"]["namespace"], body["metadata"]["name"])
             # A watch scoped by namespace pattern can end with its namespace, before any DELETED
             # event: ask once whether the object still exists, and forget it if not.
             if error.going_away and await state.kube.get("ModelDeployment", *key) is None:
-                controller.forget(key)
-                forget(state, *key, body["metadata"].get("uid"))
+                await release(memo, key, body["metadata"].get("uid"))
                 return None
             raise
+        finally:
+            if key not in controller.bodies:
+                # Deleted while this reconcile ran: what it just remembered must go too.
+                await state.release(key, body["metadata"].get("uid"))
 
+    controller = Controller(run_reconcile, workers=config.workers, resync_seconds=config.resync_seconds)
+    if config.metrics_port:
+        REGISTRY.register(EntriesCollector(state.entries, controller.entries))
+        start_http_server(config.metrics_port)
     # Owned objects are read from a watch-fed cache; a periodic relist catches deletions that a
     # watch gap (API server or etcd restart) hid from it.
-    relist_seconds = float(os.environ.get("TRITONOP_RELIST_SECONDS", "60"))
     memo.relist_task = asyncio.create_task(
-        state.cache.keep_fresh(state.kube, OWNED_SELECTOR, relist_seconds), name="cache-relist"
+        state.cache.keep_fresh(state.kube, OWNED_SELECTOR, config.relist_seconds), name="cache-relist"
     )
-    controller = Controller.from_environment(reconcile)
-    election = election_from_environment()
     memo.elector = None
-    if election is None:
+    if config.election is None:
         controller.start()
     else:
         # Watches run in every process; only the Lease holder's workers reconcile.
         controller.start(leading=False)
-        memo.elector = LeaderElector(state.kube, election, controller.resume, controller.pause)
+        memo.elector = LeaderElector(state.kube, config.election, controller.resume, controller.pause)
         memo.election_task = asyncio.create_task(memo.elector.run(), name="leader-election")
     memo.state = state
     memo.controller = controller
 
 
-def election_from_environment() -> ElectionConfig | None:
-    namespace = os.environ.get("TRITONOP_LEADER_ELECTION_NAMESPACE")
-    if not namespace:
-        return None
-    return ElectionConfig(
-        namespace=namespace,
-        name=os.environ.get("TRITONOP_LEADER_ELECTION_ID", "tritonop-leader"),
-        lease_duration=float(os.environ.get("TRITONOP_LEASE_DURATION", "15")),
-        renew_deadline=float(os.environ.get("TRITONOP_RENEW_DEADLINE", "10")),
-        retry_period=float(os.environ.get("TRITONOP_RETRY_PERIOD", "2")),
-    )
+async def release(memo: kopf.Memo, key: tuple[str, str], uid: str | None) -> None:
+    """The one cleanup path for a ModelDeployment that is gone (deleted, or its namespace)."""
+    memo.controller.forget(key)
+    await memo.state.release(key, uid)
 
 
 @kopf.on.cleanup()
@@ -98,6 +95,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
     if memo.elector is not None:
         await memo.elector.release()
+    for key in list(memo.state.autoscalers.states):
+        await memo.state.autoscalers.forget(key)
     await memo.state.kube.close()
 
 
@@ -105,11 +104,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     key = (str(body.metadata.namespace), str(body.metadata.name))
     if event.get("type") == "DELETED":
-        memo.controller.forget(key)
-        forget(memo.state, *key, body.metadata.uid)
-        state = memo.state.autoscalers.pop(key, None)
-        if state is not None:
-            await state.reader.close()
+        await release(memo, key, body.metadata.uid)
         return
     memo.controller.update(dict(body))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.api.spec import ModelDeployment
+from tritonop.api.spec import Condition, EndpointStatus, LatencyStatus, ModelDeployment, ModelDeploymentStatus
 from tritonop.render.objects import endpoint, selector_string
 from tritonop.repository.local import RepositoryReport
 
@@ -25,7 +25,15 @@ FAILING_WAIT_REASONS = frozenset(
         "RunContainerError",
     }
 )
-CONDITION_ORDER = ("Ready", "RepositoryValid", "Scheduled", "ModelLoaded", "Progressing", "LatencyWithinTarget")
+CONDITION_ORDER = (
+    "Ready",
+    "RepositoryValid",
+    "Scheduled",
+    "ModelLoaded",
+    "Progressing",
+    "LatencyWithinTarget",
+    "Synced",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class PodFacts:
     ready_versions: tuple[int, ...] = ()
     config_current: bool = False  # the loaded config is the one the spec asks for
     load_error: str | None = None
+    awaiting_replacement: bool = False  # Recreate/Rolling: an old pod the Deployment will replace
+    unreachable: bool = False  # live, but the load call got no answer (server restarting)
 
     def serves(self, version: int | None) -> bool:
         if version is None:
@@ -56,6 +66,7 @@ class Facts:
     rollout_pending: bool = False  # the Deployment still replaces pods (Recreate/Rolling, image change)
     gpu_resource: str = "nvidia.com/gpu"
     autoscale: AutoscaleFacts | None = None
+    apply_refused: str | None = None  # the API server's message when it refused an owned object
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,27 @@ class AutoscaleFacts:
     scaled: bool = False
 
 
-def condition(md: ModelDeployment, kind: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
-    return {"type": kind, "status": status, "reason": reason, "message": message, "observedGeneration": md.generation}
+def condition(md: ModelDeployment, kind: str, status: str, reason: str, message: str = "") -> Condition:
+    """A condition for this generation; lastTransitionTime is settled by compute_status."""
+    return Condition.model_validate(
+        {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": "",
+            "observedGeneration": md.generation,
+        }
+    )
 
 
-def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bool) -> dict[str, Any]:
+def _synced_condition(md: ModelDeployment, facts: Facts) -> Condition:
+    if facts.apply_refused:
+        return condition(md, "Synced", "False", "ApplyRefused", facts.apply_refused)
+    return condition(md, "Synced", "True", "Applied", "owned objects match the spec")
+
+
+def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bool) -> Condition:
     report = facts.repository
     if report.problem:
         return condition(md, "RepositoryValid", "False", report.problem, report.message)
@@ -88,7 +115,7 @@ def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bo
     return condition(md, "RepositoryValid", "Unknown", "NotReadableByOperator", report.message)
 
 
-def _scheduled_condition(md: ModelDeployment, facts: Facts) -> dict[str, Any]:
+def _scheduled_condition(md: ModelDeployment, facts: Facts) -> Condition:
     # Only the scheduler's verdict counts: a pod it has not looked at yet is not a problem.
     pending = [pod for pod in facts.pods if not pod.scheduled and pod.unschedulable_message is not None]
     if not pending:
@@ -98,18 +125,54 @@ def _scheduled_condition(md: ModelDeployment, facts: Facts) -> dict[str, Any]:
     return condition(md, "Scheduled", "False", reason, f"{len(pending)} pod(s) not scheduled: {message}")
 
 
-def _loaded_condition(md: ModelDeployment, facts: Facts) -> dict[str, Any]:
+def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
+    """What the servers load, and when they do not, why (never 'Loading' when nothing loads)."""
     failed = [pod for pod in facts.pods if pod.load_error]
     if failed:
         return condition(md, "ModelLoaded", "False", "LoadFailed", f"{failed[0].name}: {failed[0].load_error}")
     live = [pod for pod in facts.pods if pod.live]
+    not_started = len(facts.pods) - len(live)
     if not live:
-        return condition(md, "ModelLoaded", "Unknown", "NoServerRunning", "no Triton server is up yet")
-    behind = [pod.name for pod in live if not pod.serves(facts.target_version)]
-    if behind:
-        return condition(md, "ModelLoaded", "False", "Loading", f"loading on {', '.join(sorted(behind))}")
+        if not facts.pods:
+            return condition(md, "ModelLoaded", "Unknown", "NoServerRunning", "no replica exists yet")
+        return condition(
+            md,
+            "ModelLoaded",
+            "Unknown",
+            "NoServerRunning",
+            f"no Triton server is up yet ({not_started} pod(s) starting)",
+        )
     version = facts.target_version if facts.target_version is not None else "latest"
-    return condition(md, "ModelLoaded", "True", "Loaded", f"version {version} loaded on {len(live)} server(s)")
+    behind = sorted(pod.name for pod in live if not pod.serves(facts.target_version))
+    if behind and facts.repository.problem:
+        return condition(
+            md,
+            "ModelLoaded",
+            "False",
+            "BlockedByRepository",
+            f"version {version} not loaded on {', '.join(behind)}: the repository check failed "
+            f"({facts.repository.problem}); the loaded version keeps serving",
+        )
+    replaced = sorted(pod.name for pod in live if pod.awaiting_replacement and pod.name in behind)
+    if replaced:
+        return condition(
+            md,
+            "ModelLoaded",
+            "False",
+            "AwaitingReplacement",
+            f"{', '.join(replaced)} keep the previous version until the Deployment replaces them",
+        )
+    unreachable = sorted(pod.name for pod in live if pod.unreachable and pod.name in behind)
+    if unreachable:
+        return condition(
+            md, "ModelLoaded", "False", "ServerUnreachable", f"no answer from Triton on {', '.join(unreachable)}"
+        )
+    if behind:
+        return condition(md, "ModelLoaded", "False", "Loading", f"loading version {version} on {', '.join(behind)}")
+    starting = f"; {not_started} pod(s) not started yet" if not_started else ""
+    return condition(
+        md, "ModelLoaded", "True", "Loaded", f"version {version} loaded on {len(live)} server(s){starting}"
+    )
 
 
 def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
@@ -124,15 +187,22 @@ def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
     return max(common) if common else None
 
 
-def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], now: str) -> dict[str, Any]:
+# Reasons of a False condition that are progress, not trouble: they do not make Ready's reason.
+PROGRESS_REASONS = frozenset({"Loading", "WaitingForReplicas", "VersionSwitch", "RollingOut", "AwaitingReplacement"})
+
+
+def compute_status(
+    md: ModelDeployment, facts: Facts, previous: ModelDeploymentStatus, now: str
+) -> ModelDeploymentStatus:
     ready_pods = [pod for pod in facts.pods if pod.ready]
     serving = [pod for pod in ready_pods if pod.serves(facts.target_version)]
     active = _active_version(facts, ready_pods)
     target = facts.target_version if facts.target_version is not None else active
-    previous_version = previous.get("previousVersion")
-    if active is not None and previous.get("activeVersion") not in (None, active):
-        previous_version = previous["activeVersion"]
+    previous_version = previous.previous_version
+    if active is not None and previous.active_version not in (None, active):
+        previous_version = previous.active_version
 
+    synced = _synced_condition(md, facts)
     repository = _repository_condition(md, facts, bool(serving))
     scheduled = _scheduled_condition(md, facts)
     loaded = _loaded_condition(md, facts)
@@ -154,78 +224,81 @@ def compute_status(md: ModelDeployment, facts: Facts, previous: dict[str, Any], 
 
     crashing = next((pod for pod in facts.pods if pod.waiting_reason in FAILING_WAIT_REASONS), None)
     ready_count = len(serving)
-    settled = not switching and not facts.rollout_pending and crashing is None
+    settled = not switching and not facts.rollout_pending and crashing is None and not facts.apply_refused
     if ready_count >= facts.desired_replicas and settled and (facts.desired_replicas == 0 or serving):
         ready = condition(
             md, "Ready", "True", "Serving", f"{ready_count}/{facts.desired_replicas} replicas serve version {target}"
         )
     else:
-        for failing in (repository, scheduled, loaded):
-            if failing["status"] == "False" and failing["reason"] != "Loading":
-                reason, message = failing["reason"], failing["message"]
+        for failing in (synced, repository, scheduled, loaded):
+            if failing.status == "False" and failing.reason not in PROGRESS_REASONS:
+                reason, message = failing.reason, failing.message
                 break
         else:
             if crashing is not None:
                 reason = crashing.waiting_reason or "ServerFailing"
                 message = f"{crashing.name}: {crashing.waiting_message}"
             elif switching or facts.rollout_pending:
-                reason, message = progressing["reason"], progressing["message"]
+                reason, message = progressing.reason, progressing.message
             else:
                 reason = "WaitingForReplicas"
                 message = f"{ready_count}/{facts.desired_replicas} replicas serve the target version"
         ready = condition(md, "Ready", "False", reason, message)
 
-    conditions = [ready, repository, scheduled, loaded, progressing]
+    conditions = [ready, synced, repository, scheduled, loaded, progressing]
     if md.spec.autoscaling is not None:
         conditions.append(_latency_condition(md, facts.autoscale, previous))
-    old_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
+    settled_conditions = []
     for cond in conditions:
-        old = old_conditions.get(cond["type"])
-        same = old is not None and old.get("status") == cond["status"]
-        cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same and old else now
-    conditions.sort(key=lambda c: CONDITION_ORDER.index(c["type"]) if c["type"] in CONDITION_ORDER else 99)
+        old = previous.condition(cond.type)
+        since = old.last_transition_time if old is not None and old.status == cond.status else now
+        settled_conditions.append(cond.model_copy(update={"last_transition_time": since}))
+    settled_conditions.sort(key=lambda c: CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else 99)
 
-    status: dict[str, Any] = {
-        "observedGeneration": md.generation,
-        "modelName": md.model_name,
-        "replicas": len(facts.pods),
-        # Ready pods serve some version (VERSION shows which); the Ready condition wants the target.
-        "readyReplicas": len(ready_pods),
-        "desiredReplicas": facts.desired_replicas,
-        "readySummary": f"{len(ready_pods)}/{facts.desired_replicas}",
-        "selector": selector_string(md),
-        "endpoint": endpoint(md),
-        "conditions": conditions,
-    }
-    for key, value in (("activeVersion", active), ("targetVersion", target), ("previousVersion", previous_version)):
-        if value is not None:
-            status[key] = value
-    if ready["status"] != "True":
-        status["reason"] = ready["reason"]
+    latency, last_scale_time = None, None
     if md.spec.autoscaling is not None:
         auto = facts.autoscale
-        if auto is not None:
-            latency = {
-                key: round(value)
-                for key, value in (("p95Ms", auto.p95_ms), ("averageMs", auto.average_ms), ("queueMs", auto.queue_ms))
-                if value is not None
-            }
-            if latency:
-                status["latency"] = {**latency, "windowSeconds": round(auto.window_seconds)}
-        elif "latency" in previous:
-            status["latency"] = previous["latency"]
-        if auto is not None and auto.scaled:
-            status["lastScaleTime"] = now
-        elif "lastScaleTime" in previous:
-            status["lastScaleTime"] = previous["lastScaleTime"]
-    return status
+        latency = previous.latency
+        if auto is not None and any(v is not None for v in (auto.p95_ms, auto.average_ms, auto.queue_ms)):
+            latency = LatencyStatus(
+                p95_ms=_rounded(auto.p95_ms),
+                average_ms=_rounded(auto.average_ms),
+                queue_ms=_rounded(auto.queue_ms),
+                window_seconds=round(auto.window_seconds),
+            )
+        elif auto is not None:
+            latency = None
+        last_scale_time = now if auto is not None and auto.scaled else previous.last_scale_time
+
+    return ModelDeploymentStatus(
+        observed_generation=md.generation,
+        model_name=md.model_name,
+        replicas=len(facts.pods),
+        # Ready pods serve some version (VERSION shows which); the Ready condition wants the target.
+        ready_replicas=len(ready_pods),
+        desired_replicas=facts.desired_replicas,
+        ready_summary=f"{len(ready_pods)}/{facts.desired_replicas}",
+        selector=selector_string(md),
+        endpoint=EndpointStatus.model_validate(endpoint(md)),
+        active_version=active,
+        target_version=target,
+        previous_version=previous_version,
+        latency=latency,
+        last_scale_time=last_scale_time,
+        reason=ready.reason if ready.status != "True" else None,
+        conditions=settled_conditions,
+    )
 
 
-def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previous: dict[str, Any]) -> dict[str, Any]:
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previous: ModelDeploymentStatus) -> Condition:
     if auto is None:  # no evaluation in this reconcile: keep what the last one said
-        old = next((c for c in previous.get("conditions") or [] if c.get("type") == "LatencyWithinTarget"), None)
+        old = previous.condition("LatencyWithinTarget")
         if old is not None:
-            return {k: v for k, v in old.items() if k != "lastTransitionTime"} | {"observedGeneration": md.generation}
+            return old.model_copy(update={"observed_generation": md.generation})
         return condition(md, "LatencyWithinTarget", "Unknown", "NotMeasured", "no measurement yet")
     unreadable = f"; metrics unreadable on {', '.join(auto.unreadable)}" if auto.unreadable else ""
     if auto.latency_ms is None:
@@ -237,12 +310,13 @@ def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previou
     return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)
 
 
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
-    """A merge patch turning old into new (None: nothing changed, write nothing)."""
-    if old == new:
+def status_patch(old: dict[str, Any], new: ModelDeploymentStatus) -> dict[str, Any] | None:
+    """A merge patch turning the stored status into new (None: nothing changed, write nothing)."""
+    wanted = new.to_body()
+    if old == wanted:
         return None
-    patch: dict[str, Any] = dict(new)
+    patch: dict[str, Any] = dict(wanted)
     for key in old:
-        if key not in new:
+        if key not in wanted:
             patch[key] = None
     return patch

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tritonop.api.spec import ModelConfigOverrides, ModelDeployment
-from tritonop.reconcile import config_is_current, desired_replicas, first_difference, is_subset
+from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
+from tritonop.autoscale.runner import desired_replicas
+from tritonop.owned import first_difference, is_subset
+from tritonop.serving import config_is_current
 from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt, to_json
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
@@ -48,7 +50,7 @@ def md(**spec: object) -> ModelDeployment:
 def test_desired_replicas(
     spec: dict[str, object], live_replicas: int | None, status: dict[str, int], expected: int
 ) -> None:
-    model = md(**spec).model_copy(update={"status": status})
+    model = md(**spec).model_copy(update={"status": ModelDeploymentStatus.model_validate(status)})
     deployment = {"spec": {"replicas": live_replicas}} if live_replicas is not None else None
     assert desired_replicas(model, deployment) == expected
 

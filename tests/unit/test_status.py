@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tritonop.api.spec import ModelDeployment
+from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
 from tritonop.repository.local import RepositoryReport
 from tritonop.status import Facts, PodFacts, compute_status, status_patch
 
@@ -116,7 +116,7 @@ CASES = [
 
 @pytest.mark.parametrize(("case", "facts", "want_conditions", "want_fields"), CASES, ids=[c[0] for c in CASES])
 def test_compute_status(case: str, facts: Facts, want_conditions: dict[str, Any], want_fields: dict[str, Any]) -> None:
-    status = compute_status(md(), facts, {}, NOW)
+    status = compute_status(md(), facts, ModelDeploymentStatus(), NOW).to_body()
     got = conditions(status)
     for kind, expected in want_conditions.items():
         assert got[kind] == expected, f"{kind}: {got[kind]} != {expected}"
@@ -129,23 +129,26 @@ def test_compute_status(case: str, facts: Facts, want_conditions: dict[str, Any]
 
 def test_transition_time_moves_only_when_status_flips() -> None:
     facts = Facts(2, VALID, 3, (serving("a"), serving("b")))
-    first = compute_status(md(), facts, {}, "T1")
+    first = compute_status(md(), facts, ModelDeploymentStatus(), "T1")
     again = compute_status(md(), facts, first, "T2")
     assert again == first
-    assert status_patch(first, again) is None
+    assert status_patch(first.to_body(), again) is None
     broken = Facts(2, VALID, 3, (serving("a"), PodFacts("b", scheduled=False, unschedulable_message="x")))
     later = compute_status(md(), broken, first, "T3")
-    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    times = {c.type: c.last_transition_time for c in later.conditions}
     assert times["Ready"] == "T3" and times["RepositoryValid"] == "T1"
 
 
 def test_previous_version_follows_the_active_one() -> None:
-    on_2 = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), {}, NOW)
+    on_2 = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), ModelDeploymentStatus(), NOW)
     on_3 = compute_status(md(), Facts(1, VALID, 3, (serving("a", 3),)), on_2, NOW)
-    assert (on_3["activeVersion"], on_3["previousVersion"]) == (3, 2)
+    assert (on_3.active_version, on_3.previous_version) == (3, 2)
     back = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), on_3, NOW)
-    assert (back["activeVersion"], back["previousVersion"]) == (2, 3)
+    assert (back.active_version, back.previous_version) == (2, 3)
 
 
 def test_status_patch_removes_fields_that_went_away() -> None:
-    assert status_patch({"reason": "X", "replicas": 1}, {"replicas": 2}) == {"replicas": 2, "reason": None}
+    assert status_patch({"reason": "X", "replicas": 1, "conditions": []}, ModelDeploymentStatus(replicas=2)) == {
+        "replicas": 2,
+        "reason": None,
+    }

@@ -115,7 +115,6 @@ def build_crd() -> dict[str, Any]:
     spec_schema = openapi_schema(ModelDeploymentSpec)
     _add_object_defaults(spec_schema)
     status_schema = openapi_schema(ModelDeploymentStatus)
-    status_schema["properties"]["modelName"] = {"type": "string", "description": "Triton model name being served."}
     spec_schema["description"] = "What to serve and how: model, server, replicas or autoscaling, rollout."
     status_schema["description"] = "What the operator observed: replicas, versions, latency, conditions."
     return {

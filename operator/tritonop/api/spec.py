@@ -39,7 +39,6 @@ OWNED_FLAGS = (
     "allow-grpc",
     "allow-metrics",
 )
-_OWNED_FLAG_REGEX = "^--(" + "|".join(OWNED_FLAGS) + ")(=.*)?$"
 # pvc://claim[/subpath] | s3://bucket[/path] | gs://bucket[/path] | file:///absolute/path
 REPOSITORY_PATTERN = (
     r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/]+)*/?"
@@ -49,6 +48,38 @@ REPOSITORY_PATTERN = (
 )
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 TRITON_MODEL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# Kubernetes name syntaxes (k8s.io/apimachinery/pkg/util/validation), as RE2 for CEL.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MESSAGE = (
+    "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter "
+    "or digit, at most 253 characters"
+)
+# A label key: [DNS subdomain prefix (at most 253) + '/'] + name (at most 63).
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_MESSAGE = (
+    "must be a label key: an optional DNS subdomain prefix and '/', then a name of at most 63 letters, digits, "
+    "'-', '_' or '.' starting and ending with a letter or digit (e.g. nvidia.com/gpu.present)"
+)
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LABEL_VALUE_MESSAGE = (
+    "must be a label value: empty, or at most 63 letters, digits, '-', '_' or '.' starting and ending with a "
+    "letter or digit"
+)
+# A container image reference (github.com/distribution/reference), as the kubelet parses it.
+_IMAGE_DOMAIN_COMPONENT = r"([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_DOMAIN = rf"({_IMAGE_DOMAIN_COMPONENT}(\.{_IMAGE_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(:[0-9]+)?"
+_IMAGE_PATH_COMPONENT = r"[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^({_IMAGE_DOMAIN}/)?{_IMAGE_PATH_COMPONENT}(/{_IMAGE_PATH_COMPONENT})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# Environment variables the operator sets in the tritonserver container (render/objects.py): a
+# second entry of the same name would win (the last one does) and break what the operator set.
+OPERATOR_ENV = "TRITONOP_CONTROL_KEY"  # the key that unlocks Triton's model control API
+GCS_CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"  # gs:// with credentialsSecret
 
 
 def cel(
@@ -64,41 +95,68 @@ def cel(
     return validation
 
 
+def cel_matches(regex: str, message: str) -> JsonDict:
+    """A CEL rule: the string matches `regex` (RE2), else `message`."""
+    cel_regex = regex.replace("\\", "\\\\")  # inside a CEL string literal
+    return cel(f"self.matches('{cel_regex}')", message)
+
+
+def cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+def cel_string(longest: int, *rules: JsonDict, **python: Any) -> Any:
+    """A string checked at admission by CEL rules whose messages say what is allowed.
+
+    Only the API server runs the rules: the operator parses what admission let through, including
+    objects stored before a rule existed, and must still parse those (what the API server then
+    refuses in an owned object is reported at runtime). `python` are the pydantic constraints the
+    field always had, kept for the same reason. `longest` bounds the rules' cost at admission."""
+    schema = {"type": "string", "maxLength": longest, "x-kubernetes-validations": list(rules)}
+    return Annotated[str, Field(**python), WithJsonSchema(schema)]
+
+
 # Validated per item, so the error names the offending index (spec.server.extraArgs[2]).
+# tritonserver parses flags with getopt_long, which takes any unambiguous abbreviation of a long
+# option (--model-control=poll is --model-control-mode=poll), so a flag whose name is a prefix of
+# an owned flag is refused too. The `--flag value` form is covered: the flag alone is refused.
 ExtraArg = Annotated[
     str,
     Field(
         max_length=256,
         json_schema_extra={
+            "minLength": 1,
             "x-kubernetes-validations": [
                 cel(
-                    f"!self.matches('{_OWNED_FLAG_REGEX}')",
+                    "!self.startsWith('--') || self.size() == 2 || !"
+                    + cel_list(OWNED_FLAGS)
+                    + ".exists(flag, flag.startsWith(self.substring(2).split('=')[0]))",
                     message_expression=(
                         "'must not set ' + self + ': the operator owns "
                         + ", ".join(f"--{flag}" for flag in OWNED_FLAGS)
-                        + "'"
+                        + " (and tritonserver takes any abbreviation of them)'"
                     ),
                 )
-            ]
+            ],
         },
     ),
 ]
 
 
-def matching(regex: str, message: str, max_length: int) -> Any:
+def matching(regex: str, message: str, max_length: int, *extra_rules: JsonDict) -> Any:
     """A string constraint checked by CEL at admission (so the error explains itself, unlike a
-    bare `pattern`) and by the same regex when the operator parses a body."""
+    bare `pattern`) and by the same regex when the operator parses a body. `extra_rules` are
+    checked at admission only (see cel_string)."""
 
     def check(value: str) -> str:
         if not re.fullmatch(regex, value):
             raise ValueError(message)
         return value
 
-    cel_regex = regex.replace("\\", "\\\\")  # inside a CEL string literal
     schema = {
         "type": "string",
         "maxLength": max_length,
-        "x-kubernetes-validations": [cel(f"self.matches('{cel_regex}')", message)],
+        "x-kubernetes-validations": [cel_matches(regex, message), *extra_rules],
     }
     return Annotated[str, Field(max_length=max_length), AfterValidator(check), WithJsonSchema(schema)]
 
@@ -109,7 +167,13 @@ else:
     RepositoryUri = matching(
         REPOSITORY_PATTERN,
         "must be pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], gs://<bucket>[/<path>] or file:///<absolute path>",
-        max_length=1024,
+        1024,
+        # The path of pvc:// and file:// becomes the volume's subPath or hostPath, which may not go up.
+        cel(
+            "!(self.startsWith('pvc://') || self.startsWith('file://')) || !self.matches('/\\\\.\\\\.(/|$)')",
+            "must not contain a '..' path segment in a pvc:// or file:// path (it becomes the volume's "
+            "subPath or hostPath, which may not leave its root)",
+        ),
     )
 if TYPE_CHECKING:  # the type checker sees the plain type
     GpuResourceName = str
@@ -117,7 +181,63 @@ else:
     GpuResourceName = matching(
         r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb(\.[a-z0-9]+)?)$",
         "must be nvidia.com/gpu or a MIG profile such as nvidia.com/mig-1g.10gb",
-        max_length=253,
+        253,
+    )
+
+
+if TYPE_CHECKING:  # the type checker sees the plain type
+    DnsSubdomain = CpuQuantity = MemoryQuantity = LabelValue = ImageReference = EnvName = TolerationKey = str
+else:
+    # Secret, PriorityClass and RuntimeClass names: the Deployment is refused with anything else.
+    DnsSubdomain = cel_string(253, cel_matches(DNS_SUBDOMAIN_PATTERN, DNS_SUBDOMAIN_MESSAGE), max_length=253)
+    # Kubernetes refuses a negative quantity in a Deployment; 0 CPU or memory is no container, and
+    # the kubelet has no fractional bytes or CPU below 1m. The pattern is the Python side's old check.
+    CpuQuantity = cel_string(
+        64,
+        cel(
+            "isQuantity(self) && quantity(self).compareTo(quantity('1m')) >= 0",
+            'must be a positive CPU quantity of at least 1m, such as "4", "0.5" or "500m"',
+        ),
+        pattern=QUANTITY_PATTERN,
+    )
+    MemoryQuantity = cel_string(
+        64,
+        cel(
+            "isQuantity(self) && quantity(self).isInteger() && quantity(self).isGreaterThan(quantity('0'))",
+            'must be a positive whole number of bytes, such as "16Gi", "512Mi" or "8G" (not a fraction like "0.5")',
+        ),
+        pattern=QUANTITY_PATTERN,
+    )
+    LabelValue = cel_string(63, cel_matches(LABEL_VALUE_PATTERN, LABEL_VALUE_MESSAGE))
+    TolerationKey = cel_string(
+        317,
+        cel(
+            "self == '' || (self.indexOf('/') <= 253 && self.matches('"
+            + LABEL_KEY_PATTERN.replace("\\", "\\\\")
+            + "'))",
+            "must be empty (every taint key) or " + LABEL_KEY_MESSAGE.removeprefix("must be "),
+        ),
+    )
+    ImageReference = cel_string(
+        1024,
+        cel_matches(
+            IMAGE_PATTERN,
+            "must be a container image reference such as nvcr.io/nvidia/tritonserver:25.10-py3: "
+            "[registry[:port]/]repository[:tag][@digest], the repository in lowercase, no spaces",
+        ),
+        min_length=1,
+    )
+    EnvName = cel_string(
+        256,
+        cel_matches(
+            r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+            "must consist of letters, digits, '_', '-' and '.', and must not start with a digit",
+        ),
+        cel(
+            f"self != '{OPERATOR_ENV}'",
+            f"must not be {OPERATOR_ENV}: the operator sets it (the key that unlocks Triton's model control API)",
+        ),
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
     )
 
 
@@ -146,12 +266,36 @@ class DynamicBatching(ApiModel):
 class ModelConfigOverrides(ApiModel):
     """Overrides applied on top of the repository's config.pbtxt when the operator loads the model."""
 
+    # Triton refuses to load a config whose preferred batch size exceeds max_batch_size (and says
+    # only "failed to poll from model repository"). Without maxBatchSize here the repository's
+    # max_batch_size applies, which admission cannot see: the operator checks that at load time.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.maxBatchSize) || !has(self.dynamicBatching) "
+                    "|| !has(self.dynamicBatching.preferredBatchSizes) "
+                    "|| self.dynamicBatching.preferredBatchSizes.all(size, size <= self.maxBatchSize)",
+                    message_expression=(
+                        "'each preferred batch size must be at most maxBatchSize (' + string(self.maxBatchSize) "
+                        "+ '); larger: ' + self.dynamicBatching.preferredBatchSizes"
+                        ".filter(size, size > self.maxBatchSize).map(size, string(size)).join(', ')"
+                    ),
+                    field_path=".dynamicBatching.preferredBatchSizes",
+                )
+            ]
+        }
+    )
+
     max_batch_size: int | None = Field(
         None,
         alias="maxBatchSize",
         ge=0,
         le=65536,
-        description="Largest batch Triton forms (0 disables batching). Omitted: the repository's value.",
+        description=(
+            "Largest batch Triton forms (0 disables batching). Omitted: the repository's value. Every "
+            "dynamicBatching.preferredBatchSizes entry must be at most this."
+        ),
     )
     dynamic_batching: DynamicBatching | None = Field(
         None,
@@ -190,10 +334,9 @@ class ModelSpec(ApiModel):
     config: ModelConfigOverrides | None = Field(
         None, description="Overrides applied on top of the repository's config.pbtxt."
     )
-    credentials_secret: str | None = Field(
+    credentials_secret: DnsSubdomain | None = Field(
         None,
         alias="credentialsSecret",
-        max_length=253,
         description=(
             "Secret in this namespace with storage credentials for s3:// (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, optional AWS_DEFAULT_REGION) or gs:// (key file under 'credentials.json')."
@@ -202,33 +345,78 @@ class ModelSpec(ApiModel):
 
 
 class ResourceSettings(ApiModel):
-    cpu: str | None = Field(
-        None, pattern=QUANTITY_PATTERN, description='CPU per replica (request and limit), e.g. "4" or "500m".'
+    cpu: CpuQuantity | None = Field(
+        None, description='CPU per replica (request and limit), at least 1m, e.g. "4" or "500m".'
     )
-    memory: str | None = Field(
-        None, pattern=QUANTITY_PATTERN, description='Memory per replica (request and limit), e.g. "16Gi".'
+    memory: MemoryQuantity | None = Field(
+        None, description='Memory per replica (request and limit) in whole bytes, e.g. "16Gi".'
     )
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(None, description="Taint key the toleration applies to; empty matches all keys.")
-    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
-    value: str | None = Field(None, description="Taint value to match when operator is Equal.")
+    # What Kubernetes checks in a Pod's tolerations (ValidateTolerations), with messages of our own.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                    "must be Exists when key is empty (a toleration without a key tolerates every taint)",
+                    field_path=".operator",
+                ),
+                cel(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "must be empty when operator is Exists (Exists matches every value of the key)",
+                    field_path=".value",
+                ),
+                cel(
+                    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                    "may be set only with effect NoExecute (how long the pod stays after a NoExecute taint appears)",
+                    field_path=".tolerationSeconds",
+                ),
+            ]
+        }
+    )
+
+    key: TolerationKey | None = Field(
+        None, description="Taint key the toleration applies to (a label key); empty matches all keys."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Exists or Equal (default Equal); Exists when key is empty."
+    )
+    value: LabelValue | None = Field(
+        None, description="Taint value to match when operator is Equal (a label value); empty with Exists."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
     toleration_seconds: int | None = Field(
-        None, alias="tolerationSeconds", description="For NoExecute: how long the pod stays bound after the taint."
+        None,
+        alias="tolerationSeconds",
+        description="Only with effect NoExecute: how long the pod stays bound after the taint.",
     )
 
 
 class EnvVar(ApiModel):
-    name: str = Field(..., pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Environment variable name.")
+    name: EnvName = Field(..., description=f"Environment variable name (not {OPERATOR_ENV}, which the operator sets).")
     value: str = Field("", description="Value of the environment variable.")
 
 
 class ServerSpec(ApiModel):
-    image: str = Field(DEFAULT_IMAGE, min_length=1, description="tritonserver container image.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.gpus) || self.gpus <= 1 || !has(self.gpuResourceName) "
+                    "|| !self.gpuResourceName.startsWith('nvidia.com/mig-')",
+                    "must be 0 or 1 with a MIG profile as gpuResourceName: a CUDA process sees only one MIG device, "
+                    "so Triton would leave the others idle (use more replicas instead)",
+                    field_path=".gpus",
+                )
+            ]
+        }
+    )
+
+    image: ImageReference = Field(DEFAULT_IMAGE, description="tritonserver container image.")
     gpus: int = Field(
         1,
         ge=0,
@@ -241,20 +429,39 @@ class ServerSpec(ApiModel):
         description="Extended resource to request: nvidia.com/gpu, or a MIG profile such as nvidia.com/mig-1g.10gb.",
     )
     resources: ResourceSettings | None = Field(None, description="CPU and memory per replica.")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, alias="nodeSelector", description="Node labels the replicas must run on."
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        alias="nodeSelector",
+        description="Node labels the replicas must run on (label keys and values).",
+        json_schema_extra={
+            "maxProperties": 64,
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(key, key.indexOf('/') <= 253 && key.matches('"
+                    + LABEL_KEY_PATTERN.replace("\\", "\\\\")
+                    + "'))",
+                    message_expression="'key ' + self.filter(key, !(key.indexOf('/') <= 253 && key.matches('"
+                    + LABEL_KEY_PATTERN.replace("\\", "\\\\")
+                    + "'))).map(key, '\"' + key + '\"').join(', ') + ' "
+                    + LABEL_KEY_MESSAGE.replace("'", "\\'")
+                    + "'",
+                )
+            ],
+        },
     )
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the replicas tolerate.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the replicas tolerate.", json_schema_extra={"maxItems": 64}
+    )
     affinity: dict[str, Any] | None = Field(
         None,
         description="Pod affinity/anti-affinity/node affinity, as in a Pod spec.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    priority_class_name: str | None = Field(
-        None, alias="priorityClassName", max_length=253, description="PriorityClass of the replicas."
+    priority_class_name: DnsSubdomain | None = Field(
+        None, alias="priorityClassName", description="PriorityClass of the replicas."
     )
-    runtime_class_name: str | None = Field(
-        None, alias="runtimeClassName", max_length=253, description="RuntimeClass of the replicas (e.g. nvidia)."
+    runtime_class_name: DnsSubdomain | None = Field(
+        None, alias="runtimeClassName", description="RuntimeClass of the replicas (e.g. nvidia)."
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
     extra_args: list[ExtraArg] = Field(
@@ -347,7 +554,14 @@ class ModelDeploymentSpec(ApiModel):
                     "replicas and autoscaling are mutually exclusive: remove spec.replicas to autoscale, "
                     "or spec.autoscaling to set replicas by hand",
                     field_path=".replicas",
-                )
+                ),
+                cel(
+                    "!has(self.model.credentialsSecret) || !self.model.repository.startsWith('gs://') "
+                    f"|| !has(self.server.env) || !self.server.env.exists(env, env.name == '{GCS_CREDENTIALS_ENV}')",
+                    f"must not set {GCS_CREDENTIALS_ENV} with a gs:// repository and model.credentialsSecret: "
+                    "the operator points it at the mounted credentials.json",
+                    field_path=".server.env",
+                ),
             ]
         }
     )
@@ -372,8 +586,14 @@ class ModelDeploymentSpec(ApiModel):
 
 
 # -- status ------------------------------------------------------------------------------
-class Condition(ApiModel):
-    type: str = Field(..., description="Ready, RepositoryValid, Scheduled, ModelLoaded, Progressing, ...")
+class StatusModel(ApiModel):
+    """Status is read back from the API server: fields an older or newer operator wrote are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Condition(StatusModel):
+    type: str = Field(..., description="Ready, Synced, RepositoryValid, Scheduled, ModelLoaded, Progressing, ...")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., description="CamelCase reason for the last transition.")
     message: str = Field("", description="Human-readable details.")
@@ -383,22 +603,23 @@ class Condition(ApiModel):
     )
 
 
-class LatencyStatus(ApiModel):
+class LatencyStatus(StatusModel):
     p95_ms: int | None = Field(None, alias="p95Ms", description="95th percentile request latency (ms).")
     average_ms: int | None = Field(None, alias="averageMs", description="Mean request latency (ms).")
     queue_ms: int | None = Field(None, alias="queueMs", description="Mean queue time (ms).")
     window_seconds: int | None = Field(None, alias="windowSeconds", description="Measurement window (s).")
 
 
-class EndpointStatus(ApiModel):
+class EndpointStatus(StatusModel):
     http: str | None = Field(None, description="In-cluster HTTP endpoint (host:port).")
     grpc: str | None = Field(None, description="In-cluster gRPC endpoint (host:port).")
 
 
-class ModelDeploymentStatus(ApiModel):
+class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="metadata.generation the status reflects."
     )
+    model_name: str | None = Field(None, alias="modelName", description="Triton model name being served.")
     replicas: int | None = Field(None, description="Current replicas (the scale subresource reads this).")
     ready_replicas: int | None = Field(
         None, alias="readyReplicas", description="Replicas that are Ready (serving; VERSION shows which version)."
@@ -417,9 +638,24 @@ class ModelDeploymentStatus(ApiModel):
     reason: str | None = Field(None, description="Reason of a non-True Ready condition, for kubectl get.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, RepositoryValid, Scheduled, ModelLoaded, Progressing, LatencyWithinTarget.",
+        description="Ready, Synced, RepositoryValid, Scheduled, ModelLoaded, Progressing, LatencyWithinTarget.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+
+    @classmethod
+    def parse_lenient(cls, body: dict[str, Any] | None) -> ModelDeploymentStatus:
+        """The stored status; one that does not parse (hand-edited) counts as none: it is rewritten."""
+        try:
+            return cls.model_validate(body or {})
+        except ValueError:
+            return cls()
+
+    def to_body(self) -> dict[str, Any]:
+        """As written to the API: camelCase, absent fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
 
 
 class ModelDeployment(ApiModel):
@@ -432,7 +668,7 @@ class ModelDeployment(ApiModel):
     uid: str
     generation: int
     spec: ModelDeploymentSpec
-    status: dict[str, Any] = Field(default_factory=dict)
+    status: ModelDeploymentStatus = Field(default_factory=lambda: ModelDeploymentStatus())
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ModelDeployment:
@@ -443,7 +679,7 @@ class ModelDeployment(ApiModel):
             uid=meta["uid"],
             generation=meta.get("generation", 1),
             spec=ModelDeploymentSpec.model_validate(body.get("spec") or {}),
-            status=dict(body.get("status") or {}),
+            status=ModelDeploymentStatus.parse_lenient(body.get("status")),
         )
 
     @property

@@ -1,0 +1,203 @@
+"""Per-ModelDeployment autoscaler state: the metrics reader, the decision history, the cadence.
+
+policy.py decides (pure); metrics.py measures (I/O); this module keeps each ModelDeployment's
+memory between reconciles, evaluates when its period is due, records each decision (log line,
+Event, gauges) and releases everything when autoscaling is turned off or the object goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
+from tritonop.autoscale.policy import Decision, History, Observation, decide
+from tritonop.events import EventRecorder
+from tritonop.status import AutoscaleFacts
+
+LOG = logging.getLogger("tritonop.autoscale")
+Key = tuple[str, str]  # (namespace, name)
+MD_LABELS = ["namespace", "name"]
+DESIRED_REPLICAS = Gauge("tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", MD_LABELS)
+CURRENT_REPLICAS = Gauge("tritonop_autoscaler_current_replicas", "Replicas before the decision.", MD_LABELS)
+OBSERVED_LATENCY = Gauge(
+    "tritonop_autoscaler_observed_latency_ms", "Latency the autoscaler acted on.", ["namespace", "name", "metric"]
+)
+TARGET_LATENCY = Gauge("tritonop_autoscaler_target_latency_ms", "The spec's latency target.", MD_LABELS)
+DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The replicas to run, and what the autoscaler measured (None: it did not evaluate now)."""
+
+    replicas: int
+    facts: AutoscaleFacts | None = None
+
+
+@dataclass
+class AutoscalerState:
+    """One ModelDeployment's autoscaler memory (in-process, like the HPA controller's)."""
+
+    reader: PodMetricsReader | PrometheusReader
+    source: str
+    period: float  # shorter while the target is breached
+    history: History = field(default_factory=History)
+    last_evaluation: float = float("-inf")
+    replicas: int | None = None
+
+
+def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> int:
+    """Replicas without a new evaluation: the spec's, or the autoscaler's last word within bounds."""
+    autoscaling = md.spec.autoscaling
+    if autoscaling is None:
+        return md.spec.replicas if md.spec.replicas is not None else 1
+    # The autoscaler owns the number between min and max; until it speaks, keep what runs.
+    current = (deployment or {}).get("spec", {}).get("replicas")
+    wanted = md.status.desired_replicas
+    if wanted is None:
+        wanted = current if current is not None else autoscaling.min_replicas
+    return max(autoscaling.min_replicas, min(autoscaling.max_replicas, int(wanted)))
+
+
+class Autoscalers:
+    """Every ModelDeployment's autoscaler state, by (namespace, name)."""
+
+    def __init__(self, period_seconds: float = 5.0, breach_period_seconds: float = 1.0) -> None:
+        self.period = period_seconds
+        # While latency is over target, look every second: each second of a breach costs requests.
+        self.breach_period = breach_period_seconds
+        self.states: dict[Key, AutoscalerState] = {}
+
+    def next_evaluation_in(self, md: ModelDeployment) -> float | None:
+        state = self.states.get((md.namespace, md.name))
+        return state.period if state is not None and md.spec.autoscaling is not None else None
+
+    async def forget(self, key: Key) -> None:
+        """Release the reader (its HTTP session) and the gauges of one ModelDeployment."""
+        state = self.states.pop(key, None)
+        if state is not None:
+            await state.reader.close()
+        forget_metrics(*key)
+
+    async def scale(
+        self, md: ModelDeployment, pods: list[dict[str, Any]], deployment: dict[str, Any] | None, events: EventRecorder
+    ) -> Scaling:
+        key = (md.namespace, md.name)
+        spec = md.spec.autoscaling
+        if spec is None:
+            if key in self.states:  # autoscaling turned off: nothing to keep
+                await self.forget(key)
+            return Scaling(desired_replicas(md, deployment))
+        state = await self._state(key, spec)
+        current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
+        now = time.monotonic()
+        if now - state.last_evaluation < state.period:
+            return Scaling(max(spec.min_replicas, min(spec.max_replicas, current)))
+        state.last_evaluation = now
+        # Pods still loading or not ready are left out: they serve nothing yet.
+        ready = {
+            pod["metadata"]["uid"]: (pod["metadata"]["name"], pod["status"]["podIP"])
+            for pod in pods
+            if _pod_ready(pod) and pod.get("status", {}).get("podIP")
+        }
+        try:
+            measurement = await state.reader.measure(ready, md.model_name)
+        except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count
+            state.replicas = current
+            events.log.warning("%s/%s: cannot measure latency: %s", md.namespace, md.name, error)
+            unreadable = (f"{state.source}: {error}",)
+            return Scaling(
+                current,
+                AutoscaleFacts(None, None, None, None, 0.0, spec.target_latency_ms, spec.metric, unreadable),
+            )
+        observation = Observation(
+            latency_ms=measurement.latency(spec.metric),
+            request_rate=measurement.request_rate,
+            ready_replicas=measurement.measured_pods,
+            window_seconds=measurement.window_seconds,
+            average_ms=measurement.average_ms,
+            busy=measurement.busy,
+            arrival_rate=measurement.arrival_rate if measurement.measured_pods else None,
+            pending=measurement.pending,
+        )
+        decision = decide(observation, spec, current, state.history, now)
+        state.history = decision.history
+        breached = observation.latency_ms is not None and observation.latency_ms > spec.target_latency_ms
+        state.period = self.breach_period if breached else self.period
+        state.replicas = decision.replicas
+        record_decision(events, md, decision, current, observation)
+        facts = AutoscaleFacts(
+            latency_ms=observation.latency_ms,
+            p95_ms=measurement.p95_ms,
+            average_ms=measurement.average_ms,
+            queue_ms=measurement.queue_ms,
+            window_seconds=measurement.window_seconds,
+            target_ms=spec.target_latency_ms,
+            metric=spec.metric,
+            unreadable=measurement.unreadable,
+            scaled=decision.direction != "none",
+        )
+        return Scaling(decision.replicas, facts)
+
+    async def _state(self, key: Key, spec: AutoscalingSpec) -> AutoscalerState:
+        """The state for this spec's metrics source (a new source starts afresh)."""
+        source = spec.prometheus.url if spec.prometheus else "pods"
+        state = self.states.get(key)
+        if state is None or state.source != source:
+            if state is not None:
+                await state.reader.close()
+            reader = PrometheusReader(source) if spec.prometheus else PodMetricsReader()
+            state = self.states[key] = AutoscalerState(reader=reader, source=source, period=self.period)
+        return state
+
+    def tracked_pods(self) -> int:
+        """Pods whose metric samples the readers keep (released when a pod or object goes)."""
+        return sum(len(s.reader.samples) for s in self.states.values() if isinstance(s.reader, PodMetricsReader))
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def record_decision(
+    events: EventRecorder, md: ModelDeployment, decision: Decision, current: int, observation: Observation
+) -> None:
+    labels = (md.namespace, md.name)
+    DESIRED_REPLICAS.labels(*labels).set(decision.replicas)
+    CURRENT_REPLICAS.labels(*labels).set(current)
+    if md.spec.autoscaling is not None:
+        TARGET_LATENCY.labels(*labels).set(md.spec.autoscaling.target_latency_ms)
+        if observation.latency_ms is not None:
+            OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
+    DECISIONS.labels(decision.direction).inc()
+    events.log.info(
+        "%s/%s: autoscaler %s: %d -> %d (%s; %.1f req/s over %d ready)",
+        md.namespace,
+        md.name,
+        decision.direction,
+        current,
+        decision.replicas,
+        decision.reason,
+        observation.request_rate,
+        observation.ready_replicas,
+    )
+    if decision.direction != "none":
+        events.normal("Scaled", f"{current} -> {decision.replicas}: {decision.reason}")
+
+
+def forget_metrics(namespace: str, name: str) -> None:
+    """Drop a ModelDeployment's autoscaler series, so dashboards do not show it forever."""
+    for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, TARGET_LATENCY):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for metric in ("p95", "average", "queue"):
+        with contextlib.suppress(KeyError):
+            OBSERVED_LATENCY.remove(namespace, name, metric)

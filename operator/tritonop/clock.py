@@ -1,0 +1,15 @@
+"""Timestamps in the formats the Kubernetes API uses (one place for every writer)."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def rfc3339(at: datetime.datetime | None = None) -> str:
+    """A metav1.Time (seconds): conditions, Events, pod conditions."""
+    return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_time(at: datetime.datetime | None = None) -> str:
+    """A metav1.MicroTime (microseconds): Lease renewals."""
+    return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,210 @@
+"""The objects a ModelDeployment owns: read them, apply what differs, notice hand edits.
+
+Reads come from the watch-fed cache once it is primed (see cache.py), else from the API.
+Applies are server-side, under the operator's field manager, and only when live differs from
+desired or from what was last applied (an applied-hash annotation catches a field that was
+dropped from desired). The API server refusing an object (a spec that passed admission but not
+the Deployment's own validation, say) is reported, not retried in a loop: the refusal is
+remembered until the desired object changes, and what runs keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritonop.api.spec import ModelDeployment
+from tritonop.cache import ObjectCache
+from tritonop.events import EventRecorder
+from tritonop.k8s import KubeClient, KubeError
+from tritonop.render.objects import (
+    CONTROL_KEY_SECRET_KEY,
+    control_key_secret_name,
+    render_control_key_secret,
+    selector_labels,
+    selector_string,
+)
+
+APPLIED_HASH_ANNOTATION = "tritonop.dev/applied-hash"
+# Answers that mean "this object, as rendered, is not acceptable": the spec has to change.
+REFUSAL_STATUSES = frozenset({400, 403, 422})
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The owned objects as they are now (None: absent)."""
+
+    deployment: dict[str, Any] | None
+    service: dict[str, Any] | None
+    pdb: dict[str, Any] | None
+    pods: list[dict[str, Any]]  # not being deleted
+
+
+@dataclass(frozen=True)
+class Refusal:
+    applied_hash: str
+    message: str
+
+
+@dataclass
+class OwnedMemory:
+    """What the process remembers per ModelDeployment uid about its owned objects."""
+
+    control_keys: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, dict[str, Refusal]] = field(default_factory=dict)  # uid -> kind -> refusal
+
+    def forget(self, uid: str) -> None:
+        self.control_keys.pop(uid, None)
+        self.refusals.pop(uid, None)
+
+
+@dataclass
+class Owned:
+    """Owned-object access for one reconcile of one ModelDeployment."""
+
+    kube: KubeClient
+    cache: ObjectCache
+    memory: OwnedMemory
+    md: ModelDeployment
+    events: EventRecorder
+
+    async def observe(self) -> Observed:
+        deployment, service, pdb = await asyncio.gather(
+            self.read("Deployment"), self.read("Service"), self.read("PodDisruptionBudget")
+        )
+        pods = [pod for pod in await self.list_pods() if not pod["metadata"].get("deletionTimestamp")]
+        return Observed(deployment, service, pdb, pods)
+
+    async def read(self, kind: str) -> dict[str, Any] | None:
+        md = self.md
+        if self.cache.trusted(kind):
+            return self.cache.get(kind, md.namespace, md.name)
+        return await self.kube.get(kind, md.namespace, md.name)
+
+    async def list_pods(self) -> list[dict[str, Any]]:
+        md = self.md
+        if self.cache.trusted("Pod"):
+            return self.cache.select("Pod", md.namespace, selector_labels(md))
+        return await self.kube.list("Pod", md.namespace, selector_string(md))
+
+    async def delete(self, kind: str) -> None:
+        md = self.md
+        await self.kube.delete(kind, md.namespace, md.name)
+        self.cache.remove(kind, {"metadata": {"namespace": md.namespace, "name": md.name}})
+
+    async def converge(self, desired: list[dict[str, Any]], observed: Observed) -> str | None:
+        """Apply each desired object that differs from what is live, delete a PodDisruptionBudget
+        that is no longer wanted; returns the API server's message for the first object it
+        refused (None: all accepted or unchanged)."""
+        live = {"Deployment": observed.deployment, "Service": observed.service, "PodDisruptionBudget": observed.pdb}
+        work: list[Awaitable[str | None]] = [self.apply_if_changed(obj, live.get(obj["kind"])) for obj in desired]
+        if observed.pdb is not None and not any(obj["kind"] == "PodDisruptionBudget" for obj in desired):
+            work.append(self.delete_pdb())
+        refused = await asyncio.gather(*work)
+        return next((message for message in refused if message), None)
+
+    async def delete_pdb(self) -> None:
+        await self.delete("PodDisruptionBudget")
+        self.events.normal("Deleted", "PodDisruptionBudget removed: one replica cannot tolerate a disruption")
+
+    async def apply_if_changed(self, desired: dict[str, Any], live: dict[str, Any] | None) -> str | None:
+        desired = with_applied_hash(desired)
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        digest = desired["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+        refusals = self.memory.refusals.get(self.md.uid, {})
+        if live is not None and is_subset(desired, live):
+            refusals.pop(kind, None)
+            return None
+        known = refusals.get(kind)
+        if known is not None and known.applied_hash == digest:
+            return known.message  # the same object again: refused again, no need to ask
+        try:
+            applied = await self.kube.apply(desired)
+        except KubeError as error:
+            if error.status not in REFUSAL_STATUSES or error.going_away:
+                raise
+            message = f"{kind} {name} refused by the API server: {error.message}"
+            self.memory.refusals.setdefault(self.md.uid, {})[kind] = Refusal(digest, message)
+            self.events.warning("ApplyRefused", message)
+            return message
+        refusals.pop(kind, None)
+        self.cache.store(kind, applied)  # read-your-writes
+        if live is None:
+            self.events.object_created(kind, name)
+            return None
+        live_hash = live.get("metadata", {}).get("annotations", {}).get(APPLIED_HASH_ANNOTATION)
+        unstamped = copy.deepcopy(desired)
+        del unstamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+        changed = first_difference(unstamped, live) if not is_subset(unstamped, live) else "a field no longer set"
+        if live_hash == digest:
+            # Same desired state as last time, yet live differs: someone edited it by hand.
+            self.events.warning("DriftReverted", f"{kind} {name}: {changed} reverted")
+        else:
+            self.events.normal("Updated", f"{kind} {name}: {changed} changed")
+        return None
+
+    async def ensure_control_key(self) -> str:
+        """The per-ModelDeployment key of Triton's model control API, kept in a Secret."""
+        md, keys = self.md, self.memory.control_keys
+        if md.uid in keys:
+            return keys[md.uid]
+        name = control_key_secret_name(md)
+        key = secrets.token_urlsafe(32)
+        if md.status.observed_generation is None:
+            # Never reconciled: the Secret is almost surely missing, so create it in one call.
+            try:
+                await self.kube.create(render_control_key_secret(md, key))
+                self.events.object_created("Secret", name)
+                keys[md.uid] = key
+                return key
+            except KubeError as error:
+                if error.status != 409:
+                    raise
+        secret = await self.kube.get("Secret", md.namespace, name)
+        if secret is not None and CONTROL_KEY_SECRET_KEY in (secret.get("data") or {}):
+            key = base64.b64decode(secret["data"][CONTROL_KEY_SECRET_KEY]).decode()
+            owners = {ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []}
+            if md.uid not in owners:  # left by an earlier object of the same name: adopt it
+                await self.kube.apply(render_control_key_secret(md, key))
+        else:
+            await self.kube.apply(render_control_key_secret(md, key))
+            self.events.object_created("Secret", name)
+        keys[md.uid] = key
+        return key
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Every field the operator sets has that value live (the server may add more)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
+    return bool(desired == live) or str(desired) == str(live)
+
+
+def first_difference(desired: Any, live: Any, path: str = "") -> str:
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for key, value in desired.items():
+            if key not in live:
+                return f"{path}.{key}".lstrip(".")
+            if not is_subset(value, live[key]):
+                return first_difference(value, live[key], f"{path}.{key}")
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        for index, (d, v) in enumerate(zip(desired, live, strict=True)):
+            if not is_subset(d, v):
+                return first_difference(d, v, f"{path}[{index}]")
+    return path.lstrip(".") or "(object)"
+
+
+def with_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Stamp what we apply, so a field dropped from the spec (absent from desired) is noticed too."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    obj["metadata"].setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
+    return obj

@@ -1,0 +1,338 @@
+"""Bringing every Triton server of a ModelDeployment to the target version and config.
+
+The in-place switch protocol (rollout.strategy InPlace), per running pod, in one reconcile:
+
+1. Probe. Ask the server at the pod IP whether it is live, which versions of the model are
+   READY (the repository index: Triton keeps reporting an old version_policy after a
+   version-only reload, so the index is the truth) and the config it loaded.
+2. Decide what is wanted. The base config is the repository's config.pbtxt when the operator
+   can read the repository; else the config a serving pod reports (learned, per ModelDeployment);
+   with neither, Triton loads the repository's config as-is once and the operator learns it.
+   Wanted = base + the spec's overrides + version_policy {specific: [target]}.
+   A broken repository (RepositoryValid=False) loads nothing: what serves keeps serving.
+3. Current? The pod serves exactly [target] and the fields the operator sets (max_batch_size,
+   dynamic_batching, instance counts) are as wanted: nothing to do.
+4. Load beside. If the pod serves other versions and not the target, load a config whose
+   version_policy lists old + target: Triton loads the target next to the old versions, which
+   keep answering. The call returns when the target is READY (or fails).
+5. Retire. Load the wanted config (target only): Triton unloads the old versions after their
+   in-flight requests finish. No pod restarts; no failed requests.
+6. Open the gate. Once the pod serves the target with the wanted config, set its readiness
+   gate condition (tritonop.dev/model-ready) True, so Services send it traffic. A pod that
+   starts later (scale-up, rescheduling) loads the target in step 4/5 before its gate opens.
+
+A load that fails leaves the old version serving; ModelLoaded=False carries Triton's message and
+a LoadFailed Warning is posted. The failure is remembered per pod: the same config is retried
+after FAILED_LOAD_RETRY_SECONDS, a changed config at once. A server that does not answer at all
+(the pod going away, the server restarting) is nobody's failure: the next reconcile looks again.
+
+With Recreate/Rolling, pods whose template is older than the spec keep their version until the
+Deployment replaces them (they are "awaiting replacement"); new pods are brought to the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2
+
+from tritonop.api.spec import ModelDeployment
+from tritonop.cache import ObjectCache
+from tritonop.clock import rfc3339
+from tritonop.events import EventRecorder
+from tritonop.k8s import KubeClient
+from tritonop.owned import is_subset
+from tritonop.render.model_config import effective_config, from_json, to_json
+from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
+from tritonop.repository.local import RepositoryReport
+from tritonop.status import PodFacts
+from tritonop.triton import ServerUnreachable, TritonError, TritonServer
+
+LOG = logging.getLogger("tritonop.serving")
+# A load that failed is retried after this long, or at once when the config to load changes.
+FAILED_LOAD_RETRY_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class FailedLoad:
+    config_json: str | None
+    message: str
+    at: float  # monotonic
+
+
+@dataclass(frozen=True)
+class Target:
+    """What every server should serve."""
+
+    version: int | None  # None: the repository's highest (Triton's "latest")
+    repository: RepositoryReport
+    control_key: str
+    rollout_hash: str  # the pod template's hash: with Recreate/Rolling, older pods are left alone
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One server as it answered."""
+
+    live: bool
+    versions: tuple[int, ...] = ()
+    config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    versions: tuple[int, ...]
+    config: dict[str, Any] | None
+    error: str | None = None
+    unreachable: bool = False
+
+
+@dataclass
+class ServingMemory:
+    """What the process remembers per ModelDeployment uid about its servers."""
+
+    # Repository configs learned from Triton where the operator cannot read the storage itself.
+    learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
+    failed_loads: dict[str, dict[str, FailedLoad]] = field(default_factory=dict)  # md uid -> pod uid -> failure
+
+    def forget(self, uid: str) -> None:
+        self.learned_configs.pop(uid, None)
+        self.failed_loads.pop(uid, None)
+
+    def keep_only_pods(self, uid: str, pod_uids: set[str]) -> None:
+        """Drop the failures of pods that are gone."""
+        failures = self.failed_loads.get(uid)
+        if failures is None:
+            return
+        for pod_uid in [p for p in failures if p not in pod_uids]:
+            del failures[pod_uid]
+        if not failures:
+            del self.failed_loads[uid]
+
+
+def pod_facts(pod: dict[str, Any]) -> PodFacts:
+    """What Kubernetes says about a pod (Triton not asked yet)."""
+    status = pod.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled", {})
+    waiting: dict[str, Any] = next(
+        (c["state"]["waiting"] for c in status.get("containerStatuses") or [] if c.get("state", {}).get("waiting")),
+        {},
+    )
+    return PodFacts(
+        name=pod["metadata"]["name"],
+        scheduled=scheduled.get("status") != "False" and bool(pod.get("spec", {}).get("nodeName")),
+        unschedulable_message=scheduled.get("message") if scheduled.get("reason") == "Unschedulable" else None,
+        ready=conditions.get("Ready", {}).get("status") == "True",
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message", ""),
+    )
+
+
+@dataclass
+class Servers:
+    """The servers of one ModelDeployment, for one reconcile."""
+
+    kube: KubeClient
+    cache: ObjectCache
+    memory: ServingMemory
+    md: ModelDeployment
+    events: EventRecorder
+
+    async def converge(self, pods: list[dict[str, Any]], target: Target) -> list[PodFacts]:
+        """Bring every running pod's server to the target (steps 1-6 above); facts for every pod."""
+        self.memory.keep_only_pods(self.md.uid, {pod["metadata"]["uid"] for pod in pods})
+        running = [pod for pod in pods if pod.get("status", {}).get("phase") == "Running" and _pod_ip(pod)]
+        servers = {pod["metadata"]["uid"]: TritonServer(_pod_ip(pod), target.control_key) for pod in running}
+        probes = dict(zip(servers, await asyncio.gather(*map(self.probe, servers.values())), strict=True))
+        base = self.base_config(target.repository, probes.values())
+        converged = await asyncio.gather(
+            *(
+                self.converge_one(pod, servers[pod["metadata"]["uid"]], probes[pod["metadata"]["uid"]], base, target)
+                for pod in running
+            )
+        )
+        by_name = {facts.name: facts for facts in converged}
+        return [by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods]
+
+    async def probe(self, server: TritonServer) -> Probe:
+        if not await server.is_live():
+            return Probe(live=False)
+        try:
+            versions = await server.ready_versions(self.md.model_name)
+            config = await server.model_config(self.md.model_name) if versions else None
+        except TritonError:
+            return Probe(live=False)
+        return Probe(True, tuple(versions), config)
+
+    def base_config(self, report: RepositoryReport, probes: Any) -> model_config_pb2.ModelConfig | None:
+        """The repository's config: read by the operator, else learned from a serving pod."""
+        if report.problem is not None:
+            return None  # the repository is broken: load nothing new
+        if report.readable and report.config is not None:
+            return report.config
+        for probe in probes:
+            if probe.config:
+                self.memory.learned_configs[self.md.uid] = from_json(probe.config)
+                break
+        return self.memory.learned_configs.get(self.md.uid)
+
+    def wanted_config(self, base: model_config_pb2.ModelConfig | None, version: int | None) -> str | None:
+        if base is None:
+            return None
+        md = self.md
+        return to_json(effective_config(base, md.model_name, md.spec.model.config, [version] if version else None))
+
+    async def converge_one(
+        self,
+        pod: dict[str, Any],
+        server: TritonServer,
+        probe: Probe,
+        base: model_config_pb2.ModelConfig | None,
+        target: Target,
+    ) -> PodFacts:
+        facts = pod_facts(pod)
+        if not probe.live:
+            return facts
+        in_place = self.md.spec.rollout.strategy == "InPlace"
+        # With Recreate/Rolling, old pods keep their version until the Deployment replaces them.
+        managed = in_place or pod["metadata"].get("annotations", {}).get(ANNOTATION_ROLLOUT_HASH) == target.rollout_hash
+        wanted = self.wanted_config(base, target.version)
+        result = LoadResult(probe.versions, probe.config)
+        current = config_is_current(probe.config, list(probe.versions), wanted, target.version)
+        if managed and not current and target.repository.problem is None:
+            result = await self.load(pod, server, wanted, probe.versions, target.version, in_place)
+            current = config_is_current(result.config, list(result.versions), wanted, target.version)
+        facts = replace(
+            facts,
+            live=True,
+            ready_versions=result.versions,
+            config_current=current or (not managed and bool(result.versions)),
+            load_error=result.error,
+            awaiting_replacement=not managed,
+            unreachable=result.unreachable,
+        )
+        if facts.serves(target.version if managed else None):
+            await self.open_gate(pod, facts)
+        return facts
+
+    async def load(
+        self,
+        pod: dict[str, Any],
+        server: TritonServer,
+        wanted: str | None,
+        versions: tuple[int, ...],
+        target: int | None,
+        in_place: bool,
+    ) -> LoadResult:
+        """Load the wanted config on one server (steps 4 and 5)."""
+        md = self.md
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        failed = self.memory.failed_loads.get(md.uid, {}).get(uid)
+        if failed and failed.config_json == wanted and time.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
+            return LoadResult(versions, None, failed.message)
+        try:
+            if wanted is None:
+                # Nothing known about the repository's config: let Triton load it as-is, then
+                # learn the config from Triton and reload exactly the target version.
+                self.events.normal("Loading", f"{md.model_name} on {name} with the repository's config")
+                await server.load(md.model_name, None)
+                base = from_json(await server.model_config(md.model_name))
+                self.memory.learned_configs[md.uid] = base
+                wanted = self.wanted_config(base, target)
+            old = [v for v in versions if v != target]
+            if in_place and old and target is not None and target not in versions and wanted is not None:
+                # Zero downtime: serve old and new side by side, then retire the old one.
+                both = effective_config(
+                    from_json(json.loads(wanted)), md.model_name, md.spec.model.config, sorted({*old, target})
+                )
+                self.events.normal("LoadingVersion", f"version {target} on {name} beside {old}")
+                await server.load(md.model_name, to_json(both))
+                self.events.normal("RetiringVersion", f"version(s) {old} on {name}: {target} is ready")
+            else:
+                self.events.normal("LoadingVersion", f"version {target or 'latest'} of {md.model_name} on {name}")
+            await server.load(md.model_name, wanted)
+            self._forget_failure(uid)
+            ready = await server.ready_versions(md.model_name)
+            return LoadResult(tuple(ready), await server.model_config(md.model_name))
+        except ServerUnreachable as error:
+            # The pod is going away or its server restarting: nothing to blame on the model,
+            # and the next reconcile (pod events, resync) finds it again or finds it gone.
+            self.events.log.info("%s/%s: %s unreachable during load: %s", md.namespace, md.name, name, error)
+            return LoadResult(versions, None, unreachable=True)
+        except TritonError as error:
+            message = str(error).strip()
+            self.memory.failed_loads.setdefault(md.uid, {})[uid] = FailedLoad(wanted, message, time.monotonic())
+            self.events.warning("LoadFailed", f"{name}: {message}")
+            try:
+                still = tuple(await server.ready_versions(md.model_name))
+            except TritonError:
+                still = versions
+            return LoadResult(still, None, message)
+
+    def _forget_failure(self, pod_uid: str) -> None:
+        failures = self.memory.failed_loads.get(self.md.uid)
+        if failures is not None:
+            failures.pop(pod_uid, None)
+            if not failures:
+                del self.memory.failed_loads[self.md.uid]
+
+    async def open_gate(self, pod: dict[str, Any], facts: PodFacts) -> None:
+        """Step 6: the pod's readiness gate, so it gets traffic only once it serves the target."""
+        conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
+        if conditions.get(MODEL_READY_GATE) == "True":
+            return
+        versions = ",".join(map(str, facts.ready_versions))
+        patched = await self.kube.patch_pod_condition(
+            pod["metadata"]["namespace"],
+            pod["metadata"]["name"],
+            {
+                "type": MODEL_READY_GATE,
+                "status": "True",
+                "reason": "ModelLoaded",
+                "message": f"serving {self.md.model_name} version(s) {versions}",
+                "lastTransitionTime": rfc3339(),
+            },
+        )
+        if patched is not None:  # read-your-writes
+            self.cache.store("Pod", {**patched, "kind": "Pod"})
+
+
+def _pod_ip(pod: dict[str, Any]) -> str:
+    return str(pod.get("status", {}).get("podIP") or "")
+
+
+def config_is_current(loaded: dict[str, Any] | None, ready: list[int], wanted: str | None, target: int | None) -> bool:
+    """The server serves exactly the target version, with the fields the operator sets as wanted.
+
+    Versions come from the repository index: after a reload that only changes versions, Triton
+    keeps reporting the previous version_policy in the model config."""
+    if loaded is None:
+        return False
+    if ready != ([target] if target is not None else ready[-1:]) or not ready:
+        return False
+    if wanted is None:
+        return True
+    desired = json.loads(wanted)
+    for key in ("max_batch_size", "dynamic_batching"):
+        if key in desired and not is_subset(_numbers(desired[key]), _numbers(loaded.get(key))):
+            return False
+    wanted_counts = [g.get("count", 1) for g in desired.get("instance_group", [])]
+    loaded_counts = [g.get("count", 1) for g in loaded.get("instance_group", [])]
+    return not wanted_counts or wanted_counts == loaded_counts
+
+
+def _numbers(value: Any) -> Any:
+    """Triton prints int64 fields as strings in JSON; compare them as numbers."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value

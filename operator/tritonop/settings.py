@@ -1,0 +1,24 @@
+"""The operator's settings: built once by the CLI (`tritonop run` flags) and handed to kopf's memo.
+
+No other module reads the environment: handlers, the controller, the reconciler and the
+autoscaler receive what they need from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonop.leader import ElectionConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = None  # None: in-cluster ServiceAccount, else $KUBECONFIG / ~/.kube/config
+    metrics_port: int = 8080  # 0 disables the metrics endpoint
+    workers: int = 16  # ModelDeployments reconciled in parallel
+    resync_seconds: float = 30.0  # periodic reconcile of every object
+    relist_seconds: float = 60.0  # full LIST of owned objects (the cache's safety net)
+    autoscale_period_seconds: float = 5.0  # autoscaler evaluation period
+    breach_period_seconds: float = 1.0  # ... while latency is over target
+    in_cluster: bool = False  # running in a pod: file:// repositories live on the nodes, not here
+    election: ElectionConfig | None = None  # None: no leader election, this process reconciles

@@ -1,0 +1,83 @@
+"""Everything the operator process remembers, in one object kept in kopf's memo, and the one
+path that releases what it remembers about a ModelDeployment that is gone."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tritonop.autoscale.runner import Autoscalers
+from tritonop.cache import ObjectCache
+from tritonop.k8s import KubeClient
+from tritonop.owned import OwnedMemory
+from tritonop.serving import ServingMemory
+from tritonop.settings import Settings
+
+Key = tuple[str, str]  # (namespace, name)
+READY = Gauge(
+    "tritonop_modeldeployment_ready", "1 when the ModelDeployment's Ready condition is True.", ["namespace", "name"]
+)
+
+
+@dataclass
+class OperatorState:
+    kube: KubeClient
+    settings: Settings = field(default_factory=Settings)
+    cache: ObjectCache = field(default_factory=ObjectCache)
+    owned: OwnedMemory = field(default_factory=OwnedMemory)
+    serving: ServingMemory = field(default_factory=ServingMemory)
+    autoscalers: Autoscalers = field(default_factory=Autoscalers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, kube: KubeClient) -> OperatorState:
+        return cls(
+            kube=kube,
+            settings=settings,
+            autoscalers=Autoscalers(settings.autoscale_period_seconds, settings.breach_period_seconds),
+        )
+
+    async def release(self, key: Key, uid: str | None) -> None:
+        """Forget a deleted ModelDeployment (deleted itself, or with its namespace): its control
+        key, learned config, failed loads, apply refusals, autoscaler (and its HTTP session) and
+        its metric series."""
+        if uid:
+            self.owned.forget(uid)
+            self.serving.forget(uid)
+        await self.autoscalers.forget(key)
+        with contextlib.suppress(KeyError):
+            READY.remove(*key)
+
+    def entries(self) -> dict[str, int]:
+        """Sizes of every per-object map (the soak benchmark watches them return to empty)."""
+        sizes = {
+            "control_keys": len(self.owned.control_keys),
+            "apply_refusals": len(self.owned.refusals),
+            "learned_configs": len(self.serving.learned_configs),
+            "failed_loads": sum(len(f) for f in self.serving.failed_loads.values()),
+            "autoscalers": len(self.autoscalers.states),
+            "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
+        }
+        for kind, objects in self.cache.objects.items():
+            sizes[f"cache_{kind}"] = len(objects)
+        return sizes
+
+
+class EntriesCollector(Collector):
+    """tritonop_state_entries{map}: the sizes, read at scrape time."""
+
+    def __init__(self, *sources: Callable[[], dict[str, int]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "tritonop_state_entries", "Entries in the operator's in-process maps, by map.", labels=["map"]
+        )
+        for source in self.sources:
+            for name, size in source().items():
+                family.add_metric([name], size)
+        yield family

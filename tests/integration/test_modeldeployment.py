@@ -12,6 +12,7 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
+from tritonop.api.spec import ModelDeploymentStatus
 
 from .conftest import OperatorProcess
 from .helpers import (
@@ -93,23 +94,8 @@ def test_operator_never_writes_spec_or_kopf_bookkeeping(
     assert not [key for key in md["status"] if key not in ModelDeploymentStatusKeys]
 
 
-ModelDeploymentStatusKeys = {
-    "observedGeneration",
-    "modelName",
-    "replicas",
-    "readyReplicas",
-    "desiredReplicas",
-    "readySummary",
-    "selector",
-    "endpoint",
-    "conditions",
-    "activeVersion",
-    "targetVersion",
-    "previousVersion",
-    "reason",
-    "latency",
-    "lastScaleTime",
-}
+# The one list of status fields: the model that also generates the CRD's status schema.
+ModelDeploymentStatusKeys = {field.alias or name for name, field in ModelDeploymentStatus.model_fields.items()}
 
 
 def test_hand_edits_to_the_deployment_are_reverted(

@@ -106,6 +106,55 @@ CASES = [
         {"readyReplicas": 1},
     ),
     (
+        "a checksum mismatch blocks the load: not 'Loading'",
+        Facts(
+            1,
+            RepositoryReport(True, "ChecksumMismatch", "/r/m/3/model.py: sha256 ... does not match"),
+            3,
+            (PodFacts("a", ready=True, live=True, ready_versions=(2,), config_current=True),),
+        ),
+        {
+            "Ready": ("False", "ChecksumMismatch"),
+            "ModelLoaded": ("False", "BlockedByRepository"),
+            "RepositoryValid": ("False", "ChecksumMismatch"),
+        },
+        {"activeVersion": 2},
+    ),
+    (
+        "Rolling: an old pod keeps its version until replaced",
+        Facts(
+            1,
+            VALID,
+            3,
+            (
+                PodFacts(
+                    "a", ready=True, live=True, ready_versions=(2,), config_current=True, awaiting_replacement=True
+                ),
+            ),
+            rollout_pending=True,
+        ),
+        {"ModelLoaded": ("False", "AwaitingReplacement"), "Ready": ("False", "RollingOut")},
+        {"activeVersion": 2},
+    ),
+    (
+        "pods not started yet: no server, not 'Loading'",
+        Facts(2, VALID, 3, (PodFacts("a"), PodFacts("b"))),
+        {"ModelLoaded": ("Unknown", "NoServerRunning"), "Ready": ("False", "WaitingForReplicas")},
+        {"replicas": 2},
+    ),
+    (
+        "a load in flight elsewhere is the only 'Loading'",
+        Facts(2, VALID, 3, (serving("a"), PodFacts("b", ready=False, live=True, ready_versions=(2,)))),
+        {"ModelLoaded": ("False", "Loading"), "Ready": ("False", "WaitingForReplicas")},
+        {},
+    ),
+    (
+        "the API server refused an owned object: reported, what runs keeps serving",
+        Facts(1, VALID, 3, (serving("a"),), apply_refused="Deployment m refused by the API server: invalid"),
+        {"Synced": ("False", "ApplyRefused"), "Ready": ("False", "ApplyRefused"), "ModelLoaded": ("True", "Loaded")},
+        {"readyReplicas": 1, "activeVersion": 3, "reason": "ApplyRefused"},
+    ),
+    (
         "scaled to zero",
         Facts(0, VALID, 3, ()),
         {"Ready": ("True", "Serving")},
@@ -148,7 +197,5 @@ def test_previous_version_follows_the_active_one() -> None:
 
 
 def test_status_patch_removes_fields_that_went_away() -> None:
-    assert status_patch({"reason": "X", "replicas": 1, "conditions": []}, ModelDeploymentStatus(replicas=2)) == {
-        "replicas": 2,
-        "reason": None,
-    }
+    old = {"reason": "X", "replicas": 1, "conditions": []}
+    assert status_patch(old, ModelDeploymentStatus(replicas=2)) == {"replicas": 2, "conditions": [], "reason": None}

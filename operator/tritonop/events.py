@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from tritonop.api.spec import ModelDeploymentStatus
 from tritonop.k8s import KubeClient
-from tritonop.status import PROGRESS_REASONS
+from tritonop.status import PROGRESS_REASONS, TRANSIENT_REASONS
 
 # Condition reasons that need no Warning of their own: progress, a transient restart, or a
 # consequence of another condition that already has its Warning.
-QUIET_REASONS = PROGRESS_REASONS | {"ServerUnreachable", "BlockedByRepository"}
+QUIET_REASONS = PROGRESS_REASONS | TRANSIENT_REASONS | {"BlockedByRepository"}
 
 EventType = Literal["Normal", "Warning"]
 

@@ -189,6 +189,8 @@ def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
 
 # Reasons of a False condition that are progress, not trouble: they do not make Ready's reason.
 PROGRESS_REASONS = frozenset({"Loading", "WaitingForReplicas", "VersionSwitch", "RollingOut", "AwaitingReplacement"})
+# A server that did not answer a load (restarting, going away): the next reconcile looks again.
+TRANSIENT_REASONS = frozenset({"ServerUnreachable"})
 
 
 def compute_status(
@@ -231,7 +233,7 @@ def compute_status(
         )
     else:
         for failing in (synced, repository, scheduled, loaded):
-            if failing.status == "False" and failing.reason not in PROGRESS_REASONS:
+            if failing.status == "False" and failing.reason not in PROGRESS_REASONS | TRANSIENT_REASONS:
                 reason, message = failing.reason, failing.message
                 break
         else:

@@ -10,8 +10,8 @@ import pytest
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
 from tritonop.owned import first_difference, is_subset
-from tritonop.serving import config_is_current
 from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt, to_json
+from tritonop.serving import config_is_current
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
 

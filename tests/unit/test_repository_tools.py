@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonop.repository import tools
+from tritonop.repository import local, tools
 from tritonop.repository.local import inspect
 
 torch = pytest.importorskip("torch", reason="the torch extra is part of `make test`")
@@ -96,3 +97,38 @@ def test_list_show_and_diff_from_the_command_line(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "version 9 not in" in missing.stderr
     help_text = run_cli("--help").stdout
     assert "export" in help_text and "validate" in help_text
+
+
+def test_a_missing_file_repository_is_not_found_here_and_unknown_in_a_cluster(tmp_path: Path) -> None:
+    uri = f"file://{tmp_path / 'absent'}"
+    here = inspect(uri, "sleepy", None)
+    assert here.readable and here.problem == "RepositoryNotFound"
+    # In a pod the path is on the nodes: nothing is concluded from its absence in the operator's pod.
+    in_pod = inspect(uri, "sleepy", None, in_cluster=True)
+    assert not in_pod.readable and in_pod.problem is None and "on the nodes" in in_pod.message
+    assert inspect(f"file://{ROOT / 'model_repo'}", "sleepy", 3, in_cluster=True).problem is None
+
+
+def test_sha256_reads_in_bounded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = bytes(range(256)) * 40
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    reads: list[int] = []
+    real_open = Path.open
+
+    def spying_open(self: Path, *args: object, **kwargs: object) -> object:
+        handle = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+        real_read = handle.read
+
+        def read(size: int = -1) -> bytes:
+            reads.append(size)
+            return bytes(real_read(size))
+
+        handle.read = read
+        return handle
+
+    monkeypatch.setattr(local, "HASH_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(Path, "open", spying_open)
+    assert local.sha256_file(path) == hashlib.sha256(data).hexdigest()
+    assert reads and all(0 < size <= 1000 for size in reads), reads
+    assert tools.sha256_file is local.sha256_file and tools.model_versions is local.model_versions

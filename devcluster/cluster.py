@@ -69,15 +69,29 @@ def free_port() -> int:
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
+    """Call check every interval seconds until it returns true.
+
+    An exception from check counts as "not yet" (the object may not exist yet, the server may
+    be restarting), but it is not lost: when the time runs out and the last call raised, the
+    TimeoutError names that exception and is chained to it, so that a broken check does not
+    read as a mere timeout.
+    """
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    last_call_raised = False
     while time.monotonic() < deadline:
         try:
             if check():
                 return
-        except Exception:
-            pass
+            last_call_raised = False
+        except Exception as error:
+            last_error, last_call_raised = error, True
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    message = f"timed out after {timeout:.0f}s waiting for {what}"
+    if last_error is not None:
+        which = "the last check" if last_call_raised else "an earlier check (the last returned false)"
+        raise TimeoutError(f"{message}; {which} raised {last_error!r}") from last_error
+    raise TimeoutError(message)
 
 
 def pid_alive(pid: int) -> bool:

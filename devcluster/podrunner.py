@@ -153,6 +153,11 @@ def triton_argv(
 
 
 def now_rfc3339() -> str:
+    """A metav1.Time for the pod status this runner writes as the kubelet would.
+
+    The same format as tritonop.clock.rfc3339, deliberately not imported from it: devcluster is
+    the test bed (it plays the kubelet) and depends on nothing of the operator under test.
+    """
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -22,7 +22,8 @@ step() { CURRENT_STEP="$*"; printf '\n\033[1m--- %s\033[0m\n' "$*"; }
 trap 'echo "demo failed during: $CURRENT_STEP (operator log: $LOG; cluster logs: .devcluster/logs/)" >&2' ERR
 
 step "the dev cluster: 2 fake GPU nodes (8 x nvidia.com/gpu each) and 1 CPU node"
-$K get nodes -o custom-columns='NAME:.metadata.name,STATUS:.status.conditions[-1].type,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product'
+# kubectl's own table: its STATUS is the Ready condition (Ready/NotReady), as `kubectl get nodes` says it.
+$K get nodes -L nvidia.com/gpu.count,nvidia.com/gpu.product
 
 step "install the CRD, the operator's namespace, ServiceAccount and least-privilege ClusterRole"
 $K apply --server-side -k crds/

@@ -10,6 +10,7 @@ import subprocess
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,28 @@ def condition(pod: client.V1Pod, kind: str) -> client.V1PodCondition | None:
     return next((c for c in pod.status.conditions or [] if c.type == kind), None)
 
 
+def has_condition(pod: client.V1Pod, kind: str, status: str | None = None, reason: str | None = None) -> bool:
+    found = condition(pod, kind)
+    return found is not None and status in (None, found.status) and reason in (None, found.reason)
+
+
+def is_ready(pod: client.V1Pod) -> bool:
+    return has_condition(pod, "Ready", status="True")
+
+
+def wait_for_the_pod(
+    core: client.CoreV1Api, namespace: str, app: str, what: str, check: Callable[[client.V1Pod], bool], timeout: float
+) -> client.V1Pod:
+    """Wait until the Deployment's one pod passes check, and return it."""
+
+    def passes() -> bool:
+        pods = pods_of(core, namespace, app)
+        return len(pods) == 1 and check(pods[0])
+
+    wait_until(what, passes, timeout=timeout)
+    return pods_of(core, namespace, app)[0]
+
+
 def test_versions_are_real(cluster: DevCluster, api: client.ApiClient) -> None:
     info = client.VersionApi(api).get_code()
     assert info.git_version == cluster.state.versions["kubernetes"]  # type: ignore[union-attr]
@@ -134,12 +157,10 @@ def test_gpu_pod_is_scheduled_on_a_gpu_node_and_becomes_ready(
 ) -> None:
     apps.create_namespaced_deployment(namespace, deployment("one-gpu", gpu_container(1)))
 
-    def running_and_ready() -> bool:
-        pods = pods_of(core, namespace, "one-gpu")
-        return len(pods) == 1 and pods[0].status.phase == "Running" and condition(pods[0], "Ready").status == "True"
+    def running_and_ready(pod: client.V1Pod) -> bool:
+        return pod.status.phase == "Running" and is_ready(pod)
 
-    wait_until("the one-GPU pod Running and Ready", running_and_ready, timeout=60)
-    pod = pods_of(core, namespace, "one-gpu")[0]
+    pod = wait_for_the_pod(core, namespace, "one-gpu", "the one-GPU pod Running and Ready", running_and_ready, 60)
     node = core.read_node(pod.spec.node_name)
     assert node.metadata.labels["nvidia.com/gpu.present"] == "true"
     assert node.status.allocatable["nvidia.com/gpu"] == "8"
@@ -151,13 +172,10 @@ def test_pod_asking_for_too_many_gpus_stays_pending(
 ) -> None:
     apps.create_namespaced_deployment(namespace, deployment("nine-gpus", gpu_container(9)))
 
-    def unschedulable() -> bool:
-        pods = pods_of(core, namespace, "nine-gpus")
-        scheduled = condition(pods[0], "PodScheduled") if pods else None
-        return scheduled is not None and scheduled.reason == "Unschedulable"
+    def unschedulable(pod: client.V1Pod) -> bool:
+        return has_condition(pod, "PodScheduled", reason="Unschedulable")
 
-    wait_until("the 9-GPU pod marked Unschedulable", unschedulable, timeout=60)
-    pod = pods_of(core, namespace, "nine-gpus")[0]
+    pod = wait_for_the_pod(core, namespace, "nine-gpus", "the 9-GPU pod marked Unschedulable", unschedulable, 60)
     assert pod.status.phase == "Pending"
     assert pod.spec.node_name is None
     message = condition(pod, "PodScheduled").message
@@ -264,15 +282,8 @@ def test_triton_pod_gets_a_real_triton_at_its_pod_ip(
     }
     volumes = [{"name": "models", "hostPath": {"path": str(repository), "type": "Directory"}}]
     apps.create_namespaced_deployment(namespace, deployment("triton", container, volumes))
-
-    def ready_pod() -> bool:
-        pods = pods_of(core, namespace, "triton")
-        ready = condition(pods[0], "Ready") if pods else None
-        return ready is not None and ready.status == "True"
-
     # Ready comes from the pod runner's real probe of the real server, not from kwok.
-    wait_until("the Triton pod Ready", ready_pod, timeout=120)
-    pod = pods_of(core, namespace, "triton")[0]
+    pod = wait_for_the_pod(core, namespace, "triton", "the Triton pod Ready", is_ready, timeout=120)
     ip = pod.status.pod_ip
     with urllib.request.urlopen(f"http://{ip}:8000/v2/health/ready", timeout=5) as response:
         assert response.status == 200

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.render.model_config import ModelConfigError, parse_pbtxt
 
 MANIFEST_NAME = "SHA256SUMS.json"
+HASH_CHUNK_BYTES = 1 << 20  # sha256_file reads this much at a time: memory stays bounded for any file size
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,17 @@ def local_path(uri: str) -> Path | None:
 
 
 def model_versions(model_dir: Path) -> list[int]:
+    """The numeric version folders of a model folder, ascending."""
     return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit())
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256 as hex, read in chunks of HASH_CHUNK_BYTES (model files can be many GiB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def verify_manifest(version_dir: Path) -> str | None:
@@ -56,19 +66,25 @@ def verify_manifest(version_dir: Path) -> str | None:
         path = version_dir / relative
         if not path.is_file():
             return f"{path}: listed in {MANIFEST_NAME} but missing"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
         if digest != expected:
             return f"{path}: sha256 {digest[:12]}… does not match the manifest's {str(expected)[:12]}…"
     return None
 
 
-def inspect(uri: str, model_name: str, version: int | None) -> RepositoryReport:
+def inspect(uri: str, model_name: str, version: int | None, *, in_cluster: bool = False) -> RepositoryReport:
+    """What can be verified of this model (version) in the repository at uri.
+
+    in_cluster: the operator runs in a pod, where a file:// path names a folder on the nodes
+    (a hostPath), so a path missing here proves nothing. The caller says so from its settings;
+    this function reads no environment.
+    """
     root = local_path(uri)
     if root is None:
         return RepositoryReport(readable=False, message=f"{uri.split('://')[0]}:// storage is validated by Triton")
     if not root.is_dir():
         # In a cluster the path lives on the node, not in the operator's pod: nothing to conclude.
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if in_cluster:
             return RepositoryReport(readable=False, message=f"{root} is on the nodes, not visible to the operator")
         return RepositoryReport(True, "RepositoryNotFound", f"model repository {root} does not exist")
     model_dir = root / model_name

@@ -8,7 +8,6 @@ crash never leaves a half-written version folder.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import json
 import os
@@ -27,7 +26,7 @@ from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment
 from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt
-from tritonop.repository.local import MANIFEST_NAME, verify_manifest
+from tritonop.repository.local import MANIFEST_NAME, model_versions, sha256_file, verify_manifest
 
 TORCHSCRIPT_FILE = "model.pt"
 # The python-backend loader placed beside each exported TorchScript file. On a GPU Triton image
@@ -68,14 +67,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(version_dir: Path) -> dict[str, str]:
     files = {
         str(path.relative_to(version_dir)): sha256_file(path)
@@ -84,10 +75,6 @@ def write_manifest(version_dir: Path) -> dict[str, str]:
     }
     (version_dir / MANIFEST_NAME).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2) + "\n")
     return files
-
-
-def version_folders(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -149,7 +136,7 @@ def export(
     import torch
 
     model_dir = repository / model_name
-    existing = version_folders(model_dir) if model_dir.is_dir() else []
+    existing = model_versions(model_dir) if model_dir.is_dir() else []
     version = version if version is not None else (existing[-1] + 1 if existing else 1)
     if (model_dir / str(version)).exists():
         raise RepositoryError(f"{model_dir / str(version)} already exists: versions are immutable, export a new one")
@@ -223,7 +210,7 @@ def list_models(repository: Path) -> list[dict[str, Any]]:
                 backend = config.backend or config.platform or "?"
             except ModelConfigError:
                 backend = "invalid config"
-        for version in version_folders(model_dir):
+        for version in model_versions(model_dir):
             version_dir = model_dir / str(version)
             rows.append(
                 {
@@ -268,7 +255,7 @@ def validate(repository: Path, model: str | None = None) -> list[str]:
                 and entry.name != "configs"
             ):
                 problems.append(f"{entry}: version folders must be numbers")
-        versions = version_folders(model_dir)
+        versions = model_versions(model_dir)
         if not versions:
             problems.append(f"{model_dir}: no version folders")
         backend = (config.backend or config.platform) if config else ""
@@ -305,7 +292,7 @@ def show(repository: Path, model: str, version: int | None, overrides: ModelConf
     config_path = model_dir / "config.pbtxt"
     if not config_path.exists():
         raise RepositoryError(f"{config_path}: missing")
-    versions = version_folders(model_dir)
+    versions = model_versions(model_dir)
     if version is not None and version not in versions:
         raise RepositoryError(f"version {version} not in {model_dir} (versions: {versions})")
     target = version if version is not None else (versions[-1] if versions else None)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
-from tritonop.k8s import RESOURCES, KubeClient
+from tritonop.k8s import RESOURCES, KubeClient, resource_version
 
 LOG = logging.getLogger("tritonop.cache")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
@@ -27,13 +27,6 @@ Key = tuple[str, str]  # (namespace, name)
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata", {})
     return (meta.get("namespace", ""), meta.get("name", ""))
-
-
-def _version(obj: dict[str, Any]) -> int | None:
-    try:
-        return int(obj.get("metadata", {}).get("resourceVersion", ""))
-    except ValueError:
-        return None
 
 
 class ObjectCache:
@@ -55,7 +48,7 @@ class ObjectCache:
         key = _key(obj)
         known = self.objects[kind].get(key)
         if known is not None:
-            new, old = _version(obj), _version(known)
+            new, old = resource_version(obj), resource_version(known)
             if new is not None and old is not None and new < old:
                 return
         self.objects[kind][key] = obj
@@ -64,7 +57,7 @@ class ObjectCache:
         key = _key(obj)
         self.objects[kind].pop(key, None)
         if kind in self._tombstones:
-            self._tombstones[kind][key] = _version(obj) or 0
+            self._tombstones[kind][key] = resource_version(obj) or 0
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects[kind].get((namespace, name))
@@ -92,7 +85,7 @@ class ObjectCache:
             listed: dict[Key, dict[str, Any]] = {}
             for item in items:
                 key = _key(item)
-                if tombstones.get(key, -1) < (_version(item) or 0):
+                if tombstones.get(key, -1) < (resource_version(item) or 0):
                     # A LIST's items carry no apiVersion/kind; watch events and writes do, and
                     # comparisons with rendered objects need them.
                     item.setdefault("apiVersion", RESOURCES[kind][0])
@@ -100,7 +93,7 @@ class ObjectCache:
                     listed[key] = item
             stored = self.objects[kind]
             for key, obj in list(stored.items()):
-                if key not in listed and (_version(obj) or 0) <= list_version:
+                if key not in listed and (resource_version(obj) or 0) <= list_version:
                     del stored[key]
             for item in listed.values():
                 self.store(kind, item)

@@ -175,7 +175,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         except ValueError as error:
             sys.exit(f"tritonop run: {error}")
     return Settings(
-        kubeconfig=args.kubeconfig,
+        # None: in-cluster, else the kubernetes package's default (~/.kube/config).
+        kubeconfig=args.kubeconfig or os.environ.get("KUBECONFIG"),
         metrics_port=args.metrics_port,
         workers=args.workers,
         resync_seconds=args.resync_seconds,
@@ -189,9 +190,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run_operator(args: argparse.Namespace) -> None:
     settings = settings_from(args)
-    if args.kubeconfig:
-        # kopf's own watches log in through the kubernetes package, which reads $KUBECONFIG.
-        os.environ["KUBECONFIG"] = args.kubeconfig
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())

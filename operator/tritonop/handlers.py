@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY, start_http_server
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.cache import CACHED_KINDS
 from tritonop.controller import Controller
-from tritonop.k8s import RESOURCES, KubeClient, KubeError
+from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
 from tritonop.reconcile import reconcile
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
@@ -84,6 +84,13 @@ async def release(memo: kopf.Memo, key: tuple[str, str], uid: str | None) -> Non
     """The one cleanup path for a ModelDeployment that is gone (deleted, or its namespace)."""
     memo.controller.forget(key)
     await memo.state.release(key, uid)
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own watches: the operator's credentials, loaded afresh each time kopf meets a 401."""
+    config: Settings = getattr(memo, "settings", None) or Settings()
+    return kopf_login(config.kubeconfig)
 
 
 @kopf.on.cleanup()

@@ -4,21 +4,34 @@ A small asyncio client on aiohttp: GET/LIST, server-side apply under one field m
 patches of status, deletes and Events. Credentials come from the same places kubectl looks
 (in-cluster ServiceAccount, else KUBECONFIG), resolved by the kubernetes package's loaders.
 Every request is counted by verb and resource, so idle write calls can be measured.
+
+Credentials expire, and the client keeps them current the way client-go does:
+- in-cluster, the projected ServiceAccount token file is re-read every minute (kubelet rotates it);
+- from a kubeconfig, the loader's `refresh_api_key_hook` is asked every few seconds; it re-runs
+  an exec plugin (EKS, GKE, AKS) or refreshes an OIDC/GCP token once the credential is within
+  five minutes of its expiry (the exec credential's expirationTimestamp, the JWT's exp);
+- a 401 means the credential was revoked or expired early: the client loads credentials afresh
+  (re-reads the kubeconfig and re-runs the exec plugin, or re-reads the token file) and retries
+  the request once. Concurrent 401s share one reload; a 401 with fresh credentials is an error.
+kopf's own watches log in through `kopf_login` (an `@kopf.on.login` handler): the same loader,
+asked again by kopf each time one of its requests meets a 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import datetime
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -27,6 +40,10 @@ from kubernetes import config as kube_config
 from prometheus_client import Counter as PromCounter
 
 from tritonop import __version__
+from tritonop.clock import rfc3339
+
+if TYPE_CHECKING:
+    import kopf
 
 FIELD_MANAGER = "tritonop"
 USER_AGENT = f"tritonop/{__version__}"
@@ -37,6 +54,8 @@ API_REQUESTS = PromCounter(
     ["verb", "resource", "code"],
 )
 WRITE_VERBS = frozenset({"apply", "patch", "create", "delete", "update"})
+TOKEN_FILE_PERIOD = 60.0  # seconds between re-reads of a projected ServiceAccount token
+REFRESH_HOOK_PERIOD = 10.0  # seconds between asking the kubeconfig loader whether its token expires
 
 # kind -> (apiVersion, plural, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -79,6 +98,15 @@ def resource_path(kind: str, namespace: str | None = None, name: str | None = No
     return path
 
 
+def resource_version(obj: Mapping[str, Any] | None) -> int | None:
+    """metadata.resourceVersion of an object or a list, as a number; None when absent or not a
+    number (the API calls it opaque; etcd-backed servers hand out integers, so they compare)."""
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 def resource_of(path: str) -> str:
     """The plural (and subresource) a resource_path names: /apis/g/v/namespaces/n/plural/name/sub."""
     parts = path.split("/")[3:] if path.startswith("/api/") else path.split("/")[4:]
@@ -91,41 +119,99 @@ def resource_of(path: str) -> str:
 class Credentials:
     server: str
     ssl_context: ssl.SSLContext
-    token: str | None
-    token_file: str | None
+    token: str | None  # the whole Authorization header value ("Bearer ...")
+    token_file: str | None  # in-cluster: the projected ServiceAccount token, re-read periodically
+    # What the kubernetes package's loader made: its refresh_api_key_hook renews a kubeconfig's
+    # exec/OIDC/GCP token; its file paths (CA, client certificate) are what kopf logs in with.
+    configuration: kube_client.Configuration | None = None
+
+
+def _bearer(configuration: kube_client.Configuration) -> str | None:
+    token = configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization")
+    if token and not token.lower().startswith("bearer "):
+        token = f"Bearer {token}"
+    return str(token) if token else None
 
 
 def load_credentials(kubeconfig: str | None = None) -> Credentials:
+    """Resolve credentials now: in-cluster ServiceAccount, else the kubeconfig (running its exec
+    plugin, if it has one). Called again after a 401. The kubeconfig is `kubeconfig` (the CLI
+    resolves $KUBECONFIG into the settings), else the kubernetes package's default."""
     configuration = kube_client.Configuration()
     token_file: str | None = None
     try:
         kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         token_file = kube_config.incluster_config.SERVICE_TOKEN_FILENAME
     except kube_config.ConfigException:
-        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
     if not configuration.verify_ssl:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
-    if token and not token.lower().startswith("bearer "):
-        token = f"Bearer {token}"
-    return Credentials(server=configuration.host.rstrip("/"), ssl_context=context, token=token, token_file=token_file)
+    return Credentials(
+        server=configuration.host.rstrip("/"),
+        ssl_context=context,
+        token=_bearer(configuration),
+        token_file=token_file,
+        configuration=configuration,
+    )
+
+
+def kopf_login(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
+    """Credentials for kopf's own watches, resolved like KubeClient's: register it with
+    `@kopf.on.login()`. kopf calls it at startup and again whenever one of its requests gets a 401
+    (then it closes its session, so every watch reconnects with the new token). Unlike kopf's
+    default login it honours an explicit kubeconfig path, whatever $KUBECONFIG said at import."""
+    import kopf  # here, not at the top: `tritonop crd` and the tests need no kopf
+
+    try:
+        credentials = load_credentials(kubeconfig)
+    except (kube_config.ConfigException, OSError, ssl.SSLError) as error:
+        raise kopf.PermanentError(f"cannot load Kubernetes credentials: {error}") from error
+    configuration = credentials.configuration
+    assert configuration is not None
+    if credentials.token is None and not configuration.cert_file:
+        # An exec plugin that failed (the loader only logs it): try again rather than go anonymous.
+        raise kopf.TemporaryError("no Kubernetes credentials yet (see the exec plugin's error above)", delay=1)
+    scheme, _, token = (credentials.token or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 class KubeClient:
-    def __init__(self, credentials: Credentials, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        timeout: float = 30.0,
+        loader: Callable[[], Credentials] | None = None,
+        refresh_period: float = REFRESH_HOOK_PERIOD,
+    ) -> None:
+        """`loader` resolves credentials afresh (after a 401); without one a 401 is final.
+        `refresh_period`: how often the kubeconfig loader is asked whether its token expires."""
         self.credentials = credentials
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.session: aiohttp.ClientSession | None = None
         self.requests: Counter[str] = Counter()
-        self._token_read_at = time.monotonic()
+        self.loader = loader
+        self.refresh_period = refresh_period
+        self._next_check = time.monotonic() + (TOKEN_FILE_PERIOD if credentials.token_file else refresh_period)
+        self._generation = 0  # bumped at every reload: requests that failed with an older one retry
+        self._refreshing = asyncio.Lock()
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
-        return cls(load_credentials(kubeconfig))
+        return cls(load_credentials(kubeconfig), loader=functools.partial(load_credentials, kubeconfig))
 
     async def close(self) -> None:
         if self.session is not None:
@@ -136,14 +222,76 @@ class KubeClient:
     def write_requests(self) -> int:
         return sum(count for verb, count in self.requests.items() if verb in WRITE_VERBS)
 
-    def _headers(self) -> dict[str, str]:
+    async def _authorization(self) -> tuple[int, str | None]:
+        """The credential generation and the Authorization header value to send now, renewed first
+        if it is time to look (a renewal in progress is not waited for: the old token still works)."""
+        if time.monotonic() >= self._next_check and not self._refreshing.locked():
+            async with self._refreshing:
+                if time.monotonic() >= self._next_check:
+                    await self._renew()
+        return self._generation, self.credentials.token
+
+    async def _renew(self) -> None:
         creds = self.credentials
-        # Projected ServiceAccount tokens rotate: re-read the file every minute.
-        if creds.token_file and time.monotonic() - self._token_read_at > 60:
-            with open(creds.token_file) as handle:
-                creds.token = f"Bearer {handle.read().strip()}"
-            self._token_read_at = time.monotonic()
-        return {"Authorization": creds.token} if creds.token else {}
+        if creds.token_file:
+            # Projected ServiceAccount tokens rotate: re-read the file every minute.
+            self._next_check = time.monotonic() + TOKEN_FILE_PERIOD
+            try:
+                with open(creds.token_file) as handle:
+                    self._use(f"Bearer {handle.read().strip()}")
+            except OSError as error:
+                LOG.warning("cannot re-read the ServiceAccount token %s: %s", creds.token_file, error)
+            return
+        self._next_check = time.monotonic() + self.refresh_period
+        configuration = creds.configuration
+        hook = configuration.refresh_api_key_hook if configuration is not None else None
+        if configuration is None or hook is None:
+            return  # a static token or a client certificate: nothing expires that a loader renews
+        try:
+            # Cheap unless the token is within 5 minutes of expiry: then it runs the exec plugin
+            # (or refreshes OIDC/GCP), which may take seconds, so off the event loop.
+            await asyncio.to_thread(hook, configuration)
+        except Exception as error:  # whatever a plugin or provider raises, the old token stays
+            LOG.warning("cannot refresh the Kubernetes credentials: %s", error)
+            return
+        token = _bearer(configuration)
+        if token and token != creds.token:
+            LOG.info("Kubernetes credentials refreshed before expiry")
+            self._use(token)
+
+    def _use(self, token: str) -> None:
+        """A renewed token; a request that fails with the previous one retries without a reload."""
+        if token != self.credentials.token:
+            self.credentials.token = token
+            self._generation += 1
+
+    async def _reload(self, generation: int) -> bool:
+        """After a 401 with credentials of this generation: load them afresh, once for all the
+        requests that failed with them. True when there are new credentials to retry with."""
+        async with self._refreshing:
+            if self._generation != generation:
+                return True  # another request reloaded them meanwhile
+            if self.loader is None:
+                return False
+            try:
+                fresh = await asyncio.to_thread(self.loader)
+            except Exception as error:  # a kubeconfig or exec plugin failing in any way
+                LOG.warning("401 from the API server, and the credentials cannot be reloaded: %s", error)
+                return False
+            if self.credentials.token and not fresh.token:
+                # The loaders log a failing exec plugin and carry on without a token: sending
+                # none would make every request anonymous (403s), so keep failing with 401s.
+                LOG.warning("401 from the API server, and reloading the credentials gave no token")
+                return False
+            LOG.info("401 from the API server: credentials reloaded")
+            # The server and its CA stay: the session's connection pool was built for them.
+            self.credentials = dataclasses.replace(
+                self.credentials, token=fresh.token, token_file=fresh.token_file, configuration=fresh.configuration
+            )
+            self._generation += 1
+            period = TOKEN_FILE_PERIOD if fresh.token_file else self.refresh_period
+            self._next_check = time.monotonic() + period
+            return True
 
     async def _request(
         self,
@@ -162,27 +310,37 @@ class KubeClient:
         if method in ("PATCH", "POST", "PUT"):
             params = {"fieldManager": FIELD_MANAGER, **(params or {})}
         url = self.credentials.server + path + (f"?{urlencode(params)}" if params else "")
-        headers = {**self._headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = json.dumps(body)
+        data = None if body is None else json.dumps(body)
         self.requests[verb] += 1
-        for attempt in range(5):
+        throttled = 0
+        reloaded = False
+        while True:
+            generation, authorization = await self._authorization()
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            if authorization:
+                headers["Authorization"] = authorization
+            if data is not None:
+                headers["Content-Type"] = content_type
             async with self.session.request(method, url, data=data, headers=headers) as response:
-                API_REQUESTS.labels(verb, resource_of(path), str(response.status)).inc()
+                status, reason = response.status, response.reason
+                retry_after = response.headers.get("Retry-After", "1")
                 text = await response.text()
-                if response.status == 429 and attempt < 4:  # API priority & fairness asks us to wait
-                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            API_REQUESTS.labels(verb, resource_of(path), str(status)).inc()
+            if status == 429 and throttled < 4:  # API priority & fairness asks us to wait
+                throttled += 1
+                await asyncio.sleep(float(retry_after))
+                continue
+            if status == 401 and not reloaded:  # revoked or expired early: reload once, retry once
+                reloaded = True
+                if await self._reload(generation):
                     continue
-                if response.status >= 400:
-                    try:
-                        status = json.loads(text)
-                        raise KubeError(response.status, status.get("reason", ""), status.get("message", text))
-                    except ValueError:
-                        raise KubeError(response.status, response.reason or "", text) from None
-                return json.loads(text) if text else None
-        raise AssertionError("unreachable")
+            if status >= 400:
+                try:
+                    answer = json.loads(text)
+                except ValueError:
+                    raise KubeError(status, reason or "", text) from None
+                raise KubeError(status, answer.get("reason", ""), answer.get("message", text))
+            return json.loads(text) if text else None
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -202,11 +360,7 @@ class KubeClient:
         """Items and the list's resourceVersion (the point in time it shows), as a number if it is one."""
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self._request("list", "GET", resource_path(kind, namespace), params=params)
-        try:
-            version: int | None = int(result.get("metadata", {}).get("resourceVersion", ""))
-        except ValueError:
-            version = None
-        return list(result.get("items", [])), version
+        return list(result.get("items", [])), resource_version(result)
 
     async def apply(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply of the fields in obj, owned by the operator's field manager."""
@@ -268,7 +422,7 @@ class KubeClient:
         namespace = meta["namespace"]
         digest = hashlib.sha256(f"{meta['uid']}/{event_type}/{reason}/{message}".encode()).hexdigest()[:12]
         name = f"{meta['name']}.{digest}"
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339()
         message = message[:1024]
         event = {
             "apiVersion": "v1",

@@ -28,6 +28,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from tritonop.clock import micro_time
 from tritonop.k8s import KubeClient, KubeError
 
 LOG = logging.getLogger("tritonop.leader")
@@ -55,11 +56,6 @@ class ElectionConfig:
 def default_identity() -> str:
     """The pod name (the hostname in a pod) plus a random part: two processes never share one."""
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-
-
-def micro_time(at: datetime.datetime | None = None) -> str:
-    """A metav1.MicroTime."""
-    return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tritonop.cli import build_parser, settings_from
 from tritonop.leader import ElectionConfig
 from tritonop.settings import Settings
@@ -43,8 +45,11 @@ def test_flags_become_settings() -> None:
     )
 
 
-def test_defaults_match_the_settings_defaults() -> None:
+def test_defaults_match_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     assert settings_from(build_parser().parse_args(["run"])) == Settings()
+    monkeypatch.setenv("KUBECONFIG", "/from/env")
+    assert settings_from(build_parser().parse_args(["run"])).kubeconfig == "/from/env"
 
 
 def test_only_the_cli_reads_the_environment() -> None:

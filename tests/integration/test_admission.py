@@ -16,11 +16,205 @@ from .helpers import md_manifest
 pytestmark = pytest.mark.integration
 
 REPO = "file:///srv/models"
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 OWNED_FLAGS_MESSAGE = "the operator owns --model-control-mode"
+CPU_MESSAGE = 'must be a positive CPU quantity of at least 1m, such as "4", "0.5" or "500m"'
+MEMORY_MESSAGE = 'must be a positive whole number of bytes, such as "16Gi", "512Mi" or "8G"'
+LABEL_KEY_MESSAGE = "a label key: an optional DNS subdomain prefix and '/', then a name of at most 63"
+LABEL_VALUE_MESSAGE = "must be a label value: empty, or at most 63 letters, digits, '-', '_' or '.'"
+SUBDOMAIN_MESSAGE = "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.'"
+IMAGE_MESSAGE = "must be a container image reference such as nvcr.io/nvidia/tritonserver:25.10-py3"
+DOTDOT_MESSAGE = "must not contain a '..' path segment in a pvc:// or file:// path"
+DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
 def base(**spec: Any) -> dict[str, Any]:
     return {"model": {"repository": REPO}, **spec}
+
+
+def server(**fields: Any) -> dict[str, Any]:
+    return base(server=fields)
+
+
+def batching(max_batch_size: int | None, preferred: list[int]) -> dict[str, Any]:
+    config: dict[str, Any] = {"dynamicBatching": {"preferredBatchSizes": preferred}}
+    if max_batch_size is not None:
+        config["maxBatchSize"] = max_batch_size
+    return {"model": {"repository": REPO, "config": config}}
+
+
+# Bad input that passed admission before and failed later (a Deployment the API server refused, a
+# pod the kubelet could not start, a config Triton would not load): refused up front now, each
+# error naming the field and what is allowed.
+LATE_FAILURES: list[tuple[str, str, dict[str, Any], list[str]]] = [
+    ("cpu-negative", "bad", server(resources={"cpu": "-2"}), ["spec.server.resources.cpu", CPU_MESSAGE]),
+    ("cpu-zero", "bad", server(resources={"cpu": "0"}), ["spec.server.resources.cpu", CPU_MESSAGE]),
+    ("cpu-below-1m", "bad", server(resources={"cpu": "100u"}), ["spec.server.resources.cpu", CPU_MESSAGE]),
+    ("cpu-not-a-quantity", "bad", server(resources={"cpu": "4 cores"}), ["spec.server.resources.cpu", CPU_MESSAGE]),
+    ("memory-fraction", "bad", server(resources={"memory": "0.5"}), ["spec.server.resources.memory", MEMORY_MESSAGE]),
+    (
+        "memory-millibytes",
+        "bad",
+        server(resources={"memory": "500m"}),
+        ["spec.server.resources.memory", MEMORY_MESSAGE],
+    ),
+    ("memory-zero", "bad", server(resources={"memory": "0"}), ["spec.server.resources.memory", MEMORY_MESSAGE]),
+    ("memory-negative", "bad", server(resources={"memory": "-16Gi"}), ["spec.server.resources.memory", MEMORY_MESSAGE]),
+    ("memory-unit-typo", "bad", server(resources={"memory": "16GB"}), ["spec.server.resources.memory", MEMORY_MESSAGE]),
+    (
+        "preferred-batch-above-max",
+        "bad",
+        batching(8, [4, 16]),
+        [
+            "spec.model.config.dynamicBatching.preferredBatchSizes",
+            "each preferred batch size must be at most maxBatchSize",
+        ],
+    ),
+    (
+        "preferred-batch-with-batching-off",
+        "bad",
+        batching(0, [1, 2]),
+        [
+            "spec.model.config.dynamicBatching.preferredBatchSizes",
+            "must be empty when maxBatchSize is 0 (batching off)",
+        ],
+    ),
+    (
+        "node-selector-key",
+        "bad",
+        server(nodeSelector={"gpu type": "a100", "nvidia.com/gpu.present": "true"}),
+        ["spec.server.nodeSelector", 'key "gpu type" must be', LABEL_KEY_MESSAGE],
+    ),
+    (
+        "node-selector-key-prefix",
+        "bad",
+        server(nodeSelector={"NVIDIA.com/gpu": "true"}),
+        ["spec.server.nodeSelector", '"NVIDIA.com/gpu"', LABEL_KEY_MESSAGE],
+    ),
+    (
+        "node-selector-value",
+        "bad",
+        server(nodeSelector={"nvidia.com/gpu.product": "Tesla T4"}),
+        ["spec.server.nodeSelector[nvidia.com/gpu.product]", LABEL_VALUE_MESSAGE],
+    ),
+    (
+        "toleration-key",
+        "bad",
+        server(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}, {"key": "gpu:", "operator": "Exists"}]),
+        ["spec.server.tolerations[1].key", LABEL_KEY_MESSAGE],
+    ),
+    (
+        "toleration-value",
+        "bad",
+        server(tolerations=[{"key": "dedicated", "value": "ml team"}]),
+        ["spec.server.tolerations[0].value", LABEL_VALUE_MESSAGE],
+    ),
+    (
+        "toleration-exists-with-value",
+        "bad",
+        server(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "value": "true"}]),
+        ["spec.server.tolerations[0].value", "must be empty when operator is Exists"],
+    ),
+    (
+        "toleration-no-key-equal",
+        "bad",
+        server(tolerations=[{"effect": "NoSchedule"}]),
+        ["spec.server.tolerations[0].operator", "must be Exists when key is empty"],
+    ),
+    (
+        "toleration-seconds-without-noexecute",
+        "bad",
+        server(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30}]),
+        ["spec.server.tolerations[0].tolerationSeconds", "may be set only with effect NoExecute"],
+    ),
+    (
+        "priority-class-name",
+        "bad",
+        server(priorityClassName="High_Priority"),
+        ["spec.server.priorityClassName", SUBDOMAIN_MESSAGE],
+    ),
+    (
+        "runtime-class-name",
+        "bad",
+        server(runtimeClassName="NVIDIA"),
+        ["spec.server.runtimeClassName", SUBDOMAIN_MESSAGE],
+    ),
+    (
+        "credentials-secret",
+        "bad",
+        {"model": {"repository": "s3://my-bucket/models", "credentialsSecret": "aws creds"}},
+        ["spec.model.credentialsSecret", SUBDOMAIN_MESSAGE],
+    ),
+    (
+        "env-name",
+        "bad",
+        server(env=[{"name": "1ST_VAR", "value": "x"}]),
+        [
+            "spec.server.env[0].name",
+            "must consist of letters, digits, '_', '-' and '.', and must not start with a digit",
+        ],
+    ),
+    (
+        "env-control-key",
+        "bad",
+        server(env=[{"name": "LOG", "value": "1"}, {"name": "TRITONOP_CONTROL_KEY", "value": "mine"}]),
+        ["spec.server.env[1].name", "must not be TRITONOP_CONTROL_KEY: the operator sets it"],
+    ),
+    (
+        "env-gcs-credentials",
+        "bad",
+        {
+            "model": {"repository": "gs://my-bucket/models", "credentialsSecret": "gcs"},
+            "server": {"env": [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/tmp/key.json"}]},
+        },
+        ["spec.server.env", "must not set GOOGLE_APPLICATION_CREDENTIALS with a gs:// repository"],
+    ),
+    ("image-empty", "bad", server(image=""), ["spec.server.image", IMAGE_MESSAGE]),
+    (
+        "image-whitespace",
+        "bad",
+        server(image="nvcr.io/nvidia/tritonserver: 25.10-py3"),
+        ["spec.server.image", IMAGE_MESSAGE],
+    ),
+    (
+        "image-uppercase",
+        "bad",
+        server(image="nvcr.io/NVIDIA/tritonserver:25.10-py3"),
+        ["spec.server.image", IMAGE_MESSAGE],
+    ),
+    ("image-short-digest", "bad", server(image="tritonserver@sha256:abc"), ["spec.server.image", IMAGE_MESSAGE]),
+    (
+        "mig-with-two-gpus",
+        "bad",
+        server(gpus=2, gpuResourceName="nvidia.com/mig-1g.10gb"),
+        ["spec.server.gpus", "must be 0 or 1 with a MIG profile as gpuResourceName"],
+    ),
+    (
+        "owned-flag-abbreviated",
+        "bad",
+        server(extraArgs=["--model-control=poll"]),
+        ["spec.server.extraArgs[0]", "must not set --model-control=poll", "any abbreviation", OWNED_FLAGS_MESSAGE],
+    ),
+    (
+        "owned-flag-value-apart",
+        "bad",
+        server(extraArgs=["--log-verbose=1", "--model-repository", "/elsewhere"]),
+        ["spec.server.extraArgs[1]", "must not set --model-repository:"],
+    ),
+    ("empty-extra-arg", "bad", server(extraArgs=[""]), ["spec.server.extraArgs[0]", "at least 1"]),
+    (
+        "pvc-subpath-up",
+        "bad",
+        {"model": {"repository": "pvc://models/vision/../../etc"}},
+        ["spec.model.repository", DOTDOT_MESSAGE],
+    ),
+    (
+        "hostpath-up",
+        "bad",
+        {"model": {"repository": "file:///srv/models/.."}},
+        ["spec.model.repository", DOTDOT_MESSAGE],
+    ),
+]
 
 
 BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
@@ -140,6 +334,7 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     ),
     ("name-starts-with-digit", "9lives", base(), ["metadata.name", "must be a DNS-1035 label"]),
     ("name-with-dot", "resnet.v2", base(), ["metadata.name", "must be a DNS-1035 label"]),
+    *LATE_FAILURES,
 ]
 
 GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
@@ -165,7 +360,7 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
                 },
             },
             "server": {
-                "gpus": 2,
+                "gpus": 1,
                 "gpuResourceName": "nvidia.com/mig-1g.10gb",
                 "resources": {"cpu": "4", "memory": "16Gi"},
                 "nodeSelector": {"nvidia.com/gpu.present": "true"},
@@ -176,6 +371,61 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
             "rollout": {"strategy": "Rolling"},
         },
     ),
+    # The new rules are not over-strict: what Kubernetes and Triton take is still accepted.
+    ("quantities", server(resources={"cpu": "500m", "memory": "16Gi"})),
+    ("quantities-decimal", server(resources={"cpu": "0.5", "memory": "1.5Gi"})),
+    ("quantities-smallest", server(resources={"cpu": "1m", "memory": "1"})),
+    ("quantities-decimal-si", server(resources={"cpu": "2k", "memory": "1G"})),
+    ("preferred-batch-up-to-max", batching(8, [4, 8])),
+    # Without maxBatchSize the repository's max_batch_size applies: admission cannot see it.
+    ("preferred-batch-repository-max", batching(None, [4, 16])),
+    ("batching-off-no-preferred", batching(0, [])),
+    (
+        "labels",
+        server(nodeSelector={"kubernetes.io/hostname": "gpu-node-1", "example.com/pool": "", "A_b.c-D": "Z.y_x-1"}),
+    ),
+    (
+        "tolerations",
+        server(
+            tolerations=[
+                {"operator": "Exists"},
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "value": "ml-team"},
+                {"key": "dedicated", "operator": "Equal", "value": "", "effect": "NoExecute", "tolerationSeconds": 30},
+            ]
+        ),
+    ),
+    ("class-names", server(priorityClassName="high-priority.example.com", runtimeClassName="nvidia")),
+    (
+        "images",
+        server(image=f"registry.example.com:5000/ml/triton-server_x:24.01-py3@{DIGEST}"),
+    ),
+    ("image-localhost", server(image="localhost:5000/tritonserver")),
+    ("image-digest-only", server(image=f"tritonserver@{DIGEST}")),
+    ("env", server(env=[{"name": "CUDA_VISIBLE_DEVICES", "value": "0"}, {"name": "my.var-1", "value": ""}])),
+    (
+        "gcs-credentials-env-without-secret",
+        {
+            "model": {"repository": "gs://my-bucket/models"},
+            "server": {"env": [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/etc/gcs/key.json"}]},
+        },
+    ),
+    ("mig-one-gpu", server(gpus=1, gpuResourceName="nvidia.com/mig-3g.40gb")),
+    ("mig-cpu-only", server(gpus=0, gpuResourceName="nvidia.com/mig-1g.10gb")),
+    ("several-gpus", server(gpus=4)),
+    (
+        "extra-args",
+        server(
+            extraArgs=[
+                "--log-verbose=1",
+                "--model-load-thread-count=2",
+                "--exit-timeout-secs",
+                "10",
+                "--metrics-interval-ms=1000",
+            ]
+        ),
+    ),
+    ("dots-in-paths", {"model": {"repository": "pvc://models/v1..2/..hidden/./x"}}),
 ]
 
 
@@ -205,7 +455,7 @@ def test_good_spec_is_accepted_with_defaults(
     assert result.returncode == 0, result.stderr
     applied = yaml.safe_load(result.stdout)
     assert applied["spec"]["rollout"]["strategy"] == spec.get("rollout", {}).get("strategy", "InPlace")
-    assert applied["spec"]["server"]["image"] == "nvcr.io/nvidia/tritonserver:25.10-py3"
+    assert applied["spec"]["server"]["image"] == spec.get("server", {}).get("image", DEFAULT_IMAGE)
     assert applied["spec"]["server"]["gpus"] == spec.get("server", {}).get("gpus", 1)
     if "autoscaling" in spec:
         assert applied["spec"]["autoscaling"]["scaleDownStabilizationSeconds"] == 300

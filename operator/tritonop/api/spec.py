@@ -101,6 +101,11 @@ def cel_matches(regex: str, message: str) -> JsonDict:
     return cel(f"self.matches('{cel_regex}')", message)
 
 
+def cel_label_key(var: str) -> str:
+    """A CEL condition: the string `var` is a label key (the regex cannot bound the prefix)."""
+    return f"({var}.indexOf('/') <= 253 && {var}.matches('" + LABEL_KEY_PATTERN.replace("\\", "\\\\") + "'))"
+
+
 def cel_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
@@ -186,12 +191,19 @@ else:
 
 
 if TYPE_CHECKING:  # the type checker sees the plain type
-    DnsSubdomain = CpuQuantity = MemoryQuantity = LabelValue = ImageReference = EnvName = TolerationKey = str
+    DnsSubdomain = str
+    CpuQuantity = str
+    MemoryQuantity = str
+    LabelValue = str
+    TolerationKey = str
+    ImageReference = str
+    EnvName = str
 else:
     # Secret, PriorityClass and RuntimeClass names: the Deployment is refused with anything else.
     DnsSubdomain = cel_string(253, cel_matches(DNS_SUBDOMAIN_PATTERN, DNS_SUBDOMAIN_MESSAGE), max_length=253)
-    # Kubernetes refuses a negative quantity in a Deployment; 0 CPU or memory is no container, and
-    # the kubelet has no fractional bytes or CPU below 1m. The pattern is the Python side's old check.
+    # Kubernetes refuses a negative quantity in a Deployment and takes 0, fractional bytes or CPU
+    # below 1m with a warning at most; none is a size to run Triton with. The pattern is the Python
+    # side's old check.
     CpuQuantity = cel_string(
         64,
         cel(
@@ -203,7 +215,11 @@ else:
     MemoryQuantity = cel_string(
         64,
         cel(
-            "isQuantity(self) && quantity(self).isInteger() && quantity(self).isGreaterThan(quantity('0'))",
+            # isInteger() is false for "1.5Gi" (a whole 1610612736 bytes, stored as a decimal), so a
+            # value below 2^63 is whole when its approximation has no fraction.
+            "isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && (quantity(self).isInteger() "
+            "|| (quantity(self).asApproximateFloat() < 9.0e18 "
+            "&& double(int(quantity(self).asApproximateFloat())) == quantity(self).asApproximateFloat()))",
             'must be a positive whole number of bytes, such as "16Gi", "512Mi" or "8G" (not a fraction like "0.5")',
         ),
         pattern=QUANTITY_PATTERN,
@@ -212,9 +228,7 @@ else:
     TolerationKey = cel_string(
         317,
         cel(
-            "self == '' || (self.indexOf('/') <= 253 && self.matches('"
-            + LABEL_KEY_PATTERN.replace("\\", "\\\\")
-            + "'))",
+            "self == '' || " + cel_label_key("self"),
             "must be empty (every taint key) or " + LABEL_KEY_MESSAGE.removeprefix("must be "),
         ),
     )
@@ -276,10 +290,11 @@ class ModelConfigOverrides(ApiModel):
                     "!has(self.maxBatchSize) || !has(self.dynamicBatching) "
                     "|| !has(self.dynamicBatching.preferredBatchSizes) "
                     "|| self.dynamicBatching.preferredBatchSizes.all(size, size <= self.maxBatchSize)",
+                    # Static texts: the API server estimates a message built from string(int)
+                    # as unbounded and refuses the CRD.
                     message_expression=(
-                        "'each preferred batch size must be at most maxBatchSize (' + string(self.maxBatchSize) "
-                        "+ '); larger: ' + self.dynamicBatching.preferredBatchSizes"
-                        ".filter(size, size > self.maxBatchSize).map(size, string(size)).join(', ')"
+                        "self.maxBatchSize == 0 ? 'must be empty when maxBatchSize is 0 (batching off)' "
+                        ": 'each preferred batch size must be at most maxBatchSize'"
                     ),
                     field_path=".dynamicBatching.preferredBatchSizes",
                 )
@@ -437,12 +452,9 @@ class ServerSpec(ApiModel):
             "maxProperties": 64,
             "x-kubernetes-validations": [
                 cel(
-                    "self.all(key, key.indexOf('/') <= 253 && key.matches('"
-                    + LABEL_KEY_PATTERN.replace("\\", "\\\\")
-                    + "'))",
-                    message_expression="'key ' + self.filter(key, !(key.indexOf('/') <= 253 && key.matches('"
-                    + LABEL_KEY_PATTERN.replace("\\", "\\\\")
-                    + "'))).map(key, '\"' + key + '\"').join(', ') + ' "
+                    f"self.all(key, {cel_label_key('key')})",
+                    # Names the first bad key (the API server cannot afford to list them all).
+                    message_expression=f"'key \"' + self.filter(key, !{cel_label_key('key')})[0] + '\" "
                     + LABEL_KEY_MESSAGE.replace("'", "\\'")
                     + "'",
                 )

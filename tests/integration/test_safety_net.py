@@ -1,0 +1,77 @@
+"""What admission cannot check is caught when the operator applies it: the API server refuses the
+owned object, the ModelDeployment says so (Synced=False, reason ApplyRefused, the server's own
+message, and a Warning event), and the pods that were serving keep serving.
+
+spec.server.affinity is free-form (as in a Pod spec, preserve-unknown-fields), so the CRD cannot
+validate it; the Deployment's validation does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devcluster import DevCluster
+from devcluster.cluster import wait_until
+
+from .conftest import OperatorProcess
+from .helpers import (
+    apply_md,
+    events_for,
+    infer_version,
+    md_condition,
+    ready_ips,
+    sleepy_spec,
+    wait_for_condition,
+)
+
+pytestmark = pytest.mark.integration
+
+# Accepted by the CRD (affinity is preserve-unknown-fields); refused in a Deployment with
+# "...nodeSelectorTerms: Required value: must have at least one node selector term".
+REFUSED_AFFINITY: dict[str, Any] = {
+    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}
+}
+
+
+def test_an_owned_object_the_api_server_refuses_is_reported_and_what_runs_keeps_serving(
+    cluster: DevCluster, operator: OperatorProcess, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1))
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
+    serving = ready_ips(core, namespace, "sleepy")
+    assert len(serving) == 1 and infer_version(serving[0]) == 2
+    apps = client.AppsV1Api(api)
+    accepted = apps.read_namespaced_deployment("sleepy", namespace)
+
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1, server={"affinity": REFUSED_AFFINITY}))
+
+    md = wait_for_condition(api, namespace, "sleepy", "Synced", "False", "ApplyRefused")
+    synced = md_condition(md, "Synced")
+    # The API server's own words, naming the field it refused.
+    assert "nodeSelectorTerms" in synced["message"], synced
+    assert "must have at least one node selector term" in synced["message"], synced
+    ready = md_condition(md, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ApplyRefused"), ready
+    wait_until(
+        "a Warning event ApplyRefused",
+        lambda: any(
+            event.type == "Warning" and event.reason == "ApplyRefused" and "nodeSelectorTerms" in (event.message or "")
+            for event in events_for(core, namespace, "sleepy")
+        ),
+        timeout=30,
+    )
+
+    # What ran before keeps running and serving: the Deployment is the last one accepted.
+    live = apps.read_namespaced_deployment("sleepy", namespace)
+    assert live.metadata.generation == accepted.metadata.generation
+    assert live.spec.template.spec.affinity is None
+    assert ready_ips(core, namespace, "sleepy") == serving
+    assert infer_version(serving[0]) == 2
+
+    # Fixing the spec clears the report.
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1))
+    wait_for_condition(api, namespace, "sleepy", "Synced", "True")
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
+    assert infer_version(ready_ips(core, namespace, "sleepy")[0]) == 2

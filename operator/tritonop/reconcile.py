@@ -58,7 +58,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     # 4. bring each Triton to the target version and config
     servers = Servers(state.kube, state.cache, state.serving, md, events)
     target = Target(target_version, report, control_key, rollout_hash(md, inputs))
-    pods = await servers.converge(observed.pods, target)
+    converged = await servers.converge(observed.pods, target)
+    pods = converged.pods
     # 5. status (pure), written only if it changed; events for what changed
     facts = Facts(
         desired_replicas=scaling.replicas,
@@ -69,6 +70,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         gpu_resource=md.spec.server.gpu_resource_name,
         autoscale=scaling.facts,
         apply_refused=refused,
+        config_problem=converged.config_problem,
     )
     status = compute_status(md, facts, md.status, rfc3339())
     READY.labels(md.namespace, md.name).set(int(status.reason is None))
@@ -76,7 +78,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         events.record(event)
     await write_status(state, md, body, status)
     await events.flush(state.kube, body)
-    return Outcome(requeue_after=next_look(pods, target_version) or state.autoscalers.next_evaluation_in(md))
+    # Nothing converges while the overrides cannot load: the spec has to change first.
+    soon = next_look(pods, target_version) if converged.config_problem is None else None
+    return Outcome(requeue_after=soon or state.autoscalers.next_evaluation_in(md))
 
 
 def target_of(md: ModelDeployment, report: RepositoryReport) -> int | None:

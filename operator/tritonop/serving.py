@@ -9,7 +9,9 @@ The in-place switch protocol (rollout.strategy InPlace), per running pod, in one
    can read the repository; else the config a serving pod reports (learned, per ModelDeployment);
    with neither, Triton loads the repository's config as-is once and the operator learns it.
    Wanted = base + the spec's overrides + version_policy {specific: [target]}.
-   A broken repository (RepositoryValid=False) loads nothing: what serves keeps serving.
+   A broken repository (RepositoryValid=False), or overrides that cannot work with the
+   repository's config (preferred batch sizes above its max_batch_size), load nothing: what
+   serves keeps serving, and ModelLoaded says why.
 3. Current? The pod serves exactly [target] and the fields the operator sets (max_batch_size,
    dynamic_batching, instance counts) are as wanted: nothing to do.
 4. Load beside. If the pod serves other versions and not the target, load a config whose
@@ -47,7 +49,7 @@ from tritonop.clock import rfc3339
 from tritonop.events import EventRecorder
 from tritonop.k8s import KubeClient
 from tritonop.owned import is_subset
-from tritonop.render.model_config import effective_config, from_json, to_json
+from tritonop.render.model_config import effective_config, from_json, override_problem, to_json
 from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
 from tritonop.repository.local import RepositoryReport
 from tritonop.status import PodFacts
@@ -90,6 +92,12 @@ class LoadResult:
     config: dict[str, Any] | None
     error: str | None = None
     unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class Converged:
+    pods: list[PodFacts]
+    config_problem: str | None = None  # overrides that cannot load with the repository's config
 
 
 @dataclass
@@ -144,21 +152,25 @@ class Servers:
     md: ModelDeployment
     events: EventRecorder
 
-    async def converge(self, pods: list[dict[str, Any]], target: Target) -> list[PodFacts]:
+    async def converge(self, pods: list[dict[str, Any]], target: Target) -> Converged:
         """Bring every running pod's server to the target (steps 1-6 above); facts for every pod."""
         self.memory.keep_only_pods(self.md.uid, {pod["metadata"]["uid"] for pod in pods})
         running = [pod for pod in pods if pod.get("status", {}).get("phase") == "Running" and _pod_ip(pod)]
         servers = {pod["metadata"]["uid"]: TritonServer(_pod_ip(pod), target.control_key) for pod in running}
         probes = dict(zip(servers, await asyncio.gather(*map(self.probe, servers.values())), strict=True))
         base = self.base_config(target.repository, probes.values())
+        # Overrides Triton would refuse with the repository's config: load nothing, say why.
+        problem = override_problem(base, self.md.spec.model.config) if base is not None else None
         converged = await asyncio.gather(
             *(
-                self.converge_one(pod, servers[pod["metadata"]["uid"]], probes[pod["metadata"]["uid"]], base, target)
+                self.converge_one(
+                    pod, servers[pod["metadata"]["uid"]], probes[pod["metadata"]["uid"]], base, target, problem is None
+                )
                 for pod in running
             )
         )
         by_name = {facts.name: facts for facts in converged}
-        return [by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods]
+        return Converged([by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], problem)
 
     async def probe(self, server: TritonServer) -> Probe:
         if not await server.is_live():
@@ -195,6 +207,7 @@ class Servers:
         probe: Probe,
         base: model_config_pb2.ModelConfig | None,
         target: Target,
+        may_load: bool,
     ) -> PodFacts:
         facts = pod_facts(pod)
         if not probe.live:
@@ -205,7 +218,7 @@ class Servers:
         wanted = self.wanted_config(base, target.version)
         result = LoadResult(probe.versions, probe.config)
         current = config_is_current(probe.config, list(probe.versions), wanted, target.version)
-        if managed and not current and target.repository.problem is None:
+        if managed and not current and may_load and target.repository.problem is None:
             result = await self.load(pod, server, wanted, probe.versions, target.version, in_place)
             current = config_is_current(result.config, list(result.versions), wanted, target.version)
         facts = replace(

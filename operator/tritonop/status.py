@@ -67,6 +67,7 @@ class Facts:
     gpu_resource: str = "nvidia.com/gpu"
     autoscale: AutoscaleFacts | None = None
     apply_refused: str | None = None  # the API server's message when it refused an owned object
+    config_problem: str | None = None  # overrides that cannot load with the repository's config
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,10 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
             "BlockedByRepository",
             f"version {version} not loaded on {', '.join(behind)}: the repository check failed "
             f"({facts.repository.problem}); the loaded version keeps serving",
+        )
+    if behind and facts.config_problem:
+        return condition(
+            md, "ModelLoaded", "False", "InvalidConfig", f"version {version} not loaded: {facts.config_problem}"
         )
     replaced = sorted(pod.name for pod in live if pod.awaiting_replacement and pod.name in behind)
     if replaced:

@@ -366,6 +366,8 @@ def expected_valid(spec: dict[str, Any]) -> bool:
     server = spec.get("server", {})
     if not 0 <= server.get("gpus", 1) <= 16 or server.get("gpuResourceName") == "amd.com/gpu":
         return False
+    if server.get("gpuResourceName", "").startswith("nvidia.com/mig-") and server.get("gpus", 1) > 1:
+        return False  # a CUDA process sees one MIG device
     if any(arg in ("--http-port=1", "--model-control-mode=poll") for arg in server.get("extraArgs", [])):
         return False
     auto = spec.get("autoscaling")

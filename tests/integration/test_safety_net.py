@@ -75,3 +75,38 @@ def test_an_owned_object_the_api_server_refuses_is_reported_and_what_runs_keeps_
     wait_for_condition(api, namespace, "sleepy", "Synced", "True")
     wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
     assert infer_version(ready_ips(core, namespace, "sleepy")[0]) == 2
+
+
+def test_overrides_the_repository_config_cannot_take_are_reported_not_loaded(
+    cluster: DevCluster, operator: OperatorProcess, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """preferredBatchSizes without maxBatchSize passes admission (the repository's max_batch_size
+    applies, which the API server cannot see). sleepy's config.pbtxt says max_batch_size 8, so 16
+    cannot load: the operator says so in the spec's terms instead of letting Triton answer
+    'failed to poll from model repository', and version 2 keeps serving."""
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1))
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
+    serving = ready_ips(core, namespace, "sleepy")
+
+    bad = {"name": "sleepy", "repository": sleepy_spec()["model"]["repository"], "version": 3}
+    bad["config"] = {"dynamicBatching": {"preferredBatchSizes": [4, 16]}}
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1, model=bad))
+
+    md = wait_for_condition(api, namespace, "sleepy", "ModelLoaded", "False", "InvalidConfig")
+    message = md_condition(md, "ModelLoaded")["message"]
+    assert "spec.model.config.dynamicBatching.preferredBatchSizes" in message, message
+    assert "16" in message and "max_batch_size 8" in message, message
+    assert md_condition(md, "Ready")["reason"] == "InvalidConfig"
+    assert md["status"]["activeVersion"] == 2
+    assert ready_ips(core, namespace, "sleepy") == serving
+    assert infer_version(serving[0]) == 2
+    wait_until(
+        "a Warning event InvalidConfig",
+        lambda: any(e.type == "Warning" and e.reason == "InvalidConfig" for e in events_for(core, namespace, "sleepy")),
+        timeout=30,
+    )
+
+    bad["config"] = {"dynamicBatching": {"preferredBatchSizes": [4, 8]}}
+    apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1, model=bad))
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
+    assert infer_version(ready_ips(core, namespace, "sleepy")[0]) == 3

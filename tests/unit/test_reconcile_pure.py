@@ -10,7 +10,7 @@ import pytest
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
 from tritonop.owned import first_difference, is_subset
-from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt, to_json
+from tritonop.render.model_config import ModelConfigError, effective_config, override_problem, parse_pbtxt, to_json
 from tritonop.serving import config_is_current
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
@@ -97,3 +97,28 @@ def test_config_is_current_uses_the_repository_index_for_versions() -> None:
     assert not config_is_current({**loaded, "max_batch_size": 8}, [3], wanted, 3)
     assert config_is_current(loaded, [3], None, None)
     assert not config_is_current(loaded, [], None, None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (None, None),
+        ({"maxBatchSize": 4}, None),
+        ({"dynamicBatching": {"preferredBatchSizes": [4, 8]}}, None),
+        ({"dynamicBatching": {"preferredBatchSizes": [4, 16]}}, "16 larger than max_batch_size 8 from the repository"),
+        ({"maxBatchSize": 32, "dynamicBatching": {"preferredBatchSizes": [16]}}, None),
+        (
+            {"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}},
+            "8 larger than max_batch_size 4 from spec.model.config.maxBatchSize",
+        ),
+        ({"maxBatchSize": 0, "dynamicBatching": {"preferredBatchSizes": [2]}}, "does not batch"),
+    ],
+)
+def test_override_problems_admission_cannot_see(overrides: dict[str, object] | None, problem: str | None) -> None:
+    """The repository's max_batch_size (8 for sleepy) is only known to the operator."""
+    parsed = ModelConfigOverrides.model_validate(overrides) if overrides is not None else None
+    found = override_problem(parse_pbtxt(SLEEPY_CONFIG), parsed)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found and "spec.model.config.dynamicBatching" in found

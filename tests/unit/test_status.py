@@ -155,6 +155,18 @@ CASES = [
         {"readyReplicas": 1, "activeVersion": 3, "reason": "ApplyRefused"},
     ),
     (
+        "overrides the repository's config cannot take: nothing loads, the old version serves",
+        Facts(
+            1,
+            VALID,
+            3,
+            (PodFacts("a", ready=True, live=True, ready_versions=(2,), config_current=True),),
+            config_problem="spec.model.config.dynamicBatching.preferredBatchSizes: 16 larger than max_batch_size 8",
+        ),
+        {"ModelLoaded": ("False", "InvalidConfig"), "Ready": ("False", "InvalidConfig")},
+        {"activeVersion": 2},
+    ),
+    (
         "scaled to zero",
         Facts(0, VALID, 3, ()),
         {"Ready": ("True", "Serving")},

@@ -63,6 +63,29 @@ def effective_config(
     return config
 
 
+def override_problem(base: model_config_pb2.ModelConfig, overrides: ModelConfigOverrides | None) -> str | None:
+    """What Triton would refuse in base + overrides that admission could not see (it does not know
+    the repository's config.pbtxt), said in the spec's terms; None when there is nothing."""
+    if overrides is None or overrides.dynamic_batching is None:
+        return None
+    max_batch = overrides.max_batch_size if overrides.max_batch_size is not None else base.max_batch_size
+    source = (
+        "spec.model.config.maxBatchSize" if overrides.max_batch_size is not None else "the repository's config.pbtxt"
+    )
+    too_large = [size for size in overrides.dynamic_batching.preferred_batch_sizes if size > max_batch]
+    if not too_large:
+        return None
+    if max_batch == 0:
+        return (
+            "spec.model.config.dynamicBatching.preferredBatchSizes: the model does not batch (max_batch_size 0 "
+            f"in {source}); remove the preferred sizes or set spec.model.config.maxBatchSize"
+        )
+    return (
+        f"spec.model.config.dynamicBatching.preferredBatchSizes: {', '.join(map(str, too_large))} larger than "
+        f"max_batch_size {max_batch} from {source}; use sizes up to {max_batch} or set spec.model.config.maxBatchSize"
+    )
+
+
 def to_json(config: model_config_pb2.ModelConfig) -> str:
     """The JSON Triton's load API takes (protobuf field names, as Triton prints them)."""
     return str(json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None, sort_keys=True))

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.api.spec import API_GROUP, API_VERSION, KIND, ModelDeployment
+from tritonop.api.spec import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND, OPERATOR_ENV, ModelDeployment
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -22,7 +22,7 @@ MODEL_MOUNT_PATH = "/models"
 GCS_CREDENTIALS_DIR = "/var/run/secrets/tritonop/gcs"
 # Header (HTTP) / metadata key (gRPC) that unlocks Triton's model control API.
 CONTROL_KEY_HEADER = "tritonop-control-key"
-CONTROL_KEY_ENV = "TRITONOP_CONTROL_KEY"
+CONTROL_KEY_ENV = OPERATOR_ENV
 CONTROL_KEY_SECRET_KEY = "control-key"
 # Pod condition the operator sets once a new pod serves the target version; until then the
 # pod is not Ready and receives no traffic (a readiness gate, as Kubernetes intends).
@@ -98,7 +98,7 @@ def _repository_wiring(md: ModelDeployment) -> tuple[str, list[dict[str, Any]], 
     if scheme == "gs" and secret:
         volume = {"name": "gcs-credentials", "secret": {"secretName": secret}}
         mount = {"name": "gcs-credentials", "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
-        env = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_CREDENTIALS_DIR}/credentials.json"}]
+        env = [{"name": GCS_CREDENTIALS_ENV, "value": f"{GCS_CREDENTIALS_DIR}/credentials.json"}]
         return uri, [volume], [mount], env
     if scheme == "s3" and secret:
         return uri, [], [], [{"secretRef": {"name": secret}}]

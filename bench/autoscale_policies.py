@@ -1,5 +1,6 @@
 """Replay one bursty open-loop trace against the fixed-time model under three autoscaling
-policies, one run each, side by side, on the dev cluster with real Triton pods:
+policies, one run each, side by side, on the dev cluster with real Triton pods (the trace and
+the KPA and HPA rules are shared with the simulator: bench/traces.py, bench/reference_policies.py):
 
 1. tritonop: the operator's own latency policy (spec.autoscaling, p95 target);
 2. hpa-queue: the rule of Triton's Kubernetes example, HPA on average queue time per request,
@@ -36,6 +37,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from reference_policies import HpaQueueRule, KpaRule, queue_ms_since  # noqa: E402
+from traces import STEP_BURST_START, STEP_SEGMENTS  # noqa: E402
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until  # noqa: E402
@@ -49,8 +54,8 @@ CAPACITY = 1000 / BATCH_MS
 TARGET_MS = 400
 MAX_REPLICAS = 8
 # (start second, end second, start rate, end rate): warm-up, step burst, ramp down, tail.
-TRACE = [(0, 45, 5, 5), (45, 105, 30, 30), (105, 165, 30, 5), (165, 240, 5, 5)]
-BURST_START = 45
+TRACE = STEP_SEGMENTS
+BURST_START = STEP_BURST_START
 
 
 def rate_at(second: float) -> float:
@@ -125,7 +130,7 @@ class Cluster:
 
 def queue_ms(ips: list[str], previous: dict[str, tuple[float, float]]) -> float | None:
     """Average queue time per request since the last call (Triton's counters), over all pods."""
-    total_queue, total_requests = 0.0, 0.0
+    totals: dict[str, tuple[float, float]] = {}
     for ip in ips:
         try:
             with urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=2) as response:
@@ -138,54 +143,28 @@ def queue_ms(ips: list[str], previous: dict[str, tuple[float, float]]) -> float 
                 values["queue"] += float(line.rsplit(" ", 1)[1])
             elif line.startswith(f'nv_inference_request_success{{model="{MODEL}"'):
                 values["success"] += float(line.rsplit(" ", 1)[1])
-        before = previous.get(ip, (0.0, 0.0))
-        previous[ip] = (values["queue"], values["success"])
-        total_queue += values["queue"] - before[0]
-        total_requests += values["success"] - before[1]
-    return total_queue / total_requests / 1000 if total_requests > 0 else None
+        totals[ip] = (values["queue"], values["success"])
+    return queue_ms_since(previous, totals)
 
 
 def hpa_controller(env: Cluster, stop: threading.Event) -> None:
     """HPA's algorithm on average queue time (target: the latency budget minus service time)."""
-    target = TARGET_MS - BATCH_MS
+    rule = HpaQueueRule(target_ms=TARGET_MS - BATCH_MS, max_replicas=MAX_REPLICAS)
     previous: dict[str, tuple[float, float]] = {}
-    recommendations: list[tuple[float, int]] = []
-    while not stop.wait(15):
+    while not stop.wait(rule.period):
         current = int(env.md()["spec"]["replicas"])
-        metric = queue_ms(env.ready_ips(), previous)
-        if metric is None:
-            continue
-        ratio = metric / target
-        desired = current if abs(ratio - 1) <= 0.1 else math.ceil(current * ratio)
-        desired = min(desired, max(2 * current, current + 4), MAX_REPLICAS)
-        now = time.monotonic()
-        recommendations = [(t, r) for t, r in recommendations if now - t <= 300] + [(now, max(1, desired))]
-        if desired < current:
-            desired = max(r for _, r in recommendations)
+        desired = rule.decide(time.monotonic(), queue_ms(env.ready_ips(), previous), current)
         if desired != current:
-            env.scale(max(1, min(MAX_REPLICAS, desired)))
+            env.scale(desired)
 
 
 def knative_controller(env: Cluster, load: LoadGenerator, stop: threading.Event) -> None:
     """KPA: desired = in-flight / (target concurrency); panic when the 6 s view wants >= 2x."""
-    target = 0.7
-    samples: list[tuple[float, float]] = []
-    panic_until = 0.0
-    while not stop.wait(2):
-        now = time.monotonic()
-        samples = [(t, c) for t, c in samples if now - t <= 60] + [(now, float(load.in_flight))]
-        stable = sum(c for _, c in samples) / len(samples)
-        panic_samples = [c for t, c in samples if now - t <= 6]
-        panic = sum(panic_samples) / len(panic_samples)
+    rule = KpaRule(max_replicas=MAX_REPLICAS)
+    while not stop.wait(rule.period):
+        now, in_flight = time.monotonic(), float(load.in_flight)
         current = int(env.md()["spec"]["replicas"])
-        ready = max(1, len(env.ready_ips()))
-        desired_stable = math.ceil(stable / target)
-        desired_panic = math.ceil(panic / target)
-        if desired_panic >= 2 * ready:
-            panic_until = now + 60
-        # While panicking, scale on the short window and never down.
-        desired = max(current, desired_panic) if now < panic_until else desired_stable
-        desired = max(1, min(MAX_REPLICAS, desired))
+        desired = rule.decide(now, in_flight, current, len(env.ready_ips()))
         if desired != current:
             env.scale(desired)
 

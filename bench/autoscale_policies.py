@@ -178,6 +178,7 @@ def run_policy(env: Cluster, policy: str, repository: Path) -> Run:
             "metric": "p95",
             "targetLatencyMs": TARGET_MS,
             "scaleDownStabilizationSeconds": 30,
+            "spareReplicas": 3,  # the simulator's choice (bench/README.md): bursts up to 3 replicas' worth
         }
     else:
         spec["replicas"] = 1

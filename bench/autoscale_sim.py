@@ -22,8 +22,8 @@ What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
 - tritonop: the operator's real `Autoscalers.scale` (tritonop/autoscale/runner.py) with its real
   `PodMetricsReader.measure` windowing and its real `policy.decide`, on a simulated clock; the
   reader's scrape returns the simulated pod's counters. Reconciles come every evaluation period
-  (5 s, 1 s while latency is over target; 1 s while pods are starting, as reconcile.py requeues),
-  plus one when a pod becomes Ready;
+  (1 s: the runner decides every second and reports to status every 5 s), plus one when a pod
+  becomes Ready; the spec sets spareReplicas 3 (--spare-replicas) and a 30 s scale-down window;
 - reference rules (bench/reference_policies.py): knative (KPA), hpa-queue, reactive-ideal,
   clairvoyant; clairvoyant-U and reactive-ideal-U size for U% utilisation instead of 85%; and
   fixed-N (N replicas throughout, for experiments).
@@ -31,10 +31,11 @@ What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
 Experiment variants of tritonop (append to the policy name with '+', e.g. tritonop+period1+nocap):
 they change what the simulator feeds the real code or how often it calls it, never the policy:
 - p95winN: the pods' summary window is N seconds (5 buckets) instead of 60;
-- period1: evaluate every 1 s outside a breach too (Autoscalers(period_seconds=1));
+- period1: status reports every 1 s too (Autoscalers(period_seconds=1); decisions are every 1 s anyway);
 - aligned: every pod's window starts at the same moment (a pod that joined counts from zero then);
 - nocap: policy.MAX_UP_FACTOR raised to 1000 for the run (no 3x step cap);
-- nodrain: decide() is fed pending=0 (no backlog-drain term).
+- nodrain: decide() is fed pending=0 and no longest queue (no backlog-drain term);
+- spareN: spec.autoscaling.spareReplicas N instead of the bench's 3.
 
 Printed: per trace and policy, mean over paired seeds with 95% confidence half-widths (t
 distribution): SLO attainment (% of sent requests answered within the target; failed and timed
@@ -110,7 +111,8 @@ class Settings:
     max_replicas: int = 8
     initial_replicas: int | None = None  # None: what the trace's first 10 s need (1 for the step trace)
     scale_down_stabilization_s: int = 30  # the bench's tritonop spec
-    period_s: float = 5.0  # the operator's defaults (Autoscalers)
+    spare_replicas: int = 3  # the bench's tritonop spec: the traces' bursts reach 3 replicas' worth
+    period_s: float = 5.0  # the operator's defaults (Autoscalers): status every 5 s, decisions every 1 s
     breach_period_s: float = 1.0
     reconcile_overhead_s: float = 0.1  # a reconcile's own time before its requeue starts
 
@@ -130,6 +132,7 @@ class Variant:
     aligned: bool = False
     nocap: bool = False
     nodrain: bool = False
+    spare: int | None = None  # spec.autoscaling.spareReplicas (None: the spec's default)
 
 
 def parse_policy(name: str) -> tuple[str, Variant]:
@@ -143,10 +146,12 @@ def parse_policy(name: str) -> tuple[str, Variant]:
     for option in options:
         if option.startswith("p95win"):
             variant = dataclasses.replace(variant, summary_window_s=float(option.removeprefix("p95win")))
+        elif option.startswith("spare") and option.removeprefix("spare").isdigit():
+            variant = dataclasses.replace(variant, spare=int(option.removeprefix("spare")))
         elif option in VARIANTS:
             variant = dataclasses.replace(variant, **{option: True})
         else:
-            raise ValueError(f"unknown variant {option!r}: p95winN or one of {', '.join(VARIANTS)}")
+            raise ValueError(f"unknown variant {option!r}: p95winN, spareN or one of {', '.join(VARIANTS)}")
     if options and base != "tritonop":
         raise ValueError("variants apply to tritonop only")
     return base, variant
@@ -299,7 +304,7 @@ def patched(
 
     def decide(observation: Observation, spec: Any, current: int, history: History, now: float) -> Decision:
         if variant.nodrain:
-            observation = dataclasses.replace(observation, pending=0.0)
+            observation = dataclasses.replace(observation, pending=0.0, longest_queue=0.0)
         decision: Decision = real_decide(observation, spec, current, history, now)
         record.append((now, observation, current, decision))
         return decision
@@ -623,6 +628,7 @@ class TritonopController(Controller):
                         "metric": "p95",
                         "targetLatencyMs": int(s.target_ms),
                         "scaleDownStabilizationSeconds": s.scale_down_stabilization_s,
+                        "spareReplicas": s.spare_replicas if sim.variant.spare is None else sim.variant.spare,
                     },
                 },
             }
@@ -808,6 +814,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deletion", choices=("abrupt", "graceful"), default="abrupt")
     parser.add_argument("--client-timeout-s", type=float, default=30.0)
     parser.add_argument("--max-replicas", type=int, default=8)
+    parser.add_argument("--spare-replicas", type=int, default=3, help="tritonop's spec.autoscaling.spareReplicas")
     parser.add_argument("--json", action="store_true", help="one JSON object per policy and trace per line")
     args = parser.parse_args(argv)
 
@@ -821,6 +828,7 @@ def main(argv: list[str] | None = None) -> None:
         client_timeout_s=args.client_timeout_s,
         max_replicas=args.max_replicas,
         min_replicas=args.min_replicas,
+        spare_replicas=args.spare_replicas,
     )
     names = list(SUITE) if args.trace == "all" else args.trace.split(",")
     policies = args.policies.split(",")

@@ -38,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
     run.add_argument(
-        "--autoscale-period-seconds", type=float, default=5.0, help="autoscaler evaluation period per ModelDeployment"
+        "--autoscale-period-seconds",
+        type=float,
+        default=5.0,
+        help="how often status gets the autoscaler's measurement (it decides every --breach-period-seconds)",
     )
     run.add_argument(
-        "--breach-period-seconds", type=float, default=1.0, help="evaluation period while latency is over target"
+        "--breach-period-seconds", type=float, default=1.0, help="autoscaler evaluation period per ModelDeployment"
     )
     election = run.add_argument_group("leader election (several operator processes, one reconciling)")
     election.add_argument(

@@ -332,6 +332,18 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         base(autoscaling={"maxReplicas": 2, "targetLatencyMs": 50, "scaleDownStabilizationSeconds": -5}),
         ["spec.autoscaling.scaleDownStabilizationSeconds", "greater than or equal to 0"],
     ),
+    (
+        "spare-not-below-max",
+        "bad",
+        base(autoscaling={"maxReplicas": 3, "targetLatencyMs": 50, "spareReplicas": 3}),
+        ["spec.autoscaling.spareReplicas", "spareReplicas must be less than maxReplicas"],
+    ),
+    (
+        "negative-spare",
+        "bad",
+        base(autoscaling={"maxReplicas": 3, "targetLatencyMs": 50, "spareReplicas": -1}),
+        ["spec.autoscaling.spareReplicas", "greater than or equal to 0"],
+    ),
     ("name-starts-with-digit", "9lives", base(), ["metadata.name", "must be a DNS-1035 label"]),
     ("name-with-dot", "resnet.v2", base(), ["metadata.name", "must be a DNS-1035 label"]),
     *LATE_FAILURES,
@@ -345,6 +357,14 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
     (
         "autoscaled",
         base(autoscaling={"minReplicas": 1, "maxReplicas": 8, "metric": "queue", "targetLatencyMs": 50}),
+    ),
+    (
+        "autoscaled-with-spare",
+        base(autoscaling={"maxReplicas": 8, "targetLatencyMs": 400, "spareReplicas": 3}),
+    ),
+    (
+        "autoscaled-no-spare",
+        base(autoscaling={"maxReplicas": 1, "targetLatencyMs": 400, "spareReplicas": 0}),
     ),
     (
         "everything",

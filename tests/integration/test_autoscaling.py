@@ -79,7 +79,9 @@ def test_closed_loop_scale_up_then_down(
     assert settled_p95 <= TARGET_MS
     assert stats.failed == 0, stats.errors.most_common(3)
     scaled = [e.message for e in events_for(core, namespace, "slow") if e.reason == "Scaled"]
-    assert any(m.startswith("1 -> ") and "p95" in m and f"> target {TARGET_MS}ms" in m for m in scaled), scaled
+    # The policy sizes from demand and queues (it need not wait for p95 to cross the target): the
+    # first scale-up names the metric and the demand it sized for.
+    assert any(m.startswith("1 -> ") and "p95" in m and "req/s" in m for m in scaled), scaled
 
     # Load gone: back to minReplicas after the scale-down window, never below.
     wait_until("scale-down to minReplicas", lambda: desired() == 1, timeout=120)

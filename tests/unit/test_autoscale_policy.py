@@ -9,79 +9,138 @@ import pytest
 
 from tritonop.api.spec import AutoscalingSpec
 from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, parse_sample, window
-from tritonop.autoscale.policy import Decision, History, Observation, decide
+from tritonop.autoscale.policy import History, Observation, decide
 
 
 def spec(**overrides: Any) -> AutoscalingSpec:
-    base = {"minReplicas": 1, "maxReplicas": 10, "targetLatencyMs": 100, "scaleDownStabilizationSeconds": 60}
+    base = {
+        "minReplicas": 1,
+        "maxReplicas": 10,
+        "targetLatencyMs": 400,
+        "scaleDownStabilizationSeconds": 0,
+        "spareReplicas": 0,
+    }
     return AutoscalingSpec.model_validate({**base, **overrides})
 
 
-def observe(latency: float | None, rate: float = 50.0, ready: int = 2) -> Observation:
-    return Observation(latency_ms=latency, request_rate=rate, ready_replicas=ready, window_seconds=5)
+def load(demand: float, ready: int, longest: float = 0.0, latency: float = 150.0) -> Observation:
+    """Pods of 10 req/s each (100 ms per request): demand arrives, they serve what they can."""
+    served = min(demand, 10.0 * ready)
+    return Observation(
+        latency_ms=latency,
+        request_rate=served,
+        ready_replicas=ready,
+        window_seconds=3,
+        average_ms=latency,
+        busy=served / ready / 10.0,
+        arrival_rate=demand,
+        pending=longest * ready,
+        longest_queue=longest,
+    )
 
 
-CAPACITY_50 = History(capacity_per_replica=50.0)
-CASES = [
-    # name, observation, current replicas, history, scale-down window (s), expected replicas, direction
-    ("within tolerance holds", observe(105), 2, History(), 0, 2, "none"),
-    ("breach triples at most", observe(500), 2, History(), 0, 6, "up"),
-    ("small breach adds one", observe(115), 2, History(), 0, 3, "up"),
-    ("breach never above max", observe(900, ready=8), 8, History(), 0, 10, "up"),
-    ("no ready pods holds", observe(None, ready=0), 3, History(), 0, 3, "none"),
-    ("far below, held by the window", observe(20), 4, History(((0.0, 4),)), 60, 4, "none"),
-    ("far below, window expired: one down", observe(20), 4, History(((-100.0, 4),)), 60, 3, "down"),
-    ("below but not far, no capacity known: hold", observe(70), 4, History(), 0, 4, "none"),
-    ("capacity known: what throughput needs", observe(40, rate=100, ready=6), 6, CAPACITY_50, 0, 3, "down"),
-    ("capacity known: at most halve", observe(40, rate=10, ready=8), 8, CAPACITY_50, 0, 4, "down"),
-    ("no traffic: min replicas", observe(None, rate=0), 3, History(), 0, 1, "down"),
+def latency_only(latency: float, ready: int = 2) -> Observation:
+    """No capacity to learn: idle execution counters (busy under 20%)."""
+    return Observation(latency_ms=latency, request_rate=1.0, ready_replicas=ready, window_seconds=3, busy=0.05)
+
+
+KNOWN = History(capacity_per_replica=10.0)
+PROMETHEUS = Observation(latency_ms=900, request_rate=10, ready_replicas=1, window_seconds=30, busy=1.0, pending=20)
+CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
+    # name, observation, current replicas, history, spec overrides, expected replicas, direction
+    ("steady: every replica at most 85% busy", load(30, 4), 4, KNOWN, {}, 4, "none"),
+    ("demand past 85% busy: one more", load(9, 1), 1, KNOWN, {}, 2, "up"),
+    ("no multiplicative cap: overload goes to what drains it", load(30, 1), 1, KNOWN, {}, 10, "up"),
+    ("longest queue drains on its own pod within 5 s", load(20, 4, longest=30), 4, KNOWN, {}, 5, "up"),
+    ("a backlog no pod can drain in time: max", load(20, 4, longest=60), 4, KNOWN, {}, 10, "up"),
+    ("spare replicas at low load", load(5, 1), 1, KNOWN, {"spareReplicas": 3}, 3, "up"),
+    ("spare shrinks as load grows", load(28, 4), 4, KNOWN, {"spareReplicas": 3}, 4, "none"),
+    ("never above max, spare or not", load(5, 1), 1, KNOWN, {"spareReplicas": 3, "maxReplicas": 2}, 2, "up"),
+    ("surplus: halve it", load(10, 8), 8, KNOWN, {}, 5, "down"),
+    (
+        "surplus within the window: held",
+        load(10, 8),
+        8,
+        History(((-10.0, 8),), 10.0),
+        {"scaleDownStabilizationSeconds": 30},
+        8,
+        "none",
+    ),
+    (
+        "surplus after the window, step paced",
+        load(10, 8),
+        8,
+        History(((-40.0, 8),), 10.0, last_scale_down=-5.0),
+        {"scaleDownStabilizationSeconds": 30},
+        8,
+        "none",
+    ),
+    (
+        "surplus after the window and the pace: halve",
+        load(10, 8),
+        8,
+        History(((-40.0, 8),), 10.0, last_scale_down=-15.0),
+        {"scaleDownStabilizationSeconds": 30},
+        5,
+        "down",
+    ),
+    ("served rate only (Prometheus): queue counts as demand", PROMETHEUS, 1, KNOWN, {}, 10, "up"),
+    ("no capacity known: latency ratio, at most 3x", latency_only(1500), 2, History(), {}, 6, "up"),
+    ("no capacity known: small breach adds one", latency_only(450), 2, History(), {}, 3, "up"),
+    ("no capacity known: near target holds", latency_only(300), 2, History(), {}, 2, "none"),
+    ("no capacity known: far below steps down", latency_only(100), 4, History(), {}, 3, "down"),
+    ("no ready pods holds", Observation(None, 0.0, 0, 3), 3, KNOWN, {}, 3, "none"),
+    ("no traffic: min replicas", Observation(None, 0.0, 2, 3, busy=0.0, arrival_rate=0.0), 3, KNOWN, {}, 2, "down"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("case", "obs", "current", "history", "window_s", "expected", "direction"), CASES, ids=[c[0] for c in CASES]
+    ("case", "obs", "current", "history", "overrides", "expected", "direction"), CASES, ids=[c[0] for c in CASES]
 )
 def test_decide(
-    case: str, obs: Observation, current: int, history: History, window_s: int, expected: int, direction: str
+    case: str,
+    obs: Observation,
+    current: int,
+    history: History,
+    overrides: dict[str, Any],
+    expected: int,
+    direction: str,
 ) -> None:
-    decision = decide(obs, spec(scaleDownStabilizationSeconds=window_s), current, history, now=0.0)
+    decision = decide(obs, spec(**overrides), current, history, now=0.0)
     assert (decision.replicas, decision.direction) == (expected, direction), decision.reason
 
 
-def test_scale_down_window_keeps_the_highest_recent_recommendation() -> None:
+def test_scale_down_is_held_then_halves_the_surplus_step_by_step() -> None:
     s = spec(scaleDownStabilizationSeconds=30)
-    history = History()
-    replicas = 4
-    decisions: list[Decision] = []
-    for t in range(0, 40, 5):  # load gone at t=0; every recommendation says 1
-        decision = decide(observe(None, rate=0), s, replicas, history, now=float(t) + 100)
+    history, replicas = History(((-1.0, 8),), 10.0), 8
+    timeline: list[int] = []
+    for t in range(0, 80):  # 10 req/s on 8 replicas: 2 are enough
+        decision = decide(load(10, replicas), s, replicas, history, now=float(t))
         history, replicas = decision.history, decision.replicas
-        decisions.append(decision)
-    # Before the first evaluation the window only knows older recommendations of 4.
-    seeded = History(((90.0, 4),))
-    held = decide(observe(None, rate=0), s, 4, seeded, now=100.0)
-    assert held.replicas == 4 and "held by the 30s scale-down window" in held.reason
-    assert decisions[-1].replicas == 1
+        timeline.append(replicas)
+    assert timeline[:29] == [8] * 29  # the window still remembers 8
+    assert sorted(set(timeline), reverse=True) == [8, 5, 3, 2]  # half the surplus each step
+    assert timeline.index(3) - timeline.index(5) >= 10  # one step per third of the window
 
 
 def test_scale_up_window_takes_the_lowest_recent_recommendation() -> None:
     s = spec(scaleUpStabilizationSeconds=20)
-    history = History(((95.0, 2),))
-    decision = decide(observe(500), s, 2, history, now=100.0)
-    assert decision.replicas == 2 and decision.recommendation == 6
-    later = decide(observe(500), s, 2, decision.history, now=120.0)
-    assert later.replicas == 6
+    history = History(((95.0, 2),), 10.0)
+    decision = decide(load(30, 2), s, 2, history, now=100.0)
+    assert decision.replicas == 2 and decision.recommendation == 10
+    later = decide(load(30, 2), s, 2, decision.history, now=120.0)
+    assert later.replicas == 10
 
 
-def test_steady_load_does_not_flap() -> None:
-    s = spec()
-    history, replicas, directions = History(), 3, []
-    for t in range(0, 600, 5):
-        latency = 95.0 if t % 10 else 108.0  # noisy but around target
-        decision = decide(observe(latency, rate=150, ready=replicas), s, replicas, history, now=float(t))
+def test_steady_noisy_load_does_not_flap() -> None:
+    s = spec(scaleDownStabilizationSeconds=30, spareReplicas=1)
+    history, replicas, directions = History(((-1.0, 3),), 10.0), 3, []
+    for t in range(0, 600):
+        demand = 15.0 + (2.0 if t % 3 else -2.0)  # noisy around 15 req/s
+        decision = decide(load(demand, replicas), s, replicas, history, now=float(t))
         history, replicas = decision.history, decision.replicas
         directions.append(decision.direction)
-    assert set(directions) == {"none"}
+    assert set(directions) == {"none"}, replicas
 
 
 def test_capacity_is_learned_from_busy_time() -> None:
@@ -89,32 +148,41 @@ def test_capacity_is_learned_from_busy_time() -> None:
     busy = Observation(latency_ms=30, request_rate=120, ready_replicas=4, window_seconds=5, busy=0.6)
     decision = decide(busy, spec(), 4, History(), now=0.0)
     assert decision.history.capacity_per_replica == pytest.approx(50.0)
-    # 120 req/s at 75% of 50 req/s per replica: 4 replicas are right, none removed.
-    assert decision.replicas == 4
+    # 120 req/s at 85% of 50 req/s per replica: 3 are enough; half the surplus (1) goes.
+    assert decision.replicas == 3
     idle = Observation(latency_ms=30, request_rate=5, ready_replicas=4, window_seconds=5, busy=0.05)
     assert decide(idle, spec(), 4, History(), now=0.0).history.capacity_per_replica is None
 
 
-def test_saturated_breach_sizes_for_the_served_rate() -> None:
-    saturated = Observation(latency_ms=300, request_rate=100, ready_replicas=2, window_seconds=5, busy=0.98)
-    decision = decide(saturated, spec(scaleDownStabilizationSeconds=0), 2, History(capacity_per_replica=50.0), 0.0)
-    assert decision.replicas == 6  # 3x (ratio 3), and at least 100 / (50 x 0.75) = 3
-
-
-def test_capacity_is_learned_near_target() -> None:
-    s = spec()
-    decision = decide(observe(95, rate=200, ready=4), s, 4, History(), now=0.0)
+def test_capacity_is_learned_near_target_without_execution_counters() -> None:
+    s = spec(targetLatencyMs=100)
+    near = Observation(latency_ms=95, request_rate=200, ready_replicas=4, window_seconds=5)
+    decision = decide(near, s, 4, History(), now=0.0)
     assert decision.history.capacity_per_replica == pytest.approx(50.0)
     # Overloaded (a queue building up): the replicas serve all they can, which is their capacity.
-    over = decide(observe(900, rate=160, ready=4), s, 4, History(), now=0.0)
-    assert over.history.capacity_per_replica == pytest.approx(40.0)
-    smoothed = decide(observe(95, rate=200, ready=4), s, 4, over.history, now=5.0)
+    over = Observation(latency_ms=900, request_rate=160, ready_replicas=4, window_seconds=5)
+    over_decision = decide(over, s, 4, History(), now=0.0)
+    assert over_decision.history.capacity_per_replica == pytest.approx(40.0)
+    smoothed = decide(near, s, 4, over_decision.history, now=5.0)
     assert smoothed.history.capacity_per_replica == pytest.approx(0.7 * 40 + 0.3 * 50)
 
 
+def test_a_stale_p95_adds_nothing_once_capacity_is_known() -> None:
+    """p95 from Triton's 60 s summary still remembers a burst; demand and queues say 3 suffice."""
+    stale = dataclasses_replace(load(22, 6, longest=1), latency_ms=2129.0)
+    decision = decide(stale, spec(scaleDownStabilizationSeconds=300), 6, History(((-10.0, 6),), 10.0), now=0.0)
+    assert decision.replicas == 6 and decision.direction == "none", decision.reason
+
+
 def test_min_and_max_changes_apply_at_once() -> None:
-    assert decide(observe(100), spec(minReplicas=5), 2, History(), 0.0).replicas == 5
-    assert decide(observe(100), spec(maxReplicas=3), 6, History(((0.0, 6),)), 0.0).replicas == 3
+    assert decide(load(10, 2), spec(minReplicas=5), 2, KNOWN, 0.0).replicas == 5
+    assert decide(load(10, 6), spec(maxReplicas=3), 6, History(((0.0, 6),), 10.0), 0.0).replicas == 3
+
+
+def dataclasses_replace(observation: Observation, **changes: Any) -> Observation:
+    from dataclasses import replace
+
+    return replace(observation, **changes)
 
 
 METRICS = """
@@ -166,83 +234,10 @@ def test_combine_weights_by_requests_and_reports_unreadable_pods() -> None:
     assert combine([], ()).latency("p95") is None
 
 
-def test_stale_quantile_after_a_scale_up_does_not_overshoot() -> None:
-    s = spec()
-    first = decide(observe(900, rate=20, ready=1), s, 1, History(), now=0.0)
-    assert first.direction == "up" and first.history.last_scale_up == 0.0
-    # 20 s later p95 still remembers the overload, but the window's mean latency is fine.
-    stale = Observation(latency_ms=800, request_rate=20, ready_replicas=2, window_seconds=5, average_ms=60)
-    held = decide(stale, s, first.replicas, first.history, now=20.0)
-    assert held.direction == "none" and "still settling" in held.reason
-    # A fresh breach of the mean is acted on at once, settling or not.
-    fresh = Observation(latency_ms=800, request_rate=40, ready_replicas=2, window_seconds=5, average_ms=500)
-    assert decide(fresh, s, first.replicas, first.history, now=20.0).direction == "up"
-    # After the settle time the quantile is trusted again.
-    assert decide(stale, s, first.replicas, first.history, now=61.0).direction == "up"
-
-
 def test_demand_counts_the_growing_queue() -> None:
     before = CounterSample(0.0, 100, 0, 0, None, pending=5)
     after = CounterSample(5.0, 150, 0, 0, None, pending=55)  # served 50, queue grew by 50
     assert window(before, after).arrivals == 100
-
-
-def test_breach_with_known_capacity_sizes_for_demand_and_backlog() -> None:
-    s = spec(scaleDownStabilizationSeconds=0)
-    # 2 replicas of 10 req/s each are saturated; 45 req/s arrive and 60 wait.
-    saturated = Observation(
-        latency_ms=2000, request_rate=20, ready_replicas=2, window_seconds=5, busy=1.0, arrival_rate=45, pending=60
-    )
-    decision = decide(saturated, s, 2, History(capacity_per_replica=10.0), now=0.0)
-    # (45 + 60 / 10 s) / (10 x 0.75) = 6.8 -> 7, not the x3 = 6 a latency ratio alone would allow.
-    assert decision.replicas == 6, decision.reason  # bounded by 3x per step
-    assert "45 req/s + 60 queued" in decision.reason
-    # Next step: 6 replicas ready, still a fresh breach of the window mean: the 7th is added.
-    still = Observation(
-        latency_ms=2000,
-        request_rate=60,
-        ready_replicas=6,
-        window_seconds=5,
-        busy=1.0,
-        arrival_rate=45,
-        pending=60,
-        average_ms=900,
-    )
-    assert decide(still, s, 6, decision.history, now=5.0).replicas == 7
-
-
-def test_no_blind_step_while_replicas_are_still_starting() -> None:
-    s = spec(scaleDownStabilizationSeconds=0)
-    # 3 asked for, 1 ready; the queue the two starting ones will absorb is still there.
-    breach = Observation(
-        latency_ms=3000, request_rate=10, ready_replicas=1, window_seconds=1, busy=1.0, arrival_rate=10, pending=120
-    )
-    history = History(capacity_per_replica=10.0, last_scale_up=-100.0)
-    decision = decide(breach, s, 3, history, now=0.0)
-    assert decision.replicas == 3 and "still starting" in decision.reason, decision.reason
-    # The same breach with every asked-for replica ready: one more, as before.
-    assert decide(breach, s, 1, history, now=0.0).replicas > 1
-
-
-def test_a_breach_that_demand_does_not_explain_adds_nothing_once_capacity_is_known() -> None:
-    """Six ready replicas of 10 req/s, 22 req/s arriving, almost nothing queued, yet p95 is still
-    high from the burst a minute ago: the sizing says 3, so no seventh replica."""
-    s = spec(scaleDownStabilizationSeconds=300)
-    stale = Observation(
-        latency_ms=2129,
-        request_rate=33,
-        ready_replicas=6,
-        window_seconds=1,
-        busy=0.5,
-        arrival_rate=22,
-        pending=6,
-        average_ms=450,
-    )
-    decision = decide(stale, s, 6, History(capacity_per_replica=10.0, last_scale_up=-100.0), now=0.0)
-    assert decision.replicas == 6, decision.reason
-    # Without a learned capacity the latency ratio is all there is: one more.
-    unknown = Observation(latency_ms=2129, request_rate=33, ready_replicas=6, window_seconds=1, average_ms=450)
-    assert decide(unknown, s, 6, History(last_scale_up=-100.0), now=0.0).replicas > 6
 
 
 def test_windows_span_at_least_three_seconds_at_any_cadence() -> None:
@@ -253,11 +248,3 @@ def test_windows_span_at_least_three_seconds_at_any_cadence() -> None:
     assert baseline(history, 5.0).at == 2.0  # newest at least 3 s older
     assert baseline(history, 4.5).at == 1.0
     assert baseline(deque([CounterSample(0.0, 0, 0, 0, None)]), 1.0).at == 0.0  # too young: oldest
-
-
-def test_a_source_without_demand_still_scales_on_a_breach() -> None:
-    """Prometheus gives no arrival rate: a learned capacity must not read that as zero demand."""
-    s = spec(scaleDownStabilizationSeconds=0)
-    overloaded = Observation(latency_ms=12920, request_rate=9.9, ready_replicas=1, window_seconds=30, average_ms=9000)
-    decision = decide(overloaded, s, 1, History(capacity_per_replica=10.0, last_scale_up=-100.0), now=0.0)
-    assert decision.replicas > 1, decision.reason

@@ -20,6 +20,8 @@ PLURAL = "modeldeployments"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 MAX_GPUS_PER_REPLICA = 16
 MAX_REPLICAS = 1000
+SPARE_REPLICAS_DEFAULT = 1  # spec.autoscaling.spareReplicas
+MAX_SPARE_REPLICAS = 100
 REPOSITORY_SCHEMES = ("pvc", "s3", "gs", "file")
 # tritonserver flags the operator sets itself; extraArgs may not touch them.
 OWNED_FLAGS = (
@@ -510,7 +512,12 @@ class AutoscalingSpec(ApiModel):
                     "self.minReplicas <= self.maxReplicas",
                     "minReplicas must be less than or equal to maxReplicas",
                     field_path=".minReplicas",
-                )
+                ),
+                cel(
+                    "!has(self.spareReplicas) || self.spareReplicas < self.maxReplicas",
+                    "spareReplicas must be less than maxReplicas",
+                    field_path=".spareReplicas",
+                ),
             ]
         }
     )
@@ -526,6 +533,18 @@ class AutoscalingSpec(ApiModel):
     )
     target_latency_ms: int = Field(
         ..., alias="targetLatencyMs", ge=1, le=3_600_000, description="Target latency in milliseconds (integer)."
+    )
+    spare_replicas: int = Field(
+        SPARE_REPLICAS_DEFAULT,
+        alias="spareReplicas",
+        ge=0,
+        le=MAX_SPARE_REPLICAS,
+        description=(
+            "Idle capacity the autoscaler keeps, in replicas' worth, so a burst is served while new pods start: "
+            "replicas >= load + spareReplicas / (1 + load), load being demand / one replica's capacity (all of it "
+            "when idle, shrinking as load grows), and each replica at most 85% busy in any case. Never above "
+            "maxReplicas; 0: size for demand alone."
+        ),
     )
     scale_up_stabilization_seconds: int = Field(
         0,

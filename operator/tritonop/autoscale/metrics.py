@@ -68,6 +68,8 @@ class Measurement:
     # not measure it (Prometheus), and the policy must not read that as "no demand".
     arrival_rate: float | None = None
     pending: float = 0.0  # requests waiting in the servers' queues now
+    # requests waiting on the most loaded pod now (Triton queues per pod). None: not measured.
+    longest_queue: float | None = None
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -157,6 +159,7 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
         busy=weighted([(s.seconds, s.busy) for s in stats]),
         arrival_rate=sum(s.arrivals / s.seconds for s in stats if s.seconds > 0),
         pending=sum(s.pending for s in stats),
+        longest_queue=max((s.pending for s in stats), default=0.0),
     )
 
 
@@ -251,7 +254,17 @@ class PrometheusReader:
             f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / 1000"
         )
         p95_q = f'max(nv_inference_request_summary_us{{{selector},quantile="{P95}"}}) / 1000'
-        rate, average, queue, p95 = await asyncio.gather(*(self._query(q) for q in (rate_q, avg_q, queue_q, p95_q)))
+        # Busy fraction per pod: compute time counts once per request of a batch, so scale it by
+        # batches per request.
+        busy_q = (
+            f"sum(rate(nv_inference_compute_infer_duration_us{{{selector}}}[{w}])) / 1e6 * "
+            f"sum(rate(nv_inference_exec_count{{{selector}}}[{w}])) / "
+            f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / {max(1, len(pods))}"
+        )
+        pending_q = f"sum(nv_inference_pending_request_count{{{selector}}})"
+        longest_q = f"max(nv_inference_pending_request_count{{{selector}}})"
+        queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q)
+        rate, average, queue, p95, busy, pending, longest = await asyncio.gather(*(self._query(q) for q in queries))
         return Measurement(
             request_rate=rate or 0.0,
             average_ms=average,
@@ -260,4 +273,9 @@ class PrometheusReader:
             window_seconds=float(self.window),
             measured_pods=len(pods),
             unreadable=(),
+            busy=busy if rate else None,
+            # Demand is not measured here (served rate only): the policy adds the queue's drain.
+            arrival_rate=None,
+            pending=pending or 0.0,
+            longest_queue=longest,
         )

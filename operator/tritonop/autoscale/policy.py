@@ -1,16 +1,25 @@
 """Pure autoscaling decision: (observation, spec, current replicas, history, now) -> replicas.
 
-Latency does not fall linearly with replicas (a server's latency has a floor: its own compute
-time), so the rule combines two signals:
-- above target: scale up in proportion to how far latency is over target (HPA-style, with a
-  tolerance band and a bounded step), so a breach is answered in one evaluation;
-- below target: scale down only as far as measured throughput allows. Each replica's capacity is
-  learned from observation (requests/s per ready replica divided by the fraction of time its model
-  instance was busy executing, from Triton's execution counters); the recommendation keeps every
-  replica under a headroom fraction of that capacity. With no capacity
-  learned yet, it steps down one replica at a time, and only when latency is far below target.
-Stabilization windows (HPA semantics) then pick the lowest recent recommendation for scale-up
-and the highest for scale-down, so a steady load does not flap.
+Replicas are sized from capacity, not from the latency quantile: Triton's p95 summary looks back
+a minute, so it still shows a burst long after the queues have drained (it is kept for status and
+display). Every evaluation (once a second) the policy reads, over a window of a few seconds:
+demand (requests served plus the growth of the queues), each replica's capacity (learned from
+the fraction of time its model instance was busy), and the longest pod queue (Triton queues per
+pod: a backlog drains only on the pod that holds it). It wants the most of:
+- steady: every replica at most UTILISATION busy at the measured demand, plus
+  `spareReplicas` replicas on top, so a burst is served while new pods start (the only help
+  available during a pod start, and the main lever at low load);
+- drain: enough replicas that the longest queue drains within DRAIN_SECONDS, given that pod's
+  round-robin share of the demand (drain rate = capacity - demand / replicas);
+- sustain: while a scale-down is still settling, the replicas that served the highest recent need.
+Scale-up is immediate and uncapped: pods start in parallel, and each second of a burst costs
+requests. Scale-down waits for the stabilization window (the highest recommendation in it), then
+removes half of the surplus at a time, at most once per window fraction, so recurring bursts
+find most of their replicas still there.
+
+Without a capacity estimate (no traffic yet, or a source without execution counters and no
+latency near target), it falls back to latency: above target it scales in proportion to the
+latency ratio (bounded, HPA-style); far below target it steps down one replica.
 """
 
 from __future__ import annotations
@@ -20,33 +29,33 @@ from dataclasses import dataclass, field
 
 from tritonop.api.spec import AutoscalingSpec
 
-TOLERANCE = 0.1  # |observed/target - 1| within this: no change (HPA's default)
-MAX_UP_FACTOR = 3.0  # at most triple per evaluation (plus one)
-MAX_DOWN_FRACTION = 0.5  # at most halve per evaluation
-HEADROOM = 0.75  # keep each replica at or under 75% of its learned capacity
+TOLERANCE = 0.1  # |observed/target - 1| within this: no change (the latency fallback, HPA's default)
+MAX_UP_FACTOR = 3.0  # the latency fallback at most triples per evaluation (sizing has no cap)
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
+UTILISATION = 0.85  # size each replica for at most this busy fraction of its capacity at the demand
+DRAIN_SECONDS = 5.0  # the longest pod queue should be gone this soon after new pods serve
+SPARE_DECAY = 1.0  # spare replicas shrink as load grows: spare / (1 + load in replicas)
+START_SECONDS = 10.0  # a new pod serves about this long after it is asked for (start + endpoints)
+MIN_DRAIN_FRACTION = 0.1  # a pod drains at least this fraction of its capacity (else: max replicas)
+DOWN_STEPS_PER_WINDOW = 3  # after the window, remove half the surplus at most this often per window
 CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
 MIN_BUSY_FOR_CAPACITY = 0.2  # below this, busy-time estimates are too noisy to learn from
-DRAIN_SECONDS = 10.0  # a backlog should be gone this soon after a scale-up
-# Triton's summary quantiles (p95) cover about the last 60 s, so after a scale-up they still show
-# the overload for a while. Within this settle time, only a fresh breach of the window's average
-# latency (exact, from counter deltas) may add more replicas.
-SETTLE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Observation:
     """What the metrics said over the last window, over ready replicas only."""
 
-    latency_ms: float | None  # the chosen metric (p95/average/queue); None: no traffic measured
-    request_rate: float  # requests/s over all ready replicas
+    latency_ms: float | None  # the spec's metric (p95/average/queue): display, and the fallback
+    request_rate: float  # requests/s served by all ready replicas
     ready_replicas: int
     window_seconds: float
     average_ms: float | None = None  # mean latency over this window only (never stale)
     busy: float | None = None  # fraction of time the replicas' model instances were executing
     arrival_rate: float | None = None  # demand: served + queue growth (None: not measured)
-    pending: float = 0.0  # requests queued in the servers now
+    pending: float = 0.0  # requests queued in the servers now, all pods together
+    longest_queue: float | None = None  # requests queued now on the most loaded pod (None: not measured)
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,9 @@ class History:
     """What the policy remembers between evaluations (kept in memory by the operator)."""
 
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas)
-    capacity_per_replica: float | None = None  # learned requests/s one replica sustains near target
+    capacity_per_replica: float | None = None  # learned requests/s one replica serves when always busy
     last_scale_up: float = float("-inf")
+    last_scale_down: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def _learn_capacity(observation: Observation, target_ms: int, history: History) 
     if observation.busy is not None and observation.busy >= MIN_BUSY_FOR_CAPACITY:
         # Throughput over busy time: what a replica would serve if it never idled.
         sample = per_replica / min(observation.busy, 1.0)
-    else:
+    elif observation.busy is None:
         # Without execution counters: near or over target the replicas are (close to) saturated.
         latency = observation.average_ms if observation.average_ms is not None else observation.latency_ms
         if latency is not None and latency >= CAPACITY_SAMPLE_RATIO * target_ms:
@@ -86,80 +96,112 @@ def _learn_capacity(observation: Observation, target_ms: int, history: History) 
     return sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
 
 
+def _longest_queue(observation: Observation) -> float:
+    """The most loaded pod's queue; a source that only knows the total assumes an even split."""
+    if observation.longest_queue is not None:
+        return observation.longest_queue
+    return observation.pending / max(1, observation.ready_replicas)
+
+
+def sized(observation: Observation, spec: AutoscalingSpec, capacity: float) -> tuple[int, str]:
+    """Replicas the demand and the longest queue need, from a known capacity per replica."""
+    demand = observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate
+    if observation.arrival_rate is None:
+        # Served rate only (e.g. Prometheus): a growing queue is demand it does not show.
+        demand += observation.pending / DRAIN_SECONDS
+    # Every replica at most UTILISATION busy, and at least spareReplicas replicas' worth of
+    # capacity idle: what serves a burst while new pods start.
+    steady = math.ceil(demand / (capacity * UTILISATION) - 1e-9)
+    load = demand / capacity
+    spare = math.ceil(load + spec.spare_replicas / (1 + SPARE_DECAY * load) - 1e-9)
+    wanted = max(1, steady, spare)
+    reason = f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {spec.spare_replicas} spare"
+    longest = _longest_queue(observation)
+    ready = max(1, observation.ready_replicas)
+    # Per pod, while no new pod serves (round robin); past UTILISATION a queue grows in bursts.
+    growth = demand / ready - capacity * UTILISATION
+    if growth > 0:
+        # New pods serve only after they start: the backlog they meet is bigger than today's.
+        longest += growth * START_SECONDS
+    if longest >= 1:
+        # The pod holding the backlog drains at its capacity minus its round-robin share.
+        drain_rate = capacity - longest / DRAIN_SECONDS
+        if drain_rate < MIN_DRAIN_FRACTION * capacity:
+            drain = spec.max_replicas
+        else:
+            drain = math.ceil(demand / drain_rate - 1e-9)
+        if drain > wanted:
+            wanted = drain
+            reason += f"; longest queue {longest:.0f} drains within {DRAIN_SECONDS:.0f}s"
+    return wanted, reason
+
+
 def recommend(observation: Observation, spec: AutoscalingSpec, current: int, capacity: float | None) -> tuple[int, str]:
     """Replicas wanted right now, before stabilization, and why."""
     target = spec.target_latency_ms
     metric = spec.metric
     if observation.ready_replicas == 0:
         return current, "no ready replica to measure"
-    if observation.latency_ms is None:
+    if capacity:
+        if observation.request_rate == 0 and observation.pending == 0 and not observation.arrival_rate:
+            return spec.min_replicas, "no traffic"
+        wanted, reason = sized(observation, spec, capacity)
+        if observation.latency_ms is not None:
+            relation = ">" if observation.latency_ms > target else "<="
+            reason = f"{metric} {observation.latency_ms:.0f}ms {relation} target {target}ms; {reason}"
+        if wanted > current and current > observation.ready_replicas:
+            reason += f"; {current - observation.ready_replicas} replica(s) still starting"
+        return wanted, reason
+    # No capacity known: latency alone, the freshest available.
+    if observation.latency_ms is None and observation.average_ms is None:
         if observation.request_rate == 0:
             return spec.min_replicas, "no traffic"
         return current, f"no {metric} latency measured"
-    observed = observation.latency_ms
+    observed = observation.average_ms if observation.average_ms is not None else observation.latency_ms
+    assert observed is not None
+    label = "window mean" if observation.average_ms is not None else metric
     ratio = observed / target
     base = observation.ready_replicas
-    demand = observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate
     if ratio > 1 + TOLERANCE:
-        sized = bool(capacity) and observation.arrival_rate is not None
-        if capacity and observation.arrival_rate is not None:
-            # Size for the demand plus draining what is queued, from the learned capacity: this
-            # knows how many replicas are needed, where the latency ratio only knows "more".
-            needed = (demand + observation.pending / DRAIN_SECONDS) / (capacity * HEADROOM)
-            wanted = min(math.ceil(needed), math.ceil(base * MAX_UP_FACTOR))
-            reason = (
-                f"{metric} {observed:.0f}ms > target {target}ms; {demand:.0f} req/s + {observation.pending:.0f} queued"
-            )
-        else:
-            wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
-            reason = f"{metric} {observed:.0f}ms > target {target}ms"
+        wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
+        reason = f"{label} {observed:.0f}ms > target {target}ms"
         if current > base:
-            # Replicas asked for earlier are still starting: the breach they will absorb is no
-            # reason for more. Only a bigger need than `current` adds any.
+            # Replicas asked for earlier are still starting: only a bigger need adds any.
             return max(current, wanted), f"{reason}; {current - base} replica(s) still starting"
-        if sized:
-            # Trust the sizing: a breach that demand and backlog do not explain is a latency
-            # summary still remembering an overload (Triton's p95 looks back a minute), not a
-            # reason for one more replica.
-            return max(current, wanted), reason
         return max(current, wanted, base + 1), reason
-    if ratio < 1 - TOLERANCE:
-        if capacity:
-            wanted = math.ceil(demand / (capacity * HEADROOM))
-            floor = math.ceil(current * (1 - MAX_DOWN_FRACTION))
-            wanted = min(current, max(wanted, floor, 1))
-            return wanted, (
-                f"{metric} {observed:.0f}ms < target {target}ms; {demand:.0f} req/s needs "
-                f"{wanted} at {capacity:.0f} req/s per replica"
-            )
-        if ratio < FAR_BELOW:
-            return current - 1, f"{metric} {observed:.0f}ms far below target {target}ms"
-        return current, f"{metric} {observed:.0f}ms below target {target}ms"
-    return current, f"{metric} {observed:.0f}ms within {TOLERANCE:.0%} of target {target}ms"
+    if ratio < FAR_BELOW:
+        return current - 1, f"{label} {observed:.0f}ms far below target {target}ms"
+    return current, f"{label} {observed:.0f}ms below or near target {target}ms"
 
 
 def decide(observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float) -> Decision:
     capacity = _learn_capacity(observation, spec.target_latency_ms, history)
     raw, reason = recommend(observation, spec, current, capacity)
-    settling = now - history.last_scale_up < SETTLE_SECONDS
-    fresh = observation.average_ms
-    if raw > current and settling and (fresh is None or fresh <= spec.target_latency_ms):
-        # The breach may be the quantile window remembering the overload the last scale-up fixed.
-        raw, reason = current, f"{reason}, but the last scale-up is still settling (window mean {fresh or 0:.0f}ms)"
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
     horizon = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
     recent = (*((t, r) for t, r in history.recommendations if now - t <= horizon), (now, raw))
     up_window = [r for t, r in recent if now - t <= spec.scale_up_stabilization_seconds]
     down_window = [r for t, r in recent if now - t <= spec.scale_down_stabilization_seconds]
     replicas = current
+    last_down = history.last_scale_down
     if raw > current:
         replicas = max(current, min(up_window))
     elif raw < current:
-        replicas = min(current, max(down_window))
-        if replicas == current:
+        held = min(current, max(down_window))
+        if held == current:
             reason += f" (held by the {spec.scale_down_stabilization_seconds}s scale-down window)"
+        else:
+            step_every = spec.scale_down_stabilization_seconds / DOWN_STEPS_PER_WINDOW
+            if now - max(last_down, history.last_scale_up) < step_every:
+                reason += f" (the last scale-down was under {step_every:.0f}s ago)"
+            else:
+                # Halve the surplus: a recurring burst finds most of its replicas still there.
+                replicas = current - math.ceil((current - held) / 2)
+                last_down = now
     # A spec change (min/max) applies at once, whatever the windows say.
     replicas = max(spec.min_replicas, min(spec.max_replicas, replicas))
     direction = "up" if replicas > current else "down" if replicas < current else "none"
     last_up = now if direction == "up" else history.last_scale_up
-    return Decision(replicas, raw, direction, reason, History(recent, capacity, last_up))
+    if direction == "down":
+        last_down = now
+    return Decision(replicas, raw, direction, reason, History(recent, capacity, last_up, last_down))

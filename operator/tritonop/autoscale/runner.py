@@ -47,10 +47,12 @@ class AutoscalerState:
 
     reader: PodMetricsReader | PrometheusReader
     source: str
-    period: float  # shorter while the target is breached
+    period: float  # seconds between evaluations
     history: History = field(default_factory=History)
     last_evaluation: float = float("-inf")
     replicas: int | None = None
+    last_report: float = float("-inf")  # when status last got this autoscaler's measurement
+    last_within: bool | None = None  # the latency verdict status last got
 
 
 def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> int:
@@ -70,8 +72,12 @@ class Autoscalers:
     """Every ModelDeployment's autoscaler state, by (namespace, name)."""
 
     def __init__(self, period_seconds: float = 5.0, breach_period_seconds: float = 1.0) -> None:
-        self.period = period_seconds
-        # While latency is over target, look every second: each second of a breach costs requests.
+        # Decisions come every breach_period_seconds (1 s), always: a burst shows in the pending
+        # gauge within a second, and each second of a breach costs requests. A scrape per pod is
+        # cheap. Status gets the measurement every period_seconds (and whenever the replicas or
+        # the latency verdict change), so status writes stay as rare as before.
+        self.period = breach_period_seconds
+        self.report_period = period_seconds
         self.breach_period = breach_period_seconds
         self.states: dict[Key, AutoscalerState] = {}
 
@@ -126,13 +132,22 @@ class Autoscalers:
             busy=measurement.busy,
             arrival_rate=measurement.arrival_rate if measurement.measured_pods else None,
             pending=measurement.pending,
+            longest_queue=measurement.longest_queue if measurement.measured_pods else None,
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
-        breached = observation.latency_ms is not None and observation.latency_ms > spec.target_latency_ms
-        state.period = self.breach_period if breached else self.period
         state.replicas = decision.replicas
         record_decision(events, md, decision, current, observation)
+        within = None if observation.latency_ms is None else observation.latency_ms <= spec.target_latency_ms
+        report = (
+            decision.direction != "none"
+            or within != state.last_within
+            or measurement.unreadable
+            or now - state.last_report >= self.report_period
+        )
+        if not report:
+            return Scaling(decision.replicas)
+        state.last_report, state.last_within = now, within
         facts = AutoscaleFacts(
             latency_ms=observation.latency_ms,
             p95_ms=measurement.p95_ms,
@@ -178,7 +193,9 @@ def record_decision(
         if observation.latency_ms is not None:
             OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
     DECISIONS.labels(decision.direction).inc()
-    events.log.info(
+    # Evaluations come every second: only changes are worth an info line.
+    log = events.log.info if decision.direction != "none" else events.log.debug
+    log(
         "%s/%s: autoscaler %s: %d -> %d (%s; %.1f req/s over %d ready)",
         md.namespace,
         md.name,

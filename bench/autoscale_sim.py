@@ -31,7 +31,7 @@ What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
 Experiment variants of tritonop (append to the policy name with '+', e.g. tritonop+period1+nocap):
 they change what the simulator feeds the real code or how often it calls it, never the policy:
 - p95winN: the pods' summary window is N seconds (5 buckets) instead of 60;
-- period1: status reports every 1 s too (Autoscalers(period_seconds=1); decisions are every 1 s anyway);
+- period1: status reports every 1 s too (Autoscalers(report_every=1); decisions are every 1 s anyway);
 - aligned: every pod's window starts at the same moment (a pod that joined counts from zero then);
 - nocap: policy.MAX_UP_FACTOR raised to 1000 for the run (no 3x step cap);
 - nodrain: decide() is fed pending=0 and no longest queue (no backlog-drain term);
@@ -112,8 +112,8 @@ class Settings:
     initial_replicas: int | None = None  # None: what the trace's first 10 s need (1 for the step trace)
     scale_down_stabilization_s: int = 30  # the bench's tritonop spec
     spare_replicas: int = 3  # the bench's tritonop spec: the traces' bursts reach 3 replicas' worth
-    period_s: float = 5.0  # the operator's defaults (Autoscalers): status every 5 s, decisions every 1 s
-    breach_period_s: float = 1.0
+    evaluate_s: float = 1.0  # the operator's defaults (Autoscalers): decisions every 1 s, status every 5 s
+    report_s: float = 5.0
     reconcile_overhead_s: float = 0.1  # a reconcile's own time before its requeue starts
 
     @property
@@ -615,8 +615,8 @@ class TritonopController(Controller):
 
     def __init__(self, sim: Simulation) -> None:
         s = sim.settings
-        period = 1.0 if sim.variant.period1 else s.period_s
-        self.autoscalers = runner.Autoscalers(period_seconds=period, breach_period_seconds=s.breach_period_s)
+        report = 1.0 if sim.variant.period1 else s.report_s
+        self.autoscalers = runner.Autoscalers(evaluate_every=s.evaluate_s, report_every=report)
         self.md = ModelDeployment.from_body(
             {
                 "metadata": {"name": MODEL, "namespace": "sim", "uid": "sim"},
@@ -635,7 +635,7 @@ class TritonopController(Controller):
         )
         reader = SimReader(sim, aligned=sim.variant.aligned)
         self.autoscalers.states[(self.md.namespace, self.md.name)] = runner.AutoscalerState(
-            reader=reader, source="pods", period=period
+            reader=reader, source="pods", period=s.evaluate_s
         )
         self.events = EventRecorder(logging.LoggerAdapter(LOG, {}), "sim/slow")
         self.loop = asyncio.new_event_loop()

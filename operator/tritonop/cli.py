@@ -38,13 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
     run.add_argument(
-        "--autoscale-period-seconds",
-        type=float,
-        default=5.0,
-        help="how often status gets the autoscaler's measurement (it decides every --breach-period-seconds)",
+        "--autoscale-period-seconds", type=float, default=1.0, help="autoscaler evaluation period per ModelDeployment"
     )
     run.add_argument(
-        "--breach-period-seconds", type=float, default=1.0, help="autoscaler evaluation period per ModelDeployment"
+        "--autoscale-report-seconds",
+        type=float,
+        default=5.0,
+        help="how often status gets the autoscaler's measurement (also at once when it scales)",
     )
     election = run.add_argument_group("leader election (several operator processes, one reconciling)")
     election.add_argument(
@@ -185,7 +185,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         resync_seconds=args.resync_seconds,
         relist_seconds=args.relist_seconds,
         autoscale_period_seconds=args.autoscale_period_seconds,
-        breach_period_seconds=args.breach_period_seconds,
+        autoscale_report_seconds=args.autoscale_report_seconds,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
         election=election,
     )

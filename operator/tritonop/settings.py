@@ -18,7 +18,7 @@ class Settings:
     workers: int = 16  # ModelDeployments reconciled in parallel
     resync_seconds: float = 30.0  # periodic reconcile of every object
     relist_seconds: float = 60.0  # full LIST of owned objects (the cache's safety net)
-    autoscale_period_seconds: float = 5.0  # how often status gets the autoscaler's measurement
-    breach_period_seconds: float = 1.0  # autoscaler evaluation period (always)
+    autoscale_period_seconds: float = 1.0  # autoscaler evaluation period per ModelDeployment
+    autoscale_report_seconds: float = 5.0  # how often status gets the autoscaler's measurement
     in_cluster: bool = False  # running in a pod: file:// repositories live on the nodes, not here
     election: ElectionConfig | None = None  # None: no leader election, this process reconciles

@@ -38,7 +38,7 @@ class OperatorState:
         return cls(
             kube=kube,
             settings=settings,
-            autoscalers=Autoscalers(settings.autoscale_period_seconds, settings.breach_period_seconds),
+            autoscalers=Autoscalers(settings.autoscale_period_seconds, settings.autoscale_report_seconds),
         )
 
     async def release(self, key: Key, uid: str | None) -> None:

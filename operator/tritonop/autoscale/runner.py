@@ -71,14 +71,13 @@ def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> 
 class Autoscalers:
     """Every ModelDeployment's autoscaler state, by (namespace, name)."""
 
-    def __init__(self, period_seconds: float = 5.0, breach_period_seconds: float = 1.0) -> None:
-        # Decisions come every breach_period_seconds (1 s), always: a burst shows in the pending
-        # gauge within a second, and each second of a breach costs requests. A scrape per pod is
-        # cheap. Status gets the measurement every period_seconds (and whenever the replicas or
-        # the latency verdict change), so status writes stay as rare as before.
-        self.period = breach_period_seconds
-        self.report_period = period_seconds
-        self.breach_period = breach_period_seconds
+    def __init__(self, evaluate_every: float = 1.0, report_every: float = 5.0) -> None:
+        # Decisions come every second: a burst shows in the pending gauge within a second, and
+        # each second of a breach costs requests. A scrape per pod is cheap. Status gets the
+        # measurement every report_every seconds (and whenever the replicas or the latency
+        # verdict change), so status writes stay rare.
+        self.period = evaluate_every
+        self.report_period = report_every
         self.states: dict[Key, AutoscalerState] = {}
 
     def next_evaluation_in(self, md: ModelDeployment) -> float | None:

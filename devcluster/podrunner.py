@@ -4,7 +4,8 @@ kwok marks pods Running and gives each an IP in 127.1.0.0/16. For every such pod
 container runs `tritonserver`, this starts a real tritonserver (from the nvidia-pytriton
 wheel) bound to the pod IP with the pod's own args, env and volumes mapped to local paths,
 keeps its log in <pods-dir>/<namespace>_<name>_<uid>.log and stops it (by pid) when the pod
-goes away. It is also the readiness prober for pods on fake nodes: a pod with a
+goes away: after the container's `lifecycle.preStop.sleep` (the server keeps answering while
+clients drop the pod), then SIGTERM, as a kubelet does. It is also the readiness prober for pods on fake nodes: a pod with a
 readinessProbe or readiness gates stays not-ready (see devcluster/kwok/pod-ready.yaml) until
 its probe passes against the pod IP and every gate condition is True, as a kubelet reports
 it. A Triton process that exits is restarted with back-off and counted in restartCount, like
@@ -215,6 +216,8 @@ class PodProcess:
     reported: bool | None = None  # the Ready status last written
     probing: bool = False
     last_exit: int | None = None
+    prestop_seconds: float = 0.0  # lifecycle.preStop.sleep: keep serving this long after deletion
+    stop_at: float | None = None  # deleted: SIGTERM once the preStop sleep is over
 
 
 class PodRunner:
@@ -272,18 +275,21 @@ class PodRunner:
                 self.sync_pod(pod)
             for uid in list(self.pods):
                 if uid not in alive:
-                    self.stop_pod(uid, "pod is gone")
+                    self.begin_stop(uid, "pod is gone")
             return
         if kind == "DELETED":
-            self.stop_pod(obj["metadata"]["uid"], "pod deleted")
+            self.begin_stop(obj["metadata"]["uid"], "pod deleted")
             return
         self.sync_pod(obj)
 
     def sync_pod(self, pod: dict[str, Any]) -> None:
         meta, spec, status = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
         uid = meta["uid"]
-        if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-            self.stop_pod(uid, "pod terminating")
+        if meta.get("deletionTimestamp"):
+            self.begin_stop(uid, "pod terminating")
+            return
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self.stop_pod(uid, "pod finished")
             return
         gates = tuple(gate["conditionType"] for gate in spec.get("readinessGates") or [])
         if uid in self.pods:
@@ -334,6 +340,7 @@ class PodRunner:
             probe_ok=None if probe_spec else True,
             gates=gates,
             gates_ok=gates_satisfied(gates, status),
+            prestop_seconds=prestop_sleep_seconds(triton) if triton is not None else 0.0,
         )
         self.refresh_ready(self.pods[uid])
         LOG.info("%s/%s: tracking pod at %s", meta["namespace"], meta["name"], status["podIP"])
@@ -412,6 +419,17 @@ class PodRunner:
             raise RuntimeError(f"PersistentVolume {volume_name} is neither hostPath nor local")
         return Path(source["path"])
 
+    def begin_stop(self, uid: str, why: str) -> None:
+        """A deleted pod, as a kubelet stops it: the preStop sleep first (the server keeps
+        answering while clients drop the pod), then SIGTERM (tick() does it when the time comes)."""
+        pod = self.pods.get(uid)
+        if pod is None or pod.prestop_seconds <= 0 or pod.process is None:
+            self.stop_pod(uid, why)
+            return
+        if pod.stop_at is None:
+            pod.stop_at = time.monotonic() + pod.prestop_seconds
+            LOG.info("%s/%s: %s; preStop sleep %.0fs before SIGTERM", pod.namespace, pod.name, why, pod.prestop_seconds)
+
     def stop_pod(self, uid: str, why: str) -> None:
         self.unprepared.pop(uid, None)
         pod = self.pods.pop(uid, None)
@@ -430,6 +448,10 @@ class PodRunner:
                 del self.unprepared[uid]
                 self.sync_pod(unprepared)
         for pod in list(self.pods.values()):
+            if pod.stop_at is not None:  # deleted, in its preStop sleep: no restarts, no status
+                if now >= pod.stop_at:
+                    self.stop_pod(pod.uid, "preStop sleep over")
+                continue
             if pod.argv is not None:
                 self.supervise(pod, now)
             if pod.probe is not None and not pod.probing and pod.probe.due(now):
@@ -567,6 +589,12 @@ class PodRunner:
             except Exception:
                 LOG.exception("handling a pod event failed")
             self.tick()
+
+
+def prestop_sleep_seconds(container: dict[str, Any]) -> float:
+    """lifecycle.preStop.sleep.seconds (exec and httpGet hooks are not run here)."""
+    sleep = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+    return float(sleep.get("seconds", 0))
 
 
 def gates_satisfied(gates: tuple[str, ...], status: dict[str, Any]) -> bool:

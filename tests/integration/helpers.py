@@ -93,11 +93,14 @@ def md_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1
 
 
 def ready_ips(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
-    """Pod IPs of a ModelDeployment's Ready pods (where a client may send requests)."""
+    """Pod IPs of a ModelDeployment's Ready pods that are not terminating: where a client may send
+    requests (what an EndpointSlice calls ready)."""
     return [
         pod.status.pod_ip
         for pod in md_pods(core, namespace, name)
-        if pod.status.pod_ip and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if pod.status.pod_ip
+        and pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
     ]
 
 

@@ -104,3 +104,35 @@ def test_probe_waits_for_initial_delay_and_period() -> None:
     probe.last_run = 103.0
     assert not probe.due(104.5)
     assert probe.due(105.0)
+
+
+def test_a_deleted_pod_keeps_serving_through_its_prestop_sleep(tmp_path: Path) -> None:
+    """Like a kubelet: deletion starts the preStop sleep; SIGTERM comes when it is over (a real
+    child process stands in for tritonserver; no API is called)."""
+    import subprocess
+    import time
+
+    from devcluster.cluster import pid_alive, wait_until
+    from devcluster.podrunner import PodProcess, PodRunner, prestop_sleep_seconds
+
+    assert prestop_sleep_seconds({"lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}) == 5
+    assert prestop_sleep_seconds({"lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}) == 0
+    runner = PodRunner(core=None, pods_dir=tmp_path, install=INSTALL)  # type: ignore[arg-type]
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    runner.pods["u1"] = PodProcess(
+        uid="u1", namespace="n", name="p", pod_ip="127.0.0.9", container="triton", argv=None, env={},
+        work_dir=tmp_path, log_path=tmp_path / "p.log", pid_path=tmp_path / "p.pid", probe=None,
+        process=process, prestop_seconds=1.0,
+    )  # fmt: skip
+    deleted_at = time.monotonic()
+    runner.handle("DELETED", {"metadata": {"uid": "u1"}})
+    runner.tick()
+    assert pid_alive(process.pid), "SIGTERM before the preStop sleep was over"
+
+    def stopped() -> bool:
+        runner.tick()
+        return not pid_alive(process.pid)
+
+    wait_until("the process stopped after the preStop sleep", stopped, timeout=10, interval=0.05)
+    assert time.monotonic() - deleted_at >= 1.0
+    assert "u1" not in runner.pods

@@ -111,6 +111,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                         ],
                         "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         "startupProbe": probe("/v2/health/live", 5, 120),
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                         "livenessProbe": probe("/v2/health/live", 10, 3),
                         "readinessProbe": probe("/v2/models/resnet50/ready", 2, 3),
                         "volumeMounts": [

@@ -23,6 +23,8 @@ GCS_CREDENTIALS_DIR = "/var/run/secrets/tritonop/gcs"
 # Header (HTTP) / metadata key (gRPC) that unlocks Triton's model control API.
 CONTROL_KEY_HEADER = "tritonop-control-key"
 CONTROL_KEY_ENV = OPERATOR_ENV
+# Seconds a leaving pod keeps serving before SIGTERM: endpoints and kube-proxy need a moment.
+PRESTOP_SLEEP_SECONDS = 5
 CONTROL_KEY_SECRET_KEY = "control-key"
 # Pod condition the operator sets once a new pod serves the target version; until then the
 # pod is not Ready and receives no traffic (a readiness gate, as Kubernetes intends).
@@ -179,6 +181,10 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         "startupProbe": http_probe("/v2/health/live", 5, 120),
         "livenessProbe": http_probe("/v2/health/live", 10, 3),
         "readinessProbe": http_probe(f"/v2/models/{md.model_name}/ready", 2, 3),
+        # A pod leaving (scale-down, rollout) keeps serving while load balancers drop it, then
+        # tritonserver's SIGTERM finishes in-flight requests (exit timeout 30 s, in the grace period).
+        # The sleep action needs no shell in the image (Kubernetes >= 1.30).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -8,8 +8,8 @@ goes away: after the container's `lifecycle.preStop.sleep` (the server keeps ans
 clients drop the pod), then SIGTERM, as a kubelet does. It is also the readiness prober for
 pods on fake nodes: a pod with a readinessProbe or readiness gates stays not-ready (see
 devcluster/kwok/pod-ready.yaml) until its probe passes against the pod IP and every gate
-condition is True, as a kubelet reports it. A Triton process that exits is restarted with back-off and counted in restartCount, like
-restartPolicy: Always.
+condition is True, as a kubelet reports it. A Triton process that exits is restarted with
+back-off and counted in restartCount, like restartPolicy: Always.
 """
 
 from __future__ import annotations

@@ -324,6 +324,11 @@ class PodRunner:
                 self.unprepared[uid] = (time.monotonic() + PREPARE_RETRY_SECONDS, pod)
                 return
         self.unprepared.pop(uid, None)
+        for other_uid, other in list(self.pods.items()):
+            # kwok frees a deleted pod's IP at once (a kubelet holds it until the sandbox is torn
+            # down): a pod still in its preStop sleep at this IP must give way now.
+            if other.stop_at is not None and other.pod_ip == status["podIP"]:
+                self.stop_pod(other_uid, "its pod IP went to a new pod")
         probe_spec = probed.get("readinessProbe")
         self.pods[uid] = PodProcess(
             uid=uid,

@@ -45,9 +45,7 @@ def apps(api: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(api)
 
 
-@pytest.fixture
-def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (and its pods with it)."""
+def fresh_namespace(core: client.CoreV1Api) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     # Pods are refused until the controller manager has made the namespace's ServiceAccount.
@@ -56,6 +54,23 @@ def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
         lambda: core.read_namespaced_service_account("default", name) is not None,
         timeout=30,
     )
+    return name
+
+
+@pytest.fixture
+def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (and its pods with it)."""
+    name = fresh_namespace(core)
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def dry_run_namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
+    """One namespace for a module's server-side dry runs (nothing is created in it): a namespace
+    per case would leave ~90 terminating at once, and every operator watching t-* opens watches
+    on each of them (kopf's connection pool then delays the next test's watches)."""
+    name = fresh_namespace(core)
     yield name
     core.delete_namespace(name)
 

@@ -457,9 +457,15 @@ def server_dry_run(cluster: DevCluster, namespace: str, name: str, spec: dict[st
 
 @pytest.mark.parametrize(("case", "name", "spec", "expected"), BAD_SPECS, ids=[case[0] for case in BAD_SPECS])
 def test_bad_spec_is_refused_naming_the_field(
-    cluster: DevCluster, crd: None, namespace: str, case: str, name: str, spec: dict[str, Any], expected: list[str]
+    cluster: DevCluster,
+    crd: None,
+    dry_run_namespace: str,
+    case: str,
+    name: str,
+    spec: dict[str, Any],
+    expected: list[str],
 ) -> None:
-    code, output = server_dry_run(cluster, namespace, name, spec)
+    code, output = server_dry_run(cluster, dry_run_namespace, name, spec)
     assert code != 0, f"{case} was accepted"
     assert "is invalid" in output, output
     for fragment in expected:
@@ -468,9 +474,9 @@ def test_bad_spec_is_refused_naming_the_field(
 
 @pytest.mark.parametrize(("case", "spec"), GOOD_SPECS, ids=[case[0] for case in GOOD_SPECS])
 def test_good_spec_is_accepted_with_defaults(
-    cluster: DevCluster, crd: None, namespace: str, case: str, spec: dict[str, Any]
+    cluster: DevCluster, crd: None, dry_run_namespace: str, case: str, spec: dict[str, Any]
 ) -> None:
-    manifest = yaml.safe_dump(md_manifest("ok", spec, namespace))
+    manifest = yaml.safe_dump(md_manifest("ok", spec, dry_run_namespace))
     result = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", "-", input=manifest, check=False)
     assert result.returncode == 0, result.stderr
     applied = yaml.safe_load(result.stdout)

@@ -67,9 +67,9 @@ def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def dry_run_namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
-    """One namespace for a module's server-side dry runs (nothing is created in it): a namespace
-    per case would leave ~90 terminating at once, and every operator watching t-* opens watches
-    on each of them (kopf's connection pool then delays the next test's watches)."""
+    """One namespace for a module's server-side dry runs (nothing is created in it). A namespace
+    per case left ~90 terminating at once; an operator started then (watching t-*, so every one
+    of them) once received no event for the next test's ModelDeployment for 90 s."""
     name = fresh_namespace(core)
     yield name
     core.delete_namespace(name)

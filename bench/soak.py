@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid  # noqa: E402
+from tests.integration.helpers import scrape_metrics  # noqa: E402
 
 MODEL_REPO = ROOT / "model_repo"
 KEEP_NAMESPACE = "soak-keep"
@@ -84,17 +85,6 @@ class Sample:
     managed: float | None
 
 
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
-
-
 def state_maps(values: dict[str, float]) -> dict[str, float] | None:
     prefix = STATE_GAUGE + "{"
     maps = {}
@@ -110,7 +100,7 @@ def sample(pid: int, port: int) -> Sample:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) / 1024
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    values = metrics(port)
+    values = scrape_metrics(port)
     return Sample(rss, fds, state_maps(values), values.get(MANAGED_GAUGE))
 
 

@@ -21,6 +21,8 @@ from kubernetes import client, config
 from devcluster import DevCluster, running_cluster
 from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
 
+from .helpers import scrape_metrics
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -83,14 +85,7 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """The operator's Prometheus metrics, `name{labels}` -> value."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                values[key] = float(value)
-        return values
+        return scrape_metrics(self.metrics_port)
 
     def write_requests(self, excluding: tuple[str, ...] = ()) -> float:
         """Writes to the Kubernetes API so far, optionally leaving some resources out (e.g. leases)."""

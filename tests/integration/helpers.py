@@ -18,6 +18,18 @@ MODEL_REPO = REPO_ROOT / "model_repo"
 GROUP, VERSION, PLURAL = "tritonop.dev", "v1alpha1", "modeldeployments"
 
 
+def scrape_metrics(port: int) -> dict[str, float]:
+    """A process's Prometheus metrics on 127.0.0.1:port, `name{labels}` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
 def slow_repository(root: Path, model: str, batch_ms: int) -> Path:
     """A repository with one model: sleepy's code, one request per batch, `batch_ms` per batch,
     so one replica serves 1000 / batch_ms requests/s (autoscaling tests and benchmarks)."""

@@ -333,10 +333,10 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.autoscaling.scaleDownStabilizationSeconds", "greater than or equal to 0"],
     ),
     (
-        "spare-not-below-max",
+        "spare-above-max",
         "bad",
-        base(autoscaling={"maxReplicas": 3, "targetLatencyMs": 50, "spareReplicas": 3}),
-        ["spec.autoscaling.spareReplicas", "spareReplicas must be less than maxReplicas"],
+        base(autoscaling={"maxReplicas": 3, "targetLatencyMs": 50, "spareReplicas": 4}),
+        ["spec.autoscaling.spareReplicas", "spareReplicas must be at most maxReplicas"],
     ),
     (
         "negative-spare",
@@ -361,6 +361,10 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
     (
         "autoscaled-with-spare",
         base(autoscaling={"maxReplicas": 8, "targetLatencyMs": 400, "spareReplicas": 3}),
+    ),
+    (
+        "autoscaled-max-1-default-spare",
+        base(autoscaling={"maxReplicas": 1, "targetLatencyMs": 400}),
     ),
     (
         "autoscaled-no-spare",

@@ -514,8 +514,9 @@ class AutoscalingSpec(ApiModel):
                     field_path=".minReplicas",
                 ),
                 cel(
-                    "!has(self.spareReplicas) || self.spareReplicas < self.maxReplicas",
-                    "spareReplicas must be less than maxReplicas",
+                    # At most, not below: maxReplicas 1 with the default spareReplicas 1 must stay valid.
+                    "!has(self.spareReplicas) || self.spareReplicas <= self.maxReplicas",
+                    "spareReplicas must be at most maxReplicas (the spare capacity has to fit in the replicas allowed)",
                     field_path=".spareReplicas",
                 ),
             ]

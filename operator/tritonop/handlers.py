@@ -51,7 +51,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             # A watch scoped by namespace pattern can end with its namespace, before any DELETED
             # event: ask once whether the object still exists, and forget it if not.
             if error.going_away and await state.kube.get("ModelDeployment", *key) is None:
-                await release(memo, key, body["metadata"].get("uid"))
+                controller.forget(key)  # the finally below releases what the process remembers
                 return None
             raise
         finally:

@@ -38,6 +38,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -182,7 +183,7 @@ class Servers:
             return Probe(live=False)
         return Probe(True, tuple(versions), config)
 
-    def base_config(self, report: RepositoryReport, probes: Any) -> model_config_pb2.ModelConfig | None:
+    def base_config(self, report: RepositoryReport, probes: Iterable[Probe]) -> model_config_pb2.ModelConfig | None:
         """The repository's config: read by the operator, else learned from a serving pod."""
         if report.problem is not None:
             return None  # the repository is broken: load nothing new

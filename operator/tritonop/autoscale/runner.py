@@ -19,6 +19,7 @@ from tritonop.api.spec import AutoscalingSpec, ModelDeployment
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
 from tritonop.events import EventRecorder
+from tritonop.serving import pod_facts
 from tritonop.status import AutoscaleFacts
 
 LOG = logging.getLogger("tritonop.autoscale")
@@ -110,7 +111,7 @@ class Autoscalers:
         ready = {
             pod["metadata"]["uid"]: (pod["metadata"]["name"], pod["status"]["podIP"])
             for pod in pods
-            if _pod_ready(pod) and pod.get("status", {}).get("podIP")
+            if pod_facts(pod).ready and pod.get("status", {}).get("podIP")
         }
         try:
             measurement = await state.reader.measure(ready, md.model_name)
@@ -174,11 +175,6 @@ class Autoscalers:
     def tracked_pods(self) -> int:
         """Pods whose metric samples the readers keep (released when a pod or object goes)."""
         return sum(len(s.reader.samples) for s in self.states.values() if isinstance(s.reader, PodMetricsReader))
-
-
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def record_decision(

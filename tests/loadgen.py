@@ -48,6 +48,7 @@ class LoadGenerator:
         max_seconds: float = 600.0,
         refresh_seconds: float = 1.0,
         max_in_flight: int = 128,
+        schedule: list[float] | None = None,
     ) -> None:
         self.targets_fn = targets
         self.model = model
@@ -57,6 +58,10 @@ class LoadGenerator:
         self.max_seconds = max_seconds
         self.refresh_seconds = refresh_seconds
         self.stats = LoadStats()
+        # Seeded arrivals (seconds after start(), e.g. bench/traces.arrivals): replaces `rate`,
+        # so that every policy of a paired benchmark sees exactly the same request times.
+        self.schedule = schedule
+        self.started_at = 0.0
         self._targets: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -75,6 +80,7 @@ class LoadGenerator:
         self.stop()
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         self._refresh()
         for target in (self._arrivals, self._refresher):
             thread = threading.Thread(target=target, daemon=True)
@@ -104,6 +110,9 @@ class LoadGenerator:
             self._refresh()
 
     def _arrivals(self) -> None:
+        if self.schedule is not None:
+            self._scheduled(self.schedule)
+            return
         deadline = time.monotonic() + self.max_seconds
         next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
@@ -122,6 +131,27 @@ class LoadGenerator:
                 target = self._targets[self._next % len(self._targets)]
                 self._next += 1
             self._pool.submit(self._one, target, next_at)
+
+    def _scheduled(self, schedule: list[float]) -> None:
+        for offset in schedule:
+            if offset > self.max_seconds:
+                return
+            due = self.started_at + offset
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            if self._stop.is_set():
+                return
+            with self._lock:
+                if not self._targets:
+                    # No ready pod: the request is refused, as a client without endpoints sees it.
+                    self.stats.sent += 1
+                    self.stats.failed += 1
+                    self.stats.errors["no ready pod"] += 1
+                    continue
+                target = self._targets[self._next % len(self._targets)]
+                self._next += 1
+            self._pool.submit(self._one, target, due)
 
     def _one(self, ip: str, due: float) -> None:
         with self._lock:

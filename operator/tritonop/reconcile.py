@@ -45,8 +45,15 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     # 1. observe
     observed = await owned.observe()
     control_key = await owned.ensure_control_key()
+    # In a worker thread: a version seen for the first time (or changed) is hashed, in chunks.
     report = await asyncio.to_thread(
-        inspect, md.spec.model.repository, md.model_name, md.spec.model.version, in_cluster=state.settings.in_cluster
+        inspect,
+        md.spec.model.repository,
+        md.model_name,
+        md.spec.model.version,
+        in_cluster=state.settings.in_cluster,
+        manifests=state.manifests,
+        user=md.uid,
     )
     target_version = target_of(md, report)
     # 2. replicas: the spec's, or the autoscaler's decision

@@ -15,6 +15,7 @@ from tritonop.autoscale.runner import Autoscalers
 from tritonop.cache import ObjectCache
 from tritonop.k8s import KubeClient
 from tritonop.owned import OwnedMemory
+from tritonop.repository.local import ManifestCache
 from tritonop.serving import ServingMemory
 from tritonop.settings import Settings
 
@@ -32,6 +33,7 @@ class OperatorState:
     owned: OwnedMemory = field(default_factory=OwnedMemory)
     serving: ServingMemory = field(default_factory=ServingMemory)
     autoscalers: Autoscalers = field(default_factory=Autoscalers)
+    manifests: ManifestCache = field(default_factory=ManifestCache)  # verified versions, by file identity
 
     @classmethod
     def from_settings(cls, settings: Settings, kube: KubeClient) -> OperatorState:
@@ -43,11 +45,12 @@ class OperatorState:
 
     async def release(self, key: Key, uid: str | None) -> None:
         """Forget a deleted ModelDeployment (deleted itself, or with its namespace): its control
-        key, learned config, failed loads, apply refusals, autoscaler (and its HTTP session) and
-        its metric series."""
+        key, learned config, failed loads, apply refusals, verified manifests no other one uses,
+        autoscaler (and its HTTP session) and its metric series."""
         if uid:
             self.owned.forget(uid)
             self.serving.forget(uid)
+            self.manifests.forget(uid)
         await self.autoscalers.forget(key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
@@ -61,6 +64,7 @@ class OperatorState:
             "failed_loads": sum(len(f) for f in self.serving.failed_loads.values()),
             "autoscalers": len(self.autoscalers.states),
             "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
+            "verified_manifests": len(self.manifests),
         }
         for kind, objects in self.cache.objects.items():
             sizes[f"cache_{kind}"] = len(objects)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from pathlib import Path
 
 from tritonop.autoscale.metrics import CounterSample, PodMetricsReader
 from tritonop.autoscale.runner import AutoscalerState
@@ -25,6 +26,10 @@ def remember_everything(state: OperatorState, key: tuple[str, str], uid: str) ->
     reader.samples["pod-1"] = __import__("collections").deque([CounterSample(0.0, 0, 0, 0, 0, 0)])
     state.autoscalers.states[key] = AutoscalerState(reader=reader, source="pods", period=5.0)
     READY.labels(*key).set(1)
+    state.manifests.store(Path(f"/repo/{uid}/1"), (), None)
+    state.manifests.lookup(Path(f"/repo/{uid}/1"), (), uid)
+    state.manifests.lookup(Path("/repo/shared/1"), (), uid)
+    state.manifests.store(Path("/repo/shared/1"), (), None)
     return reader
 
 
@@ -39,6 +44,7 @@ def test_release_empties_every_map() -> None:
     asyncio.run(state.release(("ns", "a"), "uid-a"))
     after_one = state.entries()
     assert after_one["control_keys"] == after_one["autoscalers"] == after_one["learned_configs"] == 1
+    assert after_one["verified_manifests"] == 2  # b's own, and the one a and b shared
     asyncio.run(state.release(("ns", "b"), "uid-b"))
     assert state.entries() == empty
     assert READY.collect()[0].samples == []

@@ -12,6 +12,7 @@ from typing import Any
 
 from tritonop import __version__
 from tritonop.leader import ElectionConfig
+from tritonop.repository.local import MANIFEST_NAME, inspect
 from tritonop.settings import Settings
 
 
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--relist-seconds", type=float, default=60.0, help="full re-list of owned objects (the cache's safety net)"
     )
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
+    run.add_argument(
+        "--verifier-image",
+        default=f"ghcr.io/tritonop/tritonop:{__version__}",
+        help="image of the verification Jobs that check model files where the operator cannot read them "
+        "(the operator's own image: it has `tritonop repo verify-version`)",
+    )
     run.add_argument(
         "--autoscale-period-seconds", type=float, default=1.0, help="autoscaler evaluation period per ModelDeployment"
     )
@@ -99,6 +106,23 @@ def add_repo_commands(commands: Any) -> None:
     check.add_argument("repository", type=Path)
     check.add_argument("--model", "-m", help="only this model")
 
+    manifest = sub.add_parser("manifest", help=f"write a version's sha256 manifest ({MANIFEST_NAME})")
+    manifest.add_argument("repository", type=Path)
+    manifest.add_argument("model")
+    manifest.add_argument("version", type=int)
+
+    verify = sub.add_parser(
+        "verify-version",
+        help="verify one version where its bytes are (what the operator's verification Job runs)",
+        description="Check that the model, its config.pbtxt and the version exist and that every file matches the "
+        "version's manifest. Exit 0 when nothing is wrong (a version without a manifest is reported unverified), "
+        "1 otherwise. With --verdict-file, the verdict is also written there as JSON (the Job's termination message).",
+    )
+    verify.add_argument("repository", type=Path)
+    verify.add_argument("model")
+    verify.add_argument("--version", type=int, help="default: the highest version present")
+    verify.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
+
     for name, text in (
         ("show", "the config Triton loads, after a ModelDeployment's overrides"),
         ("diff", "unified diff: config.pbtxt -> the config Triton loads"),
@@ -111,6 +135,8 @@ def add_repo_commands(commands: Any) -> None:
 
 
 def run_repo(args: argparse.Namespace) -> int:
+    if args.repo_command == "verify-version":
+        return verify_version(args.repository, args.model, args.version, args.verdict_file)
     from tritonop.repository import tools
 
     try:
@@ -134,6 +160,9 @@ def run_repo(args: argparse.Namespace) -> int:
             if problems:
                 return 1
             print(f"{args.repository}: valid")
+        elif args.repo_command == "manifest":
+            files = tools.write_manifest(args.repository / args.model / str(args.version))
+            print(f"{args.repository / args.model / str(args.version) / MANIFEST_NAME}: {len(files)} files")
         else:
             overrides, md_version, _ = tools.overrides_from(args.modeldeployment)
             version = args.version if args.version is not None else md_version
@@ -163,6 +192,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def verify_version(repository: Path, model: str, version: int | None, verdict_file: Path | None) -> int:
+    """One version checked where its bytes are; needs nothing beyond the operator's runtime deps."""
+    report = inspect(f"file://{repository.resolve()}", model, version)
+    checked = version if version is not None else (report.versions[-1] if report.versions else None)
+    if verdict_file is not None:
+        verdict_file.write_text(report.to_verdict(checked))
+    if report.problem:
+        print(f"error: {report.problem}: {report.message}", file=sys.stderr)
+        return 1
+    print(("verified: " if report.verified else "unverified: ") + report.message)
+    return 0
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """The operator's settings from `tritonop run` flags (the only place that reads the environment)."""
     election = None
@@ -187,6 +229,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         autoscale_period_seconds=args.autoscale_period_seconds,
         autoscale_report_seconds=args.autoscale_report_seconds,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
+        verifier_image=args.verifier_image,
         election=election,
     )
 

@@ -67,6 +67,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "ModelDeployment": ("tritonop.dev/v1alpha1", "modeldeployments", True),
     "Lease": ("coordination.k8s.io/v1", "leases", True),
+    "Job": ("batch/v1", "jobs", True),
 }
 
 

@@ -31,6 +31,9 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
     # kopf observes namespaces to follow `tritonop run --namespace PATTERN` (not with --all-namespaces).
     ("", "namespaces"): frozenset({"list", "watch"}),
+    # verification.py: a verification Job per (repository, version) where the operator cannot read
+    # the bytes, read by name while it runs (no list/watch: Jobs are rare; the verdict is kept in status).
+    ("batch", "jobs"): frozenset({"get", "create"}),
     # KubeClient.post_event: create, or bump the count of a repeated Event.
     ("", "events"): frozenset({"get", "create", "patch"}),
 }

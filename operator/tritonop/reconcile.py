@@ -1,9 +1,10 @@
 """One level-based reconcile of a ModelDeployment, as steps; each step is a call into the module
 that owns it:
 
-observe (owned.py) -> scale (autoscale/runner.py) -> render (render/, pure) -> apply what differs
-(owned.py) -> bring every Triton to the target (serving.py) -> compute status (status.py, pure)
--> write status only if it changed -> post events (events.py).
+observe (owned.py; the repository: repository/local.py, or a verification Job: verification.py)
+-> scale (autoscale/runner.py) -> render (render/, pure) -> apply what differs (owned.py) -> bring
+every Triton to the target (serving.py) -> compute status (status.py, pure) -> write status only
+if it changed -> post events (events.py).
 
 An idle reconcile (nothing changed anywhere) makes no API request at all.
 """
@@ -25,6 +26,7 @@ from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.serving import Servers, Target
 from tritonop.state import READY, OperatorState
 from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, compute_status, status_patch
+from tritonop.verification import verify
 
 LOG = logging.getLogger("tritonop.reconcile")
 # While something is converging (servers starting, loads under way) look again soon.
@@ -55,6 +57,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         manifests=state.manifests,
         user=md.uid,
     )
+    # Where the operator cannot read the bytes, a verification Job does (pvc://, file:// on nodes).
+    verification = await verify(state.kube, md, report, state.settings.verifier_image)
+    report = verification.report
     target_version = target_of(md, report)
     # 2. replicas: the spec's, or the autoscaler's decision
     scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
@@ -78,6 +83,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         autoscale=scaling.facts,
         apply_refused=refused,
         config_problem=converged.config_problem,
+        integrity=verification.integrity,
     )
     status = compute_status(md, facts, md.status, rfc3339())
     READY.labels(md.namespace, md.name).set(int(status.reason is None))
@@ -87,7 +93,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     await events.flush(state.kube, body)
     # Nothing converges while the overrides cannot load: the spec has to change first.
     soon = next_look(pods, target_version) if converged.config_problem is None else None
-    return Outcome(requeue_after=soon or state.autoscalers.next_evaluation_in(md))
+    looks = [t for t in (soon, verification.requeue_after, state.autoscalers.next_evaluation_in(md)) if t is not None]
+    return Outcome(requeue_after=min(looks) if looks else None)
 
 
 def target_of(md: ModelDeployment, report: RepositoryReport) -> int | None:

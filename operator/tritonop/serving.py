@@ -185,8 +185,8 @@ class Servers:
 
     def base_config(self, report: RepositoryReport, probes: Iterable[Probe]) -> model_config_pb2.ModelConfig | None:
         """The repository's config: read by the operator, else learned from a serving pod."""
-        if report.problem is not None:
-            return None  # the repository is broken: load nothing new
+        if report.blocks_load:
+            return None  # the repository is broken or still being verified: load nothing new
         if report.readable and report.config is not None:
             return report.config
         for probe in probes:
@@ -219,7 +219,7 @@ class Servers:
         wanted = self.wanted_config(base, target.version)
         result = LoadResult(probe.versions, probe.config)
         current = config_is_current(probe.config, list(probe.versions), wanted, target.version)
-        if managed and not current and may_load and target.repository.problem is None:
+        if managed and not current and may_load and not target.repository.blocks_load:
             result = await self.load(pod, server, wanted, probe.versions, target.version, in_place)
             current = config_is_current(result.config, list(result.versions), wanted, target.version)
         facts = replace(

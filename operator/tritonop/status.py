@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.api.spec import Condition, EndpointStatus, LatencyStatus, ModelDeployment, ModelDeploymentStatus
+from tritonop.api.spec import (
+    Condition,
+    EndpointStatus,
+    IntegrityStatus,
+    LatencyStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+)
 from tritonop.render.objects import endpoint, selector_string
 from tritonop.repository.local import RepositoryReport
 
@@ -68,6 +75,7 @@ class Facts:
     autoscale: AutoscaleFacts | None = None
     apply_refused: str | None = None  # the API server's message when it refused an owned object
     config_problem: str | None = None  # overrides that cannot load with the repository's config
+    integrity: IntegrityStatus | None = None  # the target version's integrity check (verification.py)
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,12 @@ def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bo
     report = facts.repository
     if report.problem:
         return condition(md, "RepositoryValid", "False", report.problem, report.message)
+    if report.pending:
+        return condition(md, "RepositoryValid", "Unknown", "Verifying", report.message)
+    if report.readable and report.verified is not None:
+        # A version without a manifest serves, but it is never called verified.
+        reason = "Verified" if report.verified else "Unverified"
+        return condition(md, "RepositoryValid", "True", reason, f"{report.message} (checked by {report.checked_by})")
     if report.readable:
         return condition(md, "RepositoryValid", "True", "Valid", report.message)
     if served_anywhere:
@@ -154,6 +168,15 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
             f"version {version} not loaded on {', '.join(behind)}: the repository check failed "
             f"({facts.repository.problem}); the loaded version keeps serving",
         )
+    if behind and facts.repository.pending:
+        return condition(
+            md,
+            "ModelLoaded",
+            "False",
+            "AwaitingVerification",
+            f"version {version} not loaded on {', '.join(behind)} until its files are verified "
+            f"({facts.repository.checked_by}); the loaded version keeps serving",
+        )
     if behind and facts.config_problem:
         return condition(
             md, "ModelLoaded", "False", "InvalidConfig", f"version {version} not loaded: {facts.config_problem}"
@@ -193,7 +216,9 @@ def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
 
 
 # Reasons of a False condition that are progress, not trouble: they do not make Ready's reason.
-PROGRESS_REASONS = frozenset({"Loading", "WaitingForReplicas", "VersionSwitch", "RollingOut", "AwaitingReplacement"})
+PROGRESS_REASONS = frozenset(
+    {"Loading", "WaitingForReplicas", "VersionSwitch", "RollingOut", "AwaitingReplacement", "AwaitingVerification"}
+)
 # A server that did not answer a load (restarting, going away): the next reconcile looks again.
 TRANSIENT_REASONS = frozenset({"ServerUnreachable"})
 
@@ -291,6 +316,7 @@ def compute_status(
         target_version=target,
         previous_version=previous_version,
         latency=latency,
+        integrity=facts.integrity,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,
         conditions=settled_conditions,

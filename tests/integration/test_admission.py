@@ -261,7 +261,16 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         "unknown-scheme",
         "bad",
         {"model": {"repository": "ftp://models/vision"}},
-        ["spec.model.repository", "must be pvc://<claim>[/<subpath>], s3://<bucket>[/<path>]"],
+        [
+            "spec.model.repository",
+            "must be pvc://<claim>[/<subpath>], s3://[http(s)://<host>:<port>/]<bucket>[/<path>]",
+        ],
+    ),
+    (
+        "s3-endpoint-without-port",
+        "bad",
+        {"model": {"repository": "s3://http://minio.storage.svc/models"}},
+        ["spec.model.repository", "s3://[http(s)://<host>:<port>/]<bucket>[/<path>]"],
     ),
     (
         "no-scheme",
@@ -353,6 +362,9 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
     ("minimal", base()),
     ("pvc", {"model": {"repository": "pvc://models/vision/resnet", "version": 3}}),
     ("s3", {"model": {"repository": "s3://my-bucket/models", "credentialsSecret": "aws"}}),
+    ("s3-minio", {"model": {"repository": "s3://minio.storage.svc:9000/models/vision", "credentialsSecret": "minio"}}),
+    ("s3-https-ceph", {"model": {"repository": "s3://https://rgw.example.com:443/models", "credentialsSecret": "rgw"}}),
+    ("s3-ip-endpoint", {"model": {"repository": "s3://10.0.0.5:9000/models"}}),
     ("gs", {"model": {"repository": "gs://my-bucket/models"}}),
     (
         "autoscaled",

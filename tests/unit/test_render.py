@@ -215,6 +215,29 @@ def test_deployment_s3_with_credentials_and_cpu_only() -> None:
     assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
 
 
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://minio.storage.svc:9000/models/vision", "s3://https://rgw.example.com:443/models", "s3://10.0.0.5:9000/models"],
+)
+def test_deployment_s3_compatible_endpoint_is_passed_to_triton_as_is(uri: str) -> None:
+    md = model_deployment(model={"repository": uri, "credentialsSecret": "minio"}, server={"gpus": 0})
+    want = expected()
+    pod = want["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"][0] = f"--model-repository={uri}"
+    container["envFrom"] = [{"secretRef": {"name": "minio"}}]
+    container["resources"] = {}
+    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
+
+
+@pytest.mark.parametrize("uri", ["s3://http://minio/models", "s3://minio:port/models", "s3://Bucket/x"])
+def test_malformed_s3_uris_are_refused_by_the_model_too(uri: str) -> None:
+    with pytest.raises(ValueError, match="s3://\\[http\\(s\\)://<host>:<port>/\\]<bucket>"):
+        model_deployment(model={"repository": uri})
+
+
 def test_deployment_gcs_credentials_are_mounted() -> None:
     md = model_deployment(model={"repository": "gs://bucket/models", "credentialsSecret": "gcp"})
     rendered = render_deployment(md, RenderInputs(replicas=1, target_version=None))

@@ -41,10 +41,12 @@ OWNED_FLAGS = (
     "allow-grpc",
     "allow-metrics",
 )
-# pvc://claim[/subpath] | s3://bucket[/path] | gs://bucket[/path] | file:///absolute/path
+# pvc://claim[/subpath] | s3://[http(s)://host:port/]bucket[/path] | gs://bucket[/path] | file:///absolute/path
+# s3:// with host:port is an S3-compatible endpoint (MinIO, Ceph RGW), as Triton spells it; the
+# port is what tells Triton that the first segment is an endpoint and not a bucket.
 REPOSITORY_PATTERN = (
     r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/]+)*/?"
-    r"|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^/]+)*/?"
+    r"|s3://((https?://)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}/)?[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^/]+)*/?"
     r"|gs://[a-z0-9][-a-z0-9_.]{1,61}[a-z0-9](/[^/]+)*/?"
     r"|file:///([^/]+/?)*)$"
 )
@@ -173,7 +175,8 @@ if TYPE_CHECKING:  # the type checker sees the plain type
 else:
     RepositoryUri = matching(
         REPOSITORY_PATTERN,
-        "must be pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], gs://<bucket>[/<path>] or file:///<absolute path>",
+        "must be pvc://<claim>[/<subpath>], s3://[http(s)://<host>:<port>/]<bucket>[/<path>], gs://<bucket>[/<path>] "
+        "or file:///<absolute path>",
         1024,
         # The path of pvc:// and file:// becomes the volume's subPath or hostPath, which may not go up.
         cel(
@@ -338,7 +341,8 @@ class ModelSpec(ApiModel):
     repository: RepositoryUri = Field(
         ...,
         description=(
-            "Root of a Triton model repository: pvc://<claim>[/<subpath>], s3://<bucket>[/<path>], "
+            "Root of a Triton model repository: pvc://<claim>[/<subpath>], s3://<bucket>[/<path>] (AWS) or "
+            "s3://[http(s)://]<host>:<port>/<bucket>[/<path>] (an S3-compatible endpoint such as MinIO or Ceph RGW), "
             "gs://<bucket>[/<path>] or file:///<absolute path> (hostPath, for dev clusters)."
         ),
     )
@@ -647,6 +651,27 @@ class EndpointStatus(StatusModel):
     grpc: str | None = Field(None, description="In-cluster gRPC endpoint (host:port).")
 
 
+class IntegrityStatus(StatusModel):
+    """The last integrity check of the target version's files against its SHA256SUMS.json."""
+
+    repository: str = Field(..., description="spec.model.repository when it was checked.")
+    version: int | None = Field(None, description="Version checked (omitted: the repository's highest).")
+    result: str = Field(
+        ...,
+        description="Verified (every file matches the manifest), Unverified (no manifest: served unverified), "
+        "Verifying (a check is under way; nothing new loads), or the problem found (ChecksumMismatch, "
+        "VersionNotFound, ModelNotFound, InvalidConfig, VerificationFailed, ...).",
+    )
+    checked_by: str = Field(
+        ...,
+        alias="checkedBy",
+        description="Who read the bytes: 'operator' (the repository is visible to it) or 'job/<name>' "
+        "(a verification Job mounting the repository as the servers do).",
+    )
+    message: str = Field("", description="What was found, naming the file on a mismatch.")
+    checked_at: str | None = Field(None, alias="checkedAt", description="When this verdict was reached.")
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="metadata.generation the status reflects."
@@ -664,6 +689,9 @@ class ModelDeploymentStatus(StatusModel):
     target_version: int | None = Field(None, alias="targetVersion", description="Version being rolled out.")
     previous_version: int | None = Field(None, alias="previousVersion", description="Version served before.")
     latency: LatencyStatus | None = Field(None, description="Latest latency measurement.")
+    integrity: IntegrityStatus | None = Field(
+        None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
+    )
     endpoint: EndpointStatus | None = Field(None, description="Where clients reach the model.")
     last_scale_time: str | None = Field(None, alias="lastScaleTime", description="When replicas last changed.")
     ready_summary: str | None = Field(None, alias="readySummary", description="readyReplicas/replicas, for kubectl.")

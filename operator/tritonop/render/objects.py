@@ -35,6 +35,8 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MODEL_DEPLOYMENT = f"{API_GROUP}/model-deployment"
 MANAGER = "tritonop"
 ANNOTATION_ROLLOUT_HASH = f"{API_GROUP}/rollout-hash"
+VERIFY_DEADLINE_SECONDS = 3600  # hashing tens of GB at a few hundred MB/s takes minutes, not hours
+VERIFY_JOB_TTL_SECONDS = 600  # kept a while for `kubectl describe`; the verdict lives in status
 
 
 @dataclass(frozen=True)
@@ -186,12 +188,7 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         # The sleep action needs no shell in the image (Kubernetes >= 1.30).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -202,24 +199,11 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         # The python backend passes tensors through shared memory; the default 64Mi is too small.
         "volumes": [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        **_placement(md),
     }
-    if server.node_selector:
-        pod_spec["nodeSelector"] = dict(server.node_selector)
-    if server.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations]
-    if server.affinity:
-        pod_spec["affinity"] = server.affinity
-    if server.priority_class_name:
-        pod_spec["priorityClassName"] = server.priority_class_name
     if server.runtime_class_name:
         pod_spec["runtimeClassName"] = server.runtime_class_name
 
@@ -249,6 +233,101 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
             "template": {
                 "metadata": {"labels": common_labels(md), "annotations": template_annotations},
                 "spec": pod_spec,
+            },
+        },
+    }
+
+
+def container_security() -> dict[str, Any]:
+    """Restricted Pod Security, for every container the operator creates (a fresh dict each time)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _placement(md: ModelDeployment) -> dict[str, Any]:
+    """Where the servers run: node selector, tolerations, affinity, priority."""
+    server = md.spec.server
+    placement: dict[str, Any] = {}
+    if server.node_selector:
+        placement["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        placement["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations]
+    if server.affinity:
+        placement["affinity"] = server.affinity
+    if server.priority_class_name:
+        placement["priorityClassName"] = server.priority_class_name
+    return placement
+
+
+def verifies_where_the_bytes_are(md: ModelDeployment) -> bool:
+    """Storage a verification Job can mount exactly as the servers do (pvc://, file:// hostPath)."""
+    return md.spec.model.repository.partition("://")[0] in ("pvc", "file")
+
+
+def verify_job_name(md: ModelDeployment, version: int | None, token: str = "") -> str:
+    """One Job per (repository, version, re-verify token): a changed one verifies again."""
+    digest = hashlib.sha256(f"{md.uid}|{md.spec.model.repository}|{version}|{token}".encode()).hexdigest()[:8]
+    return f"{md.name[:40]}-verify-{version if version is not None else 'latest'}-{digest}"
+
+
+def render_verify_job(md: ModelDeployment, version: int | None, image: str, name: str) -> dict[str, Any]:
+    """A short Job that checks one version with `tritonop repo verify-version`, mounting the
+    repository exactly as the servers do (same volume, same nodes), and leaves its verdict as
+    the termination message. Bounded memory: files are hashed in 1 MiB chunks."""
+    repository, volumes, mounts, _ = _repository_wiring(md)
+    args = ["repo", "verify-version", repository, md.model_name, "--verdict-file", "/dev/termination-log"]
+    if version is not None:
+        args[4:4] = ["--version", str(version)]
+    labels = {
+        LABEL_NAME: "model-verifier",
+        LABEL_INSTANCE: md.name,
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_MODEL_DEPLOYMENT: md.name,
+        "app.kubernetes.io/component": "model-verifier",
+    }
+    container = {
+        "name": "verify",
+        "image": image,
+        "command": ["tritonop"],
+        "args": args,
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": mounts,
+        "securityContext": container_security(),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {**_metadata(md, name), "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": VERIFY_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": VERIFY_JOB_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(),
+                    "containers": [container],
+                    "volumes": volumes,
+                    **_placement(md),
+                },
             },
         },
     }

@@ -30,13 +30,50 @@ HASHED_BYTES = Counter(
 
 @dataclass(frozen=True)
 class RepositoryReport:
-    """What the operator could verify. `readable` False means: nothing verified (Unknown)."""
+    """What was verified of a model version, by the operator itself or by a verification Job
+    where the bytes are. `readable` False means: nothing verified (Unknown)."""
 
     readable: bool
     problem: str | None = None  # a condition reason when something is wrong
     message: str = ""
     versions: list[int] = field(default_factory=list)
-    config: model_config_pb2.ModelConfig | None = None
+    config: model_config_pb2.ModelConfig | None = None  # None where only a Job saw the repository
+    verified: bool | None = None  # True: every file matches its manifest; False: no manifest; None: not checked
+    pending: bool = False  # a verification Job is under way: nothing loads until it answers
+    checked_by: str = "operator"  # "operator" or "job/<name>": who read the bytes
+    version: int | None = None  # the version checked
+
+    def to_verdict(self, version: int | None) -> str:
+        """The JSON a verification Job leaves as its termination message (at most 4 KiB)."""
+        verdict = {
+            "problem": self.problem,
+            "message": self.message[:3000],
+            "versions": self.versions[-50:],
+            "verified": self.verified,
+            "version": version,
+        }
+        return json.dumps(verdict)
+
+    @classmethod
+    def from_verdict(cls, text: str, checked_by: str) -> RepositoryReport:
+        try:
+            verdict = json.loads(text)
+            return cls(
+                readable=True,
+                problem=verdict.get("problem"),
+                message=str(verdict.get("message", "")),
+                versions=[int(v) for v in verdict.get("versions", [])],
+                verified=verdict.get("verified"),
+                checked_by=checked_by,
+                version=verdict.get("version"),
+            )
+        except (ValueError, TypeError, AttributeError) as error:
+            return cls(True, "VerificationFailed", f"{checked_by} left no readable verdict ({error}): {text[:200]}")
+
+    @property
+    def blocks_load(self) -> bool:
+        """Nothing new is loaded: the check failed, or it has not answered yet."""
+        return self.problem is not None or self.pending
 
 
 def local_path(uri: str) -> Path | None:
@@ -207,7 +244,15 @@ def inspect(
     except ModelConfigError as error:
         return RepositoryReport(True, "InvalidConfig", f"{config_path}: {error}", versions)
     target = version if version is not None else versions[-1]
-    mismatch = verify_manifest(model_dir / str(target), manifests, user)
+    version_dir = model_dir / str(target)
+    mismatch = verify_manifest(version_dir, manifests, user)
     if mismatch:
-        return RepositoryReport(True, "ChecksumMismatch", mismatch, versions, config)
-    return RepositoryReport(True, None, f"{model_name} versions {versions} in {root}", versions, config)
+        return RepositoryReport(True, "ChecksumMismatch", mismatch, versions, config, verified=False, version=target)
+    if not (version_dir / MANIFEST_NAME).exists():
+        message = (
+            f"{model_name} versions {versions} in {root}; version {target} has no {MANIFEST_NAME}: "
+            "served unverified (write one with `tritonop repo manifest`)"
+        )
+        return RepositoryReport(True, None, message, versions, config, verified=False, version=target)
+    message = f"{model_name} versions {versions} in {root}; version {target} matches its {MANIFEST_NAME}"
+    return RepositoryReport(True, None, message, versions, config, verified=True, version=target)

@@ -48,11 +48,11 @@ SERVICE_CIDR = "10.96.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
-# kwok stages taken as shipped in its module; pod-ready is ours (see devcluster/kwok/).
+# kwok stages taken as shipped in its module; pod-ready is ours (see devcluster/kwok/). Not
+# pod-complete: it marks every Job pod Succeeded at once; the pod runner runs them for real.
 KWOK_UPSTREAM_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
 STOP_ORDER = ("podrunner", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")

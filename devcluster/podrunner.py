@@ -10,6 +10,13 @@ pods on fake nodes: a pod with a readinessProbe or readiness gates stays not-rea
 devcluster/kwok/pod-ready.yaml) until its probe passes against the pod IP and every gate
 condition is True, as a kubelet reports it. A Triton process that exits is restarted with
 back-off and counted in restartCount, like restartPolicy: Always.
+
+Run-to-completion pods (restartPolicy Never/OnFailure, e.g. the operator's verification Jobs)
+whose container runs `tritonop` (the operator image's entrypoint) are run too: the venv's
+`python -m tritonop` with the pod's args, env and volumes mapped, once; on exit the pod is
+reported Succeeded or Failed with the exit code and its termination message (the file at
+terminationMessagePath), as a kubelet reports it, so the Job controller completes the Job.
+kwok's own pod-complete stage (which would mark every Job pod Succeeded at once) is not used.
 """
 
 from __future__ import annotations
@@ -95,6 +102,25 @@ def container_argv(container: dict[str, Any]) -> list[str]:
 def is_triton_container(container: dict[str, Any]) -> bool:
     argv = container_argv(container)
     return bool(argv) and os.path.basename(argv[0]) == "tritonserver"
+
+
+# Entrypoints of images whose programs are installed here: the operator's own (`tritonop`).
+TASK_COMMANDS = ("tritonop",)
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes, as the kubelet truncates it
+
+
+def is_task_container(container: dict[str, Any], restart_policy: str | None) -> bool:
+    argv = container_argv(container)
+    return restart_policy in ("Never", "OnFailure") and bool(argv) and os.path.basename(argv[0]) in TASK_COMMANDS
+
+
+def task_argv(container: dict[str, Any], env: dict[str, str], mounts: dict[str, Path], work_dir: Path) -> list[str]:
+    """`python -m <entrypoint>` with the container's args, paths mapped; its termination message
+    path becomes work_dir/termination-log."""
+    argv = [expand_k8s_vars(arg, env) for arg in container_argv(container)]
+    message_path = container.get("terminationMessagePath", "/dev/termination-log")
+    args = [str(work_dir / "termination-log") if arg == message_path else map_path(arg, mounts) for arg in argv[1:]]
+    return [sys.executable, "-m", os.path.basename(argv[0]), *args]
 
 
 def expand_k8s_vars(value: str, env: dict[str, str]) -> str:
@@ -231,6 +257,7 @@ class PodRunner:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.unprepared: dict[str, tuple[float, dict[str, Any]]] = {}  # uid -> (retry at, pod)
+        self.tasks: dict[str, subprocess.Popen[bytes]] = {}  # run-to-completion pods, by uid
 
     # -- watching --------------------------------------------------------------------------
     def watch_pods(self) -> None:
@@ -291,6 +318,8 @@ class PodRunner:
         if status.get("phase") in ("Succeeded", "Failed"):
             self.stop_pod(uid, "pod finished")
             return
+        if uid in self.tasks:
+            return
         gates = tuple(gate["conditionType"] for gate in spec.get("readinessGates") or [])
         if uid in self.pods:
             tracked = self.pods[uid]
@@ -300,6 +329,10 @@ class PodRunner:
         if status.get("phase") != "Running" or not status.get("podIP"):
             return
         containers = spec.get("containers", [])
+        task = next((c for c in containers if is_task_container(c, spec.get("restartPolicy"))), None)
+        if task is not None:
+            self.start_task(pod, task)
+            return
         triton = next((c for c in containers if is_triton_container(c)), None)
         probed = triton or next((c for c in containers if c.get("readinessProbe")), None)
         if probed is None and gates:
@@ -424,6 +457,93 @@ class PodRunner:
             raise RuntimeError(f"PersistentVolume {volume_name} is neither hostPath nor local")
         return Path(source["path"])
 
+    def start_task(self, pod: dict[str, Any], container: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        base = f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+        work_dir = self.pods_dir / base
+        work_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.pods_dir / f"{base}.log"
+        try:
+            env = self.container_env(pod, container)
+            mounts = self.materialize_volumes(pod, container, work_dir)
+            argv = task_argv(container, env, mounts, work_dir)
+        except Exception as error:
+            LOG.error("%s/%s: cannot prepare %s: %s", meta["namespace"], meta["name"], container["name"], error)
+            self.unprepared[meta["uid"]] = (time.monotonic() + PREPARE_RETRY_SECONDS, pod)
+            return
+        self.unprepared.pop(meta["uid"], None)
+        started = now_rfc3339()
+        with open(log_path, "ab") as log_file:
+            log_file.write(f"--- devcluster podrunner: running {' '.join(argv)}\n".encode())
+            log_file.flush()
+            process = subprocess.Popen(
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=work_dir,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        self.tasks[meta["uid"]] = process
+        LOG.info("%s/%s: running %s pid %d", meta["namespace"], meta["name"], container["name"], process.pid)
+        threading.Thread(
+            target=self.finish_task, args=(pod, container, process, work_dir, started), daemon=True
+        ).start()
+
+    def finish_task(
+        self,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        process: subprocess.Popen[bytes],
+        work_dir: Path,
+        started: str,
+    ) -> None:
+        code = process.wait()
+        meta = pod["metadata"]
+        if self.tasks.get(meta["uid"]) is not process:
+            return  # the pod was deleted meanwhile: nothing to report
+        message_file = work_dir / "termination-log"
+        message = (
+            message_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+            if message_file.exists()
+            else ""
+        )
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": now_rfc3339(),
+        }
+        if message:
+            terminated["message"] = message
+        now = now_rfc3339()
+        patch = {
+            "status": {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container.get("image", ""),
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        }
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], patch)
+            LOG.info("%s/%s: %s exited with %d", meta["namespace"], meta["name"], container["name"], code)
+        except ApiException as error:
+            LOG.warning("%s/%s: cannot report the exit: %s", meta["namespace"], meta["name"], error)
+
     def begin_stop(self, uid: str, why: str) -> None:
         """A deleted pod, as a kubelet stops it: the preStop sleep first (the server keeps
         answering while clients drop the pod), then SIGTERM (tick() does it when the time comes)."""
@@ -437,6 +557,9 @@ class PodRunner:
 
     def stop_pod(self, uid: str, why: str) -> None:
         self.unprepared.pop(uid, None)
+        task = self.tasks.pop(uid, None)
+        if task is not None and task.poll() is None:
+            terminate(task)
         pod = self.pods.pop(uid, None)
         if pod is None:
             return

@@ -5,6 +5,7 @@ status objects, and no drift for GitOps."""
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -18,9 +19,23 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import stop_pid, wait_until
+from tritonop.render.objects import MODEL_MOUNT_PATH as MODEL_MOUNT
+from tritonop.repository import tools
 
 from .conftest import REPO_ROOT, OperatorProcess, start_operator
-from .helpers import MODEL_REPO, apply_md, get_md, infer_version, md_manifest, md_pods, sleepy_spec, wait_for_condition
+from .helpers import (
+    MODEL_REPO,
+    apply_md,
+    events_for,
+    get_md,
+    infer_version,
+    md_condition,
+    md_manifest,
+    md_pods,
+    scrape_metrics,
+    sleepy_spec,
+    wait_for_condition,
+)
 
 pytestmark = pytest.mark.integration
 HEALTH_LUA = (REPO_ROOT / "manifests" / "argocd" / "health.lua").read_text()
@@ -182,7 +197,7 @@ def test_operator_runs_under_its_service_account_in_a_restricted_namespace(
     assert "Forbidden" not in log_text and "403" not in log_text, log_text[-3000:]
 
 
-def pvc_objects(namespace: str) -> list[dict[str, Any]]:
+def pvc_objects(namespace: str, host_path: Path = MODEL_REPO.parent) -> list[dict[str, Any]]:
     return [
         {
             "apiVersion": "v1",
@@ -192,7 +207,7 @@ def pvc_objects(namespace: str) -> list[dict[str, Any]]:
                 "capacity": {"storage": "1Gi"},
                 "accessModes": ["ReadOnlyMany"],
                 "storageClassName": "",
-                "hostPath": {"path": str(MODEL_REPO.parent)},
+                "hostPath": {"path": str(host_path)},
                 "claimRef": {"namespace": namespace, "name": "models"},
             },
         },
@@ -208,3 +223,84 @@ def pvc_objects(namespace: str) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def test_model_files_are_verified_where_the_bytes_are(
+    cluster: DevCluster,
+    crd: None,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    restricted_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The repository on a PersistentVolume the operator cannot read: verification Jobs mount it
+    as the servers do. A good version serves as Verified, a tampered or incomplete one is never
+    loaded (the old version keeps serving), one without a manifest serves as Unverified."""
+    namespace = restricted_namespace
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO_ROOT / "manifests"))
+    repository = tmp_path / "repository"
+    shutil.copytree(MODEL_REPO / "sleepy", repository / "sleepy")
+    for version in (2, 3, 4):
+        tools.write_manifest(repository / "sleepy" / str(version))
+    tampered = repository / "sleepy" / "3" / "model.py"
+    tampered.write_text(tampered.read_text() + "\n# changed after the manifest was written\n")
+    (repository / "sleepy" / "4" / "model.py").unlink()
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pvc_objects(namespace, repository)))
+    wait_until(
+        "PVC bound",
+        lambda: core.read_namespaced_persistent_volume_claim("models", namespace).status.phase == "Bound",
+        timeout=60,
+    )
+    log_path = tmp_path / "operator.log"
+    running = start_operator(cluster, namespace, log_path, kubeconfig=token_kubeconfig(cluster, tmp_path / "kc"))
+    try:
+        spec = sleepy_spec(replicas=1)
+        spec["model"]["repository"] = "pvc://models"
+        apply_md(cluster, namespace, "sleepy", spec)
+        md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=120)
+        integrity = md["status"]["integrity"]
+        assert integrity["result"] == "Verified" and integrity["checkedBy"].startswith("job/sleepy-verify-2-")
+        assert md_condition(md, "RepositoryValid")["reason"] == "Verified"
+        (pod,) = md_pods(core, namespace, "sleepy")
+        assert infer_version(pod.status.pod_ip) == 2
+
+        spec["model"]["version"] = 3
+        apply_md(cluster, namespace, "sleepy", spec)
+        md = wait_for_condition(api, namespace, "sleepy", "RepositoryValid", "False", "ChecksumMismatch", 120)
+        assert f"{MODEL_MOUNT}/sleepy/3/model.py: sha256" in md_condition(md, "RepositoryValid")["message"]
+        assert md_condition(md, "ModelLoaded")["reason"] == "BlockedByRepository"
+        assert md["status"]["activeVersion"] == 2 and infer_version(pod.status.pod_ip) == 2
+        warnings = [e for e in events_for(core, namespace, "sleepy") if e.type == "Warning"]
+        assert any(e.reason == "ChecksumMismatch" and "model.py" in e.message for e in warnings), warnings
+
+        spec["model"]["version"] = 4
+        apply_md(cluster, namespace, "sleepy", spec)
+        wait_until(
+            "version 4 refused: a listed file is missing",
+            lambda: (
+                "listed in SHA256SUMS.json but missing"
+                in md_condition(get_md(api, namespace, "sleepy"), "RepositoryValid")["message"]
+            ),
+            120,
+        )
+        assert infer_version(pod.status.pod_ip) == 2
+
+        spec["model"]["version"] = 1
+        apply_md(cluster, namespace, "sleepy", spec)
+        md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving", timeout=120)
+        assert md_condition(md, "RepositoryValid")["reason"] == "Unverified"
+        assert "has no SHA256SUMS.json" in md_condition(md, "RepositoryValid")["message"]
+        assert md["status"]["integrity"]["result"] == "Unverified"
+        assert infer_version(pod.status.pod_ip) == 1
+        assert [p.metadata.name for p in md_pods(core, namespace, "sleepy")] == [pod.metadata.name]  # in place
+
+        jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
+        assert sorted(j.metadata.name.split("-")[2] for j in jobs) == ["1", "2", "3", "4"]
+        # The operator itself never read a model byte: the Jobs did, where the bytes are.
+        assert scrape_metrics(running.metrics_port)["tritonop_repository_hashed_bytes_total"] == 0
+    finally:
+        stop_pid(running.process.pid)
+        log_text = log_path.read_text()
+        cluster.kubectl("delete", "md", "--all", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", f"models-{namespace}", "--wait=false", check=False)
+    assert "Forbidden" not in log_text and "403" not in log_text, log_text[-3000:]

@@ -14,7 +14,10 @@ from tritonop.render.objects import (
     render_deployment,
     render_pdb,
     render_service,
+    render_verify_job,
     rollout_hash,
+    verifies_where_the_bytes_are,
+    verify_job_name,
 )
 
 
@@ -217,7 +220,11 @@ def test_deployment_s3_with_credentials_and_cpu_only() -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["s3://minio.storage.svc:9000/models/vision", "s3://https://rgw.example.com:443/models", "s3://10.0.0.5:9000/models"],
+    [
+        "s3://minio.storage.svc:9000/models/vision",
+        "s3://https://rgw.example.com:443/models",
+        "s3://10.0.0.5:9000/models",
+    ],
 )
 def test_deployment_s3_compatible_endpoint_is_passed_to_triton_as_is(uri: str) -> None:
     md = model_deployment(model={"repository": uri, "credentialsSecret": "minio"}, server={"gpus": 0})
@@ -302,3 +309,99 @@ def test_control_key_secret() -> None:
         "type": "Opaque",
         "data": {"control-key": "azN5"},
     }
+
+
+def test_verification_job_mounts_the_repository_as_the_servers_do() -> None:
+    md = model_deployment(
+        model={"repository": "pvc://models/vision", "version": 3},
+        server={"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+    )
+    name = verify_job_name(md, 3)
+    labels = {
+        "app.kubernetes.io/name": "model-verifier",
+        "app.kubernetes.io/instance": "resnet50",
+        "app.kubernetes.io/managed-by": "tritonop",
+        "tritonop.dev/model-deployment": "resnet50",
+        "app.kubernetes.io/component": "model-verifier",
+    }
+    security = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert render_verify_job(md, 3, "ghcr.io/tritonop/tritonop:0.1.0", name) == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {**METADATA, "name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": 600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "runAsGroup": 1000,
+                        "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "verify",
+                            "image": "ghcr.io/tritonop/tritonop:0.1.0",
+                            "command": ["tritonop"],
+                            "args": [
+                                "repo",
+                                "verify-version",
+                                "/models",
+                                "resnet50",
+                                "--version",
+                                "3",
+                                "--verdict-file",
+                                "/dev/termination-log",
+                            ],
+                            "terminationMessagePolicy": "File",
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                            "volumeMounts": [
+                                {
+                                    "name": "model-repository",
+                                    "mountPath": "/models",
+                                    "readOnly": True,
+                                    "subPath": "vision",
+                                }
+                            ],
+                            "securityContext": security,
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "model-repository", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+                    ],
+                    "nodeSelector": {"pool": "gpu"},
+                    "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                },
+            },
+        },
+    }
+    # The verifier's pods are not the servers': the Deployment's selector does not match them.
+    assert not SELECTOR.items() <= labels.items()
+
+
+def test_verification_job_names() -> None:
+    md = model_deployment(model={"repository": "pvc://models/vision", "version": 3})
+    assert verify_job_name(md, 3).startswith("resnet50-verify-3-")
+    assert verify_job_name(md, None).startswith("resnet50-verify-latest-")
+    assert len({verify_job_name(md, 3), verify_job_name(md, 4), verify_job_name(md, 3, "again")}) == 3
+    other = model_deployment(model={"repository": "pvc://models/other", "version": 3})
+    assert verify_job_name(other, 3) != verify_job_name(md, 3)
+    long = ModelDeployment.from_body(
+        {"metadata": {"name": "m" * 63, "namespace": "n", "uid": "u"}, "spec": {"model": {"repository": "pvc://c"}}}
+    )
+    assert len(verify_job_name(long, 123456)) <= 63
+    assert verifies_where_the_bytes_are(md) and verifies_where_the_bytes_are(model_deployment())
+    assert not verifies_where_the_bytes_are(model_deployment(model={"repository": "s3://bucket/models"}))

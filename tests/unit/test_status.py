@@ -167,6 +167,38 @@ CASES = [
         {"activeVersion": 2},
     ),
     (
+        "verified by a Job where the bytes are",
+        Facts(
+            1,
+            RepositoryReport(True, None, "m version 3 matches", [3], verified=True, checked_by="job/m-verify-3-x"),
+            3,
+            (serving("a"),),
+        ),
+        {"RepositoryValid": ("True", "Verified"), "Ready": ("True", "Serving")},
+        {"activeVersion": 3},
+    ),
+    (
+        "no manifest: it serves, but it is not called verified",
+        Facts(1, RepositoryReport(True, None, "no SHA256SUMS.json", [3], verified=False), 3, (serving("a"),)),
+        {"RepositoryValid": ("True", "Unverified"), "Ready": ("True", "Serving")},
+        {},
+    ),
+    (
+        "a new version waits for its verification: the old one serves",
+        Facts(
+            1,
+            RepositoryReport(False, message="verifying version 3", pending=True, checked_by="job/m-verify-3-x"),
+            3,
+            (PodFacts("a", ready=True, live=True, ready_versions=(2,), config_current=True),),
+        ),
+        {
+            "RepositoryValid": ("Unknown", "Verifying"),
+            "ModelLoaded": ("False", "AwaitingVerification"),
+            "Ready": ("False", "WaitingForReplicas"),
+        },
+        {"activeVersion": 2, "readyReplicas": 1},
+    ),
+    (
         "scaled to zero",
         Facts(0, VALID, 3, ()),
         {"Ready": ("True", "Serving")},

@@ -1,0 +1,62 @@
+"""The verdict of a verification Job, in status and back (pure parts of verification.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devcluster.podrunner import is_task_container, task_argv
+from tritonop.api.spec import ModelDeployment
+from tritonop.repository.local import RepositoryReport
+from tritonop.verification import integrity_of, report_of
+
+MD = ModelDeployment.from_body(
+    {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u"},
+        "spec": {"model": {"repository": "pvc://models/vision", "version": 3}},
+    }
+)
+
+
+def test_a_mismatch_survives_the_round_trip_through_status() -> None:
+    verdict = RepositoryReport(
+        True,
+        "ChecksumMismatch",
+        "/models/m/3/model.pt: sha256 ab… does not match",
+        [1, 2, 3],
+        verified=False,
+        version=3,
+    ).to_verdict(3)
+    report = RepositoryReport.from_verdict(verdict, "job/m-verify-3-abc")
+    assert (report.problem, report.version, report.checked_by) == ("ChecksumMismatch", 3, "job/m-verify-3-abc")
+    integrity = integrity_of(MD, report, "2026-12-01T10:00:00Z")
+    assert (integrity.result, integrity.repository, integrity.version) == ("ChecksumMismatch", "pvc://models/vision", 3)
+    again = report_of(integrity)
+    assert again.blocks_load and again.problem == "ChecksumMismatch" and "model.pt" in again.message
+
+
+def test_verified_unverified_and_pending_results() -> None:
+    ok = RepositoryReport(True, None, "matches", [3], verified=True, version=3, checked_by="job/j")
+    assert integrity_of(MD, ok, "t").result == "Verified" and not report_of(integrity_of(MD, ok, "t")).blocks_load
+    bare = RepositoryReport(True, None, "no manifest", [3], verified=False, version=3, checked_by="job/j")
+    assert integrity_of(MD, bare, "t").result == "Unverified"
+    restored = report_of(integrity_of(MD, bare, "t"))
+    assert restored.verified is False and restored.problem is None and not restored.blocks_load
+    pending = RepositoryReport(False, pending=True, checked_by="job/j", version=3)
+    assert integrity_of(MD, pending, "t").result == "Verifying" and pending.blocks_load
+
+
+def test_an_unreadable_verdict_is_a_failure_not_a_pass() -> None:
+    report = RepositoryReport.from_verdict("Traceback (most recent call last): ...", "job/j")
+    assert report.problem == "VerificationFailed" and report.blocks_load
+
+
+def test_the_pod_runner_runs_the_verifier_with_mapped_paths(tmp_path: Path) -> None:
+    container = {
+        "command": ["tritonop"],
+        "args": ["repo", "verify-version", "/models", "m", "--verdict-file", "/dev/termination-log"],
+    }
+    assert is_task_container(container, "Never") and not is_task_container(container, "Always")
+    assert not is_task_container({"command": ["tritonserver"]}, "Never")
+    argv = task_argv(container, {}, {"/models": Path("/data/repo")}, tmp_path)
+    assert argv[1:4] == ["-m", "tritonop", "repo"]
+    assert argv[4:] == ["verify-version", "/data/repo", "m", "--verdict-file", str(tmp_path / "termination-log")]

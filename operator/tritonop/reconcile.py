@@ -84,6 +84,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         apply_refused=refused,
         config_problem=converged.config_problem,
         integrity=verification.integrity,
+        swap=converged.swap,
+        swap_blocked=converged.swap_blocked,
     )
     status = compute_status(md, facts, md.status, rfc3339())
     READY.labels(md.namespace, md.name).set(int(status.reason is None))

@@ -23,6 +23,19 @@ The in-place switch protocol (rollout.strategy InPlace), per running pod, in one
    gate condition (tritonop.dev/model-ready) True, so Services send it traffic. A pod that
    starts later (scale-up, rescheduling) loads the target in step 4/5 before its gate opens.
 
+When the target does not fit beside the old version (Triton refuses the load in step 4 for lack
+of device memory), the switch becomes a pod-by-pod swap, from the next reconcile on:
+a. one pod at a time, and only while every other pod is Ready (the PodDisruptionBudget's
+   maxUnavailable is 1), close that pod's readiness gate;
+b. wait until Kubernetes shows it not Ready (load balancers drop it), then until its queue is
+   empty (Triton's pending-request gauge);
+c. unload the old version (Triton finishes the requests in flight first), load the target
+   alone, and reopen the gate (step 6). If the target fails to load, the old version is loaded
+   back and the gate reopened: the pod serves what it served before.
+With one replica a swap is downtime: it happens only with spec.rollout.allowSwapDowntime, and
+status says so (Progressing=True SwapPending) in the reconcile before the swap starts; without
+it, ModelLoaded=False InsufficientMemoryForSwitch says what to do.
+
 A load that fails leaves the old version serving; ModelLoaded=False carries Triton's message and
 a LoadFailed Warning is posted. The failure is remembered per pod: the same config is retried
 after FAILED_LOAD_RETRY_SECONDS, a changed config at once. A server that does not answer at all
@@ -37,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -51,7 +65,7 @@ from tritonop.events import EventRecorder
 from tritonop.k8s import KubeClient
 from tritonop.owned import is_subset
 from tritonop.render.model_config import effective_config, from_json, override_problem, to_json
-from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
+from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
 from tritonop.repository.local import RepositoryReport
 from tritonop.status import PodFacts
 from tritonop.triton import ServerUnreachable, TritonError, TritonServer
@@ -59,6 +73,20 @@ from tritonop.triton import ServerUnreachable, TritonError, TritonServer
 LOG = logging.getLogger("tritonop.serving")
 # A load that failed is retried after this long, or at once when the config to load changes.
 FAILED_LOAD_RETRY_SECONDS = 20.0
+# How Triton's backends say a load did not fit in device memory (CUDA, TensorRT, PyTorch, ONNX Runtime).
+OUT_OF_MEMORY = re.compile(r"out of memory|out_of_memory|memoryallocation|failed to allocate|\boom\b", re.IGNORECASE)
+SWAP_DRAIN_TIMEOUT_SECONDS = 120.0  # a swapping pod's queue and gate: at most this long
+SWAP_GRACE_SECONDS = float(PRESTOP_SLEEP_SECONDS)  # after the pod shows not Ready: load balancers catch up
+SWAP_POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class SwapNeed:
+    """The target version does not fit beside the old one: switch pod by pod."""
+
+    version: int | None
+    message: str  # Triton's refusal
+    announced: bool = False  # status has said so (one replica: before the downtime)
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,8 @@ class LoadResult:
 class Converged:
     pods: list[PodFacts]
     config_problem: str | None = None  # overrides that cannot load with the repository's config
+    swap: str | None = None  # a pod-by-pod swap is under way or pending: what status should say
+    swap_blocked: str | None = None  # one replica, no allowSwapDowntime: why the switch waits
 
 
 @dataclass
@@ -108,10 +138,12 @@ class ServingMemory:
     # Repository configs learned from Triton where the operator cannot read the storage itself.
     learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
     failed_loads: dict[str, dict[str, FailedLoad]] = field(default_factory=dict)  # md uid -> pod uid -> failure
+    swaps: dict[str, SwapNeed] = field(default_factory=dict)  # md uid -> a switch that must go pod by pod
 
     def forget(self, uid: str) -> None:
         self.learned_configs.pop(uid, None)
         self.failed_loads.pop(uid, None)
+        self.swaps.pop(uid, None)
 
     def keep_only_pods(self, uid: str, pod_uids: set[str]) -> None:
         """Drop the failures of pods that are gone."""
@@ -162,6 +194,12 @@ class Servers:
         base = self.base_config(target.repository, probes.values())
         # Overrides Triton would refuse with the repository's config: load nothing, say why.
         problem = override_problem(base, self.md.spec.model.config) if base is not None else None
+        need = self.memory.swaps.get(self.md.uid)
+        if need is not None and need.version != target.version:
+            del self.memory.swaps[self.md.uid]  # the spec moved on
+            need = None
+        if need is not None and problem is None and not target.repository.blocks_load:
+            return await self.converge_by_swap(pods, running, servers, probes, base, target, need)
         converged = await asyncio.gather(
             *(
                 self.converge_one(
@@ -171,7 +209,123 @@ class Servers:
             )
         )
         by_name = {facts.name: facts for facts in converged}
-        return Converged([by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], problem)
+        swap = None
+        need = self.memory.swaps.get(self.md.uid)
+        if need is not None:
+            swap = self.swap_notice(need, len(running))
+        return Converged([by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], problem, swap)
+
+    def swap_notice(self, need: SwapNeed, replicas: int) -> str:
+        downtime = " (one replica: it does not serve during the swap)" if replicas <= 1 else ""
+        return (
+            f"version {need.version} does not fit beside the loaded version in device memory; switching pod by "
+            f"pod, one at a time, while the others serve{downtime}: {need.message[:300]}"
+        )
+
+    async def converge_by_swap(
+        self,
+        pods: list[dict[str, Any]],
+        running: list[dict[str, Any]],
+        servers: dict[str, TritonServer],
+        probes: dict[str, Probe],
+        base: model_config_pb2.ModelConfig | None,
+        target: Target,
+        need: SwapNeed,
+    ) -> Converged:
+        """Steps a-c: one pod swapped per reconcile, only while every other pod serves."""
+        facts = {
+            pod["metadata"]["uid"]: await self.converge_one(
+                pod, servers[pod["metadata"]["uid"]], probes[pod["metadata"]["uid"]], base, target, False
+            )
+            for pod in running
+        }
+        behind = [pod for pod in running if not facts[pod["metadata"]["uid"]].serves(target.version)]
+        notice: str | None = self.swap_notice(need, len(running))
+        blocked = None
+        if not behind:
+            del self.memory.swaps[self.md.uid]
+            self.events.normal("VersionSwapped", f"version {target.version} on every pod, swapped one pod at a time")
+            notice = None
+        elif len(running) <= 1 and not self.md.spec.rollout.allow_swap_downtime:
+            blocked = (
+                f"version {target.version} does not fit beside the loaded version in device memory "
+                f"({need.message[:300]}); with one replica a pod-by-pod swap means downtime: set "
+                "spec.rollout.allowSwapDowntime: true to allow it, or run 2 or more replicas"
+            )
+        elif not need.announced:
+            # Said in status (and an Event) before anything is taken out of service.
+            self.memory.swaps[self.md.uid] = replace(need, announced=True)
+            self.events.normal("SwapPending", self.swap_notice(need, len(running)))
+        elif all(facts[pod["metadata"]["uid"]].ready for pod in running if pod is not behind[0]):
+            pod = behind[0]
+            uid = pod["metadata"]["uid"]
+            wanted = self.wanted_config(base, target.version)
+            result = await self.swap(pod, servers[uid], wanted, probes[uid], target.version)
+            current = config_is_current(result.config, list(result.versions), wanted, target.version)
+            facts[uid] = replace(
+                facts[uid], ready_versions=result.versions, config_current=current, load_error=result.error
+            )
+            await self.open_gate(pod, facts[uid])
+        by_name = {f.name: f for f in facts.values()}
+        return Converged(
+            [by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], None, notice, blocked
+        )
+
+    async def swap(
+        self, pod: dict[str, Any], server: TritonServer, wanted: str | None, probe: Probe, target: int | None
+    ) -> LoadResult:
+        md = self.md
+        name = pod["metadata"]["name"]
+        old = [v for v in probe.versions if v != target]
+        self.events.normal("SwappingVersion", f"{name}: version {old} -> {target}, out of service meanwhile")
+        await self.set_gate(pod, "False", "SwappingVersion", f"swapping {md.model_name} version {old} -> {target}")
+        try:
+            await self.drained(pod, server)
+            await server.unload(md.model_name)
+            await self.unloaded(server)
+            await server.load(md.model_name, wanted)
+        except TritonError as error:
+            message = str(error).strip()
+            self.events.warning("LoadFailed", f"{name}: {message}; loading version(s) {old} back")
+            if probe.config is not None:
+                try:
+                    await server.load(md.model_name, json.dumps(probe.config))
+                except TritonError as again:
+                    self.events.warning("LoadFailed", f"{name}: cannot load version(s) {old} back: {again}")
+            try:
+                still = tuple(await server.ready_versions(md.model_name))
+            except TritonError:
+                still = ()
+            self.memory.failed_loads.setdefault(md.uid, {})[pod["metadata"]["uid"]] = FailedLoad(
+                wanted, message, time.monotonic()
+            )
+            return LoadResult(still, probe.config if still else None, message)
+        ready = await server.ready_versions(md.model_name)
+        self.events.normal("VersionSwapped", f"{name}: serving version {target} (swapped: it did not fit beside {old})")
+        return LoadResult(tuple(ready), await server.model_config(md.model_name))
+
+    async def drained(self, pod: dict[str, Any], server: TritonServer) -> None:
+        """Kubernetes shows the pod not Ready (load balancers drop it), and its queue is empty."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        deadline = time.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            live = self.cache.get("Pod", namespace, name) or pod
+            conditions = {c.get("type"): c.get("status") for c in live.get("status", {}).get("conditions") or []}
+            if conditions.get("Ready") != "True":
+                break
+            await asyncio.sleep(SWAP_POLL_SECONDS)
+        await asyncio.sleep(SWAP_GRACE_SECONDS)
+        while time.monotonic() < deadline and await server.pending_requests(self.md.model_name) > 0:
+            await asyncio.sleep(SWAP_POLL_SECONDS)
+
+    async def unloaded(self, server: TritonServer) -> None:
+        """Every version fully unloaded (not UNLOADING): only then is its device memory free."""
+        deadline = time.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            states = await server.model_versions(self.md.model_name)
+            if all(state.state not in ("READY", "LOADING", "UNLOADING") for state in states):
+                return
+            await asyncio.sleep(SWAP_POLL_SECONDS)
 
     async def probe(self, server: TritonServer) -> Probe:
         if not await server.is_live():
@@ -266,7 +420,19 @@ class Servers:
                     from_json(json.loads(wanted)), md.model_name, md.spec.model.config, sorted({*old, target})
                 )
                 self.events.normal("LoadingVersion", f"version {target} on {name} beside {old}")
-                await server.load(md.model_name, to_json(both))
+                try:
+                    await server.load(md.model_name, to_json(both))
+                except TritonError as error:
+                    if isinstance(error, ServerUnreachable) or not OUT_OF_MEMORY.search(str(error)):
+                        raise
+                    # Does not fit twice: the old version still serves; switch pod by pod instead.
+                    self.memory.swaps.setdefault(md.uid, SwapNeed(target, str(error).strip()))
+                    self.events.warning(
+                        "VersionDoesNotFitTwice",
+                        f"{name}: version {target} does not fit beside {old} ({str(error).strip()[:300]}); "
+                        "switching pod by pod",
+                    )
+                    return LoadResult(tuple(await server.ready_versions(md.model_name)), None)
                 self.events.normal("RetiringVersion", f"version(s) {old} on {name}: {target} is ready")
             else:
                 self.events.normal("LoadingVersion", f"version {target or 'latest'} of {md.model_name} on {name}")
@@ -298,18 +464,22 @@ class Servers:
 
     async def open_gate(self, pod: dict[str, Any], facts: PodFacts) -> None:
         """Step 6: the pod's readiness gate, so it gets traffic only once it serves the target."""
-        conditions = {c.get("type"): c.get("status") for c in pod.get("status", {}).get("conditions") or []}
-        if conditions.get(MODEL_READY_GATE) == "True":
+        live = self.cache.get("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"]) or pod
+        conditions = {c.get("type"): c.get("status") for c in live.get("status", {}).get("conditions") or []}
+        if conditions.get(MODEL_READY_GATE) == "True" or not facts.ready_versions:
             return
         versions = ",".join(map(str, facts.ready_versions))
+        await self.set_gate(pod, "True", "ModelLoaded", f"serving {self.md.model_name} version(s) {versions}")
+
+    async def set_gate(self, pod: dict[str, Any], status: str, reason: str, message: str) -> None:
         patched = await self.kube.patch_pod_condition(
             pod["metadata"]["namespace"],
             pod["metadata"]["name"],
             {
                 "type": MODEL_READY_GATE,
-                "status": "True",
-                "reason": "ModelLoaded",
-                "message": f"serving {self.md.model_name} version(s) {versions}",
+                "status": status,
+                "reason": reason,
+                "message": message,
                 "lastTransitionTime": rfc3339(),
             },
         )

@@ -76,6 +76,8 @@ class Facts:
     apply_refused: str | None = None  # the API server's message when it refused an owned object
     config_problem: str | None = None  # overrides that cannot load with the repository's config
     integrity: IntegrityStatus | None = None  # the target version's integrity check (verification.py)
+    swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
+    swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,10 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
             f"version {version} not loaded on {', '.join(behind)}: the repository check failed "
             f"({facts.repository.problem}); the loaded version keeps serving",
         )
+    if behind and facts.swap_blocked:
+        return condition(md, "ModelLoaded", "False", "InsufficientMemoryForSwitch", facts.swap_blocked)
+    if behind and facts.swap:
+        return condition(md, "ModelLoaded", "False", "SwappingVersion", facts.swap)
     if behind and facts.repository.pending:
         return condition(
             md,
@@ -217,7 +223,15 @@ def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
 
 # Reasons of a False condition that are progress, not trouble: they do not make Ready's reason.
 PROGRESS_REASONS = frozenset(
-    {"Loading", "WaitingForReplicas", "VersionSwitch", "RollingOut", "AwaitingReplacement", "AwaitingVerification"}
+    {
+        "Loading",
+        "WaitingForReplicas",
+        "VersionSwitch",
+        "RollingOut",
+        "AwaitingReplacement",
+        "AwaitingVerification",
+        "SwappingVersion",
+    }
 )
 # A server that did not answer a load (restarting, going away): the next reconcile looks again.
 TRANSIENT_REASONS = frozenset({"ServerUnreachable"})
@@ -239,7 +253,9 @@ def compute_status(
     scheduled = _scheduled_condition(md, facts)
     loaded = _loaded_condition(md, facts)
     switching = bool(serving) and len(serving) < len(ready_pods)
-    if switching:
+    if facts.swap and not facts.swap_blocked:
+        progressing = condition(md, "Progressing", "True", "SwappingVersion", facts.swap)
+    elif switching:
         progressing = condition(
             md,
             "Progressing",

@@ -15,7 +15,7 @@ import tritonclient.http.aio as triton_http
 from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
 
-from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT
+from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT, METRICS_PORT
 
 STATUS_TIMEOUT_SECONDS = 5.0
 # A large model can take many minutes to load; the caller decides how long to wait overall.
@@ -100,6 +100,18 @@ class TritonServer:
         """Load (or reload with a new config) and wait until Triton answers; raises Triton's error."""
         async with calling("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
             await client.load_model(model, headers=self.headers, config=config_json)
+
+    async def pending_requests(self, model: str) -> float:
+        """Requests queued for `model` now (Triton's pending-request gauge, all versions)."""
+        host = self.url.rsplit(":", 1)[0]
+        async with (
+            calling("metrics"),
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT_SECONDS)) as session,
+            session.get(f"http://{host}:{METRICS_PORT}/metrics") as response,
+        ):
+            text = await response.text()
+        prefix = f'nv_inference_pending_request_count{{model="{model}",'
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
     async def unload(self, model: str) -> None:
         async with calling("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:

@@ -133,3 +133,52 @@ def infer_version(ip: str, model: str = "sleepy", timeout: float = 10) -> int:
 def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
     selector = f"involvedObject.name={name},involvedObject.kind=ModelDeployment"
     return list(core.list_namespaced_event(namespace, field_selector=selector).items)
+
+
+# sleepy on a pretend GPU that holds one copy of the model: loading a version while another
+# version of this model is loaded in the same tritonserver fails as a CUDA allocation does. A
+# real process, a real load failure: it stands in for a model too large to load twice.
+ONE_COPY_MODEL = """
+import os
+import tempfile
+
+
+
+class TritonPythonModel(Sleepy):
+    def initialize(self, args):
+        super().initialize(args)
+        # The python backend's stub is a child of tritonserver: one "device" per server.
+        self.slot = os.path.join(tempfile.gettempdir(), f"tritonop-fake-gpu-{os.getppid()}-{args['model_name']}")
+        while True:
+            try:
+                fd = os.open(self.slot, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder, _, held = open(self.slot).read().partition(" ")
+                if holder and os.path.exists(f"/proc/{holder}"):
+                    raise pb_utils.TritonModelException(
+                        f"CUDA out of memory. Tried to allocate 30.00 GiB (version {held} holds the device)"
+                    )
+                os.unlink(self.slot)  # left by a stub that is gone
+                continue
+            os.write(fd, f"{os.getpid()} {self.version}".encode())
+            os.close(fd)
+            return
+
+    def finalize(self):
+        if open(self.slot).read().startswith(f"{os.getpid()} "):
+            os.unlink(self.slot)
+"""
+
+
+def one_copy_repository(root: Path, model: str = "onecopy", versions: tuple[int, ...] = (1, 2)) -> Path:
+    """A model whose versions do not fit side by side in one server (see ONE_COPY_MODEL)."""
+    folder = root / model
+    config = (MODEL_REPO / "sleepy" / "config.pbtxt").read_text()
+    (folder).mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(config)
+    sleepy = (MODEL_REPO / "sleepy" / "1" / "model.py").read_text().replace("class TritonPythonModel:", "class Sleepy:")
+    for version in versions:
+        (folder / str(version)).mkdir()
+        (folder / str(version) / "model.py").write_text(sleepy + ONE_COPY_MODEL)
+    root.chmod(0o755)
+    return root

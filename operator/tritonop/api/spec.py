@@ -579,6 +579,16 @@ class RolloutSpec(ApiModel):
             "pods, then start new ones. Rolling: replace pods one at a time."
         ),
     )
+    allow_swap_downtime: bool = Field(
+        False,
+        alias="allowSwapDowntime",
+        description=(
+            "InPlace, when the new version does not fit beside the old one in device memory: with several "
+            "replicas the operator swaps pod by pod (one out of service at a time, the others serve). With one "
+            "replica that means downtime, which happens only when this is true (status says so first); "
+            "otherwise the old version keeps serving and ModelLoaded=False InsufficientMemoryForSwitch."
+        ),
+    )
 
 
 class ModelDeploymentSpec(ApiModel):

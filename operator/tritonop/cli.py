@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ def add_repo_commands(commands: Any) -> None:
     verify.add_argument("model")
     verify.add_argument("--version", type=int, help="default: the highest version present")
     verify.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
+    verify.add_argument("--display-root", help="name the repository so in messages (e.g. its pvc:// URI)")
 
     for name, text in (
         ("show", "the config Triton loads, after a ModelDeployment's overrides"),
@@ -136,7 +138,7 @@ def add_repo_commands(commands: Any) -> None:
 
 def run_repo(args: argparse.Namespace) -> int:
     if args.repo_command == "verify-version":
-        return verify_version(args.repository, args.model, args.version, args.verdict_file)
+        return verify_version(args.repository, args.model, args.version, args.verdict_file, args.display_root)
     from tritonop.repository import tools
 
     try:
@@ -192,9 +194,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def verify_version(repository: Path, model: str, version: int | None, verdict_file: Path | None) -> int:
+def verify_version(
+    repository: Path, model: str, version: int | None, verdict_file: Path | None, display_root: str | None = None
+) -> int:
     """One version checked where its bytes are; needs nothing beyond the operator's runtime deps."""
-    report = inspect(f"file://{repository.resolve()}", model, version)
+    root = repository.resolve()
+    report = inspect(f"file://{root}", model, version)
+    if display_root:
+        report = replace(report, message=report.message.replace(str(root), display_root.rstrip("/")))
     checked = version if version is not None else (report.versions[-1] if report.versions else None)
     if verdict_file is not None:
         verdict_file.write_text(report.to_verdict(checked))

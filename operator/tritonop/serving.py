@@ -342,6 +342,9 @@ class Servers:
         if report.blocks_load:
             return None  # the repository is broken or still being verified: load nothing new
         if report.readable and report.config is not None:
+            if report.checked_by != "operator":
+                # From a verification Job's verdict: later verdicts come from status, without it.
+                self.memory.learned_configs[self.md.uid] = report.config
             return report.config
         for probe in probes:
             if probe.config:

@@ -99,7 +99,9 @@ def wait_for_condition(
 
 
 def md_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=tritonop"
+    selector = (
+        f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=tritonop,app.kubernetes.io/name=tritonserver"
+    )
     pods = core.list_namespaced_pod(namespace, label_selector=selector).items
     return [pod for pod in pods if pod.metadata.deletion_timestamp is None]
 

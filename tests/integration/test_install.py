@@ -19,7 +19,6 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import stop_pid, wait_until
-from tritonop.render.objects import MODEL_MOUNT_PATH as MODEL_MOUNT
 from tritonop.repository import tools
 
 from .conftest import REPO_ROOT, OperatorProcess, start_operator
@@ -240,6 +239,7 @@ def test_model_files_are_verified_where_the_bytes_are(
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO_ROOT / "manifests"))
     repository = tmp_path / "repository"
     shutil.copytree(MODEL_REPO / "sleepy", repository / "sleepy")
+    shutil.copytree(MODEL_REPO / "sleepy" / "3", repository / "sleepy" / "4")
     for version in (2, 3, 4):
         tools.write_manifest(repository / "sleepy" / str(version))
     tampered = repository / "sleepy" / "3" / "model.py"
@@ -267,7 +267,7 @@ def test_model_files_are_verified_where_the_bytes_are(
         spec["model"]["version"] = 3
         apply_md(cluster, namespace, "sleepy", spec)
         md = wait_for_condition(api, namespace, "sleepy", "RepositoryValid", "False", "ChecksumMismatch", 120)
-        assert f"{MODEL_MOUNT}/sleepy/3/model.py: sha256" in md_condition(md, "RepositoryValid")["message"]
+        assert "pvc://models/sleepy/3/model.py: sha256" in md_condition(md, "RepositoryValid")["message"]
         assert md_condition(md, "ModelLoaded")["reason"] == "BlockedByRepository"
         assert md["status"]["activeVersion"] == 2 and infer_version(pod.status.pod_ip) == 2
         warnings = [e for e in events_for(core, namespace, "sleepy") if e.type == "Warning"]

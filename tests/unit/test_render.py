@@ -365,6 +365,8 @@ def test_verification_job_mounts_the_repository_as_the_servers_do() -> None:
                                 "3",
                                 "--verdict-file",
                                 "/dev/termination-log",
+                                "--display-root",
+                                "pvc://models/vision",
                             ],
                             "terminationMessagePolicy": "File",
                             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},

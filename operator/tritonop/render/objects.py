@@ -290,6 +290,7 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
     the termination message. Bounded memory: files are hashed in 1 MiB chunks."""
     repository, volumes, mounts, _ = _repository_wiring(md)
     args = ["repo", "verify-version", repository, md.model_name, "--verdict-file", "/dev/termination-log"]
+    args += ["--display-root", md.spec.model.repository]  # messages name the user's URI, not the mount
     if version is not None:
         args[4:4] = ["--version", str(version)]
     labels = {

@@ -14,13 +14,15 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter
 from tritonclient.grpc import model_config_pb2
 
-from tritonop.render.model_config import ModelConfigError, parse_pbtxt
+from tritonop.render.model_config import ModelConfigError, from_json, parse_pbtxt, to_json
 
 MANIFEST_NAME = "SHA256SUMS.json"
+VERDICT_LIMIT_BYTES = 4000  # a termination message is cut at 4096 bytes
 HASH_CHUNK_BYTES = 1 << 20  # sha256_file reads this much at a time: memory stays bounded for any file size
 HASHED_BYTES = Counter(
     "tritonop_repository_hashed_bytes_total",
@@ -44,14 +46,20 @@ class RepositoryReport:
     version: int | None = None  # the version checked
 
     def to_verdict(self, version: int | None) -> str:
-        """The JSON a verification Job leaves as its termination message (at most 4 KiB)."""
-        verdict = {
+        """The JSON a verification Job leaves as its termination message (at most 4 KiB). The
+        repository's config goes with it when it fits, so the servers load exactly the verified
+        version with it (no first load of the repository's config as-is to learn it)."""
+        verdict: dict[str, Any] = {
             "problem": self.problem,
-            "message": self.message[:3000],
+            "message": self.message[:1500],
             "versions": self.versions[-50:],
             "verified": self.verified,
             "version": version,
         }
+        if self.config is not None:
+            config = json.loads(to_json(self.config))
+            if len(json.dumps({**verdict, "config": config})) <= VERDICT_LIMIT_BYTES:
+                verdict["config"] = config
         return json.dumps(verdict)
 
     @classmethod
@@ -66,8 +74,9 @@ class RepositoryReport:
                 verified=verdict.get("verified"),
                 checked_by=checked_by,
                 version=verdict.get("version"),
+                config=from_json(verdict["config"]) if verdict.get("config") else None,
             )
-        except (ValueError, TypeError, AttributeError) as error:
+        except (ValueError, TypeError, AttributeError, ModelConfigError) as error:
             return cls(True, "VerificationFailed", f"{checked_by} left no readable verdict ({error}): {text[:200]}")
 
     @property

@@ -102,6 +102,7 @@ class Settings:
     service_ms: float = 100.0  # mean service time of one request (one batch of one)
     service_cv: float = 0.0  # 0: fixed; else lognormal with this coefficient of variation
     pod_start_s: tuple[float, float] = (6.0, 10.0)  # uniform between these: replica write -> Ready
+    pod_start_samples: tuple[float, ...] = ()  # else: drawn from these (delays measured on the cluster)
     target_ms: float = 400.0
     routing: str = "round-robin"  # or "random"; "least" (an ideal least-loaded balancer) for experiments
     deletion: str = "abrupt"  # or "graceful"
@@ -553,8 +554,10 @@ class Simulation:
         self.desired = replicas
         active = [p for p in self.pods if not p.deleted]
         low, high = self.settings.pod_start_s
+        samples = self.settings.pod_start_samples
         for _ in range(replicas - len(active)):
-            pod = self._new_pod(ready_at=self.now + self.rng.uniform(low, high))
+            delay = self.rng.choice(samples) if samples else self.rng.uniform(low, high)
+            pod = self._new_pod(ready_at=self.now + delay)
             self.at(pod.ready_at, "ready", pod)
         if replicas < len(active):
             # Not ready before ready; then the most recently ready (or created) first.

@@ -199,6 +199,35 @@ CASES = [
         {"activeVersion": 2, "readyReplicas": 1},
     ),
     (
+        "a version that does not fit twice: swapped pod by pod, the others serve",
+        Facts(
+            2,
+            VALID,
+            3,
+            (serving("a", 3), PodFacts("b", ready=True, live=True, ready_versions=(2,), config_current=True)),
+            swap="version 3 does not fit beside the loaded version in device memory; switching pod by pod",
+        ),
+        {"Progressing": ("True", "SwappingVersion"), "ModelLoaded": ("False", "SwappingVersion")},
+        {"readyReplicas": 2},
+    ),
+    (
+        "one replica, the new version does not fit beside the old: it waits for allowSwapDowntime",
+        Facts(
+            1,
+            VALID,
+            3,
+            (PodFacts("a", ready=True, live=True, ready_versions=(2,), config_current=True),),
+            swap="switching pod by pod",
+            swap_blocked="set spec.rollout.allowSwapDowntime: true to allow it",
+        ),
+        {
+            "ModelLoaded": ("False", "InsufficientMemoryForSwitch"),
+            "Ready": ("False", "InsufficientMemoryForSwitch"),
+            "Progressing": ("False", "Complete"),
+        },
+        {"activeVersion": 2},
+    ),
+    (
         "scaled to zero",
         Facts(0, VALID, 3, ()),
         {"Ready": ("True", "Serving")},

@@ -97,6 +97,9 @@ def manifest(index: int, repository: Path, parked: bool) -> dict[str, Any]:
 def measure(
     cluster: DevCluster, side: str, source: Path, repositories: list[Path], seconds: float, parked: bool
 ) -> dict[str, Any]:
+    # Each side with its own CRD: an older operator refuses fields a newer schema defaults.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(source / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.tritonop.dev", "--timeout=60s")
     metrics_port, liveness_port = free_port(), free_port()
     log_path = cluster.state_dir / "logs" / f"bench-idle-verify-{side}.log"
     with open(log_path, "wb") as log:
@@ -171,7 +174,6 @@ def main() -> None:
         repositories = build_repositories(work / "repos", args.count, args.gb)
         before = work / "before"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before], check=True)
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
         cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
         cluster.kubectl("create", "namespace", NAMESPACE)
         results = []

@@ -33,8 +33,11 @@ c. unload the old version (Triton finishes the requests in flight first), load t
    alone, and reopen the gate (step 6). If the target fails to load, the old version is loaded
    back and the gate reopened: the pod serves what it served before.
 With one replica a swap is downtime: it happens only with spec.rollout.allowSwapDowntime, and
-status says so (Progressing=True SwapPending) in the reconcile before the swap starts; without
-it, ModelLoaded=False InsufficientMemoryForSwitch says what to do.
+status says so (Progressing=True SwappingVersion, "it does not serve during the swap") and a
+SwapPending Event in the reconcile before the swap starts; without it, ModelLoaded=False
+InsufficientMemoryForSwitch says what to do. The swap is remembered in memory only: after an
+operator restart, the next side-by-side load fails the same way and the swap resumes, taking
+first a pod whose gate a swap had already closed. New pods (scale-up) load the target alone.
 
 A load that fails leaves the old version serving; ModelLoaded=False carries Triton's message and
 a LoadFailed Warning is posted. The failure is remembered per pod: the same config is retried
@@ -232,17 +235,28 @@ class Servers:
         target: Target,
         need: SwapNeed,
     ) -> Converged:
-        """Steps a-c: one pod swapped per reconcile, only while every other pod serves."""
+        """Steps a-c: one pod swapped per reconcile, only while every other pod serves. A server
+        with nothing loaded (a new pod) has nothing to swap: it loads the target at once."""
         facts = {
             pod["metadata"]["uid"]: await self.converge_one(
-                pod, servers[pod["metadata"]["uid"]], probes[pod["metadata"]["uid"]], base, target, False
+                pod,
+                servers[pod["metadata"]["uid"]],
+                probes[pod["metadata"]["uid"]],
+                base,
+                target,
+                not probes[pod["metadata"]["uid"]].versions,
             )
             for pod in running
         }
         behind = [pod for pod in running if not facts[pod["metadata"]["uid"]].serves(target.version)]
         notice: str | None = self.swap_notice(need, len(running))
         blocked = None
-        if not behind:
+        # A pod already out of service (its gate closed by a swap an earlier process began) goes first.
+        candidate = next(
+            (pod for pod in behind if not facts[pod["metadata"]["uid"]].ready), behind[0] if behind else None
+        )
+        failed = self.memory.failed_loads.get(self.md.uid, {}).get(candidate["metadata"]["uid"]) if candidate else None
+        if candidate is None:
             del self.memory.swaps[self.md.uid]
             self.events.normal("VersionSwapped", f"version {target.version} on every pod, swapped one pod at a time")
             notice = None
@@ -256,16 +270,18 @@ class Servers:
             # Said in status (and an Event) before anything is taken out of service.
             self.memory.swaps[self.md.uid] = replace(need, announced=True)
             self.events.normal("SwapPending", self.swap_notice(need, len(running)))
-        elif all(facts[pod["metadata"]["uid"]].ready for pod in running if pod is not behind[0]):
-            pod = behind[0]
-            uid = pod["metadata"]["uid"]
+        elif failed is not None and time.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
+            uid = candidate["metadata"]["uid"]
+            facts[uid] = replace(facts[uid], load_error=failed.message)  # the swap failed: retried later
+        elif all(facts[pod["metadata"]["uid"]].ready for pod in running if pod is not candidate):
+            uid = candidate["metadata"]["uid"]
             wanted = self.wanted_config(base, target.version)
-            result = await self.swap(pod, servers[uid], wanted, probes[uid], target.version)
+            result = await self.swap(candidate, servers[uid], wanted, probes[uid], target.version)
             current = config_is_current(result.config, list(result.versions), wanted, target.version)
             facts[uid] = replace(
                 facts[uid], ready_versions=result.versions, config_current=current, load_error=result.error
             )
-            await self.open_gate(pod, facts[uid])
+            await self.open_gate(candidate, facts[uid])
         by_name = {f.name: f for f in facts.values()}
         return Converged(
             [by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], None, notice, blocked

@@ -806,6 +806,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--service-ms", type=float, default=100.0)
     parser.add_argument("--service-cv", type=float, default=0.0, help="0: fixed service time; else lognormal")
     parser.add_argument("--pod-start-s", type=parse_start, default=(6.0, 10.0), help="A or A-B (uniform), default 6-10")
+    parser.add_argument(
+        "--pod-start-from",
+        type=Path,
+        help="draw pod start delays from the ones a cluster run measured (autoscale_policies.py --out FILE)",
+    )
     parser.add_argument("--target-ms", type=float, default=400.0)
     parser.add_argument(
         "--routing",
@@ -821,7 +826,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per policy and trace per line")
     args = parser.parse_args(argv)
 
+    samples: tuple[float, ...] = ()
+    if args.pod_start_from:
+        lines = args.pod_start_from.read_text().splitlines()
+        samples = tuple(sorted(d for line in lines if line.strip() for d in json.loads(line).get("pod_starts_s", [])))
+        args.pod_start_s = (samples[0], samples[-1])
     settings = Settings(
+        pod_start_samples=samples,
         service_ms=args.service_ms,
         service_cv=args.service_cv,
         pod_start_s=args.pod_start_s,

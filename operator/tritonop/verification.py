@@ -88,6 +88,22 @@ def _job_finished(job: dict[str, Any]) -> str | None:
     return None
 
 
+def pod_state(pods: list[dict[str, Any]]) -> str:
+    """Why a verification pod is not running yet, in a few words ('' when it runs or is gone)."""
+    for pod in pods:
+        status = pod.get("status", {})
+        for condition in status.get("conditions", []):
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return f"pod {pod['metadata']['name']}: {condition.get('reason', '')}: {condition.get('message', '')}"
+        for container in status.get("containerStatuses", []):
+            waiting = container.get("state", {}).get("waiting")
+            if waiting:
+                return f"pod {pod['metadata']['name']}: {waiting.get('reason', '')}: {waiting.get('message', '')}"
+        if status.get("phase") == "Pending":
+            return f"pod {pod['metadata']['name']}: Pending"
+    return ""
+
+
 def _termination_message(pods: list[dict[str, Any]]) -> str | None:
     for pod in pods:
         for status in pod.get("status", {}).get("containerStatuses", []):
@@ -162,9 +178,13 @@ async def _run_job(
                 return Verification(failed, integrity_of(md, failed, now), POLL_SECONDS * 5)
         return Verification(pending, integrity_of(md, pending, since), POLL_SECONDS)
     finished = _job_finished(job)
-    if finished is None:
-        return Verification(pending, integrity_of(md, pending, since), POLL_SECONDS)
     pods = await kube.list("Pod", md.namespace, f"job-name={name}")
+    if finished is None:
+        # Say what the Job's pod waits for (unschedulable, a volume that will not attach, ...).
+        waiting = pod_state(pods)
+        if waiting:
+            pending = replace(pending, message=f"{pending.message} ({waiting})")
+        return Verification(pending, integrity_of(md, pending, since), POLL_SECONDS)
     message = _termination_message(pods)
     if message:
         report = RepositoryReport.from_verdict(message, checked_by)

@@ -7,7 +7,7 @@ from pathlib import Path
 from devcluster.podrunner import is_task_container, task_argv
 from tritonop.api.spec import ModelDeployment
 from tritonop.repository.local import RepositoryReport
-from tritonop.verification import integrity_of, report_of
+from tritonop.verification import integrity_of, pod_state, report_of
 
 MD = ModelDeployment.from_body(
     {
@@ -60,3 +60,23 @@ def test_the_pod_runner_runs_the_verifier_with_mapped_paths(tmp_path: Path) -> N
     argv = task_argv(container, {}, {"/models": Path("/data/repo")}, tmp_path)
     assert argv[1:4] == ["-m", "tritonop", "repo"]
     assert argv[4:] == ["verify-version", "/data/repo", "m", "--verdict-file", str(tmp_path / "termination-log")]
+
+
+def test_what_a_verification_pod_waits_for_is_said() -> None:
+    unschedulable = {
+        "metadata": {"name": "v-1"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes: volume"}
+            ],
+        },
+    }
+    assert pod_state([unschedulable]) == "pod v-1: Unschedulable: 0/3 nodes: volume"
+    attaching = {
+        "metadata": {"name": "v-2"},
+        "status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }
+    assert pod_state([attaching]) == "pod v-2: ContainerCreating: "
+    assert pod_state([{"metadata": {"name": "v-3"}, "status": {"phase": "Running"}}]) == ""
+    assert pod_state([]) == ""

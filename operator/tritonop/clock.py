@@ -13,3 +13,8 @@ def rfc3339(at: datetime.datetime | None = None) -> str:
 def micro_time(at: datetime.datetime | None = None) -> str:
     """A metav1.MicroTime (microseconds): Lease renewals."""
     return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse(stamp: str) -> datetime.datetime:
+    """A metav1.Time or MicroTime as written by rfc3339/micro_time (or the API server)."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))

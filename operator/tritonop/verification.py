@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
+from tritonop import clock
 from tritonop.api.spec import IntegrityStatus, ModelDeployment
 from tritonop.clock import rfc3339
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.objects import render_verify_job, verifies_where_the_bytes_are, verify_job_name
 from tritonop.repository.local import RepositoryReport
+from tritonop.serving import pod_facts
 
 LOG = logging.getLogger("tritonop.verification")
 POLL_SECONDS = 2.0  # while a Job runs, look again this soon (no watch on Jobs: they are rare)
@@ -74,11 +75,7 @@ def report_of(integrity: IntegrityStatus) -> RepositoryReport:
 
 
 def _age_seconds(stamp: str | None, now: str) -> float:
-    if not stamp:
-        return float("inf")
-    return (
-        datetime.fromisoformat(now.replace("Z", "+00:00")) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    ).total_seconds()
+    return (clock.parse(now) - clock.parse(stamp)).total_seconds() if stamp else float("inf")
 
 
 def _job_finished(job: dict[str, Any]) -> str | None:
@@ -91,16 +88,13 @@ def _job_finished(job: dict[str, Any]) -> str | None:
 def pod_state(pods: list[dict[str, Any]]) -> str:
     """Why a verification pod is not running yet, in a few words ('' when it runs or is gone)."""
     for pod in pods:
-        status = pod.get("status", {})
-        for condition in status.get("conditions", []):
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                return f"pod {pod['metadata']['name']}: {condition.get('reason', '')}: {condition.get('message', '')}"
-        for container in status.get("containerStatuses", []):
-            waiting = container.get("state", {}).get("waiting")
-            if waiting:
-                return f"pod {pod['metadata']['name']}: {waiting.get('reason', '')}: {waiting.get('message', '')}"
-        if status.get("phase") == "Pending":
-            return f"pod {pod['metadata']['name']}: Pending"
+        facts = pod_facts(pod)
+        if facts.unschedulable_message:
+            return f"pod {facts.name}: Unschedulable: {facts.unschedulable_message}"
+        if facts.waiting_reason:
+            return f"pod {facts.name}: {facts.waiting_reason}: {facts.waiting_message}"
+        if pod.get("status", {}).get("phase") == "Pending":
+            return f"pod {facts.name}: Pending"
     return ""
 
 

@@ -6,13 +6,18 @@ observe (owned.py; the repository: repository/local.py, or a verification Job: v
 every Triton to the target (serving.py) -> compute status (status.py, pure) -> write status only
 if it changed -> post events (events.py).
 
-An idle reconcile (nothing changed anywhere) makes no API request at all.
+An idle reconcile (nothing changed anywhere) makes no API request at all. Between full ones, the
+autoscaler's 1 s evaluations take a quiet path: when nothing the last full reconcile saw has
+changed (the object, its Deployment/Service/PDB, its pods, by resourceVersion), nothing was left
+converging and the decision keeps the replicas, the evaluation is all that runs. A full reconcile
+still comes with every watch event and at least every resync period (Triton-side drift).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +29,7 @@ from tritonop.owned import Observed, Owned
 from tritonop.render.objects import RenderInputs, render_deployment, render_pdb, render_service, rollout_hash
 from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.serving import Servers, Target
-from tritonop.state import READY, OperatorState
+from tritonop.state import READY, OperatorState, Settled
 from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, compute_status, status_patch
 from tritonop.verification import verify
 
@@ -46,6 +51,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
 
     # 1. observe
     observed = await owned.observe()
+    # 2. replicas: the spec's, or the autoscaler's decision
+    scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
+    seen = fingerprint(body, observed)
+    settled = state.settled.get(md.uid) if md.spec.autoscaling is not None else None
+    if quiet(settled, seen, scaling.replicas, scaling.facts is None, time.monotonic(), state.settings.resync_seconds):
+        return Outcome(requeue_after=state.autoscalers.next_evaluation_in(md))
+    state.settled.pop(md.uid, None)
     control_key = await owned.ensure_control_key()
     # In a worker thread: a version seen for the first time (or changed) is hashed, in chunks.
     report = await asyncio.to_thread(
@@ -61,8 +73,6 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     verification = await verify(state.kube, md, report, state.settings.verifier_image)
     report = verification.report
     target_version = target_of(md, report)
-    # 2. replicas: the spec's, or the autoscaler's decision
-    scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
     # 3. render (pure) and apply what differs
     inputs = RenderInputs(replicas=scaling.replicas, target_version=target_version)
     desired = [render_deployment(md, inputs), render_service(md)] + ([render_pdb(md)] if scaling.replicas > 1 else [])
@@ -86,6 +96,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         integrity=verification.integrity,
         swap=converged.swap,
         swap_blocked=converged.swap_blocked,
+        last_load=state.serving.last_loads.get(md.uid),
     )
     status = compute_status(md, facts, md.status, rfc3339())
     READY.labels(md.namespace, md.name).set(int(status.reason is None))
@@ -95,8 +106,32 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     await events.flush(state.kube, body)
     # Nothing converges while the overrides cannot load: the spec has to change first.
     soon = next_look(pods, target_version) if converged.config_problem is None else None
+    # Settled: nothing left that only a timer would bring back (failed loads are retried on a timer).
+    unsettled = converged.swap or refused or any(pod.load_error for pod in pods)
+    if soon is None and verification.requeue_after is None and not unsettled:
+        state.settled[md.uid] = Settled(seen, scaling.replicas, time.monotonic())
     looks = [t for t in (soon, verification.requeue_after, state.autoscalers.next_evaluation_in(md)) if t is not None]
     return Outcome(requeue_after=min(looks) if looks else None)
+
+
+def fingerprint(body: dict[str, Any], observed: Observed) -> tuple[str, ...]:
+    """What a full reconcile works from, by resourceVersion (a write by anyone changes it)."""
+    objects = [body, observed.deployment, observed.service, observed.pdb, *observed.pods]
+    return tuple((obj or {}).get("metadata", {}).get("resourceVersion", "-") for obj in objects)
+
+
+def quiet(
+    settled: Settled | None, seen: tuple[str, ...], replicas: int, nothing_to_report: bool, now: float, resync: float
+) -> bool:
+    """Only the autoscaler has work: the last full reconcile left nothing converging, nothing it
+    read has changed since, the replicas stay and the measurement is not due in status."""
+    return (
+        settled is not None
+        and settled.fingerprint == seen
+        and settled.replicas == replicas
+        and nothing_to_report
+        and now - settled.at < resync
+    )
 
 
 def target_of(md: ModelDeployment, report: RepositoryReport) -> int | None:

@@ -61,7 +61,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from tritonop.api.spec import ModelDeployment
+from tritonop.api.spec import LoadStatus, ModelDeployment
 from tritonop.cache import ObjectCache
 from tritonop.clock import rfc3339
 from tritonop.events import EventRecorder
@@ -142,11 +142,24 @@ class ServingMemory:
     learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
     failed_loads: dict[str, dict[str, FailedLoad]] = field(default_factory=dict)  # md uid -> pod uid -> failure
     swaps: dict[str, SwapNeed] = field(default_factory=dict)  # md uid -> a switch that must go pod by pod
+    last_loads: dict[str, LoadStatus] = field(default_factory=dict)  # md uid -> the latest timed load
 
     def forget(self, uid: str) -> None:
         self.learned_configs.pop(uid, None)
         self.failed_loads.pop(uid, None)
         self.swaps.pop(uid, None)
+        self.last_loads.pop(uid, None)
+
+    def timed_load(self, uid: str, pod: str, version: int | None, mode: str, started: float) -> None:
+        self.last_loads[uid] = LoadStatus.model_validate(
+            {
+                "version": version,
+                "seconds": round(time.monotonic() - started, 3),
+                "mode": mode,
+                "pod": pod,
+                "completedAt": rfc3339(),
+            }
+        )
 
     def keep_only_pods(self, uid: str, pod_uids: set[str]) -> None:
         """Drop the failures of pods that are gone."""
@@ -299,7 +312,9 @@ class Servers:
             await self.drained(pod, server)
             await server.unload(md.model_name)
             await self.unloaded(server)
+            started = time.monotonic()
             await server.load(md.model_name, wanted)
+            self.memory.timed_load(md.uid, name, target, "Swap", started)
         except TritonError as error:
             message = str(error).strip()
             self.events.warning("LoadFailed", f"{name}: {message}; loading version(s) {old} back")
@@ -423,6 +438,8 @@ class Servers:
         failed = self.memory.failed_loads.get(md.uid, {}).get(uid)
         if failed and failed.config_json == wanted and time.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
             return LoadResult(versions, None, failed.message)
+        started = time.monotonic()
+        mode = "Initial" if not versions else "SideBySide" if in_place and target not in (*versions, None) else "Reload"
         try:
             if wanted is None:
                 # Nothing known about the repository's config: let Triton load it as-is, then
@@ -456,6 +473,7 @@ class Servers:
             else:
                 self.events.normal("LoadingVersion", f"version {target or 'latest'} of {md.model_name} on {name}")
             await server.load(md.model_name, wanted)
+            self.memory.timed_load(md.uid, name, target, mode, started)
             self._forget_failure(uid)
             ready = await server.ready_versions(md.model_name)
             return LoadResult(tuple(ready), await server.model_config(md.model_name))

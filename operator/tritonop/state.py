@@ -25,6 +25,15 @@ READY = Gauge(
 )
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A full reconcile that left nothing converging: what it read, and the replicas it set."""
+
+    fingerprint: tuple[str, ...]  # resourceVersions of the object, its owned objects and pods
+    replicas: int
+    at: float  # monotonic
+
+
 @dataclass
 class OperatorState:
     kube: KubeClient
@@ -34,6 +43,7 @@ class OperatorState:
     serving: ServingMemory = field(default_factory=ServingMemory)
     autoscalers: Autoscalers = field(default_factory=Autoscalers)
     manifests: ManifestCache = field(default_factory=ManifestCache)  # verified versions, by file identity
+    settled: dict[str, Settled] = field(default_factory=dict)  # md uid -> its last quiet full reconcile
 
     @classmethod
     def from_settings(cls, settings: Settings, kube: KubeClient) -> OperatorState:
@@ -51,6 +61,7 @@ class OperatorState:
             self.owned.forget(uid)
             self.serving.forget(uid)
             self.manifests.forget(uid)
+            self.settled.pop(uid, None)
         await self.autoscalers.forget(key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
@@ -65,6 +76,7 @@ class OperatorState:
             "autoscalers": len(self.autoscalers.states),
             "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
             "verified_manifests": len(self.manifests),
+            "settled": len(self.settled),
         }
         for kind, objects in self.cache.objects.items():
             sizes[f"cache_{kind}"] = len(objects)

@@ -14,6 +14,7 @@ from tritonop.api.spec import (
     EndpointStatus,
     IntegrityStatus,
     LatencyStatus,
+    LoadStatus,
     ModelDeployment,
     ModelDeploymentStatus,
 )
@@ -78,6 +79,7 @@ class Facts:
     integrity: IntegrityStatus | None = None  # the target version's integrity check (verification.py)
     swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
     swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
+    last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,7 @@ def compute_status(
         previous_version=previous_version,
         latency=latency,
         integrity=facts.integrity,
+        last_load=facts.last_load or previous.last_load,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,
         conditions=settled_conditions,

@@ -77,6 +77,11 @@ def test_a_version_that_does_not_fit_twice_is_swapped_pod_by_pod_under_load(
     swapped = [e for e in events if e.reason == "SwappingVersion" and "out of service meanwhile" in e.message]
     assert len(swapped) == 3, [(e.reason, e.message) for e in events]
     assert reasons.index("SwapPending") < reasons.index("SwappingVersion"), reasons
+    last_load = md["status"]["lastLoad"]
+    assert (last_load["version"], last_load["mode"]) == (2, "Swap"), last_load
+    assert last_load["seconds"] > 0 and last_load["pod"] in {
+        pod.metadata.name for pod in md_pods(core, namespace, MODEL)
+    }
 
 
 def test_one_replica_swaps_only_when_downtime_is_allowed(

@@ -98,6 +98,12 @@ def test_in_place_switch_under_load_fails_no_request(
     assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {3}
     md = get_md(api, namespace, "sleepy")
     assert (md["status"]["activeVersion"], md["status"]["previousVersion"], md["status"]["targetVersion"]) == (3, 2, 3)
+    # The load time Triton took, so probes and spareReplicas can be sized from it.
+    last_load = md["status"]["lastLoad"]
+    assert (last_load["version"], last_load["mode"]) == (3, "SideBySide"), last_load
+    assert last_load["seconds"] > 0 and last_load["pod"] in {
+        pod.metadata.name for pod in md_pods(core, namespace, "sleepy")
+    }
 
 
 def test_rolling_strategy_replaces_pods(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
-from tritonop.owned import first_difference, is_subset
+from tritonop.owned import Observed, first_difference, is_subset
+from tritonop.reconcile import fingerprint, quiet
 from tritonop.render.model_config import ModelConfigError, effective_config, override_problem, parse_pbtxt, to_json
 from tritonop.serving import config_is_current
+from tritonop.state import Settled
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
 
@@ -122,3 +125,38 @@ def test_override_problems_admission_cannot_see(overrides: dict[str, object] | N
         assert found is None
     else:
         assert found is not None and problem in found and "spec.model.config.dynamicBatching" in found
+
+
+SEEN = ("10", "11", "-", "-", "12")
+
+
+@pytest.mark.parametrize(
+    ("case", "settled", "seen", "replicas", "nothing_to_report", "now", "want"),
+    [
+        ("nothing changed: only the autoscaler runs", Settled(SEEN, 2, 100.0), SEEN, 2, True, 110.0, True),
+        ("no full reconcile settled yet", None, SEEN, 2, True, 110.0, False),
+        ("a pod changed", Settled(SEEN, 2, 100.0), ("10", "11", "-", "-", "13"), 2, True, 110.0, False),
+        ("a pod came", Settled(SEEN, 2, 100.0), (*SEEN, "14"), 2, True, 110.0, False),
+        ("the decision changes the replicas", Settled(SEEN, 2, 100.0), SEEN, 3, True, 110.0, False),
+        ("the measurement is due in status", Settled(SEEN, 2, 100.0), SEEN, 2, False, 110.0, False),
+        ("a resync period since the last full one", Settled(SEEN, 2, 100.0), SEEN, 2, True, 130.0, False),
+    ],
+)
+def test_quiet_reconcile_only_when_nothing_but_the_autoscaler_has_work(
+    case: str,
+    settled: Settled | None,
+    seen: tuple[str, ...],
+    replicas: int,
+    nothing_to_report: bool,
+    now: float,
+    want: bool,
+) -> None:
+    assert quiet(settled, seen, replicas, nothing_to_report, now, resync=30.0) is want, case
+
+
+def test_fingerprint_is_the_resource_versions_read() -> None:
+    def obj(version: str) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": version}}
+
+    observed = Observed(obj("2"), None, obj("3"), [obj("4"), obj("5")])
+    assert fingerprint(obj("1"), observed) == ("1", "2", "-", "3", "4", "5")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
+from tritonop.api.spec import LoadStatus, ModelDeployment, ModelDeploymentStatus
 from tritonop.repository.local import RepositoryReport
 from tritonop.status import Facts, PodFacts, compute_status, status_patch
 
@@ -267,6 +267,25 @@ def test_previous_version_follows_the_active_one() -> None:
     assert (on_3.active_version, on_3.previous_version) == (3, 2)
     back = compute_status(md(), Facts(1, VALID, 2, (serving("a", 2),)), on_3, NOW)
     assert (back.active_version, back.previous_version) == (2, 3)
+
+
+def test_last_load_is_the_latest_timed_one_and_survives_a_restart() -> None:
+    load = LoadStatus.model_validate(
+        {"version": 3, "seconds": 41.5, "mode": "SideBySide", "pod": "a", "completedAt": NOW}
+    )
+    timed = compute_status(md(), Facts(1, VALID, 3, (serving("a"),), last_load=load), ModelDeploymentStatus(), NOW)
+    assert timed.to_body()["lastLoad"] == {
+        "version": 3,
+        "seconds": 41.5,
+        "mode": "SideBySide",
+        "pod": "a",
+        "completedAt": NOW,
+    }
+    # A restarted operator has timed nothing yet: status keeps what an earlier process measured.
+    restarted = compute_status(md(), Facts(1, VALID, 3, (serving("a"),)), timed, NOW)
+    assert restarted.last_load == load
+    newer = load.model_copy(update={"seconds": 2.0, "mode": "Swap"})
+    assert compute_status(md(), Facts(1, VALID, 3, (serving("a"),), last_load=newer), timed, NOW).last_load == newer
 
 
 def test_status_patch_removes_fields_that_went_away() -> None:

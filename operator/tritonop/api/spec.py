@@ -682,6 +682,24 @@ class IntegrityStatus(StatusModel):
     checked_at: str | None = Field(None, alias="checkedAt", description="When this verdict was reached.")
 
 
+class LoadStatus(StatusModel):
+    """The most recent successful model load on one server, as the operator timed it."""
+
+    version: int | None = Field(None, description="Version loaded (omitted: the repository's highest).")
+    seconds: float = Field(
+        ...,
+        description="How long Triton took to load it: size readiness, the autoscaler's spareReplicas and "
+        "probes with it (the servers start with no model loaded, so probes never wait on a load).",
+    )
+    mode: Literal["Initial", "SideBySide", "Swap", "Reload"] = Field(
+        ...,
+        description="Initial (a server with nothing loaded), SideBySide (beside the old version: no downtime), "
+        "Swap (the old version unloaded first: it did not fit twice), Reload (same version, new config).",
+    )
+    pod: str = Field(..., description="The pod whose server loaded it.")
+    completed_at: str = Field(..., alias="completedAt", description="When the load finished.")
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="metadata.generation the status reflects."
@@ -702,6 +720,7 @@ class ModelDeploymentStatus(StatusModel):
     integrity: IntegrityStatus | None = Field(
         None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
     )
+    last_load: LoadStatus | None = Field(None, alias="lastLoad", description="The most recent model load.")
     endpoint: EndpointStatus | None = Field(None, description="Where clients reach the model.")
     last_scale_time: str | None = Field(None, alias="lastScaleTime", description="When replicas last changed.")
     ready_summary: str | None = Field(None, alias="readySummary", description="readyReplicas/replicas, for kubectl.")

@@ -43,9 +43,19 @@ model_repo/mlp/3: examples/models/mlp.py | venv
 	$(PY) -m tritonop repo export examples.models.mlp:build_v2 -r model_repo -m mlp --input-shape 4 --version 3 \
 	  --quantize dynamic-int8
 
-# The CRD is generated from the pydantic models; a unit test fails when this was not run.
+# The CRD is generated from the pydantic models; the Helm chart carries byte-identical copies of it
+# and of manifests/monitoring/ (Helm reads no file outside the chart). Unit tests fail when this
+# was not run.
 crds: venv
 	$(PY) -m tritonop.api.crd > crds/modeldeployments.tritonop.dev.yaml
+	cp crds/modeldeployments.tritonop.dev.yaml charts/tritonop/crds/
+	rm -rf charts/tritonop/files/monitoring && cp -r manifests/monitoring charts/tritonop/files/monitoring
+
+# helm for the chart's tests, built from the Go module proxy like the cluster (cached once per version).
+.PHONY: helm
+HELM_VERSION := $(shell sed -n 's/^HELM = "\(.*\)".*/\1/p' devcluster/versions.py)
+helm:
+	@HELM_VERSION=$(HELM_VERSION) bash devcluster/build-binaries.sh helm
 
 cluster-build: venv
 	$(PY) -m devcluster build
@@ -64,11 +74,11 @@ lint: venv
 	$(VENV)/bin/ruff format --check operator devcluster tests bench examples
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv helm
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
-test: lint tools cluster-build model-repo
+test: lint tools cluster-build helm model-repo
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 # Fault scenarios (operator killed, control plane restarted, admission fuzzing): slow; CI runs them too.

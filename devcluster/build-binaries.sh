@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok) from the Go module proxy into a cache outside the repo.
+# kube-scheduler, kwok) from the Go module proxy into a cache outside the repo; with the
+# argument `helm` (make helm), helm for the chart's tests the same way.
 # Each component is built once per version; later runs only check the files exist.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CACHE="${TRITONOP_CACHE:-$HOME/.cache/tritonop}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -143,6 +145,39 @@ GO
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+build_helm() {
+  local out="$BIN/helm-$HELM_VERSION"
+  [[ -x "$out/helm" ]] && return 0
+  log "building helm $HELM_VERSION"
+  local mod="$SRC/helm-$HELM_VERSION"
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/helm >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "helm.sh/helm/v3/cmd/helm"
+GO
+    go get "helm.sh/helm/v3@$HELM_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    # As helm's own Makefile: the version it reports, and the Kubernetes version that
+    # `helm template`/`helm lint` assume without a cluster (client-go v0.N is Kubernetes 1.N).
+    local client_go minor
+    client_go="$(go list -m -f '{{.Version}}' k8s.io/client-go)"
+    minor="${client_go#v0.}"; minor="${minor%%.*}"
+    local h=helm.sh/helm/v3
+    local ldflags="-s -w -X $h/internal/version.version=$HELM_VERSION -X $h/internal/version.gitTreeState=clean"
+    ldflags+=" -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$minor"
+    ldflags+=" -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$minor"
+    mkdir -p "$out.tmp"
+    with_progress "helm $HELM_VERSION" go build -trimpath -ldflags "$ldflags" -o "$out.tmp/helm" helm.sh/helm/v3/cmd/helm
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 total_start=$SECONDS
 built_any=0
 if [[ $# -eq 0 ]]; then set -- etcd kwok kubernetes; fi
@@ -151,7 +186,8 @@ for component in "$@"; do
     etcd) [[ -x "$BIN/etcd-$ETCD_VERSION/etcd" ]] || { built_any=1; build_etcd; } ;;
     kwok) [[ -x "$BIN/kwok-$KWOK_VERSION/kwok" ]] || { built_any=1; build_kwok; } ;;
     kubernetes) [[ -x "$BIN/kubernetes-$K8S_VERSION/kube-apiserver" ]] || { built_any=1; build_kubernetes; } ;;
-    *) echo "unknown component: $component (allowed: etcd kwok kubernetes)" >&2; exit 2 ;;
+    helm) [[ -x "$BIN/helm-$HELM_VERSION/helm" ]] || { built_any=1; build_helm; } ;;
+    *) echo "unknown component: $component (allowed: etcd kwok kubernetes helm)" >&2; exit 2 ;;
   esac
 done
 if [[ $built_any -eq 1 ]]; then

@@ -6,10 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-down kind-up clean
+.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-down kind-up clean
 
 help:
-	@echo "make demo           local cluster + operator + a ModelDeployment served by real Triton (the main job)"
+	@echo "make demo           export a PyTorch model, serve it with real Triton, switch versions in place (the main job)"
+	@echo "make demo-autoscale the autoscaler: load rises, replicas grow; load stops, replicas shrink (~2 min)"
+	@echo "make demo-down      stop what the demos started (load, their ModelDeployments, the demo operator)"
 	@echo "make test           lint + unit + integration tests on the local cluster (CI runs it)"
 	@echo "make test-chaos     fault scenarios: operator killed, control plane restarted, fuzzing (CI runs it)"
 	@echo "make cluster-up     start the local control plane with fake GPU nodes (builds it once)"
@@ -85,8 +87,12 @@ test: lint tools cluster-build helm model-repo
 test-chaos: tools cluster-build model-repo
 	$(PY) -m pytest -m chaos -s $(PYTEST_ARGS)
 
-demo: cluster-up model-repo
+# The demos' operator watches only namespaces demo*, so it never meets the tests' (t-*).
+demo: cluster-up
 	@bash scripts/demo.sh
+
+demo-autoscale: cluster-up
+	@bash scripts/demo_autoscale.sh
 
 demo-down:
 	@bash scripts/demo.sh stop

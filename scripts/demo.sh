@@ -1,81 +1,96 @@
 #!/usr/bin/env bash
-# make demo: the local cluster (already up), the operator, and a ModelDeployment served by real
-# Triton at its pods' IPs; then an in-place version switch. `make demo-down` stops the operator.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-export KUBECONFIG=$ROOT/.devcluster/kubeconfig
-K=".venv/bin/kubectl"
-PIDFILE=.devcluster/operator.pid
-LOG=.devcluster/logs/operator.log
+# make demo: the product's story on the local cluster (already up). A PyTorch model is exported
+# as version 1 of a Triton model repository, validated, served by a 2-replica ModelDeployment
+# (real Triton at each pod's IP); a dynamically quantized version 2 is exported and switched to
+# in place under load (no pod restarts, no failed requests); then `kubectl get md` and the Events.
+#   bash scripts/demo.sh        the demo (re-runnable: it starts again from a fresh export)
+#   bash scripts/demo.sh stop   make demo-down: stops what the demos started (load, ModelDeployments, operator)
+source "$(dirname "$0")/demo_lib.sh"
 
 if [[ "${1:-}" == "stop" ]]; then
-  if [[ -f $PIDFILE ]] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; then
-    kill "$(cat $PIDFILE)"; echo "operator stopped"
+  stop_pidfile "$DEMO_DIR/autoscale.pid" "examples.demo_load autoscale" "autoscale demo"
+  stop_pidfile "$LOAD_PIDFILE" "examples.demo_load" "demo load generator"
+  if $PY -m devcluster status >/dev/null 2>&1; then
+    $K delete md mlp -n demo --ignore-not-found --wait=true
+    $K delete md sleepy100 -n demo-autoscale --ignore-not-found --wait=true
   fi
-  rm -f $PIDFILE
+  stop_pidfile "$OPERATOR_PIDFILE" "-m tritonop run" "demo operator"
   exit 0
 fi
 
-CURRENT_STEP="start"
-step() { CURRENT_STEP="$*"; printf '\n\033[1m--- %s\033[0m\n' "$*"; }
-trap 'echo "demo failed during: $CURRENT_STEP (operator log: $LOG; cluster logs: .devcluster/logs/)" >&2' ERR
+NS=demo
+REPO=$ROOT/.devcluster/demo-repo   # not model_repo/: the tests use that one
+trap on_error ERR
+trap 'stop_pidfile "$LOAD_PIDFILE" examples.demo_load "demo load generator" >/dev/null' EXIT
+require_cluster
 
 step "the dev cluster: 2 fake GPU nodes (8 x nvidia.com/gpu each) and 1 CPU node"
-# kubectl's own table: its STATUS is the Ready condition (Ready/NotReady), as `kubectl get nodes` says it.
 $K get nodes -L nvidia.com/gpu.count,nvidia.com/gpu.product
 
-step "install the CRD, the operator's namespace, ServiceAccount and least-privilege ClusterRole"
-$K apply --server-side -k crds/
-$K apply --server-side -f manifests/namespace.yaml -f manifests/rbac.yaml
+install_operator
+delete_previous $NS mlp
 
-if ! { [[ -f $PIDFILE ]] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; }; then
-  step "start the operator as its ServiceAccount tritonop-system/tritonop (token from TokenRequest; log: $LOG)"
-  TOKEN=$($K create token tritonop -n tritonop-system --duration=24h)
-  SERVER=$($K config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-  SA_KUBECONFIG=.devcluster/operator-sa.kubeconfig
-  cat >"$SA_KUBECONFIG" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters: [{name: dev, cluster: {server: "$SERVER", certificate-authority: "$ROOT/.devcluster/pki/ca.crt"}}]
-users: [{name: tritonop, user: {token: "$TOKEN"}}]
-contexts: [{name: dev, context: {cluster: dev, user: tritonop}}]
-current-context: dev
-KUBECONFIG
-  chmod 600 "$SA_KUBECONFIG"
-  nohup .venv/bin/python -m tritonop run --kubeconfig "$SA_KUBECONFIG" --metrics-port 0 --liveness-port 0 \
-    --resync-seconds 10 >"$LOG" 2>&1 &
-  echo $! >$PIDFILE
+step "export a PyTorch model (examples/models/mlp.py:build_v1) as version 1 of $REPO"
+rm -rf "$REPO/mlp"
+PYTHONWARNINGS=ignore $PY -m tritonop repo export examples.models.mlp:build_v1 -r "$REPO" -m mlp --input-shape 4
+
+step "validate the repository (layout, config.pbtxt, sha256 manifests)"
+$PY -m tritonop repo validate "$REPO"
+
+step "kubectl apply a ModelDeployment for it: 2 replicas (examples/mlp.yaml)"
+wait_previous_gone $NS mlp
+sed "s|/DEMO_REPO|$REPO|" examples/mlp.yaml | $K apply -f -
+$K wait md/mlp -n $NS --for=condition=Ready --timeout=120s
+$K get md -n $NS
+$K get pods -n $NS -o wide
+
+step "inference at each replica's pod IP (real Triton; model_version says which version answered)"
+IPS=$($K get pods -n $NS -l app.kubernetes.io/instance=mlp -o jsonpath='{.items[*].status.podIP}')
+for ip in $IPS; do
+  printf '%s: ' "$ip"
+  curl -sf -X POST "http://$ip:8000/v2/models/mlp/infer" \
+    -d '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}' \
+    || { echo "inference at $ip failed"; exit 1; }
+  echo
+done
+PODS_BEFORE=$($K get pods -n $NS -l app.kubernetes.io/instance=mlp \
+  -o jsonpath='{range .items[*]}{.metadata.name} restarts={.status.containerStatuses[0].restartCount}{"\n"}{end}')
+
+step "export version 2: the same architecture, new weights, Linear layers quantized to dynamic int8"
+PYTHONWARNINGS=ignore $PY -m tritonop repo export examples.models.mlp:build_v2 -r "$REPO" -m mlp --input-shape 4 \
+  --quantize dynamic-int8
+$PY -m tritonop repo list "$REPO"
+
+step "switch to version 2 in place, under load (10 requests/s at each pod; one line per second)"
+# shellcheck disable=SC2086  # one argument per pod IP
+$PY -m examples.demo_load switch --model mlp $IPS &
+echo $! >"$LOAD_PIDFILE"
+sleep 1.5   # a line of version 1 answers first
+$K patch md mlp -n $NS --type merge -p '{"spec":{"model":{"version":2}}}'
+$K wait md/mlp -n $NS --for=jsonpath='{.status.activeVersion}'=2 --timeout=120s
+$K wait md/mlp -n $NS --for=condition=Ready --timeout=120s
+sleep 1.5   # and one of version 2 only
+LOAD_PID=$(cat "$LOAD_PIDFILE")
+kill -TERM "$LOAD_PID"
+if ! wait "$LOAD_PID"; then
+  echo "requests failed during the in-place switch" >&2
+  exit 1
+fi
+rm -f "$LOAD_PIDFILE"
+
+step "the same pods before and after (no restarts)"
+PODS_AFTER=$($K get pods -n $NS -l app.kubernetes.io/instance=mlp \
+  -o jsonpath='{range .items[*]}{.metadata.name} restarts={.status.containerStatuses[0].restartCount}{"\n"}{end}')
+echo "$PODS_AFTER"
+if [[ "$PODS_BEFORE" != "$PODS_AFTER" ]]; then
+  printf 'pods changed during the switch:\nbefore:\n%s\nafter:\n%s\n' "$PODS_BEFORE" "$PODS_AFTER" >&2
+  exit 1
 fi
 
-step "kubectl apply a ModelDeployment (examples/sleepy.yaml)"
-$K create namespace demo --dry-run=client -o yaml | $K apply -f - >/dev/null
-sed "s|/REPO_ROOT|$ROOT|" examples/sleepy.yaml | $K apply -f -
-$K wait md/sleepy -n demo --for=condition=Ready --timeout=120s
-$K get md -n demo
-$K get pods -n demo -o wide
+step "kubectl get md, and the Events"
+$K get md -n $NS
+$K describe md mlp -n $NS | sed -n '/^Events:/,$p'
 
-infer_each_pod() {
-  for ip in $($K get pods -n demo -l app.kubernetes.io/instance=sleepy -o jsonpath='{.items[*].status.podIP}'); do
-    printf '%s: ' "$ip"
-    curl -s -X POST "http://$ip:8000/v2/models/sleepy/infer" -w '  (%{time_total}s)' \
-      -d '{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}' \
-      || { echo "inference at $ip failed"; exit 1; }
-    echo
-  done
-}
-
-step "inference at each pod IP (real Triton); VERSION says which version answered, then the latency"
-infer_each_pod
-
-step "switch to version 3 in place (no pod restarts)"
-$K patch md sleepy -n demo --type merge -p '{"spec":{"model":{"version":3}}}'
-$K wait md/sleepy -n demo --for=jsonpath='{.status.activeVersion}'=3 --timeout=120s
-$K wait md/sleepy -n demo --for=condition=Ready --timeout=120s
-$K get md -n demo
-$K get pods -n demo
-infer_each_pod
-$K describe md sleepy -n demo | sed -n '/^Events:/,$p'
-
-step "done. The cluster and operator keep running: export KUBECONFIG=$KUBECONFIG"
-echo "stop the operator with 'make demo-down', the cluster with 'make cluster-down'"
+print_total "make demo"
+echo "The cluster and the demo operator keep running: export KUBECONFIG=$KUBECONFIG"
+echo "make demo-autoscale shows the autoscaler; make demo-down stops the demos; make cluster-down the cluster"

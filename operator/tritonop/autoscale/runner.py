@@ -54,6 +54,7 @@ class AutoscalerState:
     replicas: int | None = None
     last_report: float = float("-inf")  # when status last got this autoscaler's measurement
     last_within: bool | None = None  # the latency verdict status last got
+    last_shown: tuple[int | None, ...] | None = None  # the figures status last got, as it shows them
 
 
 def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> int:
@@ -139,15 +140,20 @@ class Autoscalers:
         state.replicas = decision.replicas
         record_decision(events, md, decision, current, observation)
         within = None if observation.latency_ms is None else observation.latency_ms <= spec.target_latency_ms
+        # As status shows them (whole ms and seconds): figures that would not change status are no news.
+        shown = tuple(
+            None if value is None else round(value)
+            for value in (measurement.p95_ms, measurement.average_ms, measurement.queue_ms, measurement.window_seconds)
+        )
         report = (
             decision.direction != "none"
             or within != state.last_within
-            or measurement.unreadable
-            or now - state.last_report >= self.report_period
+            or bool(measurement.unreadable)
+            or (now - state.last_report >= self.report_period and shown != state.last_shown)
         )
         if not report:
             return Scaling(decision.replicas)
-        state.last_report, state.last_within = now, within
+        state.last_report, state.last_within, state.last_shown = now, within, shown
         facts = AutoscaleFacts(
             latency_ms=observation.latency_ms,
             p95_ms=measurement.p95_ms,

@@ -13,7 +13,8 @@ from typing import Any
 
 from tritonop import __version__
 from tritonop.leader import ElectionConfig
-from tritonop.repository.local import MANIFEST_NAME, inspect
+from tritonop.repository.local import MANIFEST_NAME, RepositoryReport, inspect, inspect_tree
+from tritonop.repository.s3 import S3Credentials, S3Path
 from tritonop.settings import Settings
 
 
@@ -119,7 +120,7 @@ def add_repo_commands(commands: Any) -> None:
         "version's manifest. Exit 0 when nothing is wrong (a version without a manifest is reported unverified), "
         "1 otherwise. With --verdict-file, the verdict is also written there as JSON (the Job's termination message).",
     )
-    verify.add_argument("repository", type=Path)
+    verify.add_argument("repository", help="a folder, or s3://[http(s)://host:port/]bucket/path (AWS_* credentials)")
     verify.add_argument("model")
     verify.add_argument("--version", type=int, help="default: the highest version present")
     verify.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
@@ -195,13 +196,23 @@ class JsonFormatter(logging.Formatter):
 
 
 def verify_version(
-    repository: Path, model: str, version: int | None, verdict_file: Path | None, display_root: str | None = None
+    repository: str, model: str, version: int | None, verdict_file: Path | None, display_root: str | None = None
 ) -> int:
-    """One version checked where its bytes are; needs nothing beyond the operator's runtime deps."""
-    root = repository.resolve()
-    report = inspect(f"file://{root}", model, version)
+    """One version checked where its bytes are; needs nothing beyond the operator's runtime deps.
+    An s3:// repository is read with the servers' credentials (their Secret's AWS_* variables)."""
+    if repository.startswith("s3://"):
+        try:
+            tree = S3Path.open_repository(repository, S3Credentials.from_environment(os.environ), subtree=model)
+        except Exception as error:  # unreachable endpoint, refused credentials, no such bucket
+            report = RepositoryReport(True, "RepositoryUnreadable", f"cannot list {repository}: {error}")
+        else:
+            report = inspect_tree(tree, model, version)
+        root = repository.rstrip("/")
+    else:
+        root = str(Path(repository).resolve())
+        report = inspect(f"file://{root}", model, version)
     if display_root:
-        report = replace(report, message=report.message.replace(str(root), display_root.rstrip("/")))
+        report = replace(report, message=report.message.replace(root, display_root.rstrip("/")))
     checked = version if version is not None else (report.versions[-1] if report.versions else None)
     if verdict_file is not None:
         verdict_file.write_text(report.to_verdict(checked))

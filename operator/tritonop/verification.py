@@ -3,14 +3,15 @@ Triton loads it, by whoever can read them.
 
 - The operator itself, when it can see the repository (file:// on its own machine): inspect()
   hashes the version once per change of its files (repository.local.ManifestCache).
-- Otherwise, for pvc:// and file:// (a hostPath on the nodes), a short verification Job that
-  mounts the repository exactly as the servers do (same volume, same node placement) and runs
-  `tritonop repo verify-version`, leaving its verdict as the container's termination message.
+- Otherwise, for pvc://, file:// (a hostPath on the nodes) and s3://, a short verification Job
+  that reads the repository exactly as the servers do (same volume and node placement; for S3
+  the same credentials Secret and endpoint) and runs `tritonop repo verify-version`, leaving its
+  verdict as the container's termination message.
   One Job per (repository, version); the verdict is kept in status.integrity, so it survives an
   operator restart and an idle reconcile makes no request. A failed verdict is checked again
   every RECHECK_FAILED_SECONDS (someone may fix the file without changing the spec).
-- s3:// and gs:// are not verified by tritonop (Triton downloads them itself at load time); the
-  status says so (no status.integrity; RepositoryValid stays Unknown until Triton loads).
+- gs:// is not verified by tritonop (Triton downloads it itself at load time); the status says
+  so (no status.integrity; RepositoryValid stays Unknown until Triton loads).
 
 While a check is under way nothing new loads: what serves keeps serving.
 """

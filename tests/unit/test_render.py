@@ -406,4 +406,19 @@ def test_verification_job_names() -> None:
     )
     assert len(verify_job_name(long, 123456)) <= 63
     assert verifies_where_the_bytes_are(md) and verifies_where_the_bytes_are(model_deployment())
-    assert not verifies_where_the_bytes_are(model_deployment(model={"repository": "s3://bucket/models"}))
+    assert verifies_where_the_bytes_are(model_deployment(model={"repository": "s3://bucket/models"}))
+    assert not verifies_where_the_bytes_are(model_deployment(model={"repository": "gs://bucket/models"}))
+
+
+def test_s3_verification_job_reads_with_the_servers_credentials() -> None:
+    md = model_deployment(
+        model={"repository": "s3://http://minio.storage:9000/models", "credentialsSecret": "minio", "version": 2}
+    )
+    job = render_verify_job(md, 2, "ghcr.io/tritonop/tritonop:0.1.0", "v")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    # The servers' own wiring: no volume, the URI as Triton gets it, the Secret as environment.
+    assert container["args"][:3] == ["repo", "verify-version", "s3://http://minio.storage:9000/models"]
+    assert container["envFrom"] == [{"secretRef": {"name": "minio"}}]
+    assert container["volumeMounts"] == [] and job["spec"]["template"]["spec"]["volumes"] == []
+    deployment = render_deployment(md, RenderInputs(replicas=1, target_version=2))
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] == container["envFrom"]

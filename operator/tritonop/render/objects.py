@@ -274,8 +274,9 @@ def _placement(md: ModelDeployment) -> dict[str, Any]:
 
 
 def verifies_where_the_bytes_are(md: ModelDeployment) -> bool:
-    """Storage a verification Job can mount exactly as the servers do (pvc://, file:// hostPath)."""
-    return md.spec.model.repository.partition("://")[0] in ("pvc", "file")
+    """Storage a verification Job reads exactly as the servers do: pvc:// and file:// (a hostPath)
+    mounted the same way, s3:// with the same credentials Secret."""
+    return md.spec.model.repository.partition("://")[0] in ("pvc", "file", "s3")
 
 
 def verify_job_name(md: ModelDeployment, version: int | None, token: str = "") -> str:
@@ -288,7 +289,7 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
     """A short Job that checks one version with `tritonop repo verify-version`, mounting the
     repository exactly as the servers do (same volume, same nodes), and leaves its verdict as
     the termination message. Bounded memory: files are hashed in 1 MiB chunks."""
-    repository, volumes, mounts, _ = _repository_wiring(md)
+    repository, volumes, mounts, repo_env = _repository_wiring(md)
     args = ["repo", "verify-version", repository, md.model_name, "--verdict-file", "/dev/termination-log"]
     args += ["--display-root", md.spec.model.repository]  # messages name the user's URI, not the mount
     if version is not None:
@@ -310,6 +311,11 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
         "volumeMounts": mounts,
         "securityContext": container_security(),
     }
+    # s3://: the servers' credentials Secret, as environment variables (as the servers get it).
+    if env_from := [item for item in repo_env if "secretRef" in item]:
+        container["envFrom"] = env_from
+    if env := [item for item in repo_env if "name" in item]:
+        container["env"] = env
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -1,8 +1,9 @@
-"""Reading a Triton model repository that this process can see (file:// URIs, mounted PVCs).
+"""Reading a Triton model repository that this process can see (file:// URIs, mounted PVCs),
+or an S3 prefix (repository.s3, in the verification Job): one `inspect` for both.
 
 The operator uses it to validate a repository before loading and to build the config override
-from config.pbtxt; storage it cannot read (s3://, gs://, a PVC not mounted here) is validated by
-Triton itself at load time.
+from config.pbtxt; storage it cannot read (s3://, gs://, a PVC not mounted here) is verified by a
+Job where the bytes are (verification.py) or by Triton itself at load time.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prometheus_client import Counter
 from tritonclient.grpc import model_config_pb2
 
 from tritonop.render.model_config import ModelConfigError, from_json, parse_pbtxt, to_json
+
+if TYPE_CHECKING:
+    from tritonop.repository.s3 import S3Path
+
+Tree: TypeAlias = "Path | S3Path"  # a folder, or a key prefix in S3
 
 MANIFEST_NAME = "SHA256SUMS.json"
 VERDICT_LIMIT_BYTES = 4000  # a termination message is cut at 4096 bytes
@@ -92,12 +98,12 @@ def local_path(uri: str) -> Path | None:
     return Path("/" + uri[len("file://") :].strip("/"))
 
 
-def model_versions(model_dir: Path) -> list[int]:
+def model_versions(model_dir: Tree) -> list[int]:
     """The numeric version folders of a model folder, ascending."""
     return sorted(int(entry.name) for entry in model_dir.iterdir() if entry.is_dir() and entry.name.isdigit())
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Tree) -> str:
     """The file's sha256 as hex, read in chunks of HASH_CHUNK_BYTES (model files can be many GiB)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -169,7 +175,7 @@ class ManifestCache:
                 self._entries.pop(version_dir, None)
 
 
-def verify_manifest(version_dir: Path, cache: ManifestCache | None = None, user: str | None = None) -> str | None:
+def verify_manifest(version_dir: Tree, cache: ManifestCache | None = None, user: str | None = None) -> str | None:
     """None when the version has no manifest or every file matches it; else what is wrong.
 
     With a cache, files whose identity is unchanged since they were verified are not read again
@@ -184,18 +190,21 @@ def verify_manifest(version_dir: Path, cache: ManifestCache | None = None, user:
         listed = sorted(files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return f"{manifest_path}: unreadable manifest ({error})"
-    identity = (_identity(manifest_path, MANIFEST_NAME), *(_identity(version_dir / r, r) for r, _ in listed))
-    if cache is not None:
-        known, verdict = cache.lookup(version_dir, identity, user)
-        if known:
-            return verdict
+    if cache is None or not isinstance(version_dir, Path):
+        return _check_files(version_dir, listed)
+    identity = (
+        _identity(version_dir / MANIFEST_NAME, MANIFEST_NAME),
+        *(_identity(version_dir / r, r) for r, _ in listed),
+    )
+    known, verdict = cache.lookup(version_dir, identity, user)
+    if known:
+        return verdict
     verdict = _check_files(version_dir, listed)
-    if cache is not None:
-        cache.store(version_dir, identity, verdict)
+    cache.store(version_dir, identity, verdict)
     return verdict
 
 
-def _check_files(version_dir: Path, listed: list[tuple[str, object]]) -> str | None:
+def _check_files(version_dir: Tree, listed: list[tuple[str, object]]) -> str | None:
     for relative, expected in listed:
         path = version_dir / relative
         if not path.is_file():
@@ -233,6 +242,13 @@ def inspect(
         if in_cluster:
             return RepositoryReport(readable=False, message=f"{root} is on the nodes, not visible to the operator")
         return RepositoryReport(True, "RepositoryNotFound", f"model repository {root} does not exist")
+    return inspect_tree(root, model_name, version, manifests, user)
+
+
+def inspect_tree(
+    root: Tree, model_name: str, version: int | None, manifests: ManifestCache | None = None, user: str | None = None
+) -> RepositoryReport:
+    """inspect() once the repository's root is known to exist (a folder, or an S3 prefix)."""
     model_dir = root / model_name
     if not model_dir.is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())

@@ -59,6 +59,12 @@ HELM_VERSION := $(shell sed -n 's/^HELM = "\(.*\)".*/\1/p' devcluster/versions.p
 helm:
 	@HELM_VERSION=$(HELM_VERSION) bash devcluster/build-binaries.sh helm
 
+# MinIO for the S3 tests (a real S3 server holding a model repository), built the same way.
+.PHONY: minio
+MINIO_VERSION := $(shell sed -n 's/^MINIO = "\(.*\)".*/\1/p' devcluster/versions.py)
+minio:
+	@MINIO_VERSION=$(MINIO_VERSION) bash devcluster/build-binaries.sh minio
+
 cluster-build: venv
 	$(PY) -m devcluster build
 
@@ -80,7 +86,7 @@ unit: venv helm
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
-test: lint tools cluster-build helm model-repo
+test: lint tools cluster-build helm minio model-repo
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 # Fault scenarios (operator killed, control plane restarted, admission fuzzing): slow; CI runs them too.

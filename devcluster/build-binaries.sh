@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kwok) from the Go module proxy into a cache outside the repo; with the
-# argument `helm` (make helm), helm for the chart's tests the same way.
+# argument `helm` (make helm), helm for the chart's tests the same way; with `minio` (make
+# minio), the S3-compatible server the S3 tests serve models from.
 # Each component is built once per version; later runs only check the files exist.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 CACHE="${TRITONOP_CACHE:-$HOME/.cache/tritonop}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
@@ -178,6 +180,37 @@ GO
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+build_minio() {
+  local out="$BIN/minio-$MINIO_VERSION"
+  [[ -x "$out/minio" ]] && return 0
+  log "building minio $MINIO_VERSION (the S3 server for the S3 tests; a large build, about 10 minutes on 2 cores)"
+  local mod="$SRC/minio-$MINIO_VERSION"
+  mkdir -p "$mod"
+  (
+    cd "$mod"
+    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/minio >/dev/null 2>&1
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/minio/minio"
+GO
+    go get "github.com/minio/minio@$MINIO_VERSION" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    # The pseudo-version's commit and time, as MinIO's own build stamps them.
+    local stamp="${MINIO_VERSION#v0.0.0-}" commit="${MINIO_VERSION##*-}"
+    stamp="${stamp%%-*}"
+    local when="${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:8:2}:${stamp:10:2}:${stamp:12:2}Z"
+    local m=github.com/minio/minio/cmd
+    local ldflags="-s -w -X $m.Version=$when -X $m.CommitID=$commit -X $m.ShortCommitID=$commit"
+    ldflags+=" -X $m.ReleaseTag=DEVELOPMENT.${when//:/-} -X $m.CopyrightYear=${stamp:0:4}"
+    mkdir -p "$out.tmp"
+    with_progress "minio $MINIO_VERSION" go build -trimpath -ldflags "$ldflags" -o "$out.tmp/minio" github.com/minio/minio
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 total_start=$SECONDS
 built_any=0
 if [[ $# -eq 0 ]]; then set -- etcd kwok kubernetes; fi
@@ -187,7 +220,8 @@ for component in "$@"; do
     kwok) [[ -x "$BIN/kwok-$KWOK_VERSION/kwok" ]] || { built_any=1; build_kwok; } ;;
     kubernetes) [[ -x "$BIN/kubernetes-$K8S_VERSION/kube-apiserver" ]] || { built_any=1; build_kubernetes; } ;;
     helm) [[ -x "$BIN/helm-$HELM_VERSION/helm" ]] || { built_any=1; build_helm; } ;;
-    *) echo "unknown component: $component (allowed: etcd kwok kubernetes helm)" >&2; exit 2 ;;
+    minio) [[ -x "$BIN/minio-$MINIO_VERSION/minio" ]] || { built_any=1; build_minio; } ;;
+    *) echo "unknown component: $component (allowed: etcd kwok kubernetes helm minio)" >&2; exit 2 ;;
   esac
 done
 if [[ $built_any -eq 1 ]]; then

@@ -2,6 +2,7 @@
 manifest cache (issue 13), side by side in one run.
 
     .venv/bin/python bench/idle_verify.py [--count 20] [--gb 2] [--seconds 60] [--before 783f63b]
+    .venv/bin/python bench/idle_verify.py --profile /tmp/idle.prof   # this tree only, under cProfile
 
 Setup: `count` autoscaled ModelDeployments (minReplicas 1, p95 target 1000 ms, no traffic), each
 with its own version folder holding a `gb` GiB weights file (sparse: no disk needed; reading it
@@ -95,7 +96,13 @@ def manifest(index: int, repository: Path, parked: bool) -> dict[str, Any]:
 
 
 def measure(
-    cluster: DevCluster, side: str, source: Path, repositories: list[Path], seconds: float, parked: bool
+    cluster: DevCluster,
+    side: str,
+    source: Path,
+    repositories: list[Path],
+    seconds: float,
+    parked: bool,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     # Each side with its own CRD: an older operator refuses fields a newer schema defaults.
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(source / "crds"))
@@ -106,6 +113,7 @@ def measure(
         process = subprocess.Popen(
             [
                 sys.executable,
+                *(["-m", "cProfile", "-o", str(profile)] if profile else []),
                 "-m",
                 "tritonop",
                 "run",
@@ -164,6 +172,11 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=2.0, help="GiB of weights per version (sparse file)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--before", default="783f63b", help="git revision before the manifest cache")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run only this tree, under cProfile, writing the profile here (figures are then inflated)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--parked", dest="parked", action="store_true", default=True, help="pods Pending (default)")
     mode.add_argument("--running", dest="parked", action="store_false", help="serve each on CPU")
@@ -178,9 +191,10 @@ def main() -> None:
         cluster.kubectl("create", "namespace", NAMESPACE)
         results = []
         try:
-            for side, source in (("before", before), ("after", ROOT)):
+            sides = [("after", ROOT)] if args.profile else [("before", before), ("after", ROOT)]
+            for side, source in sides:
                 print(f"measuring {side} ({args.seconds:.0f} s idle)...", flush=True)
-                results.append(measure(cluster, side, source, repositories, args.seconds, args.parked))
+                results.append(measure(cluster, side, source, repositories, args.seconds, args.parked, args.profile))
                 print(json.dumps(results[-1]), flush=True)
         finally:
             cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)

@@ -33,6 +33,8 @@ class ObjectCache:
     def __init__(self) -> None:
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {kind: {} for kind in CACHED_KINDS}
         self.primed: set[str] = set()
+        # kind -> namespace -> keys: select() looks at one namespace's objects, not every object.
+        self._by_namespace: dict[str, dict[str, set[Key]]] = {kind: {} for kind in CACHED_KINDS}
         # Deletions seen while a LIST is in flight (key -> resourceVersion at deletion): the LIST's
         # older answer must not bring them back.
         self._tombstones: dict[str, dict[Key, int]] = {}
@@ -52,10 +54,19 @@ class ObjectCache:
             if new is not None and old is not None and new < old:
                 return
         self.objects[kind][key] = obj
+        self._by_namespace[kind].setdefault(key[0], set()).add(key)
+
+    def _drop(self, kind: str, key: Key) -> None:
+        self.objects[kind].pop(key, None)
+        keys = self._by_namespace[kind].get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_namespace[kind][key[0]]
 
     def remove(self, kind: str, obj: dict[str, Any]) -> None:
         key = _key(obj)
-        self.objects[kind].pop(key, None)
+        self._drop(kind, key)
         if kind in self._tombstones:
             self._tombstones[kind][key] = resource_version(obj) or 0
 
@@ -63,11 +74,10 @@ class ObjectCache:
         return self.objects[kind].get((namespace, name))
 
     def select(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        stored = self.objects[kind]
+        found = (stored[key] for key in sorted(self._by_namespace[kind].get(namespace, ())))
         return [
-            obj
-            for (obj_namespace, _), obj in self.objects[kind].items()
-            if obj_namespace == namespace
-            and all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+            obj for obj in found if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
 
     async def relist(self, kube: KubeClient, label_selector: str) -> None:
@@ -94,7 +104,7 @@ class ObjectCache:
             stored = self.objects[kind]
             for key, obj in list(stored.items()):
                 if key not in listed and (resource_version(obj) or 0) <= list_version:
-                    del stored[key]
+                    self._drop(kind, key)
             for item in listed.values():
                 self.store(kind, item)
             self.primed.add(kind)

@@ -1,9 +1,10 @@
 """Inference load for the demos (`make demo`, `make demo-autoscale`), at Triton's pod IPs.
 
     python -m examples.demo_load switch --model mlp IP [IP ...]
-        A little steady load (10 requests/s per pod) while a version switch happens in place.
-        Every second it prints which model_version (from Triton's infer response) answered on
-        each pod, and how many requests failed. It stops on SIGTERM/SIGINT (or after
+        A little steady load (10 requests/s per pod, open loop) while a version switch happens in
+        place. Every second it prints, per pod, which model_version (from Triton's infer
+        response) answered and the slowest answer, and how many requests failed (an error or no
+        answer within --timeout). It stops on SIGTERM/SIGINT (or after
         --max-seconds), prints a summary and exits 1 if any request failed.
 
     python -m examples.demo_load autoscale --namespace demo-autoscale --name sleepy100
@@ -27,6 +28,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,36 +54,52 @@ def infer(ip: str, model: str, timeout: float = 10.0) -> dict[str, Any]:
 class PodTally:
     versions: Counter[str] = field(default_factory=Counter)  # this second
     total: Counter[str] = field(default_factory=Counter)
+    slowest: float = 0.0  # seconds, of the answers this second
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
 
 def switch(args: argparse.Namespace) -> int:
+    """Open loop: requests go out on schedule whatever the answers' latency (a slow answer does
+    not hold back the next request), each pod its own schedule, every request a timeout."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     tallies = {ip: PodTally() for ip in args.ips}
     lock = threading.Lock()
+    slowest_overall = 0.0
 
-    def one_pod(ip: str) -> None:
-        gap = 1.0 / args.rate
+    def one(ip: str) -> None:
+        nonlocal slowest_overall
+        sent = time.monotonic()
+        try:
+            version = str(infer(ip, args.model, timeout=args.timeout)["model_version"])
+            latency = time.monotonic() - sent
+            with lock:
+                tally = tallies[ip]
+                tally.versions[version] += 1
+                tally.total[version] += 1
+                tally.slowest = max(tally.slowest, latency)
+                slowest_overall = max(slowest_overall, latency)
+        except Exception as error:
+            with lock:
+                tallies[ip].failed += 1
+                tallies[ip].errors[f"{type(error).__name__}: {error}"[:160]] += 1
+
+    pool = ThreadPoolExecutor(max_workers=8 * len(args.ips), thread_name_prefix="load")
+
+    def arrivals() -> None:
+        gap = 1.0 / (args.rate * len(args.ips))
         next_at = time.monotonic()
+        turn = 0
         while not stop.is_set():
-            try:
-                version = str(infer(ip, args.model)["model_version"])
-                with lock:
-                    tallies[ip].versions[version] += 1
-                    tallies[ip].total[version] += 1
-            except Exception as error:
-                with lock:
-                    tallies[ip].failed += 1
-                    tallies[ip].errors[f"{type(error).__name__}: {error}"[:160]] += 1
+            pool.submit(one, args.ips[turn % len(args.ips)])
+            turn += 1
             next_at += gap
             stop.wait(max(0.0, next_at - time.monotonic()))
 
-    threads = [threading.Thread(target=one_pod, args=(ip,), daemon=True) for ip in args.ips]
-    for thread in threads:
-        thread.start()
+    sender = threading.Thread(target=arrivals, daemon=True)
+    sender.start()
     started = time.monotonic()
     while not stop.wait(1.0):
         elapsed = time.monotonic() - started
@@ -89,21 +107,25 @@ def switch(args: argparse.Namespace) -> int:
             parts = []
             for ip, tally in tallies.items():
                 answered = " ".join(f"v{v}:{n}" for v, n in sorted(tally.versions.items())) or "-"
-                parts.append(f"{ip} {answered:<11}")
+                parts.append(f"{ip} {answered:<9} {tally.slowest * 1000:5.0f}ms")
                 tally.versions.clear()
+                tally.slowest = 0.0
             failed = sum(t.failed for t in tallies.values())
-        print(f"  [load {elapsed:4.0f}s] " + " | ".join(parts) + f" | failed {failed}", flush=True)
+        print(f"  [load {elapsed:3.0f}s] " + " | ".join(parts) + f" | failed {failed}", flush=True)
         if elapsed > args.max_seconds:
             break
     stop.set()
-    for thread in threads:
-        thread.join(timeout=15)
+    sender.join(timeout=5)
+    pool.shutdown(wait=True)  # the requests in flight finish (each has a timeout)
     total: Counter[str] = Counter()
     for tally in tallies.values():
         total.update(tally.total)
     failed = sum(t.failed for t in tallies.values())
     answered = ", ".join(f"version {v}: {n}" for v, n in sorted(total.items()))
-    print(f"load during the switch: {sum(total.values()) + failed} requests, answered by {answered}; failed: {failed}")
+    print(
+        f"load during the switch: {sum(total.values()) + failed} requests, answered by {answered}; "
+        f"slowest answer {slowest_overall * 1000:.0f}ms; failed: {failed}"
+    )
     for ip, tally in tallies.items():
         for error, count in tally.errors.most_common(3):
             print(f"  {ip}: {count} x {error}")
@@ -229,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("ips", nargs="+")
     sw.add_argument("--model", required=True)
     sw.add_argument("--rate", type=float, default=10.0, help="requests/s per pod")
+    sw.add_argument("--timeout", type=float, default=30.0, help="seconds per request before it counts as failed")
     sw.add_argument("--max-seconds", type=float, default=120.0)
     au = actions.add_parser("autoscale", help="low, high, then no load; the ModelDeployment's columns")
     au.add_argument("--namespace", required=True)

@@ -12,8 +12,10 @@ PIDFILE=$DEMO_DIR/autoscale.pid
 trap on_error ERR
 trap 'stop_pidfile "$PIDFILE" "examples.demo_load autoscale" "autoscale load generator" >/dev/null' EXIT
 require_cluster
-install_operator
+install_crd
+stop_operator
 delete_previous $NS $MODEL
+start_operator
 
 step "the fixed-time model: model_repo/sleepy's code, 1 request per batch, 100 ms per batch ($REPO/$MODEL)"
 rm -rf "${REPO:?}/$MODEL"

@@ -60,15 +60,31 @@ require_cluster() {
   fi
 }
 
-install_operator() {
+install_crd() {
   step "install the CRD, the operator's namespace, ServiceAccount and least-privilege ClusterRole"
   $K apply --server-side --force-conflicts -k crds/
   $K apply --server-side --force-conflicts -f manifests/namespace.yaml -f manifests/rbac.yaml
   $K wait --for=condition=Established crd/modeldeployments.tritonop.dev --timeout=60s >/dev/null
+}
 
-  if pid_is "$OPERATOR_PIDFILE" "-m tritonop run" "--namespace=$DEMO_NAMESPACES"; then
-    step "the demo operator is already running (pid $(cat "$OPERATOR_PIDFILE"), watching $DEMO_NAMESPACES; log: $OPERATOR_LOG)"
-    return
+# A previous demo's operator is stopped (SIGTERM now, waited for in start_operator) before
+# anything is deleted, and a fresh one started after: it runs this checkout's code, and
+# remembers nothing of objects deleted while it ran (an operator that missed a DELETED event
+# would keep re-creating a deleted object's Deployment).
+OLD_OPERATOR_PID=
+stop_operator() {
+  if pid_is "$OPERATOR_PIDFILE" "-m tritonop run"; then
+    OLD_OPERATOR_PID=$(cat "$OPERATOR_PIDFILE")
+    step "stop the previous demo operator, pid $OLD_OPERATOR_PID (each demo starts its own)"
+    kill "$OLD_OPERATOR_PID" 2>/dev/null || true
+  fi
+  rm -f "$OPERATOR_PIDFILE"
+}
+
+start_operator() {
+  if [[ -n $OLD_OPERATOR_PID ]]; then
+    for _ in $(seq 100); do kill -0 "$OLD_OPERATOR_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$OLD_OPERATOR_PID" 2>/dev/null && kill -9 "$OLD_OPERATOR_PID" 2>/dev/null || true
   fi
   step "start the operator as ServiceAccount tritonop-system/tritonop, watching only namespaces $DEMO_NAMESPACES (log: $OPERATOR_LOG)"
   local token server sa_kubeconfig=$DEMO_DIR/operator-sa.kubeconfig
@@ -103,9 +119,12 @@ delete_previous() {
   fi
 }
 wait_previous_gone() {
-  if [[ -n $($K get pods -n "$1" -l "app.kubernetes.io/instance=$2" -o name) ]]; then
-    echo "waiting for the previous run's pods to go"
-    $K wait --for=delete pod -n "$1" -l "app.kubernetes.io/instance=$2" --timeout=90s >/dev/null
+  local left
+  left=$($K get deployment,pods -n "$1" -l "app.kubernetes.io/instance=$2" -o name)
+  if [[ -n $left ]]; then
+    echo "waiting for the previous run's $(echo "$left" | wc -l) object(s) (Deployment, pods) to go"
+    # shellcheck disable=SC2086  # one argument per object
+    $K wait --for=delete -n "$1" $left --timeout=90s >/dev/null
   fi
 }
 

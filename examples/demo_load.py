@@ -180,9 +180,11 @@ def printer_columns(*args: str) -> tuple[list[str], list[str]]:
     return header.split(), [row[a:b].strip() for a, b in zip(starts, cuts, strict=True)]
 
 
-def table_line(cells: list[str]) -> str:
-    widths = {0: 12, 6: 20}  # NAME, REASON
-    return " ".join(f"{cell:<{widths.get(i, 10)}}" for i, cell in enumerate(cells)).rstrip()
+WIDTHS = {"NAME": 12, "REASON": 20, "ROLLOUT": 14}
+
+
+def table_line(names: list[str], cells: list[str]) -> str:
+    return " ".join(f"{cell:<{WIDTHS.get(name, 10)}}" for name, cell in zip(names, cells, strict=True)).rstrip()
 
 
 def autoscale(args: argparse.Namespace) -> int:
@@ -194,7 +196,7 @@ def autoscale(args: argparse.Namespace) -> int:
     cluster = Cluster(args.namespace, args.name)
     md = ["md", args.name, "-n", args.namespace]
     names, _ = printer_columns(*md)
-    print(f"{'TIME':>5} {'LOAD':>6} {'CLIENT-P95':>10} | {table_line(names)}", flush=True)
+    print(f"{'TIME':>5} {'LOAD':>6} {'CLIENT-P95':>10} | {table_line(names, names)}", flush=True)
     max_replicas = 0
     load = LoadGenerator(cluster.ready_pod_ips, args.name, 0.0, max_seconds=600)
     load.start()
@@ -215,10 +217,10 @@ def autoscale(args: argparse.Namespace) -> int:
             status = cluster.status()
             replicas = int(status.get("replicas") or 0)
             max_replicas = max(max_replicas, int(status.get("readyReplicas") or 0))
-            _, cells = printer_columns(*md)
+            names, cells = printer_columns(*md)
             p95 = load.stats.percentile(0.95, since=now - 2)
             client = f"{p95:.0f}ms" if p95 is not None else "-"
-            print(f"{now - started:4.0f}s {rate:4.0f}/s {client:>10} | {table_line(cells)}", flush=True)
+            print(f"{now - started:4.0f}s {rate:4.0f}/s {client:>10} | {table_line(names, cells)}", flush=True)
             if rate == 0 and now >= phase_end:
                 # Load gone: wait until the autoscaler is back at minReplicas and the pods have gone.
                 pods = len(cluster.ready_pod_ips())

@@ -33,6 +33,7 @@ sed "s|/DEMO_REPO|$REPO|" examples/sleepy-autoscale.yaml | $K apply -f -
 $K wait md/$MODEL -n $NS --for=condition=Ready --timeout=120s
 
 step "load: 4 requests/s for 10 s, 25 requests/s for 45 s (needs 3+ replicas), then none; the md every 2 s"
+echo "(P95 is Triton's own summary over its last minute, as status reports it; CLIENT-P95 is the last 2 s at the client)"
 $PY -m examples.demo_load autoscale --namespace $NS --name $MODEL \
   --low-rate 4 --low-seconds 10 --high-rate 25 --high-seconds 45 --min-replicas 1 &
 echo $! >"$PIDFILE"
@@ -40,7 +41,8 @@ wait "$(cat "$PIDFILE")" || { echo "the autoscale demo did not go as expected (s
 rm -f "$PIDFILE"
 
 step "the autoscaler's decisions (Events)"
-$K get events -n $NS --field-selector involvedObject.kind=ModelDeployment,reason=Scaled \
+MD_UID=$($K get md $MODEL -n $NS -o jsonpath='{.metadata.uid}')
+$K get events -n $NS --field-selector "involvedObject.uid=$MD_UID,reason=Scaled" \
   --sort-by=.lastTimestamp -o custom-columns=LAST:.lastTimestamp,MESSAGE:.message
 
 print_total "make demo-autoscale"

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tritonop import rollout
 from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
 from tritonop.clock import rfc3339
 from tritonop.events import EventRecorder, transition_events
@@ -30,7 +32,7 @@ from tritonop.render.objects import RenderInputs, render_deployment, render_pdb,
 from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.serving import Servers, Target
 from tritonop.state import READY, OperatorState, Settled
-from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, compute_status, status_patch
+from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, active_version, compute_status, status_patch
 from tritonop.verification import verify
 
 LOG = logging.getLogger("tritonop.reconcile")
@@ -53,6 +55,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     observed = await owned.observe()
     # 2. replicas: the spec's, or the autoscaler's decision
     scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
+    scaling = replace(scaling, replicas=rollout.hold_replicas(md, scaling.replicas, observed.deployment))
     seen = fingerprint(body, observed)
     settled = state.settled.get(md.uid) if md.spec.autoscaling is not None else None
     if quiet(settled, seen, scaling.replicas, scaling.facts is None, time.monotonic(), state.settings.resync_seconds):
@@ -77,12 +80,20 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     inputs = RenderInputs(replicas=scaling.replicas, target_version=target_version)
     desired = [render_deployment(md, inputs), render_service(md)] + ([render_pdb(md)] if scaling.replicas > 1 else [])
     refused = await owned.converge(desired, observed)
-    # 4. bring each Triton to the target version and config
+    # 4. bring each Triton to the target version and config (a canary: some pods to the new one)
     servers = Servers(state.kube, state.cache, state.serving, md, events)
-    target = Target(target_version, report, control_key, rollout_hash(md, inputs))
+    pod_versions = rollout.pod_versions(md, observed.pods, target_version)
+    target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions)
     converged = await servers.converge(observed.pods, target)
     pods = converged.pods
-    # 5. status (pure), written only if it changed; events for what changed
+    # 5. a canary's next step (canary.py decides; rollout.py reads the servers' counters)
+    now = rfc3339()
+    ips = {pod["metadata"]["name"]: pod.get("status", {}).get("podIP", "") for pod in observed.pods}
+    active = active_version([pod for pod in pods if pod.ready], target_version)
+    canary = await rollout.progress(state.rollouts, md, target_version, active, pods, ips, now)
+    for step_event in canary.events:
+        (events.warning if step_event.kind == "Warning" else events.normal)(step_event.reason, step_event.message)
+    # 6. status (pure), written only if it changed; events for what changed
     facts = Facts(
         desired_replicas=scaling.replicas,
         repository=report,
@@ -97,15 +108,19 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
         swap=converged.swap,
         swap_blocked=converged.swap_blocked,
         last_load=state.serving.last_loads.get(md.uid),
+        rollout=canary.rollout,
+        pod_versions=pod_versions,
     )
-    status = compute_status(md, facts, md.status, rfc3339())
+    status = compute_status(md, facts, md.status, now)
     READY.labels(md.namespace, md.name).set(int(status.reason is None))
     for event in transition_events(md.status, status):
         events.record(event)
     await write_status(state, md, body, status)
     await events.flush(state.kube, body)
     # Nothing converges while the overrides cannot load: the spec has to change first.
-    soon = next_look(pods, target_version) if converged.config_problem is None else None
+    soon = next_look(pods, target_version, pod_versions) if converged.config_problem is None else None
+    if canary.rollout is not None and canary.rollout.active:
+        soon = CONVERGING_REQUEUE_SECONDS  # steps, pauses and analyses run on time
     # Settled: nothing left that only a timer would bring back (failed loads are retried on a timer).
     unsettled = converged.swap or refused or any(pod.load_error for pod in pods)
     if soon is None and verification.requeue_after is None and not unsettled:
@@ -149,11 +164,15 @@ def rollout_pending(observed: Observed, replicas: int) -> bool:
     )
 
 
-def next_look(pods: list[PodFacts], target: int | None) -> float | None:
+def next_look(
+    pods: list[PodFacts], target: int | None, pod_versions: Mapping[str, int | None] | None = None
+) -> float | None:
     """Servers starting or loading: look again soon. A crash loop or a failed load is not progress;
     pod events and the resync bring those back."""
     converging = any(
-        not pod.live or not pod.serves(target) or not pod.ready
+        not pod.live
+        or not pod.serves(pod_versions.get(pod.name, target) if pod_versions is not None else target)
+        or not pod.ready
         for pod in pods
         if pod.scheduled and pod.waiting_reason not in FAILING_WAIT_REASONS
     ) and not any(pod.load_error for pod in pods)

@@ -55,7 +55,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -107,6 +107,13 @@ class Target:
     repository: RepositoryReport
     control_key: str
     rollout_hash: str  # the pod template's hash: with Recreate/Rolling, older pods are left alone
+    # A canary: what each pod (by name) serves instead of `version` (canary.assignment).
+    pod_versions: Mapping[str, int | None] | None = None
+
+    def version_for(self, pod: dict[str, Any]) -> int | None:
+        if self.pod_versions is None:
+            return self.version
+        return self.pod_versions.get(pod["metadata"]["name"], self.version)
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,8 @@ class Servers:
         if need is not None and need.version != target.version:
             del self.memory.swaps[self.md.uid]  # the spec moved on
             need = None
-        if need is not None and problem is None and not target.repository.blocks_load:
+        # A canary switches chosen pods side by side; the pod-by-pod swap is for a plain switch.
+        if need is not None and problem is None and not target.repository.blocks_load and target.pod_versions is None:
             return await self.converge_by_swap(pods, running, servers, probes, base, target, need)
         converged = await asyncio.gather(
             *(
@@ -401,15 +409,19 @@ class Servers:
         facts = pod_facts(pod)
         if not probe.live:
             return facts
-        in_place = self.md.spec.rollout.strategy == "InPlace"
+        in_place = self.md.spec.rollout.in_place
         # With Recreate/Rolling, old pods keep their version until the Deployment replaces them.
         managed = in_place or pod["metadata"].get("annotations", {}).get(ANNOTATION_ROLLOUT_HASH) == target.rollout_hash
-        wanted = self.wanted_config(base, target.version)
+        version = target.version_for(pod)
+        wanted = self.wanted_config(base, version)
         result = LoadResult(probe.versions, probe.config)
-        current = config_is_current(probe.config, list(probe.versions), wanted, target.version)
-        if managed and not current and may_load and not target.repository.blocks_load:
-            result = await self.load(pod, server, wanted, probe.versions, target.version, in_place)
-            current = config_is_current(result.config, list(result.versions), wanted, target.version)
+        current = config_is_current(probe.config, list(probe.versions), wanted, version)
+        # A canary's way back (its pods return to the stable version) is not blocked by the check of
+        # the version under test: the stable one was verified when it rolled out.
+        blocked = target.repository.blocks_load and version == target.version
+        if managed and not current and may_load and not blocked:
+            result = await self.load(pod, server, wanted, probe.versions, version, in_place)
+            current = config_is_current(result.config, list(result.versions), wanted, version)
         facts = replace(
             facts,
             live=True,
@@ -419,7 +431,7 @@ class Servers:
             awaiting_replacement=not managed,
             unreachable=result.unreachable,
         )
-        if facts.serves(target.version if managed else None):
+        if facts.serves(version if managed else None):
             await self.open_gate(pod, facts)
         return facts
 

@@ -16,6 +16,7 @@ from tritonop.cache import ObjectCache
 from tritonop.k8s import KubeClient
 from tritonop.owned import OwnedMemory
 from tritonop.repository.local import ManifestCache
+from tritonop.rollout import RolloutMemory, forget_metrics
 from tritonop.serving import ServingMemory
 from tritonop.settings import Settings
 
@@ -44,6 +45,7 @@ class OperatorState:
     autoscalers: Autoscalers = field(default_factory=Autoscalers)
     manifests: ManifestCache = field(default_factory=ManifestCache)  # verified versions, by file identity
     settled: dict[str, Settled] = field(default_factory=dict)  # md uid -> its last quiet full reconcile
+    rollouts: RolloutMemory = field(default_factory=RolloutMemory)  # canary analysis windows
 
     @classmethod
     def from_settings(cls, settings: Settings, kube: KubeClient) -> OperatorState:
@@ -62,7 +64,9 @@ class OperatorState:
             self.serving.forget(uid)
             self.manifests.forget(uid)
             self.settled.pop(uid, None)
+            self.rollouts.forget(uid)
         await self.autoscalers.forget(key)
+        forget_metrics(*key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
 
@@ -77,6 +81,7 @@ class OperatorState:
             "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
             "verified_manifests": len(self.manifests),
             "settled": len(self.settled),
+            "canary_windows": len(self.rollouts.windows),
         }
         for kind, objects in self.cache.objects.items():
             sizes[f"cache_{kind}"] = len(objects)

@@ -6,6 +6,7 @@ observedGeneration; lastTransitionTime only moves when status flips.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from tritonop.api.spec import (
     LoadStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    RolloutStatus,
 )
 from tritonop.render.objects import endpoint, selector_string
 from tritonop.repository.local import RepositoryReport
@@ -39,6 +41,7 @@ CONDITION_ORDER = (
     "Scheduled",
     "ModelLoaded",
     "Progressing",
+    "CanaryHealthy",
     "LatencyWithinTarget",
     "Synced",
 )
@@ -80,6 +83,14 @@ class Facts:
     swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
     swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
     last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
+    rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary.py)
+    pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
+
+    def wanted(self, pod: PodFacts) -> int | None:
+        """The version this pod should serve (a canary's pods differ from the rest)."""
+        if self.pod_versions is None:
+            return self.target_version
+        return self.pod_versions.get(pod.name, self.target_version)
 
 
 @dataclass(frozen=True)
@@ -162,7 +173,7 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
             f"no Triton server is up yet ({not_started} pod(s) starting)",
         )
     version = facts.target_version if facts.target_version is not None else "latest"
-    behind = sorted(pod.name for pod in live if not pod.serves(facts.target_version))
+    behind = sorted(pod.name for pod in live if not pod.serves(facts.wanted(pod)))
     if behind and facts.repository.problem:
         return condition(
             md,
@@ -211,15 +222,15 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
     )
 
 
-def _active_version(facts: Facts, ready_pods: list[PodFacts]) -> int | None:
+def active_version(ready_pods: list[PodFacts], target: int | None) -> int | None:
     """The version every ready replica serves (during a switch: the one they still share)."""
     if not ready_pods:
         return None
     common = set(ready_pods[0].ready_versions)
     for pod in ready_pods[1:]:
         common &= set(pod.ready_versions)
-    if facts.target_version in common:
-        return facts.target_version
+    if target in common:
+        return target
     return max(common) if common else None
 
 
@@ -243,8 +254,8 @@ def compute_status(
     md: ModelDeployment, facts: Facts, previous: ModelDeploymentStatus, now: str
 ) -> ModelDeploymentStatus:
     ready_pods = [pod for pod in facts.pods if pod.ready]
-    serving = [pod for pod in ready_pods if pod.serves(facts.target_version)]
-    active = _active_version(facts, ready_pods)
+    serving = [pod for pod in ready_pods if pod.serves(facts.wanted(pod))]
+    active = active_version(ready_pods, facts.target_version)
     target = facts.target_version if facts.target_version is not None else active
     previous_version = previous.previous_version
     if active is not None and previous.active_version not in (None, active):
@@ -296,6 +307,10 @@ def compute_status(
         ready = condition(md, "Ready", "False", reason, message)
 
     conditions = [ready, synced, repository, scheduled, loaded, progressing]
+    rollout = facts.rollout
+    if rollout is not None:
+        ready, progressing = _rollout_conditions(md, rollout, ready, progressing)
+        conditions = [ready, synced, repository, scheduled, loaded, progressing, _canary_condition(md, rollout)]
     if md.spec.autoscaling is not None:
         conditions.append(_latency_condition(md, facts.autoscale, previous))
     settled_conditions = []
@@ -336,10 +351,49 @@ def compute_status(
         latency=latency,
         integrity=facts.integrity,
         last_load=facts.last_load or previous.last_load,
+        rollout=rollout,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,
         conditions=settled_conditions,
     )
+
+
+ROLLOUT_READY_REASONS = {"Waiting": "CanaryWaiting", "Paused": "CanaryPaused"}
+
+
+def _rollout_conditions(
+    md: ModelDeployment, rollout: RolloutStatus, ready: Condition, progressing: Condition
+) -> tuple[Condition, Condition]:
+    """While a canary runs, Ready is False with its reason (unless something else is failing);
+    after a rollback too: the cluster serves the stable version, not the spec's."""
+    if rollout.phase not in ("Waiting", "Progressing", "Paused", "Promoting", "RolledBack"):
+        return ready, progressing
+    if ready.status != "True" and ready.reason not in PROGRESS_REASONS:
+        return ready, progressing  # a failure says more than the rollout does
+    message = f"{rollout.summary}: {rollout.message}"
+    if rollout.phase == "RolledBack":
+        return (
+            condition(md, "Ready", "False", "RolledBack", message),
+            condition(md, "Progressing", "False", "RolledBack", message),
+        )
+    reason = ROLLOUT_READY_REASONS.get(rollout.phase, "CanaryInProgress")
+    return condition(md, "Ready", "False", reason, message), condition(md, "Progressing", "True", "Canary", message)
+
+
+def _canary_condition(md: ModelDeployment, rollout: RolloutStatus) -> Condition:
+    analysis = rollout.last_analysis
+    if rollout.phase == "Succeeded":
+        return condition(md, "CanaryHealthy", "True", "Promoted", rollout.message)
+    if rollout.phase == "Aborted":
+        return condition(md, "CanaryHealthy", "Unknown", "Aborted", rollout.message)
+    if analysis is None:
+        return condition(md, "CanaryHealthy", "Unknown", "Waiting", rollout.message or "no analysis yet")
+    if analysis.result == "Passed":
+        return condition(md, "CanaryHealthy", "True", "Healthy", analysis.message)
+    if analysis.result == "Inconclusive":
+        return condition(md, "CanaryHealthy", "Unknown", "InsufficientTraffic", analysis.message)
+    reason = "ErrorRegression" if analysis.reason == "ErrorBurst" else analysis.reason
+    return condition(md, "CanaryHealthy", "False", reason, analysis.message)
 
 
 def _rounded(value: float | None) -> int | None:

@@ -101,15 +101,20 @@ class TritonServer:
         async with calling("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
             await client.load_model(model, headers=self.headers, config=config_json)
 
-    async def pending_requests(self, model: str) -> float:
-        """Requests queued for `model` now (Triton's pending-request gauge, all versions)."""
+    async def metrics_text(self) -> str:
+        """The server's Prometheus metrics page (per-version counters for a canary's analysis)."""
         host = self.url.rsplit(":", 1)[0]
         async with (
             calling("metrics"),
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT_SECONDS)) as session,
             session.get(f"http://{host}:{METRICS_PORT}/metrics") as response,
         ):
-            text = await response.text()
+            response.raise_for_status()
+            return await response.text()
+
+    async def pending_requests(self, model: str) -> float:
+        """Requests queued for `model` now (Triton's pending-request gauge, all versions)."""
+        text = await self.metrics_text()
         prefix = f'nv_inference_pending_request_count{{model="{model}",'
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 

@@ -60,6 +60,7 @@ def test_names_columns_and_subresources() -> None:
         "Version",
         "Target-Lat",
         "P95",
+        "Rollout",
         "Reason",
         "Age",
     ]

@@ -41,6 +41,12 @@ PRINTER_COLUMNS = [
         "description": "Latency target (ms).",
     },
     {"name": "P95", "type": "integer", "jsonPath": ".status.latency.p95Ms", "description": "Measured p95 (ms)."},
+    {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.summary",
+        "description": "Canary rollout: version, weight, step (or RolledBack/Promoted).",
+    },
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "description": "Why Ready is not True."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

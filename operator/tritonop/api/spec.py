@@ -570,14 +570,123 @@ class AutoscalingSpec(ApiModel):
     )
 
 
+MAX_CANARY_STEPS = 10
+
+
+class CanaryStep(ApiModel):
+    weight: int = Field(
+        ...,
+        ge=1,
+        le=99,
+        description=(
+            "Percent of ready replicas switched to the new version in this step: k = ceil(weight x ready / 100) "
+            "pods, at least 1 and at most ready - 1 (the traffic share is about k / ready: Services balance by pod)."
+        ),
+    )
+    pause_seconds: int = Field(
+        60,
+        alias="pauseSeconds",
+        ge=0,
+        le=86400,
+        description="Seconds the step lasts once its canary pods serve; it passes when this elapsed and the last "
+        "analysis passed.",
+    )
+
+
+class CanaryAnalysis(ApiModel):
+    interval_seconds: int = Field(
+        30, alias="intervalSeconds", ge=1, le=3600, description="Seconds between analyses (the window compared)."
+    )
+    min_requests: int = Field(
+        100,
+        alias="minRequests",
+        ge=1,
+        le=1_000_000_000,
+        description="Requests each side (canary pods' new version, the other pods' stable version) must have "
+        "served in a window for a verdict; fewer: inconclusive, the rollout pauses (it never fails for this).",
+    )
+    max_latency_increase_percent: int = Field(
+        20,
+        alias="maxLatencyIncreasePercent",
+        ge=0,
+        le=10000,
+        description="Fail when the canary's compute time per request exceeds the stable version's by more than "
+        "this (compute time: a pod's queue does not count).",
+    )
+    max_error_rate_percent: float = Field(
+        1.0,
+        alias="maxErrorRatePercent",
+        ge=0,
+        le=100,
+        description="Fail when more than this percent of the canary's requests fail (Triton's failure counter).",
+    )
+    failure_limit: int = Field(
+        1,
+        alias="failureLimit",
+        ge=0,
+        le=100,
+        description="Failed analyses tolerated; one more rolls back.",
+    )
+    fast_fail_errors: int = Field(
+        20,
+        alias="fastFailErrors",
+        ge=1,
+        le=1_000_000,
+        description="This many failed canary requests within one window roll back at once, without waiting "
+        "for minRequests or the interval.",
+    )
+
+
+class CanarySpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1) "
+                    "&& self.steps.map(s, s.weight).isSorted()",
+                    "canary.steps weights must increase from step to step (e.g. 10, 25, 50), each between 1 and 99",
+                    field_path=".steps",
+                ),
+            ]
+        }
+    )
+
+    steps: list[CanaryStep] = Field(
+        default_factory=lambda: [CanaryStep(weight=25, pause_seconds=60), CanaryStep(weight=50, pause_seconds=60)],
+        min_length=1,
+        max_length=MAX_CANARY_STEPS,
+        description="Increasing weights; after the last step passes, every pod switches (default: 25% then 50%, "
+        "60 s each).",
+    )
+    analysis: CanaryAnalysis = Field(default_factory=lambda: CanaryAnalysis(), description="How each step is judged.")
+
+
 class RolloutSpec(ApiModel):
-    strategy: Literal["InPlace", "Recreate", "Rolling"] = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.canary) || self.strategy == 'Canary'",
+                    "rollout.canary is only used with rollout.strategy: Canary (allowed strategies: InPlace, "
+                    "Recreate, Rolling, Canary)",
+                    field_path=".canary",
+                ),
+            ]
+        }
+    )
+
+    strategy: Literal["InPlace", "Recreate", "Rolling", "Canary"] = Field(
         "InPlace",
         description=(
             "How a version or config change reaches the servers. InPlace: load the new version in every running "
-            "Triton through the model control API, then retire the old one (no pod restarts). Recreate: stop all "
-            "pods, then start new ones. Rolling: replace pods one at a time."
+            "Triton through the model control API, then retire the old one (no pod restarts). Canary: in place on "
+            "a few pods first, judged on Triton's per-version metrics against the other pods, then every pod, or "
+            "back in place on regression. Recreate: stop all pods, then start new ones. Rolling: replace pods one "
+            "at a time."
         ),
+    )
+    canary: CanarySpec | None = Field(
+        None, description="Steps and analysis of strategy: Canary (defaults apply when omitted)."
     )
     allow_swap_downtime: bool = Field(
         False,
@@ -589,6 +698,16 @@ class RolloutSpec(ApiModel):
             "otherwise the old version keeps serving and ModelLoaded=False InsufficientMemoryForSwitch."
         ),
     )
+
+    @property
+    def in_place(self) -> bool:
+        """Versions switch inside the running servers (InPlace, and Canary's steps)."""
+        return self.strategy in ("InPlace", "Canary")
+
+    @property
+    def canary_settings(self) -> CanarySpec | None:
+        """The canary's settings when the strategy is Canary (defaults when omitted), else None."""
+        return (self.canary or CanarySpec()) if self.strategy == "Canary" else None
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -700,6 +819,65 @@ class LoadStatus(StatusModel):
     completed_at: str = Field(..., alias="completedAt", description="When the load finished.")
 
 
+class SideFigures(StatusModel):
+    """One side of a canary analysis over its window: the canary pods' new version, or the other
+    pods' stable version."""
+
+    requests: int = Field(0, description="Requests served (successes and failures).")
+    errors: int = Field(0, description="Failed requests (Triton's nv_inference_request_failure).")
+    compute_ms: float | None = Field(None, alias="computeMs", description="Compute time per request (ms).")
+
+
+class AnalysisStatus(StatusModel):
+    result: Literal["Passed", "Failed", "Inconclusive", "FastFailed"] = Field(..., description="The verdict.")
+    reason: str = Field(
+        ..., description="Healthy, LatencyRegression, ErrorRegression, InsufficientTraffic or ErrorBurst."
+    )
+    message: str = Field("", description="The figures behind the verdict.")
+    canary: SideFigures = Field(default_factory=lambda: SideFigures(), description="The canary side.")
+    stable: SideFigures = Field(default_factory=lambda: SideFigures(), description="The stable side.")
+    at: str | None = Field(None, description="When it was reached.")
+
+
+class RolloutStatus(StatusModel):
+    """A canary rollout's state: all of it lives here (the operator never writes spec), so a
+    restarted operator resumes at the same step."""
+
+    phase: Literal["Waiting", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Aborted"] = Field(
+        ...,
+        description="Waiting (cannot start: fewer than 2 ready replicas), Progressing, Paused (analysis "
+        "inconclusive: too little traffic), Promoting (every pod switching), Succeeded, RolledBack (the canary "
+        "regressed: every pod serves the stable version; not retried until the spec changes), Aborted (the spec "
+        "went back to the stable version).",
+    )
+    stable_version: int = Field(..., alias="stableVersion", description="The version that served before.")
+    canary_version: int = Field(..., alias="canaryVersion", description="The version under test.")
+    generation: int = Field(..., description="metadata.generation this rollout is for.")
+    step: int = Field(0, description="Current step, from 1 (0: not started).")
+    steps: int = Field(0, description="Steps in all.")
+    weight: int = Field(0, description="The current step's weight (percent).")
+    canary_pods: list[str] = Field(
+        default_factory=list, alias="canaryPods", description="Pods switched to the canary version."
+    )
+    measured_share: float | None = Field(
+        None,
+        alias="measuredShare",
+        description="Percent of the last window's requests the canary version served (about weight: pods share "
+        "a Service's traffic evenly).",
+    )
+    step_started_at: str | None = Field(
+        None, alias="stepStartedAt", description="When this step's canary pods all served the canary version."
+    )
+    failed_checks: int = Field(0, alias="failedChecks", description="Failed analyses so far.")
+    last_analysis: AnalysisStatus | None = Field(None, alias="lastAnalysis", description="The latest verdict.")
+    message: str = Field("", description="What happens now, or why it stopped.")
+    summary: str = Field("", description="For kubectl get (ROLLOUT), e.g. 'v4 25% 1/2' or 'RolledBack v4'.")
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("Waiting", "Progressing", "Paused", "Promoting")
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="metadata.generation the status reflects."
@@ -721,6 +899,7 @@ class ModelDeploymentStatus(StatusModel):
         None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
     )
     last_load: LoadStatus | None = Field(None, alias="lastLoad", description="The most recent model load.")
+    rollout: RolloutStatus | None = Field(None, description="The latest canary rollout (strategy: Canary).")
     endpoint: EndpointStatus | None = Field(None, description="Where clients reach the model.")
     last_scale_time: str | None = Field(None, alias="lastScaleTime", description="When replicas last changed.")
     ready_summary: str | None = Field(None, alias="readySummary", description="readyReplicas/replicas, for kubectl.")

@@ -217,7 +217,7 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         strategy = {"type": "Recreate"}
     else:
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    if md.spec.rollout.strategy != "InPlace":
+    if not md.spec.rollout.in_place:
         # Version/config changes replace pods; InPlace switches them inside running servers instead.
         template_annotations[ANNOTATION_ROLLOUT_HASH] = rollout_hash(md, inputs)
 

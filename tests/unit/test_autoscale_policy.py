@@ -6,10 +6,12 @@ from collections import deque
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tritonop.api.spec import AutoscalingSpec
 from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, parse_sample, window
-from tritonop.autoscale.policy import History, Observation, decide
+from tritonop.autoscale.policy import History, Observation, _window, decide
 
 
 def spec(**overrides: Any) -> AutoscalingSpec:
@@ -45,6 +47,13 @@ def latency_only(latency: float, ready: int = 2) -> Observation:
 
 
 KNOWN = History(capacity_per_replica=10.0)
+
+
+def past(recommendation: tuple[float, int], capacity: float, **fields: Any) -> History:
+    """A history holding one earlier recommendation (a candidate for both windows' extremes)."""
+    return History((recommendation,), (recommendation,), capacity, **fields)
+
+
 PROMETHEUS = Observation(latency_ms=900, request_rate=10, ready_replicas=1, window_seconds=30, busy=1.0, pending=20)
 CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
     # name, observation, current replicas, history, spec overrides, expected replicas, direction
@@ -61,7 +70,7 @@ CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
         "surplus within the window: held",
         load(10, 8),
         8,
-        History(((-10.0, 8),), 10.0),
+        past((-10.0, 8), 10.0),
         {"scaleDownStabilizationSeconds": 30},
         8,
         "none",
@@ -70,7 +79,7 @@ CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
         "surplus after the window, step paced",
         load(10, 8),
         8,
-        History(((-40.0, 8),), 10.0, last_scale_down=-5.0),
+        past((-40.0, 8), 10.0, last_scale_down=-5.0),
         {"scaleDownStabilizationSeconds": 30},
         8,
         "none",
@@ -79,7 +88,7 @@ CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
         "surplus after the window and the pace: halve",
         load(10, 8),
         8,
-        History(((-40.0, 8),), 10.0, last_scale_down=-15.0),
+        past((-40.0, 8), 10.0, last_scale_down=-15.0),
         {"scaleDownStabilizationSeconds": 30},
         5,
         "down",
@@ -112,7 +121,7 @@ def test_decide(
 
 def test_scale_down_is_held_then_halves_the_surplus_step_by_step() -> None:
     s = spec(scaleDownStabilizationSeconds=30)
-    history, replicas = History(((-1.0, 8),), 10.0), 8
+    history, replicas = past((-1.0, 8), 10.0), 8
     timeline: list[int] = []
     for t in range(0, 80):  # 10 req/s on 8 replicas: 2 are enough
         decision = decide(load(10, replicas), s, replicas, history, now=float(t))
@@ -125,7 +134,7 @@ def test_scale_down_is_held_then_halves_the_surplus_step_by_step() -> None:
 
 def test_scale_up_window_takes_the_lowest_recent_recommendation() -> None:
     s = spec(scaleUpStabilizationSeconds=20)
-    history = History(((95.0, 2),), 10.0)
+    history = past((95.0, 2), 10.0)
     decision = decide(load(30, 2), s, 2, history, now=100.0)
     assert decision.replicas == 2 and decision.recommendation == 10
     later = decide(load(30, 2), s, 2, decision.history, now=120.0)
@@ -134,7 +143,7 @@ def test_scale_up_window_takes_the_lowest_recent_recommendation() -> None:
 
 def test_steady_noisy_load_does_not_flap() -> None:
     s = spec(scaleDownStabilizationSeconds=30, spareReplicas=1)
-    history, replicas, directions = History(((-1.0, 3),), 10.0), 3, []
+    history, replicas, directions = past((-1.0, 3), 10.0), 3, []
     for t in range(0, 600):
         demand = 15.0 + (2.0 if t % 3 else -2.0)  # noisy around 15 req/s
         decision = decide(load(demand, replicas), s, replicas, history, now=float(t))
@@ -170,13 +179,13 @@ def test_capacity_is_learned_near_target_without_execution_counters() -> None:
 def test_a_stale_p95_adds_nothing_once_capacity_is_known() -> None:
     """p95 from Triton's 60 s summary still remembers a burst; demand and queues say 3 suffice."""
     stale = dataclasses_replace(load(22, 6, longest=1), latency_ms=2129.0)
-    decision = decide(stale, spec(scaleDownStabilizationSeconds=300), 6, History(((-10.0, 6),), 10.0), now=0.0)
+    decision = decide(stale, spec(scaleDownStabilizationSeconds=300), 6, past((-10.0, 6), 10.0), now=0.0)
     assert decision.replicas == 6 and decision.direction == "none", decision.reason
 
 
 def test_min_and_max_changes_apply_at_once() -> None:
     assert decide(load(10, 2), spec(minReplicas=5), 2, KNOWN, 0.0).replicas == 5
-    assert decide(load(10, 6), spec(maxReplicas=3), 6, History(((0.0, 6),), 10.0), 0.0).replicas == 3
+    assert decide(load(10, 6), spec(maxReplicas=3), 6, past((0.0, 6), 10.0), 0.0).replicas == 3
 
 
 def dataclasses_replace(observation: Observation, **changes: Any) -> Observation:
@@ -248,3 +257,27 @@ def test_windows_span_at_least_three_seconds_at_any_cadence() -> None:
     assert baseline(history, 5.0).at == 2.0  # newest at least 3 s older
     assert baseline(history, 4.5).at == 1.0
     assert baseline(deque([CounterSample(0.0, 0, 0, 0, None)]), 1.0).at == 0.0  # too young: oldest
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.1, 30.0), st.integers(1, 12)), min_size=1, max_size=80),
+    st.integers(0, 60),
+    st.integers(0, 120),
+)
+def test_window_candidates_give_the_same_extremes_as_every_recommendation(
+    steps: list[tuple[float, int]], up_seconds: int, down_seconds: int
+) -> None:
+    """The candidates kept are enough: each window's min/max equals the one over all recent
+    recommendations (the whole list the policy kept before)."""
+    up: tuple[tuple[float, int], ...] = ()
+    down: tuple[tuple[float, int], ...] = ()
+    every: list[tuple[float, int]] = []
+    now = 0.0
+    for gap, raw in steps:
+        now += gap
+        every.append((now, raw))
+        up = _window(up, now, raw, up_seconds, keep=lambda r, raw=raw: r < raw)
+        down = _window(down, now, raw, down_seconds, keep=lambda r, raw=raw: r > raw)
+        assert up[0][1] == min(r for t, r in every if now - t <= up_seconds)
+        assert down[0][1] == max(r for t, r in every if now - t <= down_seconds)

@@ -25,6 +25,7 @@ latency ratio (bounded, HPA-style); far below target it steps down one replica.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tritonop.api.spec import AutoscalingSpec
@@ -62,7 +63,12 @@ class Observation:
 class History:
     """What the policy remembers between evaluations (kept in memory by the operator)."""
 
-    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommended replicas)
+    # Recent (time, recommended replicas), only those that can still be a window's extreme: for
+    # the scale-up window's minimum, values rising; for the scale-down window's maximum, values
+    # falling (an entry followed by a lower / higher one can never be the min / max again). A
+    # steady recommendation is one entry, not one per evaluation.
+    up_candidates: tuple[tuple[float, int], ...] = ()
+    down_candidates: tuple[tuple[float, int], ...] = ()
     capacity_per_replica: float | None = None  # learned requests/s one replica serves when always busy
     last_scale_up: float = float("-inf")
     last_scale_down: float = float("-inf")
@@ -178,16 +184,14 @@ def decide(observation: Observation, spec: AutoscalingSpec, current: int, histor
     capacity = _learn_capacity(observation, spec.target_latency_ms, history)
     raw, reason = recommend(observation, spec, current, capacity)
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
-    horizon = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
-    recent = (*((t, r) for t, r in history.recommendations if now - t <= horizon), (now, raw))
-    up_window = [r for t, r in recent if now - t <= spec.scale_up_stabilization_seconds]
-    down_window = [r for t, r in recent if now - t <= spec.scale_down_stabilization_seconds]
+    up = _window(history.up_candidates, now, raw, spec.scale_up_stabilization_seconds, keep=lambda r: r < raw)
+    down = _window(history.down_candidates, now, raw, spec.scale_down_stabilization_seconds, keep=lambda r: r > raw)
     replicas = current
     last_down = history.last_scale_down
     if raw > current:
-        replicas = max(current, min(up_window))
+        replicas = max(current, up[0][1])  # the lowest recommendation of the window
     elif raw < current:
-        held = min(current, max(down_window))
+        held = min(current, down[0][1])  # the highest
         if held == current:
             reason += f" (held by the {spec.scale_down_stabilization_seconds}s scale-down window)"
         else:
@@ -204,4 +208,15 @@ def decide(observation: Observation, spec: AutoscalingSpec, current: int, histor
     last_up = now if direction == "up" else history.last_scale_up
     if direction == "down":
         last_down = now
-    return Decision(replicas, raw, direction, reason, History(recent, capacity, last_up, last_down))
+    return Decision(replicas, raw, direction, reason, History(up, down, capacity, last_up, last_down))
+
+
+def _window(
+    candidates: tuple[tuple[float, int], ...], now: float, raw: int, seconds: float, keep: Callable[[int], bool]
+) -> tuple[tuple[float, int], ...]:
+    """A sliding window's extreme candidates after adding (now, raw): the expired dropped from
+    the front, the ones raw dominates from the back; the first entry is the window's extreme."""
+    live = [(t, r) for t, r in candidates if now - t <= seconds]
+    while live and not keep(live[-1][1]):
+        live.pop()
+    return (*live, (now, raw))

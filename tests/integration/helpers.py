@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from devcluster.cluster import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO = REPO_ROOT / "model_repo"
+SLEEPY_CONFIG = MODEL_REPO / "sleepy" / "config.pbtxt"
+SLEEPY_CODE = MODEL_REPO / "sleepy" / "1" / "model.py"
 GROUP, VERSION, PLURAL = "tritonop.dev", "v1alpha1", "modeldeployments"
 
 
@@ -33,16 +36,29 @@ def scrape_metrics(port: int) -> dict[str, float]:
 def slow_repository(root: Path, model: str, batch_ms: int) -> Path:
     """A repository with one model: sleepy's code, one request per batch, `batch_ms` per batch,
     so one replica serves 1000 / batch_ms requests/s (autoscaling tests and benchmarks)."""
-    folder = root / model
-    (folder / "1").mkdir(parents=True)
-    config = (MODEL_REPO / "sleepy" / "config.pbtxt").read_text()
+    config = SLEEPY_CONFIG.read_text()
     config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
         'string_value: "20"', f'string_value: "{batch_ms}"'
     )
+    return write_model(root, model, config, {1: SLEEPY_CODE.read_text()})
+
+
+def write_model(root: Path, model: str, config: str, code: dict[int, str]) -> Path:
+    """Write one model into the repository at `root`: its config.pbtxt and each version's
+    model.py (`code` maps version -> source). Returns `root`, readable by the servers."""
+    folder = root / model
+    folder.mkdir(parents=True)
     (folder / "config.pbtxt").write_text(config)
-    (folder / "1" / "model.py").write_text((MODEL_REPO / "sleepy" / "1" / "model.py").read_text())
+    for version, source in code.items():
+        (folder / str(version)).mkdir()
+        (folder / str(version) / "model.py").write_text(source)
     root.chmod(0o755)
     return root
+
+
+def sleepy_base() -> str:
+    """sleepy's model.py with its class renamed `Sleepy`, for a model.py to subclass."""
+    return SLEEPY_CODE.read_text().replace("class TritonPythonModel:", "class Sleepy:")
 
 
 def md_manifest(name: str, spec: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
@@ -174,13 +190,79 @@ class TritonPythonModel(Sleepy):
 
 def one_copy_repository(root: Path, model: str = "onecopy", versions: tuple[int, ...] = (1, 2)) -> Path:
     """A model whose versions do not fit side by side in one server (see ONE_COPY_MODEL)."""
-    folder = root / model
-    config = (MODEL_REPO / "sleepy" / "config.pbtxt").read_text()
-    (folder).mkdir(parents=True)
-    (folder / "config.pbtxt").write_text(config)
-    sleepy = (MODEL_REPO / "sleepy" / "1" / "model.py").read_text().replace("class TritonPythonModel:", "class Sleepy:")
-    for version in versions:
-        (folder / str(version)).mkdir()
-        (folder / str(version) / "model.py").write_text(sleepy + ONE_COPY_MODEL)
-    root.chmod(0o755)
-    return root
+    code = sleepy_base() + ONE_COPY_MODEL
+    return write_model(root, model, SLEEPY_CONFIG.read_text(), dict.fromkeys(versions, code))
+
+
+# How Triton 2.51's python backend counts failures (measured with the nvidia-pytriton wheel's
+# tritonserver, sleepy's config: max_batch_size 8, dynamic batching, 50 ms per batch):
+# - execute() returning InferenceResponse(output_tensors=[], error=TritonError("bad input")) for
+#   a request: the client gets HTTP 500 {"error":"bad input"}, but Triton counts it as a success.
+#   4 such requests: nv_inference_request_success +4, nv_inference_count +4, exec_count +4,
+#   nv_inference_request_duration_us / compute_infer_duration_us grow as for good requests
+#   (+216 ms / +203 ms; 4 good ones: +209 / +203), nv_inference_request_failure does not move, and
+#   /v2/models/<m>/stats says fail.count 0. Invisible to Triton's metrics: useless for a canary.
+# - execute() raising (pb_utils.TritonModelException or any exception): every request of that
+#   batch fails (HTTP 500 "Failed to process the request(s) for model '<m>_0_0', message: ...").
+#   nv_inference_request_failure{model,reason="BACKEND",version} +1 per request (4 sequential
+#   requests: +4; 8 concurrent requests in 2 batches: +8, the 4 good ones in those batches
+#   included); nv_inference_exec_count +1 per batch; nv_inference_request_success,
+#   nv_inference_count, nv_inference_request_duration_us, nv_inference_queue_duration_us and
+#   nv_inference_compute_{input,infer,output}_duration_us do not move: latency figures are of
+#   successful requests only (the stats API keeps failed time apart in fail.ns).
+# The failure counter has an extra `reason` label: a loaded version exports four series, 0 until
+# used (BACKEND, REJECTED, CANCELED, OTHER); sum over it. A version's error share over a window
+# is Δfailure / (Δfailure + Δsuccess), its average latency Δrequest_duration_us / Δsuccess.
+CANARY_MODEL = """
+
+class TritonPythonModel(Sleepy):
+    # canary_repository writes BATCH_MS and FAIL_EVERY above, per version folder.
+    def initialize(self, args):
+        super().initialize(args)
+        self.delay = BATCH_MS / 1000.0
+        self.batches = 0
+
+    def execute(self, requests):
+        self.batches += 1
+        if FAIL_EVERY and self.batches % FAIL_EVERY == 0:
+            time.sleep(self.delay)
+            # Raised, so that Triton counts it (an error response counts as a success).
+            raise pb_utils.TritonModelException(
+                f"version {self.version} fails batch #{self.batches} ({len(requests)} requests; "
+                f"1 batch in {FAIL_EVERY})"
+            )
+        return super().execute(requests)
+"""
+
+
+@dataclass(frozen=True)
+class VersionBehaviour:
+    """How one version of the canary model serves: `batch_ms` per batch; `fail_every=N`: every
+    Nth batch that one server's instance of this version executes fails, each of its requests
+    counted in nv_inference_request_failure (execute() raises); 0 = never fails. Requests one
+    at a time: exactly every Nth fails. Under load: 1 request in N on average, whatever the
+    batch sizes (counting requests instead would pick the larger batches: measured 43% failed
+    at 60 req/s on one server for N=5)."""
+
+    batch_ms: int = 20
+    fail_every: int = 0
+
+
+CANARY_VERSIONS = {
+    1: VersionBehaviour(),
+    2: VersionBehaviour(),
+    3: VersionBehaviour(batch_ms=120),  # a latency regression
+    4: VersionBehaviour(fail_every=5),  # an error regression: 1 request in 5 fails
+}
+
+
+def canary_repository(root: Path, model: str = "canary", versions: dict[int, VersionBehaviour] | None = None) -> Path:
+    """A model for canary rollouts: sleepy's config (max_batch_size 8, dynamic batching) and
+    answers (OUTPUT0, VERSION), but each version folder has its own batch time and failures
+    (see VersionBehaviour; batch_delay_ms in config.pbtxt is model-wide, so the versions'
+    model.py ignore it). Default: CANARY_VERSIONS (v1, v2 good at 20 ms, v3 slow, v4 failing)."""
+    code = {
+        version: f"{sleepy_base()}\nBATCH_MS = {how.batch_ms}\nFAIL_EVERY = {how.fail_every}\n{CANARY_MODEL}"
+        for version, how in (versions or CANARY_VERSIONS).items()
+    }
+    return write_model(root, model, SLEEPY_CONFIG.read_text(), code)

@@ -27,6 +27,7 @@ class LoadStats:
     failed: int = 0
     latencies_ms: list[tuple[float, float]] = field(default_factory=list)  # (time sent, latency)
     versions: Counter[int] = field(default_factory=Counter)
+    served_by: Counter[tuple[str, int]] = field(default_factory=Counter)  # (pod IP, version) -> answers
     errors: Counter[str] = field(default_factory=Counter)
 
     def percentile(self, q: float, since: float = 0.0) -> float | None:
@@ -180,6 +181,7 @@ class LoadGenerator:
                 self.stats.latencies_ms.append((sent_at, latency))
                 if "VERSION" in outputs:
                     self.stats.versions[int(outputs["VERSION"][0])] += 1
+                    self.stats.served_by[(ip, int(outputs["VERSION"][0]))] += 1
         except Exception as error:
             with self._lock:
                 self.stats.sent += 1

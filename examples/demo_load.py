@@ -237,7 +237,8 @@ def autoscale(args: argparse.Namespace) -> int:
         stats = load.stop()
     final = cluster.status()
     print(
-        f"\nsummary: {time.monotonic() - started:.0f}s; load {args.low_rate:g} -> {args.high_rate:g} -> 0 requests/s; "
+        f"\nsummary{' (interrupted)' if stop.is_set() else ''}: {time.monotonic() - started:.0f}s; "
+        f"load {args.low_rate:g} -> {args.high_rate:g} -> 0 requests/s; "
         f"max ready replicas {max_replicas}, final replicas {final.get('replicas')} "
         f"(ready {final.get('readyReplicas')}); requests sent {stats.sent}, failed {stats.failed}"
     )

@@ -44,6 +44,16 @@ with_progress() {
   log "$what: done in $((SECONDS - start))s"
 }
 
+# In the current directory: a throwaway module that requires MODULE@VERSION (so that module's own
+# replace directives do not apply) and imports PKG, its dependencies resolved from the proxy.
+wrapper_module() {
+  local name="$1" module="$2" version="$3" pkg="$4"
+  [[ -f go.mod ]] || go mod init "tritonop.dev/devcluster/$name" >/dev/null 2>&1
+  printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" >tools.go
+  go get "$module@$version" >/dev/null 2>&1
+  go mod tidy >/dev/null 2>&1 || go mod tidy
+}
+
 build_kubernetes() {
   local out="$BIN/kubernetes-$K8S_VERSION"
   if [[ -x "$out/kube-apiserver" && -x "$out/kube-controller-manager" && -x "$out/kube-scheduler" ]]; then
@@ -104,16 +114,7 @@ build_etcd() {
   mkdir -p "$mod"
   (
     cd "$mod"
-    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/etcd >/dev/null 2>&1
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "go.etcd.io/etcd/server/v3"
-GO
-    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1
-    go mod tidy >/dev/null 2>&1 || go mod tidy
+    wrapper_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
     mkdir -p "$out.tmp"
     with_progress "etcd $ETCD_VERSION" go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
   )
@@ -128,16 +129,7 @@ build_kwok() {
   mkdir -p "$mod"
   (
     cd "$mod"
-    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/kwok >/dev/null 2>&1
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "sigs.k8s.io/kwok/cmd/kwok"
-GO
-    go get "sigs.k8s.io/kwok@$KWOK_VERSION" >/dev/null 2>&1
-    go mod tidy >/dev/null 2>&1 || go mod tidy
+    wrapper_module kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
     mkdir -p "$out.tmp"
     with_progress "kwok $KWOK_VERSION" go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" -o "$out.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok
     # kwok v0.8 ships its stage files (pod/node lifecycles) in the module; keep a copy.
@@ -155,16 +147,7 @@ build_helm() {
   mkdir -p "$mod"
   (
     cd "$mod"
-    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/helm >/dev/null 2>&1
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "helm.sh/helm/v3/cmd/helm"
-GO
-    go get "helm.sh/helm/v3@$HELM_VERSION" >/dev/null 2>&1
-    go mod tidy >/dev/null 2>&1 || go mod tidy
+    wrapper_module helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
     # As helm's own Makefile: the version it reports, and the Kubernetes version that
     # `helm template`/`helm lint` assume without a cluster (client-go v0.N is Kubernetes 1.N).
     local client_go minor
@@ -188,16 +171,7 @@ build_minio() {
   mkdir -p "$mod"
   (
     cd "$mod"
-    [[ -f go.mod ]] || go mod init tritonop.dev/devcluster/minio >/dev/null 2>&1
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/minio/minio"
-GO
-    go get "github.com/minio/minio@$MINIO_VERSION" >/dev/null 2>&1
-    go mod tidy >/dev/null 2>&1 || go mod tidy
+    wrapper_module minio github.com/minio/minio "$MINIO_VERSION" github.com/minio/minio
     # The pseudo-version's commit and time, as MinIO's own build stamps them.
     local stamp="${MINIO_VERSION#v0.0.0-}" commit="${MINIO_VERSION##*-}"
     stamp="${stamp%%-*}"

@@ -19,6 +19,7 @@ from tritonop.cache import CACHED_KINDS
 from tritonop.controller import Controller
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
+from tritonop.owned import ModelDeploymentGone
 from tritonop.reconcile import reconcile
 from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 from tritonop.settings import Settings
@@ -47,6 +48,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
             return (await reconcile(state, body)).requeue_after
+        except ModelDeploymentGone as gone:
+            logging.getLogger("tritonop.handlers").info("forgetting %s: %s", "/".join(key), gone)
+            controller.forget(key)  # the finally below releases what the process remembers
+            return None
         except KubeError as error:
             # A watch scoped by namespace pattern can end with its namespace, before any DELETED
             # event: ask once whether the object still exists, and forget it if not.

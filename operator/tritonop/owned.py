@@ -65,6 +65,11 @@ class OwnedMemory:
         self.refusals.pop(uid, None)
 
 
+class ModelDeploymentGone(Exception):
+    """The ModelDeployment no longer exists (or is another object of the same name): a DELETED
+    event was missed, e.g. across a watch restart. Nothing may be created for it."""
+
+
 @dataclass
 class Owned:
     """Owned-object access for one reconcile of one ModelDeployment."""
@@ -104,11 +109,21 @@ class Owned:
         that is no longer wanted; returns the API server's message for the first object it
         refused (None: all accepted or unchanged)."""
         live = {"Deployment": observed.deployment, "Service": observed.service, "PodDisruptionBudget": observed.pdb}
+        if any(live.get(obj["kind"]) is None for obj in desired):
+            await self.still_exists()
         work: list[Awaitable[str | None]] = [self.apply_if_changed(obj, live.get(obj["kind"])) for obj in desired]
         if observed.pdb is not None and not any(obj["kind"] == "PodDisruptionBudget" for obj in desired):
             work.append(self.delete_pdb())
         refused = await asyncio.gather(*work)
         return next((message for message in refused if message), None)
+
+    async def still_exists(self) -> None:
+        """Before creating anything: the ModelDeployment is still there (one GET, only on this
+        rare path). A body whose DELETED event was missed would otherwise have its objects
+        created again and again, and the garbage collector delete them again and again."""
+        current = await self.kube.get("ModelDeployment", self.md.namespace, self.md.name)
+        if current is None or current.get("metadata", {}).get("uid") != self.md.uid:
+            raise ModelDeploymentGone(f"{self.md.namespace}/{self.md.name} (uid {self.md.uid}) no longer exists")
 
     async def delete_pdb(self) -> None:
         await self.delete("PodDisruptionBudget")

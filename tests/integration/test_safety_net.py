@@ -7,13 +7,21 @@ validate it; the Deployment's validation does."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
+from tritonop.api.spec import API_GROUP as GROUP
+from tritonop.api.spec import API_VERSION as VERSION
+from tritonop.k8s import KubeClient
+from tritonop.owned import ModelDeploymentGone
+from tritonop.reconcile import reconcile
+from tritonop.state import OperatorState
 
 from .conftest import OperatorProcess
 from .helpers import (
@@ -21,6 +29,7 @@ from .helpers import (
     events_for,
     infer_version,
     md_condition,
+    md_manifest,
     ready_ips,
     sleepy_spec,
     wait_for_condition,
@@ -110,3 +119,29 @@ def test_overrides_the_repository_config_cannot_take_are_reported_not_loaded(
     apply_md(cluster, namespace, "sleepy", sleepy_spec(replicas=1, model=bad))
     wait_for_condition(api, namespace, "sleepy", "Ready", "True", "Serving")
     assert infer_version(ready_ips(core, namespace, "sleepy")[0]) == 3
+
+
+def test_a_body_whose_deletion_was_missed_creates_nothing(
+    cluster: DevCluster, crd: None, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """A watch restart can lose a DELETED event; the queue then still holds the old body and its
+    resyncs reconcile it. The reconciler (in process here, against the real API server; no
+    operator runs in this namespace) must not create the object's Deployment and Service again
+    (the garbage collector would delete them again, and again): it says the object is gone."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(md_manifest("gone", sleepy_spec())))
+    body = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modeldeployments", "gone"
+    )
+    cluster.kubectl("delete", "md", "gone", "-n", namespace)
+    state = OperatorState(kube=KubeClient.from_environment(str(cluster.kubeconfig)))
+
+    async def stale_reconcile() -> None:
+        try:
+            with pytest.raises(ModelDeploymentGone, match="no longer exists"):
+                await reconcile(state, body)
+        finally:
+            await state.kube.close()
+
+    asyncio.run(stale_reconcile())
+    assert not client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    assert not core.list_namespaced_service(namespace).items

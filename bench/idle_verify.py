@@ -177,6 +177,7 @@ def main() -> None:
         type=Path,
         help="run only this tree, under cProfile, writing the profile here (figures are then inflated)",
     )
+    parser.add_argument("--sides", default="before,after", help="which sides to run (e.g. after)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--parked", dest="parked", action="store_true", default=True, help="pods Pending (default)")
     mode.add_argument("--running", dest="parked", action="store_false", help="serve each on CPU")
@@ -191,7 +192,8 @@ def main() -> None:
         cluster.kubectl("create", "namespace", NAMESPACE)
         results = []
         try:
-            sides = [("after", ROOT)] if args.profile else [("before", before), ("after", ROOT)]
+            wanted = ["after"] if args.profile else args.sides.split(",")
+            sides = [(side, source) for side, source in (("before", before), ("after", ROOT)) if side in wanted]
             for side, source in sides:
                 print(f"measuring {side} ({args.seconds:.0f} s idle)...", flush=True)
                 results.append(measure(cluster, side, source, repositories, args.seconds, args.parked, args.profile))

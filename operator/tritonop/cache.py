@@ -21,7 +21,13 @@ from tritonop.k8s import RESOURCES, KubeClient, resource_version
 
 LOG = logging.getLogger("tritonop.cache")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
+# Every select() of a reconcile names its ModelDeployment's instance label: index by it.
+INDEX_LABEL = "app.kubernetes.io/instance"
 Key = tuple[str, str]  # (namespace, name)
+
+
+def _index_key(key: Key, obj: dict[str, Any]) -> tuple[str, str | None]:
+    return (key[0], (obj.get("metadata", {}).get("labels") or {}).get(INDEX_LABEL))
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -33,8 +39,9 @@ class ObjectCache:
     def __init__(self) -> None:
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {kind: {} for kind in CACHED_KINDS}
         self.primed: set[str] = set()
-        # kind -> namespace -> keys: select() looks at one namespace's objects, not every object.
-        self._by_namespace: dict[str, dict[str, set[Key]]] = {kind: {} for kind in CACHED_KINDS}
+        # kind -> (namespace, instance label value or None) -> keys: select() looks at the few
+        # objects that can match, not at every object.
+        self._index: dict[str, dict[tuple[str, str | None], set[Key]]] = {kind: {} for kind in CACHED_KINDS}
         # Deletions seen while a LIST is in flight (key -> resourceVersion at deletion): the LIST's
         # older answer must not bring them back.
         self._tombstones: dict[str, dict[Key, int]] = {}
@@ -53,16 +60,23 @@ class ObjectCache:
             new, old = resource_version(obj), resource_version(known)
             if new is not None and old is not None and new < old:
                 return
+        if known is not None:
+            self._unindex(kind, key, known)
         self.objects[kind][key] = obj
-        self._by_namespace[kind].setdefault(key[0], set()).add(key)
+        self._index[kind].setdefault(_index_key(key, obj), set()).add(key)
 
-    def _drop(self, kind: str, key: Key) -> None:
-        self.objects[kind].pop(key, None)
-        keys = self._by_namespace[kind].get(key[0])
+    def _unindex(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
+        slot = _index_key(key, obj)
+        keys = self._index[kind].get(slot)
         if keys is not None:
             keys.discard(key)
             if not keys:
-                del self._by_namespace[kind][key[0]]
+                del self._index[kind][slot]
+
+    def _drop(self, kind: str, key: Key) -> None:
+        obj = self.objects[kind].pop(key, None)
+        if obj is not None:
+            self._unindex(kind, key, obj)
 
     def remove(self, kind: str, obj: dict[str, Any]) -> None:
         key = _key(obj)
@@ -74,8 +88,12 @@ class ObjectCache:
         return self.objects[kind].get((namespace, name))
 
     def select(self, kind: str, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        stored = self.objects[kind]
-        found = (stored[key] for key in sorted(self._by_namespace[kind].get(namespace, ())))
+        stored, index = self.objects[kind], self._index[kind]
+        if INDEX_LABEL in labels:
+            keys = index.get((namespace, labels[INDEX_LABEL]), set())
+        else:
+            keys = set().union(*(found for (ns, _), found in index.items() if ns == namespace))
+        found = (stored[key] for key in sorted(keys))
         return [
             obj for obj in found if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]

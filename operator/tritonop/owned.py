@@ -81,9 +81,11 @@ class Owned:
     events: EventRecorder
 
     async def observe(self) -> Observed:
-        deployment, service, pdb = await asyncio.gather(
-            self.read("Deployment"), self.read("Service"), self.read("PodDisruptionBudget")
-        )
+        kinds = ("Deployment", "Service", "PodDisruptionBudget")
+        if all(self.cache.trusted(kind) for kind in kinds):  # the usual case: no request, no tasks
+            deployment, service, pdb = (self.cache.get(kind, self.md.namespace, self.md.name) for kind in kinds)
+        else:
+            deployment, service, pdb = await asyncio.gather(*(self.read(kind) for kind in kinds))
         pods = [pod for pod in await self.list_pods() if not pod["metadata"].get("deletionTimestamp")]
         return Observed(deployment, service, pdb, pods)
 

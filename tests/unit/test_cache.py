@@ -83,3 +83,22 @@ def test_managed_fields_are_not_kept() -> None:
     cache.store("Service", stored)
     assert "managedFields" not in cache.get("Service", "ns", "a")["metadata"]
     assert "managedFields" in stored["metadata"], "the caller's object is left as it was"
+
+
+def test_select_finds_by_labels_through_the_index_as_objects_come_change_and_go() -> None:
+    cache = ObjectCache()
+
+    def pod(name: str, instance: str | None, rv: int, namespace: str = "ns") -> dict[str, Any]:
+        labels = {"app": "x", **({"app.kubernetes.io/instance": instance} if instance else {})}
+        return {"metadata": {"namespace": namespace, "name": name, "labels": labels, "resourceVersion": str(rv)}}
+
+    for item in (pod("a-1", "a", 1), pod("a-2", "a", 2), pod("b-1", "b", 3), pod("a-1", "a", 4, "other")):
+        cache.store("Pod", item)
+    names = lambda found: [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in found]  # noqa: E731
+    assert names(cache.select("Pod", "ns", {"app.kubernetes.io/instance": "a"})) == [("ns", "a-1"), ("ns", "a-2")]
+    assert names(cache.select("Pod", "ns", {"app": "x"})) == [("ns", "a-1"), ("ns", "a-2"), ("ns", "b-1")]
+    cache.store("Pod", pod("a-2", "b", 5))  # relabelled: it moves to b
+    assert names(cache.select("Pod", "ns", {"app.kubernetes.io/instance": "b"})) == [("ns", "a-2"), ("ns", "b-1")]
+    cache.remove("Pod", pod("a-1", "a", 6))
+    assert cache.select("Pod", "ns", {"app.kubernetes.io/instance": "a"}) == []
+    assert names(cache.select("Pod", "other", {"app.kubernetes.io/instance": "a"})) == [("other", "a-1")]

@@ -244,6 +244,9 @@ PROGRESS_REASONS = frozenset(
         "AwaitingReplacement",
         "AwaitingVerification",
         "SwappingVersion",
+        "CanaryInProgress",
+        "CanaryPaused",
+        "CanaryWaiting",
     }
 )
 # A server that did not answer a load (restarting, going away): the next reconcile looks again.

@@ -26,6 +26,18 @@ READY = ("Ready", "True", "Serving")
 NONE = ModelDeploymentStatus()
 
 CASES = [
+    (
+        "a canary starts: progress, not a warning",
+        status(READY),
+        status(("Ready", "False", "CanaryInProgress"), ("CanaryHealthy", "Unknown", "Waiting")),
+        [Event("Normal", "CanaryInProgress", "Ready CanaryInProgress")],
+    ),
+    (
+        "a rollback: the canary posts it with the figures, not the conditions again",
+        status(("Ready", "False", "CanaryInProgress"), ("CanaryHealthy", "True", "Healthy")),
+        status(("Ready", "False", "RolledBack"), ("CanaryHealthy", "False", "LatencyRegression")),
+        [],
+    ),
     ("first status, ready: news", NONE, status(READY), [Event("Normal", "Serving", "Ready Serving")]),
     ("first status, not ready: not news", NONE, status(("Ready", "False", "WaitingForReplicas")), []),
     ("nothing changed", status(READY), status(READY), []),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -118,7 +118,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     await write_status(state, md, body, status)
     await events.flush(state.kube, body)
     # Nothing converges while the overrides cannot load: the spec has to change first.
-    soon = next_look(pods, target_version, pod_versions) if converged.config_problem is None else None
+    soon = next_look(pods, facts.wanted) if converged.config_problem is None else None
     if canary.rollout is not None and canary.rollout.active:
         soon = CONVERGING_REQUEUE_SECONDS  # steps, pauses and analyses run on time
     # Settled: nothing left that only a timer would bring back (failed loads are retried on a timer).
@@ -164,15 +164,11 @@ def rollout_pending(observed: Observed, replicas: int) -> bool:
     )
 
 
-def next_look(
-    pods: list[PodFacts], target: int | None, pod_versions: Mapping[str, int | None] | None = None
-) -> float | None:
+def next_look(pods: list[PodFacts], wanted: Callable[[PodFacts], int | None]) -> float | None:
     """Servers starting or loading: look again soon. A crash loop or a failed load is not progress;
-    pod events and the resync bring those back."""
+    pod events and the resync bring those back. wanted: the version each pod should serve."""
     converging = any(
-        not pod.live
-        or not pod.serves(pod_versions.get(pod.name, target) if pod_versions is not None else target)
-        or not pod.ready
+        not pod.live or not pod.serves(wanted(pod)) or not pod.ready
         for pod in pods
         if pod.scheduled and pod.waiting_reason not in FAILING_WAIT_REASONS
     ) and not any(pod.load_error for pod in pods)

@@ -94,7 +94,10 @@ async def progress(
         return Decision(previous if previous is not None and not previous.active else None)
     views = [PodView(f.name, f.ready, f.ready_versions, f.config_current) for f in facts]
     window, age, current = None, None, None
-    if previous is not None and previous.phase in ("Progressing", "Paused") and previous.step_started_at:
+    analysing = previous is not None and previous.phase in ("Progressing", "Paused") and previous.step_started_at
+    if not analysing:
+        memory.forget(md.uid)  # a step's window begins once its canary pods serve, not before
+    if previous is not None and analysing:
         ready_ips = {f.name: ips[f.name] for f in facts if f.ready and f.name in ips}
         with contextlib.suppress(TritonError):
             current = await read_counters(ready_ips, md.model_name)

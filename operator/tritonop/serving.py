@@ -70,7 +70,7 @@ from tritonop.owned import is_subset
 from tritonop.render.model_config import effective_config, from_json, override_problem, to_json
 from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
 from tritonop.repository.local import RepositoryReport
-from tritonop.status import PodFacts
+from tritonop.status import PodFacts, wanted_version
 from tritonop.triton import ServerUnreachable, TritonError, TritonServer
 
 LOG = logging.getLogger("tritonop.serving")
@@ -111,9 +111,7 @@ class Target:
     pod_versions: Mapping[str, int | None] | None = None
 
     def version_for(self, pod: dict[str, Any]) -> int | None:
-        if self.pod_versions is None:
-            return self.version
-        return self.pod_versions.get(pod["metadata"]["name"], self.version)
+        return wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,12 @@ class Facts:
 
     def wanted(self, pod: PodFacts) -> int | None:
         """The version this pod should serve (a canary's pods differ from the rest)."""
-        if self.pod_versions is None:
-            return self.target_version
-        return self.pod_versions.get(pod.name, self.target_version)
+        return wanted_version(self.pod_versions, pod.name, self.target_version)
+
+
+def wanted_version(pod_versions: Mapping[str, int | None] | None, pod: str, target: int | None) -> int | None:
+    """A pod's version: its own during a canary (canary.assignment), else the target."""
+    return target if pod_versions is None else pod_versions.get(pod, target)
 
 
 @dataclass(frozen=True)

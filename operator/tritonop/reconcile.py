@@ -1,10 +1,11 @@
 """One level-based reconcile of a ModelDeployment, as steps; each step is a call into the module
 that owns it:
 
-observe (owned.py; the repository: repository/local.py, or a verification Job: verification.py)
--> scale (autoscale/runner.py) -> render (render/, pure) -> apply what differs (owned.py) -> bring
-every Triton to the target (serving.py) -> compute status (status.py, pure) -> write status only
-if it changed -> post events (events.py).
+observe (owned.py) -> scale (autoscale/runner.py) -> the repository (repository/local.py, or a
+verification Job: verification.py) -> render (render/, pure) -> apply what differs (owned.py) ->
+bring every Triton to the target, or during a canary each pod to its own version (serving.py;
+rollout.py) -> the canary's next step (canary.py, pure) -> compute status (status.py, pure) ->
+write status only if it changed -> post events (events.py).
 
 An idle reconcile (nothing changed anywhere) makes no API request at all. Between full ones, the
 autoscaler's 1 s evaluations take a quiet path: when nothing the last full reconcile saw has

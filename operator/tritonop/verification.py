@@ -10,8 +10,9 @@ Triton loads it, by whoever can read them.
   One Job per (repository, version); the verdict is kept in status.integrity, so it survives an
   operator restart and an idle reconcile makes no request. A failed verdict is checked again
   every RECHECK_FAILED_SECONDS (someone may fix the file without changing the spec).
-- gs:// is not verified by tritonop (Triton downloads it itself at load time); the status says
-  so (no status.integrity; RepositoryValid stays Unknown until Triton loads).
+- gs://, and s3:// without a credentials Secret (the pods' own identity: IRSA, an instance role),
+  are not verified by tritonop (Triton downloads them itself at load time); the status says so
+  (no status.integrity; RepositoryValid stays Unknown until Triton loads).
 
 While a check is under way nothing new loads: what serves keeps serving.
 """
@@ -122,6 +123,11 @@ async def verify(kube: KubeClient, md: ModelDeployment, local: RepositoryReport,
     if not verifies_where_the_bytes_are(md):
         scheme = md.spec.model.repository.partition("://")[0]
         message = f"{scheme}:// repositories are not verified by tritonop: Triton downloads them itself at load time"
+        if scheme == "s3":
+            message = (
+                "s3:// without model.credentialsSecret is not verified by tritonop (a verification Job would have "
+                "no credentials; Triton reads with the pods' own identity)"
+            )
         return Verification(replace(local, message=message), None)
 
     version = md.spec.model.version

@@ -406,7 +406,10 @@ def test_verification_job_names() -> None:
     )
     assert len(verify_job_name(long, 123456)) <= 63
     assert verifies_where_the_bytes_are(md) and verifies_where_the_bytes_are(model_deployment())
-    assert verifies_where_the_bytes_are(model_deployment(model={"repository": "s3://bucket/models"}))
+    s3 = {"repository": "s3://bucket/models", "credentialsSecret": "aws"}
+    assert verifies_where_the_bytes_are(model_deployment(model=s3))
+    # Without a Secret the servers read with their own identity (IRSA): a Job would have none.
+    assert not verifies_where_the_bytes_are(model_deployment(model={"repository": "s3://bucket/models"}))
     assert not verifies_where_the_bytes_are(model_deployment(model={"repository": "gs://bucket/models"}))
 
 

@@ -275,8 +275,10 @@ def _placement(md: ModelDeployment) -> dict[str, Any]:
 
 def verifies_where_the_bytes_are(md: ModelDeployment) -> bool:
     """Storage a verification Job reads exactly as the servers do: pvc:// and file:// (a hostPath)
-    mounted the same way, s3:// with the same credentials Secret."""
-    return md.spec.model.repository.partition("://")[0] in ("pvc", "file", "s3")
+    mounted the same way, s3:// with the same credentials Secret. s3:// without one (the pods'
+    own identity: IRSA, an instance role) is not: the Job would have no credentials."""
+    scheme = md.spec.model.repository.partition("://")[0]
+    return scheme in ("pvc", "file") or (scheme == "s3" and md.spec.model.credentials_secret is not None)
 
 
 def verify_job_name(md: ModelDeployment, version: int | None, token: str = "") -> str:

@@ -266,3 +266,44 @@ def test_parse_version_counters() -> None:
         3: VersionCounters(success=10, failure=4, compute_us=810_000),
     }
     assert parsed[3].figures().model_dump(by_alias=True) == {"requests": 14, "errors": 4, "computeMs": 81.0}
+
+
+def model_deployment(status: dict[str, Any], version: int = 3, generation: int = 4) -> Any:
+    from tritonop.api.spec import ModelDeployment
+
+    return ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": generation},
+            "spec": {
+                "model": {"repository": "file:///r", "version": version},
+                "replicas": 4,
+                "rollout": {"strategy": "Canary"},
+            },
+            "status": status,
+        }
+    )
+
+
+PODS = [{"metadata": {"name": name}} for name in "abcd"]
+
+
+def test_pod_versions_hold_every_pod_until_the_rollout_has_chosen_its_canary_pods() -> None:
+    from tritonop.rollout import pod_versions
+
+    # The spec moved from 2 to 3: nothing switches in the reconcile that starts the rollout.
+    assert pod_versions(model_deployment({"activeVersion": 2}), PODS, 3) == dict.fromkeys("abcd", 2)
+    status = {"rollout": rollout(canaryPods=["a"]).model_dump(by_alias=True, exclude_none=True)}
+    assert pod_versions(model_deployment(status), PODS, 3) == {"a": 3, "b": 2, "c": 2, "d": 2}
+    assert pod_versions(model_deployment({"activeVersion": 3}), PODS, 3) == dict.fromkeys("abcd", 3)
+    assert pod_versions(model_deployment({}), PODS, 3) == dict.fromkeys("abcd", 3)  # the first version
+
+
+def test_the_autoscaler_does_not_scale_down_during_a_canary() -> None:
+    from tritonop.rollout import hold_replicas
+
+    status = {"rollout": rollout(canaryPods=["a"]).model_dump(by_alias=True, exclude_none=True)}
+    deployment = {"spec": {"replicas": 4}}
+    assert hold_replicas(model_deployment(status), 2, deployment) == 4
+    assert hold_replicas(model_deployment(status), 6, deployment) == 6  # scaling up is fine
+    done = {"rollout": rollout(phase="Succeeded").model_dump(by_alias=True, exclude_none=True)}
+    assert hold_replicas(model_deployment(done), 2, deployment) == 2

@@ -20,7 +20,7 @@ from tritonop import canary
 from tritonop.api.spec import ModelDeployment, RolloutStatus
 from tritonop.canary import Decision, PodView, VersionCounters
 from tritonop.status import PodFacts
-from tritonop.triton import TritonError, TritonServer
+from tritonop.triton import TritonServer
 
 ANALYSES = Counter("tritonop_canary_analyses_total", "Canary analyses by result.", ["namespace", "name", "result"])
 ROLLBACKS = Counter("tritonop_canary_rollbacks_total", "Canary rollbacks.", ["namespace", "name"])
@@ -99,8 +99,7 @@ async def progress(
         memory.forget(md.uid)  # a step's window begins once its canary pods serve, not before
     if previous is not None and analysing:
         ready_ips = {f.name: ips[f.name] for f in facts if f.ready and f.name in ips}
-        with contextlib.suppress(TritonError):
-            current = await read_counters(ready_ips, md.model_name)
+        current = await read_counters(ready_ips, md.model_name)  # servers that do not answer are left out
         key = window_key(previous)
         kept = memory.windows.get(md.uid)
         if current is not None and (kept is None or kept.key != key):

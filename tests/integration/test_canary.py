@@ -71,6 +71,19 @@ def serving(cluster: DevCluster, api: client.ApiClient, namespace: str, reposito
     wait_for_condition(api, namespace, MODEL, "Ready", "True", timeout=180)
 
 
+def wait_step_analysing(api: client.ApiClient, namespace: str, version: int) -> None:
+    """The current step's canary pods all serve `version` (its analysis window has begun)."""
+    wait_until(f"canary pods serving v{version}", lambda: bool(rollout_of(api, namespace).get("stepStartedAt")), 120)
+
+
+def wait_every_pod_on(core: client.CoreV1Api, namespace: str, version: int) -> None:
+    wait_until(
+        f"every pod on v{version}",
+        lambda: {infer_version(ip, MODEL) for ip in ready_ips(core, namespace, MODEL)} == {version},
+        timeout=60,
+    )
+
+
 def ip_of(core: client.CoreV1Api, namespace: str) -> dict[str, str]:
     return {p.status.pod_ip: p.metadata.name for p in md_pods(core, namespace, MODEL)}
 
@@ -145,16 +158,12 @@ def test_latency_regression_rolls_back_in_place(
         wait_until("load flowing", lambda: load.stats.sent >= 20, timeout=30)
         applied = time.monotonic()
         apply_md(cluster, namespace, MODEL, spec(repository, 3))
-        wait_until("canary pod serving v3", lambda: bool(rollout_of(api, namespace).get("stepStartedAt")), 120)
+        wait_step_analysing(api, namespace, 3)
         canary_pods = set(rollout_of(api, namespace)["canaryPods"])
         started = time.monotonic()
         md = wait_phase(api, namespace, "RolledBack", timeout=120)
         detected = time.monotonic()
-        wait_until(
-            "every pod back on v1",
-            lambda: {infer_version(ip, MODEL) for ip in ready_ips(core, namespace, MODEL)} == {1},
-            timeout=60,
-        )
+        wait_every_pod_on(core, namespace, 1)
         back = time.monotonic()
         after = load.stats.sent
         wait_until("more requests after the rollback", lambda: load.stats.sent >= after + 20, timeout=30)
@@ -195,15 +204,11 @@ def test_error_regression_rolls_back(
     with LoadGenerator(lambda: ready_ips(core, namespace, MODEL), MODEL, RATE, max_seconds=400) as load:
         wait_until("load flowing", lambda: load.stats.sent >= 20, timeout=30)
         apply_md(cluster, namespace, MODEL, spec(repository, 4))
-        wait_until("canary pod serving v4", lambda: bool(rollout_of(api, namespace).get("stepStartedAt")), 120)
+        wait_step_analysing(api, namespace, 4)
         started = time.monotonic()
         md = wait_phase(api, namespace, "RolledBack", timeout=120)
         detected = time.monotonic()
-        wait_until(
-            "every pod back on v1",
-            lambda: {infer_version(ip, MODEL) for ip in ready_ips(core, namespace, MODEL)} == {1},
-            timeout=60,
-        )
+        wait_every_pod_on(core, namespace, 1)
         failed_at_rollback = load.stats.failed
         after = load.stats.sent
         wait_until("more requests after the rollback", lambda: load.stats.sent >= after + 30, timeout=30)
@@ -257,15 +262,11 @@ def test_reverting_the_spec_mid_canary_rolls_back_at_once(
     serving(cluster, api, namespace, repository, 1)
     patient = {**FAST, "steps": [{"weight": 25, "pauseSeconds": 600}]}
     apply_md(cluster, namespace, MODEL, spec(repository, 2, canary=patient))
-    wait_until("canary pod serving v2", lambda: bool(rollout_of(api, namespace).get("stepStartedAt")), 120)
+    wait_step_analysing(api, namespace, 2)
     reverted = time.monotonic()
     apply_md(cluster, namespace, MODEL, spec(repository, 1, canary=patient))  # git revert
     md = wait_phase(api, namespace, "Aborted", timeout=30)
-    wait_until(
-        "every pod back on v1",
-        lambda: {infer_version(ip, MODEL) for ip in ready_ips(core, namespace, MODEL)} == {1},
-        timeout=60,
-    )
+    wait_every_pod_on(core, namespace, 1)
     print(f"\nrevert mid-canary: every pod on v1 {time.monotonic() - reverted:.1f}s after the apply")
     md = wait_for_condition(api, namespace, MODEL, "Ready", "True", timeout=60)
     assert md["status"]["activeVersion"] == 1

@@ -46,7 +46,10 @@ from tritonop.repository.tools import write_manifest  # noqa: E402
 
 NAMESPACE = "bench-idle-verify"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-HASHED = "tritonop_repository_hashed_bytes_total"  # the after side exports it; the before side does not
+HASHED = "tritonop_repository_hashed_bytes_total"
+RECONCILES_COUNT = "tritonop_reconcile_duration_seconds_count"
+RECONCILES_SUM = "tritonop_reconcile_duration_seconds_sum"
+QUIET = "tritonop_quiet_evaluations_total"  # the after side exports it; the before side does not
 
 
 def build_repositories(root: Path, count: int, gib: float) -> list[Path]:
@@ -70,9 +73,10 @@ def build_repositories(root: Path, count: int, gib: float) -> list[Path]:
     return repositories
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process, all threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (all threads)
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -82,7 +86,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def manifest(index: int, repository: Path, parked: bool) -> dict[str, Any]:
+def manifest(index: int, repository: Path, parked: bool, fixed: bool) -> dict[str, Any]:
+    scaling: dict[str, Any] = (
+        {"replicas": 1}
+        if fixed
+        else {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "p95", "targetLatencyMs": 1000}}
+    )
     return {
         "apiVersion": "tritonop.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -90,7 +99,7 @@ def manifest(index: int, repository: Path, parked: bool) -> dict[str, Any]:
         "spec": {
             "model": {"name": "sleepy", "repository": f"file://{repository}", "version": 1},
             "server": {"gpus": 9 if parked else 0},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "p95", "targetLatencyMs": 1000},
+            **scaling,
         },
     }
 
@@ -102,6 +111,7 @@ def measure(
     repositories: list[Path],
     seconds: float,
     parked: bool,
+    fixed: bool,
     profile: Path | None = None,
 ) -> dict[str, Any]:
     # Each side with its own CRD: an older operator refuses fields a newer schema defaults.
@@ -136,7 +146,7 @@ def measure(
                 return bool(response.status == 200)
 
         wait_until(f"{side}: the operator's liveness endpoint", live, timeout=60)
-        documents = [manifest(i, r, parked) for i, r in enumerate(repositories)]
+        documents = [manifest(i, r, parked, fixed) for i, r in enumerate(repositories)]
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
         def all_have_status() -> bool:
@@ -144,22 +154,36 @@ def measure(
             return len(items) == len(documents) and all(i.get("status", {}).get("conditions") for i in items)
 
         wait_until(f"{side}: status on every ModelDeployment", all_have_status, timeout=900)
-        hashed_start = scrape_metrics(metrics_port).get(HASHED)
+        start_metrics = scrape_metrics(metrics_port)
+        hashed_start = start_metrics.get(HASHED)
         rss_start = rss_mib(process.pid)
         cpu_start, started = cpu_seconds(process.pid), time.monotonic()
         rss = [rss_start]
         while time.monotonic() - started < seconds:
             time.sleep(1)
             rss.append(rss_mib(process.pid))
-        cpu = (cpu_seconds(process.pid) - cpu_start) / (time.monotonic() - started)
-        hashed_end = scrape_metrics(metrics_port).get(HASHED)
+        user_end, system_end = cpu_seconds(process.pid)
+        elapsed = time.monotonic() - started
+        user, system = (user_end - cpu_start[0]) / elapsed, (system_end - cpu_start[1]) / elapsed
+        cpu = user + system
+        end_metrics = scrape_metrics(metrics_port)
+        hashed_end = end_metrics.get(HASHED)
         hashed = None if hashed_end is None or hashed_start is None else hashed_end - hashed_start
+        # Reconciles (quiet evaluations included) in the window, and their mean wall time in process.
+        count = end_metrics.get(RECONCILES_COUNT, 0.0) - start_metrics.get(RECONCILES_COUNT, 0.0)
+        spent = end_metrics.get(RECONCILES_SUM, 0.0) - start_metrics.get(RECONCILES_SUM, 0.0)
+        quiet = end_metrics.get(QUIET, 0.0) - start_metrics.get(QUIET, 0.0)  # the before side lacks it
         return {
             "side": side,
             "cpu_pct_of_one_core": round(100 * cpu, 2),
+            "user_pct": round(100 * user, 2),
+            "system_pct": round(100 * system, 2),
             "rss_start_mib": round(rss_start, 1),
             "rss_max_mib": round(max(rss), 1),
             "hashed_bytes_while_idle": hashed,
+            "reconciles_per_second": round(count / seconds, 1),
+            "full_reconciles_per_second": round((count - quiet) / seconds, 2),
+            "reconcile_mean_ms": round(1000 * spent / count, 3) if count else None,
         }
     finally:
         cluster.kubectl("delete", "md", "--all", "-n", NAMESPACE, "--wait=true", "--timeout=120s", check=False)
@@ -181,6 +205,11 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--parked", dest="parked", action="store_true", default=True, help="pods Pending (default)")
     mode.add_argument("--running", dest="parked", action="store_false", help="serve each on CPU")
+    parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help="replicas: 1 instead of autoscaling: the floor (watches, resyncs, relists) without the 1 s evaluations",
+    )
     args = parser.parse_args()
     with running_cluster() as cluster, tempfile.TemporaryDirectory(dir=ROOT / ".devcluster") as tmp:
         work = Path(tmp)
@@ -196,18 +225,26 @@ def main() -> None:
             sides = [(side, source) for side, source in (("before", before), ("after", ROOT)) if side in wanted]
             for side, source in sides:
                 print(f"measuring {side} ({args.seconds:.0f} s idle)...", flush=True)
-                results.append(measure(cluster, side, source, repositories, args.seconds, args.parked, args.profile))
+                figures = measure(
+                    cluster, side, source, repositories, args.seconds, args.parked, args.fixed, args.profile
+                )
+                results.append(figures)
                 print(json.dumps(results[-1]), flush=True)
         finally:
             cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
-    print(f"\n{args.count} autoscaled ModelDeployments, {args.gb:g} GiB per version, idle for {args.seconds:.0f} s")
-    print(f"{'':8} {'CPU % of one core':>18} {'RSS start MiB':>14} {'RSS max MiB':>12} {'hashed while idle':>18}")
+    kind = "fixed-replica" if args.fixed else "autoscaled"
+    print(f"\n{args.count} {kind} ModelDeployments, {args.gb:g} GiB per version, idle for {args.seconds:.0f} s")
+    print(
+        f"{'':8} {'CPU % of one core':>18} {'RSS start MiB':>14} {'RSS max MiB':>12} {'hashed while idle':>18}"
+        f" {'reconciles/s':>13} {'mean ms':>8}"
+    )
     for r in results:
         hashed = "-" if r["hashed_bytes_while_idle"] is None else f"{r['hashed_bytes_while_idle']:.3g}"
         print(
             f"{r['side']:8} {r['cpu_pct_of_one_core']:>18.2f} {r['rss_start_mib']:>14.1f} "
-            f"{r['rss_max_mib']:>12.1f} {hashed:>18}"
+            f"{r['rss_max_mib']:>12.1f} {hashed:>18} {r['reconciles_per_second']:>13} "
+            f"{r['reconcile_mean_ms'] or '-':>8}"
         )
     if len(results) == 2 and results[1]["cpu_pct_of_one_core"] > 0:
         print(f"CPU ratio before/after: {results[0]['cpu_pct_of_one_core'] / results[1]['cpu_pct_of_one_core']:.0f}x")

@@ -14,6 +14,7 @@ its own write sees that write even before the watch event arrives.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -42,6 +43,11 @@ class ObjectCache:
         # kind -> (namespace, instance label value or None) -> keys: select() looks at the few
         # objects that can match, not at every object.
         self._index: dict[str, dict[tuple[str, str | None], set[Key]]] = {kind: {} for kind in CACHED_KINDS}
+        # kind -> index slot -> a number that changes whenever an object of that slot is stored or
+        # dropped (from one process-wide counter, so a slot that empties and refills never repeats
+        # a number): "are these still the same pods?" without selecting them again.
+        self._revisions: dict[str, dict[tuple[str, str | None], int]] = {kind: {} for kind in CACHED_KINDS}
+        self._counter = itertools.count(1)
         # Deletions seen while a LIST is in flight (key -> resourceVersion at deletion): the LIST's
         # older answer must not bring them back.
         self._tombstones: dict[str, dict[Key, int]] = {}
@@ -63,15 +69,25 @@ class ObjectCache:
         if known is not None:
             self._unindex(kind, key, known)
         self.objects[kind][key] = obj
-        self._index[kind].setdefault(_index_key(key, obj), set()).add(key)
+        slot = _index_key(key, obj)
+        self._index[kind].setdefault(slot, set()).add(key)
+        self._revisions[kind][slot] = next(self._counter)
 
     def _unindex(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
         slot = _index_key(key, obj)
         keys = self._index[kind].get(slot)
         if keys is not None:
             keys.discard(key)
-            if not keys:
+            if keys:
+                self._revisions[kind][slot] = next(self._counter)
+            else:
                 del self._index[kind][slot]
+                self._revisions[kind].pop(slot, None)
+
+    def revision(self, kind: str, namespace: str, instance: str) -> int:
+        """Changes whenever an object of `kind` labelled with this instance is stored or dropped
+        (0: none is stored)."""
+        return self._revisions[kind].get((namespace, instance), 0)
 
     def _drop(self, kind: str, key: Key) -> None:
         obj = self.objects[kind].pop(key, None)

@@ -3,6 +3,12 @@
 kopf delivers watch events; the queue turns them into at most one reconcile per object at a
 time, with a few workers in parallel, periodic resyncs, requeue-after and error back-off. A
 burst of events for one object while it is being reconciled becomes one more reconcile.
+
+Light evaluations: a reconcile that answers Requeue(after, light=True) has nothing to do but the
+autoscaler's next evaluation. Those keys skip the queue: one ticker task, once per tick, runs
+`evaluate` for every such key that is due, in turn (no timer, queue hop or worker per object:
+at hundreds of idle autoscaled objects, that overhead was most of the operator's idle CPU). An
+evaluation that finds more to do answers None, and the key goes to the queue for a full reconcile.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -20,19 +27,45 @@ from tritonop.k8s import KubeError
 
 LOG = logging.getLogger("tritonop.controller")
 Key = tuple[str, str]  # (namespace, name)
-ReconcileFn = Callable[[dict[str, Any]], Awaitable[float | None]]
+
+
+@dataclass(frozen=True)
+class Requeue:
+    after: float
+    light: bool = False  # only a light evaluation is due then (the ticker runs it)
+
+
+# A reconcile answers when to come back (seconds, or a Requeue), or None: only on events/resync.
+ReconcileFn = Callable[[dict[str, Any]], Awaitable[float | Requeue | None]]
+# A light evaluation answers when to evaluate again, or None: a full reconcile is needed now.
+EvaluateFn = Callable[[dict[str, Any]], Awaitable[float | None]]
 
 RECONCILES = Counter("tritonop_reconciles_total", "Reconciles by result.", ["result"])
-RECONCILE_SECONDS = Histogram("tritonop_reconcile_duration_seconds", "Time one reconcile took.")
+RECONCILE_SECONDS = Histogram("tritonop_reconcile_duration_seconds", "Time one reconcile (or light evaluation) took.")
 MANAGED = Gauge("tritonop_modeldeployments", "ModelDeployments the operator manages.")
+RECONCILES_BY_RESULT = {result: RECONCILES.labels(result) for result in ("success", "conflict", "error")}
 MAX_BACKOFF_SECONDS = 60.0
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 class Controller:
-    def __init__(self, reconcile: ReconcileFn, workers: int = 8, resync_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        reconcile: ReconcileFn,
+        workers: int = 8,
+        resync_seconds: float = 30.0,
+        evaluate: EvaluateFn | None = None,
+        tick_seconds: float = 1.0,
+    ) -> None:
         self.reconcile = reconcile
+        self.evaluate = evaluate
+        self.tick_seconds = tick_seconds
         self.workers = workers
         self.resync_seconds = resync_seconds
+        self.light: dict[Key, float] = {}  # key -> loop time its light evaluation is due
         self.bodies: dict[Key, dict[str, Any]] = {}
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
@@ -55,6 +88,7 @@ class Controller:
             "controller_delayed": len(self.delayed),
             "controller_queued": len(self.queued),
             "controller_dirty": len(self.dirty),
+            "controller_light": len(self.light),
         }
 
     def start(self, leading: bool = True) -> None:
@@ -62,6 +96,8 @@ class Controller:
             self.leading.set()
         self._start_workers()
         self.tasks = [asyncio.create_task(self._resync(), name="resync")]
+        if self.evaluate is not None:
+            self.tasks.append(asyncio.create_task(self._tick(), name="light-evaluations"))
 
     def _start_workers(self) -> None:
         self.worker_tasks = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.workers)]
@@ -100,6 +136,7 @@ class Controller:
     def forget(self, key: Key) -> None:
         self.bodies.pop(key, None)
         self.failures.pop(key, None)
+        self.light.pop(key, None)
         handle = self.delayed.pop(key, None)
         if handle is not None:
             handle.cancel()
@@ -108,6 +145,7 @@ class Controller:
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if key not in self.bodies:
             return
+        self.light.pop(key, None)  # a full reconcile decides what comes next
         if delay > 0:
             existing = self.delayed.get(key)
             due = asyncio.get_running_loop().time() + delay
@@ -153,9 +191,11 @@ class Controller:
             try:
                 requeue = await self.reconcile(body)
                 self.failures.pop(key, None)
-                RECONCILES.labels("success").inc()
-                if requeue is not None:
-                    self.enqueue(key, requeue)
+                RECONCILES_BY_RESULT["success"].inc()
+                if isinstance(requeue, Requeue) and requeue.light and self.evaluate is not None:
+                    self.light[key] = loop_time() + requeue.after
+                elif requeue is not None:
+                    self.enqueue(key, requeue.after if isinstance(requeue, Requeue) else requeue)
             except asyncio.CancelledError:
                 raise
             except KubeError as error:
@@ -170,6 +210,43 @@ class Controller:
                 if key in self.dirty:
                     self.dirty.discard(key)
                     self.enqueue(key)
+
+    async def _tick(self) -> None:
+        """Every tick, the light evaluations that are due, one after another."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            if not self.leading.is_set():
+                continue
+            # Due within half a tick counts as due: the ticks are the cadence.
+            horizon = loop.time() + self.tick_seconds / 2
+            for key in [key for key, due in self.light.items() if due <= horizon]:
+                await self._evaluate(key)
+
+    async def _evaluate(self, key: Key) -> None:
+        body = self.bodies.get(key)
+        # Queued, being reconciled or waiting for a retry: the full reconcile decides what's next.
+        if body is None or key in self.active or key in self.queued or key in self.delayed:
+            self.light.pop(key, None)
+            return
+        assert self.evaluate is not None
+        self.active.add(key)
+        started = time.monotonic()
+        again: float | None = None
+        try:
+            again = await self.evaluate(body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the full reconcile reports it, with its back-off
+            LOG.debug("%s/%s: light evaluation failed, reconciling: %s", *key, error)
+        finally:
+            RECONCILE_SECONDS.observe(time.monotonic() - started)
+            self.active.discard(key)
+        if key in self.dirty or again is None:
+            self.dirty.discard(key)
+            self.enqueue(key)
+        elif key in self.light:
+            self.light[key] = loop_time() + again
 
     def _retry(self, key: Key, error: Exception, conflict: bool = False) -> None:
         if conflict:  # someone wrote first: read again and redo, soon

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.cache import CACHED_KINDS
-from tritonop.controller import Controller
+from tritonop.controller import Controller, Requeue
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
 from tritonop.owned import ModelDeploymentGone
@@ -44,10 +44,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: Settings = getattr(memo, "settings", None) or Settings()
     state = OperatorState.from_settings(config, KubeClient.from_environment(config.kubeconfig))
 
-    async def run_reconcile(body: dict[str, Any]) -> float | None:
+    async def run_reconcile(body: dict[str, Any]) -> Requeue | None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
-            return (await reconcile(state, body)).requeue_after
+            outcome = await reconcile(state, body)
+            return None if outcome.requeue_after is None else Requeue(outcome.requeue_after, light=outcome.quiet)
         except ModelDeploymentGone as gone:
             logging.getLogger("tritonop.handlers").info("forgetting %s: %s", "/".join(key), gone)
             controller.forget(key)  # the finally below releases what the process remembers
@@ -64,7 +65,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 # Deleted while this reconcile ran: what it just remembered must go too.
                 await state.release(key, body["metadata"].get("uid"))
 
-    controller = Controller(run_reconcile, workers=config.workers, resync_seconds=config.resync_seconds)
+    async def run_evaluation(body: dict[str, Any]) -> float | None:
+        """The autoscaler's tick alone; None: more to do, a full reconcile follows (errors too)."""
+        outcome = await reconcile(state, body, quiet_only=True)
+        return None if outcome.needs_full else outcome.requeue_after
+
+    controller = Controller(
+        run_reconcile,
+        workers=config.workers,
+        resync_seconds=config.resync_seconds,
+        evaluate=run_evaluation,
+        tick_seconds=config.autoscale_period_seconds,
+    )
     if config.metrics_port:
         REGISTRY.register(EntriesCollector(state.entries, controller.entries))
         start_http_server(config.metrics_port)

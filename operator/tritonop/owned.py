@@ -45,6 +45,7 @@ class Observed:
     service: dict[str, Any] | None
     pdb: dict[str, Any] | None
     pods: list[dict[str, Any]]  # not being deleted
+    pod_revision: int | None = None  # the cache's revision of these pods (None: read from the API)
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,19 @@ class Owned:
     md: ModelDeployment
     events: EventRecorder
 
-    async def observe(self) -> Observed:
+    async def observe(self, previous: Observed | None = None) -> Observed:
+        """previous: an earlier observation; its pods are reused when the cache holds no change
+        to them since (the autoscaler observes every second)."""
         kinds = ("Deployment", "Service", "PodDisruptionBudget")
         if all(self.cache.trusted(kind) for kind in kinds):  # the usual case: no request, no tasks
             deployment, service, pdb = (self.cache.get(kind, self.md.namespace, self.md.name) for kind in kinds)
         else:
             deployment, service, pdb = await asyncio.gather(*(self.read(kind) for kind in kinds))
+        revision = self.cache.revision("Pod", self.md.namespace, self.md.name) if self.cache.trusted("Pod") else None
+        if previous is not None and revision is not None and previous.pod_revision == revision:
+            return Observed(deployment, service, pdb, previous.pods, revision)
         pods = [pod for pod in await self.list_pods() if not pod["metadata"].get("deletionTimestamp")]
-        return Observed(deployment, service, pdb, pods)
+        return Observed(deployment, service, pdb, pods, revision)
 
     async def read(self, kind: str) -> dict[str, Any] | None:
         md = self.md

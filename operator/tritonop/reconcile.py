@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from prometheus_client import Counter
+
 from tritonop import rollout
 from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
 from tritonop.clock import rfc3339
@@ -32,11 +34,14 @@ from tritonop.owned import Observed, Owned
 from tritonop.render.objects import RenderInputs, render_deployment, render_pdb, render_service, rollout_hash
 from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.serving import Servers, Target
-from tritonop.state import READY, OperatorState, Settled
+from tritonop.state import READY, Carried, OperatorState, Settled
 from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, active_version, compute_status, status_patch
 from tritonop.verification import verify
 
 LOG = logging.getLogger("tritonop.reconcile")
+QUIET_EVALUATIONS = Counter(
+    "tritonop_quiet_evaluations_total", "Reconciles in which only the autoscaler evaluated (nothing else changed)."
+)
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
 
@@ -44,23 +49,40 @@ CONVERGING_REQUEUE_SECONDS = 1.0
 @dataclass(frozen=True)
 class Outcome:
     requeue_after: float | None = None
+    # Only the autoscaler has work until then: a light evaluation will do (quiet_only), not a
+    # full reconcile.
+    quiet: bool = False
+    # quiet_only, and the evaluation found more to do: a full reconcile is needed now (it takes
+    # over this evaluation's scaling and events).
+    needs_full: bool = False
 
 
-async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
-    md = ModelDeployment.from_body(body)
+async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool = False) -> Outcome:
+    """quiet_only: the autoscaler's tick (controller.py's light evaluations): evaluate, and stop
+    there unless something else needs a full reconcile; then return needs_full and do nothing more."""
+    md = parse(state, body)
     log = logging.LoggerAdapter(LOG, {"namespace": md.namespace, "model_deployment": md.name})
     events = EventRecorder(log, f"{md.namespace}/{md.name}")
     owned = Owned(state.kube, state.cache, state.owned, md, events)
 
     # 1. observe
-    observed = await owned.observe()
-    # 2. replicas: the spec's, or the autoscaler's decision
-    scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
-    scaling = replace(scaling, replicas=rollout.hold_replicas(md, scaling.replicas, observed.deployment))
-    seen = fingerprint(body, observed)
     settled = state.settled.get(md.uid) if md.spec.autoscaling is not None else None
+    observed = await owned.observe(settled.observed if settled is not None else None)
+    # 2. replicas: the spec's, or the autoscaler's decision (one a light evaluation just took)
+    carried = state.carried.pop(md.uid, None)
+    if carried is not None:
+        scaling = carried.scaling
+        events.events.extend(carried.events)
+    else:
+        scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events)
+        scaling = replace(scaling, replicas=rollout.hold_replicas(md, scaling.replicas, observed.deployment))
+    seen = fingerprint(body, observed)
     if quiet(settled, seen, scaling.replicas, scaling.facts is None, time.monotonic(), state.settings.resync_seconds):
-        return Outcome(requeue_after=state.autoscalers.next_evaluation_in(md))
+        QUIET_EVALUATIONS.inc()
+        return Outcome(requeue_after=state.autoscalers.next_evaluation_in(md), quiet=True)
+    if quiet_only:
+        state.carried[md.uid] = Carried(scaling, tuple(events.events))
+        return Outcome(needs_full=True)
     state.settled.pop(md.uid, None)
     control_key = await owned.ensure_control_key()
     # In a worker thread: a version seen for the first time (or changed) is hashed, in chunks.
@@ -125,9 +147,21 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> Outcome:
     # Settled: nothing left that only a timer would bring back (failed loads are retried on a timer).
     unsettled = converged.swap or refused or any(pod.load_error for pod in pods)
     if soon is None and verification.requeue_after is None and not unsettled:
-        state.settled[md.uid] = Settled(seen, scaling.replicas, time.monotonic())
+        as_left = md.model_copy(update={"status": status})
+        state.settled[md.uid] = Settled(seen, scaling.replicas, time.monotonic(), as_left, observed)
     looks = [t for t in (soon, verification.requeue_after, state.autoscalers.next_evaluation_in(md)) if t is not None]
     return Outcome(requeue_after=min(looks) if looks else None)
+
+
+def parse(state: OperatorState, body: dict[str, Any]) -> ModelDeployment:
+    """The body as the typed model. An object at the resourceVersion a settled reconcile left is
+    that reconcile's (nobody wrote since: the same spec, and the status it wrote), not parsed again:
+    the autoscaler's evaluations come every second."""
+    meta = body["metadata"]
+    settled = state.settled.get(meta.get("uid", ""))
+    if settled is not None and settled.fingerprint[0] == meta.get("resourceVersion", "-"):
+        return settled.md
+    return ModelDeployment.from_body(body)
 
 
 def fingerprint(body: dict[str, Any], observed: Observed) -> tuple[str, ...]:

@@ -11,10 +11,12 @@ from prometheus_client import Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tritonop.autoscale.runner import Autoscalers
+from tritonop.api.spec import ModelDeployment
+from tritonop.autoscale.runner import Autoscalers, Scaling
 from tritonop.cache import ObjectCache
+from tritonop.events import Event
 from tritonop.k8s import KubeClient
-from tritonop.owned import OwnedMemory
+from tritonop.owned import Observed, OwnedMemory
 from tritonop.repository.local import ManifestCache
 from tritonop.rollout import RolloutMemory, forget_metrics
 from tritonop.serving import ServingMemory
@@ -33,6 +35,19 @@ class Settled:
     fingerprint: tuple[str, ...]  # resourceVersions of the object, its owned objects and pods
     replicas: int
     at: float  # monotonic
+    # The object as that reconcile left it (its spec, and the status it wrote): while the
+    # resourceVersion stays, the next evaluations need not parse the body again.
+    md: ModelDeployment
+    observed: Observed  # what it read (its pods are reused while the cache shows no change)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A light evaluation that found more to do: its decision and events, for the full reconcile
+    that follows (the autoscaler evaluated already; its Scaled event must not be lost)."""
+
+    scaling: Scaling
+    events: tuple[Event, ...]
 
 
 @dataclass
@@ -45,6 +60,7 @@ class OperatorState:
     autoscalers: Autoscalers = field(default_factory=Autoscalers)
     manifests: ManifestCache = field(default_factory=ManifestCache)  # verified versions, by file identity
     settled: dict[str, Settled] = field(default_factory=dict)  # md uid -> its last quiet full reconcile
+    carried: dict[str, Carried] = field(default_factory=dict)  # md uid -> a light evaluation's handover
     rollouts: RolloutMemory = field(default_factory=RolloutMemory)  # canary analysis windows
 
     @classmethod
@@ -64,6 +80,7 @@ class OperatorState:
             self.serving.forget(uid)
             self.manifests.forget(uid)
             self.settled.pop(uid, None)
+            self.carried.pop(uid, None)
             self.rollouts.forget(uid)
         await self.autoscalers.forget(key)
         forget_metrics(*key)
@@ -81,6 +98,7 @@ class OperatorState:
             "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
             "verified_manifests": len(self.manifests),
             "settled": len(self.settled),
+            "carried": len(self.carried),
             "canary_windows": len(self.rollouts.windows),
         }
         for kind, objects in self.cache.objects.items():

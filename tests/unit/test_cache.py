@@ -102,3 +102,32 @@ def test_select_finds_by_labels_through_the_index_as_objects_come_change_and_go(
     cache.remove("Pod", pod("a-1", "a", 6))
     assert cache.select("Pod", "ns", {"app.kubernetes.io/instance": "a"}) == []
     assert names(cache.select("Pod", "other", {"app.kubernetes.io/instance": "a"})) == [("other", "a-1")]
+
+
+def test_revision_moves_with_every_change_to_an_instances_objects_and_never_repeats() -> None:
+    cache = ObjectCache()
+    instance = "app.kubernetes.io/instance"
+    seen = [cache.revision("Pod", "ns", "a")]
+    assert seen == [0]  # nothing stored
+    cache.store("Pod", obj("a-1", 1, **{instance: "a"}))
+    seen.append(cache.revision("Pod", "ns", "a"))
+    cache.store("Pod", obj("b-1", 2, **{instance: "b"}))  # another instance: a's pods are the same
+    assert cache.revision("Pod", "ns", "a") == seen[-1]
+    cache.store("Pod", obj("a-1", 1, **{instance: "a"}))  # older or equal copy of a-1 offered again
+    seen.append(cache.revision("Pod", "ns", "a"))
+    cache.store("Pod", obj("a-1", 3, **{instance: "a"}))  # a-1 changed (status, readiness)
+    seen.append(cache.revision("Pod", "ns", "a"))
+    cache.store("Pod", obj("a-2", 4, **{instance: "a"}))  # a pod came
+    seen.append(cache.revision("Pod", "ns", "a"))
+    cache.remove("Pod", obj("a-2", 5))  # and went
+    seen.append(cache.revision("Pod", "ns", "a"))
+    cache.store("Pod", obj("a-1", 6, **{instance: "b"}))  # relabelled away: a has none
+    seen.append(cache.revision("Pod", "ns", "a"))
+    assert seen[-1] == 0
+    cache.store("Pod", obj("a-3", 7, **{instance: "a"}))  # a refills: a number never seen before
+    seen.append(cache.revision("Pod", "ns", "a"))
+    changes = seen[2:]
+    assert len(set(changes)) == len(changes), seen
+    assert cache.revision("Pod", "other", "a") == 0 and cache.revision("Deployment", "ns", "a") == 0
+    cache.store("Pod", obj("a-3", 6, **{instance: "a"}))  # older than what is stored: ignored
+    assert cache.revision("Pod", "ns", "a") == seen[-1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tritonop.controller import Controller
+from tritonop.controller import Controller, Requeue
 
 
 def body(name: str) -> dict[str, Any]:
@@ -115,3 +115,61 @@ def test_pausing_after_stop_starts_no_workers() -> None:
         return [task for task in controller.worker_tasks if not task.done()]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_quiet_objects_are_evaluated_by_the_ticker_until_an_evaluation_or_an_event_asks_for_more() -> None:
+    async def scenario() -> tuple[list[str], list[str], dict[str, int]]:
+        log: list[str] = []
+        evaluations: dict[str, int] = {"a": 0, "b": 0}
+
+        async def reconcile(obj: dict[str, Any]) -> Requeue:
+            name = obj["metadata"]["name"]
+            log.append(f"reconcile {name}")
+            return Requeue(0.01, light=True)  # only the autoscaler has work
+
+        async def evaluate(obj: dict[str, Any]) -> float | None:
+            name = obj["metadata"]["name"]
+            evaluations[name] += 1
+            log.append(f"evaluate {name}")
+            if name == "a" and evaluations["a"] == 3:
+                return None  # a decision to apply: a full reconcile now
+            return 0.01
+
+        controller = Controller(reconcile, workers=2, resync_seconds=3600, evaluate=evaluate, tick_seconds=0.02)
+        controller.start()
+        controller.update(body("a"))
+        controller.update(body("b"))
+        await until(lambda: evaluations["a"] >= 5 and evaluations["b"] >= 5)
+        controller.update(body("b"))  # a watch event: a full reconcile, not an evaluation
+        await until(lambda: log.count("reconcile b") == 2)
+        await until(lambda: evaluations["b"] >= 7)
+        in_queue = list(controller.light)
+        controller.forget(("ns", "a"))
+        await controller.stop()
+        return log, in_queue, {"a": log.count("reconcile a"), "b": log.count("reconcile b")}
+
+    log, light, full = asyncio.run(scenario())
+    a_log = [entry for entry in log if entry.endswith(" a")]
+    # a: reconciled, evaluated three times (the third asked for more), reconciled, evaluated again.
+    assert a_log[:5] == ["reconcile a", "evaluate a", "evaluate a", "evaluate a", "reconcile a"], a_log
+    assert set(a_log[5:]) == {"evaluate a"}
+    assert full["b"] == 2  # the event, not the evaluations, brought b's second reconcile
+    assert sorted(light) == [("ns", "a"), ("ns", "b")]
+
+
+def test_without_an_evaluator_a_light_requeue_is_a_plain_one() -> None:
+    async def scenario() -> int:
+        calls: list[int] = []
+
+        async def reconcile(obj: dict[str, Any]) -> Requeue:
+            calls.append(1)
+            return Requeue(0.01, light=True)
+
+        controller = Controller(reconcile, workers=1, resync_seconds=3600)
+        controller.start()
+        controller.update(body("a"))
+        await until(lambda: len(calls) >= 3)
+        await controller.stop()
+        return len(controller.light)
+
+    assert asyncio.run(scenario()) == 0

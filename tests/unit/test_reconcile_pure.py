@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,14 @@ import pytest
 
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
-from tritonop.owned import Observed, first_difference, is_subset
-from tritonop.reconcile import fingerprint, quiet
+from tritonop.cache import CACHED_KINDS, ObjectCache
+from tritonop.events import EventRecorder
+from tritonop.k8s import Credentials, KubeClient
+from tritonop.owned import Observed, Owned, OwnedMemory, first_difference, is_subset
+from tritonop.reconcile import fingerprint, parse, quiet
 from tritonop.render.model_config import ModelConfigError, effective_config, override_problem, parse_pbtxt, to_json
 from tritonop.serving import config_is_current
-from tritonop.state import Settled
+from tritonop.state import OperatorState, Settled
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
 
@@ -128,18 +134,21 @@ def test_override_problems_admission_cannot_see(overrides: dict[str, object] | N
 
 
 SEEN = ("10", "11", "-", "-", "12")
+NOTHING = Observed(None, None, None, [])
+SETTLED_MD = md(autoscaling={"minReplicas": 1, "maxReplicas": 4, "targetLatencyMs": 100})
+AT_100 = Settled(SEEN, 2, 100.0, SETTLED_MD, NOTHING)  # a full reconcile at t=100 that set 2 replicas
 
 
 @pytest.mark.parametrize(
     ("case", "settled", "seen", "replicas", "nothing_to_report", "now", "want"),
     [
-        ("nothing changed: only the autoscaler runs", Settled(SEEN, 2, 100.0), SEEN, 2, True, 110.0, True),
+        ("nothing changed: only the autoscaler runs", AT_100, SEEN, 2, True, 110.0, True),
         ("no full reconcile settled yet", None, SEEN, 2, True, 110.0, False),
-        ("a pod changed", Settled(SEEN, 2, 100.0), ("10", "11", "-", "-", "13"), 2, True, 110.0, False),
-        ("a pod came", Settled(SEEN, 2, 100.0), (*SEEN, "14"), 2, True, 110.0, False),
-        ("the decision changes the replicas", Settled(SEEN, 2, 100.0), SEEN, 3, True, 110.0, False),
-        ("the measurement is due in status", Settled(SEEN, 2, 100.0), SEEN, 2, False, 110.0, False),
-        ("a resync period since the last full one", Settled(SEEN, 2, 100.0), SEEN, 2, True, 130.0, False),
+        ("a pod changed", AT_100, ("10", "11", "-", "-", "13"), 2, True, 110.0, False),
+        ("a pod came", AT_100, (*SEEN, "14"), 2, True, 110.0, False),
+        ("the decision changes the replicas", AT_100, SEEN, 3, True, 110.0, False),
+        ("the measurement is due in status", AT_100, SEEN, 2, False, 110.0, False),
+        ("a resync period since the last full one", AT_100, SEEN, 2, True, 130.0, False),
     ],
 )
 def test_quiet_reconcile_only_when_nothing_but_the_autoscaler_has_work(
@@ -160,3 +169,47 @@ def test_fingerprint_is_the_resource_versions_read() -> None:
 
     observed = Observed(obj("2"), None, obj("3"), [obj("4"), obj("5")])
     assert fingerprint(obj("1"), observed) == ("1", "2", "-", "3", "4", "5")
+
+
+def test_a_settled_object_is_not_parsed_again_until_its_resource_version_moves() -> None:
+    body = {
+        "metadata": {"name": "m", "namespace": "n", "uid": "u", "resourceVersion": "10"},
+        "spec": {"model": {"repository": "file:///r"}, "replicas": 3},
+        "status": {"desiredReplicas": 3},
+    }
+    # No request is made: the client only has to exist.
+    state = OperatorState(kube=KubeClient(Credentials("https://127.0.0.1:1", ssl.create_default_context(), None, None)))
+    fresh = parse(state, body)
+    assert fresh.spec.replicas == 3 and fresh.status.desired_replicas == 3
+    left = fresh.model_copy(update={"status": ModelDeploymentStatus(desiredReplicas=3, readySummary="3/3")})
+    state.settled["u"] = Settled(("10", "-"), 3, 0.0, left, NOTHING)
+    assert parse(state, body) is left  # the same resourceVersion: what the reconcile left
+    moved = {**body, "metadata": {**body["metadata"], "resourceVersion": "11"}, "spec": {**body["spec"], "replicas": 1}}
+    assert parse(state, moved).spec.replicas == 1  # someone wrote: parsed afresh
+    other = {**body, "metadata": {**body["metadata"], "uid": "v"}}
+    assert parse(state, other) is not left
+
+
+def test_observe_reuses_the_previous_pods_only_while_the_cache_shows_no_change() -> None:
+    cache = ObjectCache()
+    cache.primed.update(CACHED_KINDS)
+    model = md(replicas=2)
+    labels = {"app.kubernetes.io/name": "tritonserver", "app.kubernetes.io/instance": "m"}
+    labels["app.kubernetes.io/managed-by"] = "tritonop"
+
+    def pod(name: str, rv: int) -> dict[str, Any]:
+        return {"metadata": {"namespace": "n", "name": name, "labels": labels, "resourceVersion": str(rv)}}
+
+    cache.store("Pod", pod("m-1", 1))
+    events = EventRecorder(logging.LoggerAdapter(logging.getLogger("test")), "n/m")
+    kube = KubeClient(Credentials("https://127.0.0.1:1", ssl.create_default_context(), None, None))
+    owned = Owned(kube, cache, OwnedMemory(), model, events)
+    first = asyncio.run(owned.observe())
+    assert [p["metadata"]["name"] for p in first.pods] == ["m-1"] and first.pod_revision
+    again = asyncio.run(owned.observe(first))
+    assert again.pods is first.pods  # nothing changed: the same list, not selected again
+    cache.store("Pod", pod("m-2", 2))
+    after = asyncio.run(owned.observe(first))
+    assert [p["metadata"]["name"] for p in after.pods] == ["m-1", "m-2"]
+    cache.store("Pod", pod("m-2", 3))  # a pod's status changed
+    assert asyncio.run(owned.observe(after)).pods[1]["metadata"]["resourceVersion"] == "3"

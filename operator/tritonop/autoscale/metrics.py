@@ -163,6 +163,8 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
     )
 
 
+NOTHING_MEASURED = combine([], ())
+
 # Rates and demand from windows at least this long, whatever the evaluation cadence: over 1 s a
 # queue's drain and the counters' timing make demand swing by a third.
 MIN_WINDOW_SECONDS = 3.0
@@ -198,6 +200,9 @@ class PodMetricsReader:
 
     async def measure(self, pods: dict[str, tuple[str, str]], model: str) -> Measurement:
         """pods: uid -> (name, ip) of ready pods. The first sample of a pod only starts its window."""
+        if not pods:  # nothing serves yet (every second while pods start or stay Pending)
+            self.samples.clear()
+            return NOTHING_MEASURED
         results = await asyncio.gather(*(self._scrape(ip, model) for _, ip in pods.values()), return_exceptions=True)
         stats: list[WindowStats] = []
         unreadable: list[str] = []

@@ -23,6 +23,7 @@ from tritonop.serving import pod_facts
 from tritonop.status import AutoscaleFacts
 
 LOG = logging.getLogger("tritonop.autoscale")
+EARLY_TOLERANCE = 0.05  # fraction of the period
 Key = tuple[str, str]  # (namespace, name)
 MD_LABELS = ["namespace", "name"]
 DESIRED_REPLICAS = Gauge("tritonop_autoscaler_desired_replicas", "Replicas the autoscaler wants.", MD_LABELS)
@@ -32,6 +33,7 @@ OBSERVED_LATENCY = Gauge(
 )
 TARGET_LATENCY = Gauge("tritonop_autoscaler_target_latency_ms", "The spec's latency target.", MD_LABELS)
 DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
+DECISIONS_BY_DIRECTION = {direction: DECISIONS.labels(direction) for direction in ("up", "down", "none")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class AutoscalerState:
     last_report: float = float("-inf")  # when status last got this autoscaler's measurement
     last_within: bool | None = None  # the latency verdict status last got
     last_shown: tuple[int | None, ...] | None = None  # the figures status last got, as it shows them
+    last_gauges: tuple[object, ...] | None = None  # what the gauges last got (set only on change)
+    # The ready pods (uid -> (name, ip)) of the pods list last seen: observe() hands back the same
+    # list object while no pod changed, and readiness is then the same too.
+    ready_of: tuple[list[dict[str, Any]], dict[str, tuple[str, str]]] | None = None
 
 
 def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> int:
@@ -105,15 +111,20 @@ class Autoscalers:
         state = await self._state(key, spec)
         current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
         now = time.monotonic()
-        if now - state.last_evaluation < state.period:
+        # A tick a hair early (the ticker's cadence is the period) still evaluates.
+        if now - state.last_evaluation < state.period * (1 - EARLY_TOLERANCE):
             return Scaling(max(spec.min_replicas, min(spec.max_replicas, current)))
         state.last_evaluation = now
         # Pods still loading or not ready are left out: they serve nothing yet.
-        ready = {
-            pod["metadata"]["uid"]: (pod["metadata"]["name"], pod["status"]["podIP"])
-            for pod in pods
-            if pod_facts(pod).ready and pod.get("status", {}).get("podIP")
-        }
+        if state.ready_of is not None and state.ready_of[0] is pods:
+            ready = state.ready_of[1]
+        else:
+            ready = {
+                pod["metadata"]["uid"]: (pod["metadata"]["name"], pod["status"]["podIP"])
+                for pod in pods
+                if pod_facts(pod).ready and pod.get("status", {}).get("podIP")
+            }
+            state.ready_of = (pods, ready)
         try:
             measurement = await state.reader.measure(ready, md.model_name)
         except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count
@@ -138,7 +149,7 @@ class Autoscalers:
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
         state.replicas = decision.replicas
-        record_decision(events, md, decision, current, observation)
+        state.last_gauges = record_decision(events, md, decision, current, observation, state.last_gauges)
         within = None if observation.latency_ms is None else observation.latency_ms <= spec.target_latency_ms
         # As status shows them (whole ms and seconds): figures that would not change status are no news.
         shown = tuple(
@@ -184,16 +195,26 @@ class Autoscalers:
 
 
 def record_decision(
-    events: EventRecorder, md: ModelDeployment, decision: Decision, current: int, observation: Observation
-) -> None:
+    events: EventRecorder,
+    md: ModelDeployment,
+    decision: Decision,
+    current: int,
+    observation: Observation,
+    last_gauges: tuple[object, ...] | None = None,
+) -> tuple[object, ...]:
+    """Log, count and (on a change) post an Event for one decision; the gauges are set only when
+    their values differ from `last_gauges` (evaluations come every second). Returns the values."""
     labels = (md.namespace, md.name)
-    DESIRED_REPLICAS.labels(*labels).set(decision.replicas)
-    CURRENT_REPLICAS.labels(*labels).set(current)
-    if md.spec.autoscaling is not None:
-        TARGET_LATENCY.labels(*labels).set(md.spec.autoscaling.target_latency_ms)
-        if observation.latency_ms is not None:
-            OBSERVED_LATENCY.labels(*labels, md.spec.autoscaling.metric).set(observation.latency_ms)
-    DECISIONS.labels(decision.direction).inc()
+    autoscaling = md.spec.autoscaling
+    gauges = (decision.replicas, current, autoscaling, observation.latency_ms)
+    if gauges != last_gauges:
+        DESIRED_REPLICAS.labels(*labels).set(decision.replicas)
+        CURRENT_REPLICAS.labels(*labels).set(current)
+        if autoscaling is not None:
+            TARGET_LATENCY.labels(*labels).set(autoscaling.target_latency_ms)
+            if observation.latency_ms is not None:
+                OBSERVED_LATENCY.labels(*labels, autoscaling.metric).set(observation.latency_ms)
+    DECISIONS_BY_DIRECTION[decision.direction].inc()
     # Evaluations come every second: only changes are worth an info line.
     log = events.log.info if decision.direction != "none" else events.log.debug
     log(
@@ -209,6 +230,7 @@ def record_decision(
     )
     if decision.direction != "none":
         events.normal("Scaled", f"{current} -> {decision.replicas}: {decision.reason}")
+    return gauges
 
 
 def forget_metrics(namespace: str, name: str) -> None:

@@ -172,7 +172,8 @@ def measure(
         # Reconciles (quiet evaluations included) in the window, and their mean wall time in process.
         count = end_metrics.get(RECONCILES_COUNT, 0.0) - start_metrics.get(RECONCILES_COUNT, 0.0)
         spent = end_metrics.get(RECONCILES_SUM, 0.0) - start_metrics.get(RECONCILES_SUM, 0.0)
-        quiet = end_metrics.get(QUIET, 0.0) - start_metrics.get(QUIET, 0.0)  # the before side lacks it
+        # Older trees do not export it: no figure then.
+        quiet = end_metrics[QUIET] - start_metrics.get(QUIET, 0.0) if QUIET in end_metrics else None
         return {
             "side": side,
             "cpu_pct_of_one_core": round(100 * cpu, 2),
@@ -182,7 +183,7 @@ def measure(
             "rss_max_mib": round(max(rss), 1),
             "hashed_bytes_while_idle": hashed,
             "reconciles_per_second": round(count / seconds, 1),
-            "full_reconciles_per_second": round((count - quiet) / seconds, 2),
+            "full_reconciles_per_second": None if quiet is None else round((count - quiet) / seconds, 2),
             "reconcile_mean_ms": round(1000 * spent / count, 3) if count else None,
         }
     finally:

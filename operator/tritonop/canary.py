@@ -20,10 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tritonop import clock
 from tritonop.api.spec import AnalysisStatus, CanaryAnalysis, CanarySpec, RolloutStatus, SideFigures
+from tritonop.promtext import samples
 
 Result = Literal["Passed", "Failed", "Inconclusive", "FastFailed"]
 
@@ -72,14 +71,12 @@ def parse_version_counters(text: str, model: str) -> dict[int, VersionCounters]:
         "nv_inference_compute_infer_duration_us": "compute_us",
     }
     found: dict[int, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = names.get(sample.name.removesuffix("_total"))
-            version = sample.labels.get("version", "")
-            if key is None or sample.labels.get("model") != model or not version.isdigit():
-                continue
-            values = found.setdefault(int(version), {})
-            values[key] = values.get(key, 0.0) + sample.value
+    for name, labels, value in samples(text, names):
+        version = labels.get("version", "")
+        if labels.get("model") != model or not version.isdigit():
+            continue
+        values = found.setdefault(int(version), {})
+        values[names[name]] = values.get(names[name], 0.0) + value
     return {version: VersionCounters(**values) for version, values in found.items()}
 
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
+from tritonop.promtext import samples
 from tritonop.render.objects import METRICS_PORT
 
 SCRAPE_TIMEOUT_SECONDS = 3.0
 P95 = "0.95"
+SUMMARY = "nv_inference_request_summary_us"  # its p95 quantile
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,13 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         "nv_inference_pending_request_count": 0.0,
     }
     p95: float | None = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("model") != model:
-                continue
-            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
-            if name in totals:
-                totals[name] += sample.value
-            elif (
-                sample.name == "nv_inference_request_summary_us"
-                and sample.labels.get("quantile") == P95
-                and sample.value == sample.value  # NaN while the summary window is empty
-            ):
-                p95 = max(p95 or 0.0, sample.value)
+    for name, labels, value in samples(text, (*totals, SUMMARY)):
+        if labels.get("model") != model:
+            continue
+        if name in totals:
+            totals[name] += value
+        elif labels.get("quantile") == P95 and value == value:  # NaN while the summary window is empty
+            p95 = max(p95 or 0.0, value)
     return CounterSample(
         at=at,
         success=totals["nv_inference_request_success"],

@@ -151,10 +151,12 @@ class Autoscalers:
         state.replicas = decision.replicas
         state.last_gauges = record_decision(events, md, decision, current, observation, state.last_gauges)
         within = None if observation.latency_ms is None else observation.latency_ms <= spec.target_latency_ms
-        # As status shows them (whole ms and seconds): figures that would not change status are no news.
+        # As status shows them (whole ms): figures that would not change status are no news. The
+        # window's length alone is not either: it moves between 3 and 4 s with the cadence, and
+        # idle objects with running pods would otherwise write status every report period.
         shown = tuple(
             None if value is None else round(value)
-            for value in (measurement.p95_ms, measurement.average_ms, measurement.queue_ms, measurement.window_seconds)
+            for value in (measurement.p95_ms, measurement.average_ms, measurement.queue_ms)
         )
         report = (
             decision.direction != "none"

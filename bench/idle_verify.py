@@ -131,6 +131,7 @@ def measure(
                 f"--namespace={NAMESPACE}",
                 f"--metrics-port={metrics_port}",
                 f"--liveness-port={liveness_port}",
+                *(["--verbose"] if os.environ.get("IDLE_VERIFY_VERBOSE") else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -149,11 +150,19 @@ def measure(
         documents = [manifest(i, r, parked, fixed) for i, r in enumerate(repositories)]
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
-        def all_have_status() -> bool:
-            items = json.loads(cluster.kubectl("get", "md", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-            return len(items) == len(documents) and all(i.get("status", {}).get("conditions") for i in items)
+        def settled(item: dict[str, Any]) -> bool:
+            """Parked: status written. Running: Ready (servers started and loaded: not idle before)."""
+            conditions = item.get("status", {}).get("conditions") or []
+            return bool(conditions) and (
+                parked or any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+            )
 
-        wait_until(f"{side}: status on every ModelDeployment", all_have_status, timeout=900)
+        def all_settled() -> bool:
+            items = json.loads(cluster.kubectl("get", "md", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+            return len(items) == len(documents) and all(settled(item) for item in items)
+
+        wait_until(f"{side}: every ModelDeployment {'with status' if parked else 'Ready'}", all_settled, timeout=900)
+        time.sleep(5)  # the last converging requeues (1 s) run out before the window
         start_metrics = scrape_metrics(metrics_port)
         hashed_start = start_metrics.get(HASHED)
         rss_start = rss_mib(process.pid)

@@ -81,6 +81,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
         QUIET_EVALUATIONS.inc()
         return Outcome(requeue_after=state.autoscalers.next_evaluation_in(md), quiet=True)
     if quiet_only:
+        log.debug(
+            "light evaluation needs a full reconcile: settled %s, same reads %s, replicas %s, report %s",
+            settled is not None,
+            settled is not None and settled.fingerprint == seen,
+            scaling.replicas,
+            scaling.facts is not None,
+        )
         state.carried[md.uid] = Carried(scaling, tuple(events.events))
         return Outcome(needs_full=True)
     state.settled.pop(md.uid, None)

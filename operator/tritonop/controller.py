@@ -5,9 +5,9 @@ time, with a few workers in parallel, periodic resyncs, requeue-after and error 
 burst of events for one object while it is being reconciled becomes one more reconcile.
 
 Light evaluations: a reconcile that answers Requeue(after, light=True) has nothing to do but the
-autoscaler's next evaluation. Those keys skip the queue: one ticker task, once per tick, runs
-`evaluate` for every such key that is due, in turn (no timer, queue hop or worker per object:
-at hundreds of idle autoscaled objects, that overhead was most of the operator's idle CPU). An
+autoscaler's next evaluation. Those keys skip the queue: one ticker, once per tick, starts
+`evaluate` for every such key that is due (no timer, queue hop or worker per object: at
+hundreds of idle autoscaled objects, that overhead was most of the operator's idle CPU). An
 evaluation that finds more to do answers None, and the key goes to the queue for a full reconcile.
 """
 
@@ -66,6 +66,8 @@ class Controller:
         self.workers = workers
         self.resync_seconds = resync_seconds
         self.light: dict[Key, float] = {}  # key -> loop time its light evaluation is due
+        self.evaluating: set[Key] = set()  # light evaluations under way
+        self.evaluations: set[asyncio.Task[None]] = set()
         self.bodies: dict[Key, dict[str, Any]] = {}
         self.queue: asyncio.Queue[Key] = asyncio.Queue()
         self.queued: set[Key] = set()
@@ -119,7 +121,7 @@ class Controller:
 
     async def stop(self) -> None:
         self.stopped = True
-        tasks = self.tasks + self.worker_tasks
+        tasks = self.tasks + self.worker_tasks + list(self.evaluations)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -212,7 +214,8 @@ class Controller:
                     self.enqueue(key)
 
     async def _tick(self) -> None:
-        """Every tick, the light evaluations that are due, one after another."""
+        """Every tick, a task for each light evaluation that is due. One that is slow (a scrape
+        waiting for its timeout) delays no other; later ticks skip its key until it ends."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick_seconds)
@@ -220,33 +223,39 @@ class Controller:
                 continue
             # Due within half a tick counts as due: the ticks are the cadence.
             horizon = loop.time() + self.tick_seconds / 2
-            for key in [key for key, due in self.light.items() if due <= horizon]:
-                await self._evaluate(key)
+            for key in [k for k, due in self.light.items() if due <= horizon and k not in self.evaluating]:
+                self.evaluating.add(key)
+                task = asyncio.create_task(self._evaluate(key), name="light-evaluation")
+                self.evaluations.add(task)
+                task.add_done_callback(self.evaluations.discard)
 
     async def _evaluate(self, key: Key) -> None:
-        body = self.bodies.get(key)
-        # Queued, being reconciled or waiting for a retry: the full reconcile decides what's next.
-        if body is None or key in self.active or key in self.queued or key in self.delayed:
-            self.light.pop(key, None)
-            return
-        assert self.evaluate is not None
-        self.active.add(key)
-        started = time.monotonic()
-        again: float | None = None
         try:
-            again = await self.evaluate(body)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the full reconcile reports it, with its back-off
-            LOG.debug("%s/%s: light evaluation failed, reconciling: %s", *key, error)
+            body = self.bodies.get(key)
+            # Queued, being reconciled or waiting for a retry: the full reconcile decides what's next.
+            if body is None or key in self.active or key in self.queued or key in self.delayed:
+                self.light.pop(key, None)
+                return
+            assert self.evaluate is not None
+            self.active.add(key)
+            started = time.monotonic()
+            again: float | None = None
+            try:
+                again = await self.evaluate(body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the full reconcile reports it, with its back-off
+                LOG.debug("%s/%s: light evaluation failed, reconciling: %s", *key, error)
+            finally:
+                RECONCILE_SECONDS.observe(time.monotonic() - started)
+                self.active.discard(key)
+            if key in self.dirty or again is None:
+                self.dirty.discard(key)
+                self.enqueue(key)
+            elif key in self.light:
+                self.light[key] = loop_time() + again
         finally:
-            RECONCILE_SECONDS.observe(time.monotonic() - started)
-            self.active.discard(key)
-        if key in self.dirty or again is None:
-            self.dirty.discard(key)
-            self.enqueue(key)
-        elif key in self.light:
-            self.light[key] = loop_time() + again
+            self.evaluating.discard(key)
 
     def _retry(self, key: Key, error: Exception, conflict: bool = False) -> None:
         if conflict:  # someone wrote first: read again and redo, soon

@@ -67,8 +67,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     async def run_evaluation(body: dict[str, Any]) -> float | None:
         """The autoscaler's tick alone; None: more to do, a full reconcile follows (errors too)."""
-        outcome = await reconcile(state, body, quiet_only=True)
-        return None if outcome.needs_full else outcome.requeue_after
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        try:
+            outcome = await reconcile(state, body, quiet_only=True)
+            return None if outcome.needs_full else outcome.requeue_after
+        finally:
+            if key not in controller.bodies:
+                # Deleted while it ran (a scrape can take seconds): what it remembered must go too.
+                await state.release(key, body["metadata"].get("uid"))
 
     controller = Controller(
         run_reconcile,

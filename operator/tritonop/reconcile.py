@@ -10,8 +10,11 @@ write status only if it changed -> post events (events.py).
 An idle reconcile (nothing changed anywhere) makes no API request at all. Between full ones, the
 autoscaler's 1 s evaluations take a quiet path: when nothing the last full reconcile saw has
 changed (the object, its Deployment/Service/PDB, its pods, by resourceVersion), nothing was left
-converging and the decision keeps the replicas, the evaluation is all that runs. A full reconcile
-still comes with every watch event and at least every resync period (Triton-side drift).
+converging and the decision keeps the replicas, the evaluation is all that runs. Once a
+reconcile ends that way, the controller's ticker runs the next evaluations (quiet_only) without
+the work queue; one that finds more to do hands its decision and events to a full reconcile. A
+full reconcile still comes with every watch event and at least every resync period (Triton-side
+drift).
 """
 
 from __future__ import annotations

@@ -173,3 +173,34 @@ def test_without_an_evaluator_a_light_requeue_is_a_plain_one() -> None:
         return len(controller.light)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_slow_light_evaluation_delays_no_other_and_keeps_its_place() -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        evaluations = {"a": 0, "b": 0}
+        slow = asyncio.Event()
+
+        async def reconcile(obj: dict[str, Any]) -> Requeue:
+            return Requeue(0.01, light=True)
+
+        async def evaluate(obj: dict[str, Any]) -> float:
+            name = obj["metadata"]["name"]
+            evaluations[name] += 1
+            if name == "a" and evaluations["a"] == 1:
+                await slow.wait()  # a scrape waiting for its timeout
+            return 0.01
+
+        controller = Controller(reconcile, workers=2, resync_seconds=3600, evaluate=evaluate, tick_seconds=0.02)
+        controller.start()
+        controller.update(body("a"))
+        controller.update(body("b"))
+        await until(lambda: evaluations["b"] >= 10)
+        a_while_stuck = evaluations["a"]  # ticks skipped a while its evaluation ran
+        slow.set()
+        await until(lambda: evaluations["a"] >= 3)
+        still_light = ("ns", "a") in controller.light
+        await controller.stop()
+        return a_while_stuck, evaluations["b"], still_light
+
+    a_while_stuck, b_count, still_light = asyncio.run(scenario())
+    assert a_while_stuck == 1 and b_count >= 10 and still_light

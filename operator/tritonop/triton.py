@@ -15,6 +15,7 @@ import tritonclient.http.aio as triton_http
 from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
 
+from tritonop.promtext import samples
 from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT, METRICS_PORT
 
 STATUS_TIMEOUT_SECONDS = 5.0
@@ -115,8 +116,8 @@ class TritonServer:
     async def pending_requests(self, model: str) -> float:
         """Requests queued for `model` now (Triton's pending-request gauge, all versions)."""
         text = await self.metrics_text()
-        prefix = f'nv_inference_pending_request_count{{model="{model}",'
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+        found = samples(text, ["nv_inference_pending_request_count"])
+        return sum(value for _, labels, value in found if labels.get("model") == model)
 
     async def unload(self, model: str) -> None:
         async with calling("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:

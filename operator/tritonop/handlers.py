@@ -61,9 +61,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 return None
             raise
         finally:
-            if key not in controller.bodies:
-                # Deleted while this reconcile ran: what it just remembered must go too.
-                await state.release(key, body["metadata"].get("uid"))
+            await release_if_gone(key, body)
 
     async def run_evaluation(body: dict[str, Any]) -> float | None:
         """The autoscaler's tick alone; None: more to do, a full reconcile follows (errors too)."""
@@ -72,9 +70,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             outcome = await reconcile(state, body, quiet_only=True)
             return None if outcome.needs_full else outcome.requeue_after
         finally:
-            if key not in controller.bodies:
-                # Deleted while it ran (a scrape can take seconds): what it remembered must go too.
-                await state.release(key, body["metadata"].get("uid"))
+            await release_if_gone(key, body)
+
+    async def release_if_gone(key: tuple[str, str], body: dict[str, Any]) -> None:
+        """Deleted while a reconcile or evaluation ran (a load or a scrape can take seconds): what
+        it just remembered must go too."""
+        if key not in controller.bodies:
+            await state.release(key, body["metadata"].get("uid"))
 
     controller = Controller(
         run_reconcile,

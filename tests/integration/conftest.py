@@ -47,8 +47,8 @@ def apps(api: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(api)
 
 
-def fresh_namespace(core: client.CoreV1Api) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
+def fresh_namespace(core: client.CoreV1Api, prefix: str = "t") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     # Pods are refused until the controller manager has made the namespace's ServiceAccount.
     wait_until(
@@ -63,6 +63,14 @@ def fresh_namespace(core: client.CoreV1Api) -> str:
 def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (and its pods with it)."""
     name = fresh_namespace(core)
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def unwatched_namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace that no test's operator watches (the session operator watches t-*)."""
+    name = fresh_namespace(core, prefix="x")
     yield name
     core.delete_namespace(name)
 

@@ -122,12 +122,15 @@ def test_overrides_the_repository_config_cannot_take_are_reported_not_loaded(
 
 
 def test_a_body_whose_deletion_was_missed_creates_nothing(
-    cluster: DevCluster, crd: None, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    cluster: DevCluster, crd: None, api: client.ApiClient, core: client.CoreV1Api, unwatched_namespace: str
 ) -> None:
     """A watch restart can lose a DELETED event; the queue then still holds the old body and its
     resyncs reconcile it. The reconciler (in process here, against the real API server; no
-    operator runs in this namespace) must not create the object's Deployment and Service again
-    (the garbage collector would delete them again, and again): it says the object is gone."""
+    operator watches this namespace: the session operator, started by this file's other tests,
+    would otherwise create the Deployment between the apply and the delete) must not create the
+    object's Deployment and Service again (the garbage collector would delete them again, and
+    again): it says the object is gone."""
+    namespace = unwatched_namespace
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(md_manifest("gone", sleepy_spec())))
     body = client.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, "modeldeployments", "gone"

@@ -150,7 +150,7 @@ class Controller:
         self.light.pop(key, None)  # a full reconcile decides what comes next
         if delay > 0:
             existing = self.delayed.get(key)
-            due = asyncio.get_running_loop().time() + delay
+            due = loop_time() + delay
             if existing is not None and existing.when() <= due:
                 return
             if existing is not None:
@@ -201,10 +201,10 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except KubeError as error:
-                RECONCILES.labels("conflict" if error.status == 409 else "error").inc()
+                RECONCILES_BY_RESULT["conflict" if error.status == 409 else "error"].inc()
                 self._retry(key, error, conflict=error.status == 409)
             except Exception as error:
-                RECONCILES.labels("error").inc()
+                RECONCILES_BY_RESULT["error"].inc()
                 self._retry(key, error)
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)

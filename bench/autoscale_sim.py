@@ -91,6 +91,7 @@ LOG = logging.getLogger("autoscale_sim")
 POLICIES = ("tritonop", "knative", "hpa-queue", "reactive-ideal", "clairvoyant")
 VARIANTS = ("period1", "aligned", "nocap", "nodrain")  # and p95winN
 MODEL = "slow"
+RECORD_UP_TO_SECONDS = 3_600
 SUMMARY_BUCKETS = 5  # prometheus-cpp's default age buckets
 # t distribution, two-sided 95%, by degrees of freedom (beyond 30: 1.96)
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 12: 2.18}
@@ -112,7 +113,8 @@ class Settings:
     max_replicas: int = 8
     initial_replicas: int | None = None  # None: what the trace's first 10 s need (1 for the step trace)
     scale_down_stabilization_s: int = 30  # the bench's tritonop spec
-    spare_replicas: int = 3  # the bench's tritonop spec: the traces' bursts reach 3 replicas' worth
+    spare_replicas: int | None = None  # tritonop's spec: None (unset) lets the policy derive headroom
+    metric: str = "p95"  # tritonop's spec.autoscaling.metric
     evaluate_s: float = 1.0  # the operator's defaults (Autoscalers): decisions every 1 s, status every 5 s
     report_s: float = 5.0
     reconcile_overhead_s: float = 0.1  # a reconcile's own time before its requeue starts
@@ -244,13 +246,19 @@ class RunResult:
 
 
 class SimClock:
-    """Stands in for the `time` module in runner.py: monotonic() is the simulation's clock."""
+    """The runner's injected clock: monotonic() is the simulation's clock; time() puts second 0
+    of the trace at Monday 00:00 UTC (so a day or week trace lines up with the learned profiles)."""
+
+    EPOCH = 4 * 86_400.0  # 1970-01-05, a Monday
 
     def __init__(self) -> None:
         self.now = 0.0
 
     def monotonic(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.EPOCH + self.now
 
 
 class SimReader(PodMetricsReader):
@@ -294,29 +302,30 @@ class SimReader(PodMetricsReader):
 
 @contextlib.contextmanager
 def patched(
-    clock: SimClock, variant: Variant, record: list[tuple[float, Observation, int, Decision]]
+    clock: SimClock, variant: Variant, record: list[tuple[float, Observation, int, Decision]] | None
 ) -> Iterator[None]:
-    """Run the operator's code on the simulated clock; apply the variant's feed changes.
+    """Apply the variant's feed changes and record every decision (the clock is injected).
 
-    runner.py reads `time.monotonic()` and calls `decide` through its module globals: both are
-    swapped for the run (and restored), so the real `Autoscalers.scale` runs unchanged."""
+    runner.py calls `decide` through its module globals: it is wrapped for the run (and
+    restored), so the real `Autoscalers.scale` runs unchanged."""
     names = vars(runner)
-    real_time, real_decide, real_cap = names["time"], names["decide"], policy.MAX_UP_FACTOR
+    real_decide, real_cap = names["decide"], policy.MAX_UP_FACTOR
 
     def decide(observation: Observation, spec: Any, current: int, history: History, now: float) -> Decision:
         if variant.nodrain:
             observation = dataclasses.replace(observation, pending=0.0, longest_queue=0.0)
         decision: Decision = real_decide(observation, spec, current, history, now)
-        record.append((now, observation, current, decision))
+        if record is not None:
+            record.append((now, observation, current, decision))
         return decision
 
-    names["time"], names["decide"] = clock, decide
+    names["decide"] = decide
     if variant.nocap:
         policy.MAX_UP_FACTOR = 1000.0
     try:
         yield
     finally:
-        names["time"], names["decide"], policy.MAX_UP_FACTOR = real_time, real_decide, real_cap
+        names["decide"], policy.MAX_UP_FACTOR = real_decide, real_cap
 
 
 class Simulation:
@@ -369,7 +378,9 @@ class Simulation:
         self.at(self.rng.random() * controller.first_delay(), "control", controller)
         times = arrivals(self.trace, self.seed)
         index = 0
-        with patched(self.clock, self.variant, self.result.decisions):
+        # Long traces keep no per-decision record (a week is 600 000 decisions).
+        record = self.result.decisions if self.trace.seconds <= RECORD_UP_TO_SECONDS else None
+        with patched(self.clock, self.variant, record):
             while self.events or index < len(times):
                 if index < len(times) and (not self.events or times[index] <= self.events[0][0]):
                     self._set_now(times[index])
@@ -619,21 +630,21 @@ class TritonopController(Controller):
     def __init__(self, sim: Simulation) -> None:
         s = sim.settings
         report = 1.0 if sim.variant.period1 else s.report_s
-        self.autoscalers = runner.Autoscalers(evaluate_every=s.evaluate_s, report_every=report)
+        self.autoscalers = runner.Autoscalers(evaluate_every=s.evaluate_s, report_every=report, clock=sim.clock)
+        autoscaling: dict[str, Any] = {
+            "minReplicas": s.min_replicas,
+            "maxReplicas": s.max_replicas,
+            "metric": s.metric,
+            "targetLatencyMs": int(s.target_ms),
+            "scaleDownStabilizationSeconds": s.scale_down_stabilization_s,
+        }
+        spare = s.spare_replicas if sim.variant.spare is None else sim.variant.spare
+        if spare is not None:
+            autoscaling["spareReplicas"] = spare
         self.md = ModelDeployment.from_body(
             {
                 "metadata": {"name": MODEL, "namespace": "sim", "uid": "sim"},
-                "spec": {
-                    "model": {"name": MODEL, "repository": "file:///sim"},
-                    "autoscaling": {
-                        "minReplicas": s.min_replicas,
-                        "maxReplicas": s.max_replicas,
-                        "metric": "p95",
-                        "targetLatencyMs": int(s.target_ms),
-                        "scaleDownStabilizationSeconds": s.scale_down_stabilization_s,
-                        "spareReplicas": s.spare_replicas if sim.variant.spare is None else sim.variant.spare,
-                    },
-                },
+                "spec": {"model": {"name": MODEL, "repository": "file:///sim"}, "autoscaling": autoscaling},
             }
         )
         reader = SimReader(sim, aligned=sim.variant.aligned)
@@ -786,6 +797,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def parse_spare(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("--spare-replicas: a whole number or 'auto'")
+    return int(text)
+
+
 def parse_start(text: str) -> tuple[float, float]:
     low, _, high = text.partition("-")
     bounds = (float(low), float(high or low))
@@ -822,7 +841,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deletion", choices=("abrupt", "graceful"), default="abrupt")
     parser.add_argument("--client-timeout-s", type=float, default=30.0)
     parser.add_argument("--max-replicas", type=int, default=8)
-    parser.add_argument("--spare-replicas", type=int, default=3, help="tritonop's spec.autoscaling.spareReplicas")
+    parser.add_argument(
+        "--spare-replicas",
+        type=parse_spare,
+        default=None,
+        help="tritonop's spec.autoscaling.spareReplicas: N, or 'auto' (unset: the policy derives headroom; default)",
+    )
+    parser.add_argument("--metric", choices=("p95", "average", "queue"), default="p95", help="tritonop's metric")
     parser.add_argument("--json", action="store_true", help="one JSON object per policy and trace per line")
     args = parser.parse_args(argv)
 
@@ -843,6 +868,7 @@ def main(argv: list[str] | None = None) -> None:
         max_replicas=args.max_replicas,
         min_replicas=args.min_replicas,
         spare_replicas=args.spare_replicas,
+        metric=args.metric,
     )
     names = list(SUITE) if args.trace == "all" else args.trace.split(",")
     policies = args.policies.split(",")

@@ -19,6 +19,20 @@ same seed sees exactly the same request times (paired comparisons).
   The data cannot be fetched here, so the series is generated from that published shape with a
   fixed seed; it is not the recorded data.
 
+Long traces (`LONG`, not in `SUITE`): real-time, one rate per second, for a policy that learns a
+daily/weekly profile. Both follow the Azure LLM inference trace 2024's coding service (Stojkovic et al.,
+"DynamoLLM", HPCA 2025; github.com/Azure/AzurePublicDataset, CC-BY 4.0): its invocations per minute
+over 2024-05-10 00:00 - 2024-05-17 00:00 UTC, Friday to Thursday, as bench/data/azure_llm_code_2024_week.csv
+holds them. The per-request files are out of reach here, so that CSV is digitized from the dataset's
+published figure of them (analysis/AzureLLMInferenceDataset2024.ipynb, by
+bench/data/digitize_azure_llm_2024.py): per ~7.2-minute pixel column, the lowest and highest per-minute
+count. Per minute, the rate is that band's middle, interpolated, plus seeded AR(1) noise (correlation 0.5,
+kept inside the band less the trend's own change across it); so the daily and weekly shape is the
+recorded one, the minute-to-minute variation only matches its recorded size. The per-minute series is
+rescaled linearly (its minimum to 3 req/s, its maximum to 30) and interpolated per second.
+- day: Tuesday 2024-05-14 UTC (trough ~340/min near 08:00, peak ~5850/min near 19:00), 86400 s;
+- week: the whole week: five weekdays of that shape (peaks 22-30 req/s) and a quiet weekend (peaks ~9), 604800 s.
+
 A CSV file with header `second,rate` is a trace too (`load_csv`): one row per second, rate in
 requests/s (seconds missing between rows keep the previous rate).
 """
@@ -26,6 +40,7 @@ requests/s (seconds missing between rows keep the previous rate).
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -134,6 +149,72 @@ def constant(rate: float, seconds: int = 300) -> Trace:
 
 SUITE = {"step": step, "ramp": ramp, "diurnal": diurnal, "spikes": spikes, "noisy": noisy, "replay": replay}
 
+# Azure LLM inference trace 2024, coding service, one week of invocations per minute (see the module docstring).
+AZURE_CODE_WEEK = Path(__file__).parent / "data" / "azure_llm_code_2024_week.csv"
+MINUTES_PER_DAY = 24 * 60
+
+
+@functools.lru_cache(maxsize=1)
+def _azure_code_minutes() -> tuple[float, ...]:
+    """Invocations per minute for each minute of the recorded week: the digitized band's middle,
+    interpolated between pixel columns, plus seeded correlated noise within the band."""
+    centres: list[float] = []
+    mids: list[float] = []
+    widths: list[float] = []
+    with AZURE_CODE_WEEK.open(newline="") as handle:
+        for row in csv.DictReader(line for line in handle if not line.startswith("#")):
+            low, high = float(row["low"]), float(row["high"])
+            centres.append(float(row["minute"]))
+            mids.append((low + high) / 2)
+            widths.append(high - low)
+    last = len(centres) - 1
+    # The band spans the noise plus the trend's change across the column: keep only the former.
+    halves = [
+        max(0.0, (widths[i] - abs(mids[min(i + 1, last)] - mids[max(i - 1, 0)]) / 2) / 2) for i in range(last + 1)
+    ]
+    rng = random.Random(20240514)
+    memory, sigma = 0.5, 0.7  # lag-1 correlation; spread in half-bands (a band is the range of ~8 minutes)
+    noise, column = 0.0, 0
+    minutes: list[float] = []
+    for minute in range(7 * MINUTES_PER_DAY):
+        at = minute + 0.5
+        while column < last - 1 and centres[column + 1] < at:
+            column += 1
+        f = min(1.0, max(0.0, (at - centres[column]) / (centres[column + 1] - centres[column])))
+        mid = mids[column] + (mids[column + 1] - mids[column]) * f
+        half = halves[column] + (halves[column + 1] - halves[column]) * f
+        noise = memory * noise + math.sqrt(1 - memory**2) * rng.gauss(0.0, sigma)
+        minutes.append(mid + half * min(1.0, max(-1.0, noise)))
+    return tuple(minutes)
+
+
+def _per_second(name: str, per_minute: tuple[float, ...] | list[float]) -> Trace:
+    """Rescale per-minute values linearly to 3-30 req/s and interpolate them per second."""
+    low, high = min(per_minute), max(per_minute)
+    scaled = [3.0 + 27.0 * (value - low) / (high - low) for value in per_minute]
+    fractions = [step_ / 60 for step_ in range(60)]
+    rates: list[float] = []
+    for minute, value in enumerate(scaled):
+        change = scaled[min(minute + 1, len(scaled) - 1)] - value
+        rates.extend([min(30.0, value + change * fraction) for fraction in fractions])
+    return Trace(name, tuple(rates))
+
+
+@functools.lru_cache(maxsize=1)
+def day() -> Trace:
+    """24 h of the Azure LLM inference 2024 coding trace: Tuesday 2024-05-14 UTC, 86400 s."""
+    tuesday = 4  # the recorded week starts on Friday 2024-05-10
+    return _per_second("day", _azure_code_minutes()[tuesday * MINUTES_PER_DAY : (tuesday + 1) * MINUTES_PER_DAY])
+
+
+@functools.lru_cache(maxsize=1)
+def week() -> Trace:
+    """The Azure LLM inference 2024 coding trace's recorded week (Friday to Thursday, UTC), 604800 s."""
+    return _per_second("week", _azure_code_minutes())
+
+
+LONG = {"day": day, "week": week}
+
 
 def load_csv(path: Path) -> Trace:
     rates: dict[int, float] = {}
@@ -156,15 +237,17 @@ def load_csv(path: Path) -> Trace:
 
 
 def get(name: str) -> Trace:
-    """A suite trace by name, `constant-R` (R req/s for 300 s), or a CSV file's path."""
+    """A suite or long trace by name, `constant-R` (R req/s for 300 s), or a CSV file's path."""
     if name in SUITE:
         return SUITE[name]()
+    if name in LONG:
+        return LONG[name]()
     if name.startswith("constant-"):
         return constant(float(name.removeprefix("constant-")))
     path = Path(name)
     if path.suffix == ".csv":
         return load_csv(path)
-    raise ValueError(f"unknown trace {name!r}: one of {', '.join(SUITE)}, constant-R, or a .csv file")
+    raise ValueError(f"unknown trace {name!r}: one of {', '.join([*SUITE, *LONG])}, constant-R, or a .csv file")
 
 
 def arrivals(trace: Trace, seed: int) -> list[float]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonop.api.spec import (
+    AutoscalerStatus,
     Condition,
     EndpointStatus,
     IntegrityStatus,
@@ -109,6 +110,8 @@ class AutoscaleFacts:
     metric: str
     unreadable: tuple[str, ...] = ()
     scaled: bool = False
+    unreachable: str | None = None  # the target no replica can meet (policy.unreachable_message)
+    learned: AutoscalerStatus | None = None  # the learned memory to keep (None: keep status's)
 
 
 def condition(md: ModelDeployment, kind: str, status: str, reason: str, message: str = "") -> Condition:
@@ -326,10 +329,11 @@ def compute_status(
         settled_conditions.append(cond.model_copy(update={"last_transition_time": since}))
     settled_conditions.sort(key=lambda c: CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else 99)
 
-    latency, last_scale_time = None, None
+    latency, last_scale_time, learned = None, None, None
     if md.spec.autoscaling is not None:
         auto = facts.autoscale
         latency = previous.latency
+        learned = auto.learned if auto is not None and auto.learned is not None else previous.autoscaler
         if auto is not None and any(v is not None for v in (auto.p95_ms, auto.average_ms, auto.queue_ms)):
             latency = LatencyStatus(
                 p95_ms=_rounded(auto.p95_ms),
@@ -355,6 +359,7 @@ def compute_status(
         target_version=target,
         previous_version=previous_version,
         latency=latency,
+        autoscaler=learned,
         integrity=facts.integrity,
         last_load=facts.last_load or previous.last_load,
         rollout=rollout,
@@ -417,6 +422,8 @@ def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previou
         reason = "MetricsUnavailable" if auto.unreadable else "NoTraffic"
         return condition(md, "LatencyWithinTarget", "Unknown", reason, f"no {auto.metric} latency measured{unreadable}")
     measured = f"{auto.metric} {auto.latency_ms:.0f}ms, target {auto.target_ms}ms{unreadable}"
+    if auto.unreachable:
+        return condition(md, "LatencyWithinTarget", "False", "TargetBelowServiceTime", f"{auto.unreachable}; {measured}")
     if auto.latency_ms <= auto.target_ms:
         return condition(md, "LatencyWithinTarget", "True", "WithinTarget", measured)
     return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)

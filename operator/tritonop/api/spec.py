@@ -20,7 +20,6 @@ PLURAL = "modeldeployments"
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 MAX_GPUS_PER_REPLICA = 16
 MAX_REPLICAS = 1000
-SPARE_REPLICAS_DEFAULT = 1  # spec.autoscaling.spareReplicas
 MAX_SPARE_REPLICAS = 100
 REPOSITORY_SCHEMES = ("pvc", "s3", "gs", "file")
 # tritonserver flags the operator sets itself; extraArgs may not touch them.
@@ -533,22 +532,25 @@ class AutoscalingSpec(ApiModel):
         "p95",
         description=(
             "Latency the autoscaler keeps at or under target, from Triton's own metrics: p95 (request latency "
-            "95th percentile), average (mean request latency) or queue (mean time queued)."
+            "95th percentile), average (mean request latency) or queue (mean time queued). With the target it "
+            "decides how busy each replica may run (a queueing model of each pod, learned from its own metrics)."
         ),
     )
     target_latency_ms: int = Field(
-        ..., alias="targetLatencyMs", ge=1, le=3_600_000, description="Target latency in milliseconds (integer)."
+        ..., alias="targetLatencyMs", ge=1, le=3_600_000, description="Target latency in milliseconds (integer). It drives sizing: a looser target lets each "
+        "replica run busier (fewer replicas), a tighter one buys more; a target at or below the model's own "
+        "service time is reported (LatencyWithinTarget=False, TargetBelowServiceTime), not chased to maxReplicas."
     )
-    spare_replicas: int = Field(
-        SPARE_REPLICAS_DEFAULT,
+    spare_replicas: int | None = Field(
+        None,
         alias="spareReplicas",
         ge=0,
         le=MAX_SPARE_REPLICAS,
         description=(
-            "Idle capacity the autoscaler keeps, in replicas' worth, so a burst is served while new pods start: "
-            "replicas >= load + spareReplicas / (1 + load), load being demand / one replica's capacity (all of it "
-            "when idle, shrinking as load grows), and each replica at most 85% busy in any case. Never above "
-            "maxReplicas; 0: size for demand alone."
+            "Optional floor of idle capacity, in replicas' worth: replicas >= load + spareReplicas / (1 + load), "
+            "load being demand / one replica's capacity (all of it when idle, shrinking as load grows). Unset (the "
+            "default): the autoscaler derives the headroom from the target, the measured pod start time and the "
+            "error of its own demand forecast. Never above maxReplicas."
         ),
     )
     scale_up_stabilization_seconds: int = Field(
@@ -775,6 +777,52 @@ class LatencyStatus(StatusModel):
     window_seconds: int | None = Field(None, alias="windowSeconds", description="Measurement window (s).")
 
 
+class AutoscalerStatus(StatusModel):
+    """What the autoscaler learned about this deployment: shown for admins, and read back by a
+    restarted operator (it never writes spec). Bounded: two demand profiles of 288 and 168 numbers."""
+
+    utilisation: float | None = Field(
+        None, description="Busy fraction each replica may run at for the target (from the queueing model)."
+    )
+    capacity_per_replica: float | None = Field(
+        None, alias="capacityPerReplica", description="Requests/s one replica serves when always busy (learned)."
+    )
+    service_ms: float | None = Field(
+        None, alias="serviceMs", description="Compute time per request (ms): the latency of one idle replica."
+    )
+    variability: float | None = Field(
+        None,
+        description="Learned variability V of each pod's queue (Kingman: mean wait = rho/(1-rho) x V / capacity).",
+    )
+    lead_seconds: int | None = Field(
+        None,
+        alias="leadSeconds",
+        description="Lead time the policy plans for: the longest recent measured pod start (replica write -> "
+        "serving).",
+    )
+    pod_start_seconds: list[int] = Field(
+        default_factory=list,
+        alias="podStartSeconds",
+        description="The last measured pod starts (s), replica write -> the new pod serving the target version.",
+    )
+    forecast_error: float | None = Field(
+        None,
+        alias="forecastError",
+        description="Headroom kept for the demand forecast's error, in sqrt(req/s): the 90th percentile of what recent "
+        "forecasts missed by.",
+    )
+    daily_profile: list[float | None] = Field(
+        default_factory=list,
+        alias="dailyProfile",
+        description="Learned demand (req/s) per 5 minutes of the UTC day (288 entries; null: not seen yet).",
+    )
+    weekly_profile: list[float | None] = Field(
+        default_factory=list,
+        alias="weeklyProfile",
+        description="Learned demand (req/s) per hour of the UTC week from Monday 00:00 (168 entries).",
+    )
+
+
 class EndpointStatus(StatusModel):
     http: str | None = Field(None, description="In-cluster HTTP endpoint (host:port).")
     grpc: str | None = Field(None, description="In-cluster gRPC endpoint (host:port).")
@@ -895,6 +943,9 @@ class ModelDeploymentStatus(StatusModel):
     target_version: int | None = Field(None, alias="targetVersion", description="Version being rolled out.")
     previous_version: int | None = Field(None, alias="previousVersion", description="Version served before.")
     latency: LatencyStatus | None = Field(None, description="Latest latency measurement.")
+    autoscaler: AutoscalerStatus | None = Field(
+        None, description="What the autoscaler learned: utilisation for the target, pod start, demand profile."
+    )
     integrity: IntegrityStatus | None = Field(
         None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
     )

@@ -51,6 +51,7 @@ class WindowStats:
     busy: float | None = None  # fraction of the window the model instance spent executing
     arrivals: float = 0.0  # requests that arrived in the window: served + growth of the queue
     pending: float = 0.0  # requests waiting at the end of the window
+    service_ms: float | None = None  # mean compute time per request (its batch's execution)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Measurement:
     pending: float = 0.0  # requests waiting in the servers' queues now
     # requests waiting on the most loaded pod now (Triton queues per pod). None: not measured.
     longest_queue: float | None = None
+    service_ms: float | None = None  # mean compute time per request: the latency floor of one idle replica
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -129,6 +131,7 @@ def window(previous: CounterSample, current: CounterSample) -> WindowStats:
         busy=busy,
         arrivals=arrivals,
         pending=current.pending,
+        service_ms=(current.compute_us - previous.compute_us) / requests / 1000,
     )
 
 
@@ -155,6 +158,7 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
         arrival_rate=sum(s.arrivals / s.seconds for s in stats if s.seconds > 0),
         pending=sum(s.pending for s in stats),
         longest_queue=max((s.pending for s in stats), default=0.0),
+        service_ms=weighted([(s.requests, s.service_ms) for s in stats]) if total else None,
     )
 
 
@@ -261,10 +265,15 @@ class PrometheusReader:
             f"sum(rate(nv_inference_exec_count{{{selector}}}[{w}])) / "
             f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / {max(1, len(pods))}"
         )
+        service_q = (
+            f"sum(rate(nv_inference_compute_infer_duration_us{{{selector}}}[{w}])) / "
+            f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / 1000"
+        )
         pending_q = f"sum(nv_inference_pending_request_count{{{selector}}})"
         longest_q = f"max(nv_inference_pending_request_count{{{selector}}})"
-        queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q)
-        rate, average, queue, p95, busy, pending, longest = await asyncio.gather(*(self._query(q) for q in queries))
+        queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q, service_q)
+        results = await asyncio.gather(*(self._query(q) for q in queries))
+        rate, average, queue, p95, busy, pending, longest, service = results
         return Measurement(
             request_rate=rate or 0.0,
             average_ms=average,
@@ -278,4 +287,5 @@ class PrometheusReader:
             arrival_rate=None,
             pending=pending or 0.0,
             longest_queue=longest,
+            service_ms=service if rate else None,
         )

@@ -4,22 +4,35 @@ Replicas are sized from capacity, not from the latency quantile: Triton's p95 su
 a minute, so it still shows a burst long after the queues have drained (it is kept for status and
 display). Every evaluation (once a second) the policy reads, over a window of a few seconds:
 demand (requests served plus the growth of the queues), each replica's capacity (learned from
-the fraction of time its model instance was busy), and the longest pod queue (Triton queues per
-pod: a backlog drains only on the pod that holds it). It wants the most of:
-- steady: every replica at most UTILISATION busy at the measured demand, plus
-  `spareReplicas` replicas on top, so a burst is served while new pods start (the only help
-  available during a pod start, and the main lever at low load);
+the fraction of time its model instance was busy), the compute time per request, the queue time
+per request, and the longest pod queue (Triton queues per pod: a backlog drains only on the pod
+that holds it).
+
+The latency target decides how busy each replica may run (queueing.py: a G/G/1 model per pod
+whose variability is learned from the deployment's own windows): a looser target runs replicas
+busier and costs fewer, a tighter one buys more, and a target no replica can meet (at or below
+the service time) is reported and sized for the best latency worth buying. The policy wants the
+most of:
+- steady: the demand now, every replica at the target's busy fraction;
+- ahead: the most demand expected over the lead time (a new pod's measured start: forecast.py's
+  trend and daily/weekly profile), at the same busy fraction: pods asked for now serve only then;
+- burst: that peak plus headroom for the forecast's own measured error, where each replica may
+  run past the target's busy fraction by what the target's queueing budget absorbs for one lead
+  time (a loose target lets a burst wait in the queue, a tight one needs spare replicas);
+- spare (only when `spareReplicas` is set): at least that many replicas' worth idle, a floor;
 - drain: enough replicas that the longest queue drains within DRAIN_SECONDS, given that pod's
   round-robin share of the demand (drain rate = capacity - demand / replicas);
 - sustain: while a scale-down is still settling, the replicas that served the highest recent need.
 Scale-up is immediate and uncapped: pods start in parallel, and each second of a burst costs
 requests. Scale-down waits for the stabilization window (the highest recommendation in it), then
 removes half of the surplus at a time, at most once per window fraction, so recurring bursts
-find most of their replicas still there.
+find most of their replicas still there; capacity given back takes a lead time to return, so the
+"ahead" term keeps what the forecast needs within one lead time.
 
 Without a capacity estimate (no traffic yet, or a source without execution counters and no
-latency near target), it falls back to latency: above target it scales in proportion to the
-latency ratio (bounded, HPA-style); far below target it steps down one replica.
+latency near target), it falls back to the spec's metric itself (p95 from Triton's summary, or the
+window's average or queue time): above target it scales in proportion to the ratio (bounded,
+HPA-style); far below target it steps down one replica.
 """
 
 from __future__ import annotations
@@ -29,19 +42,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tritonop.api.spec import AutoscalingSpec
+from tritonop.autoscale.forecast import Forecast, LeadTime
+from tritonop.autoscale.queueing import (
+    DEFAULT_VARIABILITY,
+    Utilisation,
+    allowed_utilisation,
+    burst_allowance,
+    variability_sample,
+)
 
 TOLERANCE = 0.1  # |observed/target - 1| within this: no change (the latency fallback, HPA's default)
 MAX_UP_FACTOR = 3.0  # the latency fallback at most triples per evaluation (sizing has no cap)
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
-UTILISATION = 0.85  # size each replica for at most this busy fraction of its capacity at the demand
 DRAIN_SECONDS = 5.0  # the longest pod queue should be gone this soon after new pods serve
 SPARE_DECAY = 1.0  # spare replicas shrink as load grows: spare / (1 + load in replicas)
-START_SECONDS = 10.0  # a new pod serves about this long after it is asked for (start + endpoints)
+START_SECONDS = 10.0  # the backlog the drain term plans for grows this long before new pods help
 MIN_DRAIN_FRACTION = 0.1  # a pod drains at least this fraction of its capacity (else: max replicas)
 DOWN_STEPS_PER_WINDOW = 3  # after the window, remove half the surplus at most this often per window
 CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close to capacity
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
 MIN_BUSY_FOR_CAPACITY = 0.2  # below this, busy-time estimates are too noisy to learn from
+SERVICE_SMOOTHING = 0.2  # weight of a new compute-time sample
+VARIABILITY_SMOOTHING = 0.05  # weight of a new variability sample (each is noisy)
+VARIABILITY_BUSY = (0.1, 0.97)  # learn V only where some requests queue and the queue is not runaway
+STEADY_TOLERANCE = 0.2  # learn V only while demand and service agree within this (no transient)
+MIN_REQUESTS_FOR_VARIABILITY = 20.0  # requests in the window
 
 
 @dataclass(frozen=True)
@@ -57,11 +82,15 @@ class Observation:
     arrival_rate: float | None = None  # demand: served + queue growth (None: not measured)
     pending: float = 0.0  # requests queued in the servers now, all pods together
     longest_queue: float | None = None  # requests queued now on the most loaded pod (None: not measured)
+    queue_ms: float | None = None  # mean queue time per request over this window
+    service_ms: float | None = None  # mean compute time per request over this window
+    wall_time: float | None = None  # seconds since the epoch (UTC): where in the day and week now is
 
 
 @dataclass(frozen=True)
 class History:
-    """What the policy remembers between evaluations (kept in memory by the operator)."""
+    """What the policy remembers between evaluations (kept in memory by the operator; the learned
+    part is also written to status, so a restarted operator starts from it)."""
 
     # Recent (time, recommended replicas), only those that can still be a window's extreme: for
     # the scale-up window's minimum, values rising; for the scale-down window's maximum, values
@@ -72,6 +101,10 @@ class History:
     capacity_per_replica: float | None = None  # learned requests/s one replica serves when always busy
     last_scale_up: float = float("-inf")
     last_scale_down: float = float("-inf")
+    service_ms: float | None = None  # learned compute time per request
+    variability: float | None = None  # learned V of the queueing model (queueing.py)
+    lead: LeadTime = LeadTime()
+    forecast: Forecast = Forecast()
 
 
 @dataclass(frozen=True)
@@ -81,6 +114,8 @@ class Decision:
     direction: str  # "up", "down" or "none"
     reason: str
     history: History = field(default_factory=History)
+    unreachable: str | None = None  # the target no replica can meet, and what is sized for instead
+    utilisation: float | None = None  # the busy fraction the target allows (None: not sized)
 
 
 def _learn_capacity(observation: Observation, target_ms: int, history: History) -> float | None:
@@ -102,6 +137,41 @@ def _learn_capacity(observation: Observation, target_ms: int, history: History) 
     return sample if capacity is None else (1 - CAPACITY_SMOOTHING) * capacity + CAPACITY_SMOOTHING * sample
 
 
+def _smoothed(old: float | None, sample: float | None, weight: float) -> float | None:
+    if sample is None:
+        return old
+    return sample if old is None else (1 - weight) * old + weight * sample
+
+
+def _learn_variability(observation: Observation, capacity: float | None, history: History) -> float | None:
+    """V from a steady window: measured queue time at a measured busy fraction (Kingman)."""
+    busy, queue = observation.busy, observation.queue_ms
+    if capacity is None or busy is None or queue is None or observation.ready_replicas <= 0:
+        return history.variability
+    low, high = VARIABILITY_BUSY
+    served = observation.request_rate
+    arriving = observation.arrival_rate if observation.arrival_rate is not None else served
+    steady = abs(arriving - served) <= STEADY_TOLERANCE * max(served, 1e-9)
+    if not (low <= busy <= high) or not steady or served * observation.window_seconds < MIN_REQUESTS_FOR_VARIABILITY:
+        return history.variability
+    return _smoothed(history.variability, variability_sample(queue, busy, capacity), VARIABILITY_SMOOTHING)
+
+
+def demand_of(observation: Observation) -> float:
+    """Requests/s arriving: measured, or (a source without it) served plus the queue's drain."""
+    if observation.arrival_rate is not None:
+        return observation.arrival_rate
+    # Served rate only (e.g. Prometheus): a growing queue is demand it does not show.
+    return observation.request_rate + observation.pending / DRAIN_SECONDS
+
+
+def utilisation_for(spec: AutoscalingSpec, capacity: float, history: History) -> Utilisation:
+    """The busy fraction the spec's metric and target allow, from what was learned."""
+    service = history.service_ms if history.service_ms is not None else 1000.0 / capacity
+    variability = history.variability if history.variability is not None else DEFAULT_VARIABILITY
+    return allowed_utilisation(spec.metric, spec.target_latency_ms, service, capacity, variability)
+
+
 def _longest_queue(observation: Observation) -> float:
     """The most loaded pod's queue; a source that only knows the total assumes an even split."""
     if observation.longest_queue is not None:
@@ -109,23 +179,37 @@ def _longest_queue(observation: Observation) -> float:
     return observation.pending / max(1, observation.ready_replicas)
 
 
-def sized(observation: Observation, spec: AutoscalingSpec, capacity: float) -> tuple[int, str]:
-    """Replicas the demand and the longest queue need, from a known capacity per replica."""
-    demand = observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate
-    if observation.arrival_rate is None:
-        # Served rate only (e.g. Prometheus): a growing queue is demand it does not show.
-        demand += observation.pending / DRAIN_SECONDS
-    # Every replica at most UTILISATION busy, and at least spareReplicas replicas' worth of
-    # capacity idle: what serves a burst while new pods start.
-    steady = math.ceil(demand / (capacity * UTILISATION) - 1e-9)
-    load = demand / capacity
-    spare = math.ceil(load + spec.spare_replicas / (1 + SPARE_DECAY * load) - 1e-9)
-    wanted = max(1, steady, spare)
-    reason = f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {spec.spare_replicas} spare"
+def sized(
+    observation: Observation, spec: AutoscalingSpec, capacity: float, history: History, now: float
+) -> tuple[int, str, Utilisation]:
+    """Replicas the demand, its forecast and the longest queue need, from a known capacity."""
+    demand = demand_of(observation)
+    util = utilisation_for(spec, capacity, history)
+    per_replica = capacity * util.rho
+    lead = history.lead.seconds
+    peak, source = history.forecast.peak(observation.wall_time, lead)
+    peak = max(peak, demand)
+    headroom = history.forecast.headroom(peak)
+    allowance = burst_allowance(spec.metric, spec.target_latency_ms, util.floor_ms or 0.0, lead)
+    steady = math.ceil(demand / per_replica - 1e-9)
+    ahead = math.ceil(peak / per_replica - 1e-9)
+    burst = math.ceil((peak + headroom) / (per_replica * allowance) - 1e-9)
+    wanted = max(1, steady, ahead, burst)
+    reason = (
+        f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {util.rho:.0%} busy for the target; "
+        f"{source} {peak:.1f} req/s within {lead:.0f}s + {headroom:.1f} headroom"
+    )
+    if spec.spare_replicas is not None:
+        # A floor the user set: at least spareReplicas replicas' worth idle, shrinking with load.
+        load = demand / capacity
+        spare = math.ceil(load + spec.spare_replicas / (1 + SPARE_DECAY * load) - 1e-9)
+        if spare > wanted:
+            wanted = spare
+            reason += f"; {spec.spare_replicas} spare"
     longest = _longest_queue(observation)
     ready = max(1, observation.ready_replicas)
-    # Per pod, while no new pod serves (round robin); past UTILISATION a queue grows in bursts.
-    growth = demand / ready - capacity * UTILISATION
+    # Per pod, while no new pod serves (round robin); past the busy fraction a queue grows in bursts.
+    growth = demand / ready - per_replica
     if growth > 0:
         # New pods serve only after they start: the backlog they meet is bigger than today's.
         longest += growth * START_SECONDS
@@ -139,50 +223,93 @@ def sized(observation: Observation, spec: AutoscalingSpec, capacity: float) -> t
         if drain > wanted:
             wanted = drain
             reason += f"; longest queue {longest:.0f} drains within {DRAIN_SECONDS:.0f}s"
-    return wanted, reason
+    return wanted, reason, util
 
 
-def recommend(observation: Observation, spec: AutoscalingSpec, current: int, capacity: float | None) -> tuple[int, str]:
-    """Replicas wanted right now, before stabilization, and why."""
+def _fallback_latency(observation: Observation, metric: str) -> float | None:
+    """The spec's metric itself: Triton's p95 summary, or this window's mean or queue time."""
+    if metric == "average":
+        return observation.average_ms if observation.average_ms is not None else observation.latency_ms
+    if metric == "queue":
+        return observation.queue_ms if observation.queue_ms is not None else observation.latency_ms
+    return observation.latency_ms
+
+
+def recommend(
+    observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float = 0.0
+) -> tuple[int, str, Utilisation | None]:
+    """Replicas wanted right now, before stabilization, and why (history: already updated with
+    this observation's learning)."""
     target = spec.target_latency_ms
     metric = spec.metric
+    capacity = history.capacity_per_replica
     if observation.ready_replicas == 0:
-        return current, "no ready replica to measure"
+        return current, "no ready replica to measure", None
     if capacity:
         if observation.request_rate == 0 and observation.pending == 0 and not observation.arrival_rate:
-            return spec.min_replicas, "no traffic"
-        wanted, reason = sized(observation, spec, capacity)
+            return spec.min_replicas, "no traffic", None
+        wanted, reason, util = sized(observation, spec, capacity, history, now)
         if observation.latency_ms is not None:
             relation = ">" if observation.latency_ms > target else "<="
             reason = f"{metric} {observation.latency_ms:.0f}ms {relation} target {target}ms; {reason}"
         if wanted > current and current > observation.ready_replicas:
             reason += f"; {current - observation.ready_replicas} replica(s) still starting"
-        return wanted, reason
-    # No capacity known: latency alone, the freshest available.
-    if observation.latency_ms is None and observation.average_ms is None:
+        return wanted, reason, util
+    # No capacity known: the spec's metric alone.
+    observed = _fallback_latency(observation, metric)
+    if observed is None:
         if observation.request_rate == 0:
-            return spec.min_replicas, "no traffic"
-        return current, f"no {metric} latency measured"
-    observed = observation.average_ms if observation.average_ms is not None else observation.latency_ms
-    assert observed is not None
-    label = "window mean" if observation.average_ms is not None else metric
+            return spec.min_replicas, "no traffic", None
+        return current, f"no {metric} latency measured", None
     ratio = observed / target
     base = observation.ready_replicas
     if ratio > 1 + TOLERANCE:
         wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
-        reason = f"{label} {observed:.0f}ms > target {target}ms"
+        reason = f"{metric} {observed:.0f}ms > target {target}ms"
         if current > base:
             # Replicas asked for earlier are still starting: only a bigger need adds any.
-            return max(current, wanted), f"{reason}; {current - base} replica(s) still starting"
-        return max(current, wanted, base + 1), reason
+            return max(current, wanted), f"{reason}; {current - base} replica(s) still starting", None
+        return max(current, wanted, base + 1), reason, None
     if ratio < FAR_BELOW:
-        return current - 1, f"{label} {observed:.0f}ms far below target {target}ms"
-    return current, f"{label} {observed:.0f}ms below or near target {target}ms"
+        return current - 1, f"{metric} {observed:.0f}ms far below target {target}ms", None
+    return current, f"{metric} {observed:.0f}ms below or near target {target}ms", None
+
+
+def learn(observation: Observation, spec: AutoscalingSpec, history: History, now: float) -> History:
+    """Everything one observation teaches: capacity, service time, variability, the forecast."""
+    capacity = _learn_capacity(observation, spec.target_latency_ms, history)
+    service = history.service_ms
+    if observation.service_ms is not None and observation.request_rate > 0:
+        service = _smoothed(service, observation.service_ms, SERVICE_SMOOTHING)
+    variability = _learn_variability(observation, capacity, history)
+    forecast = history.forecast
+    if observation.ready_replicas > 0:
+        forecast = forecast.observe(now, observation.wall_time, demand_of(observation), history.lead.seconds)
+    return History(
+        history.up_candidates,
+        history.down_candidates,
+        capacity,
+        history.last_scale_up,
+        history.last_scale_down,
+        service,
+        variability,
+        history.lead,
+        forecast,
+    )
+
+
+def unreachable_message(spec: AutoscalingSpec, util: Utilisation | None) -> str | None:
+    if util is None or util.reachable:
+        return None
+    return (
+        f"target {spec.target_latency_ms}ms is at or below what one idle replica delivers "
+        f"({spec.metric} {util.floor_ms:.0f}ms): sized for the best latency worth buying instead"
+    )
 
 
 def decide(observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float) -> Decision:
-    capacity = _learn_capacity(observation, spec.target_latency_ms, history)
-    raw, reason = recommend(observation, spec, current, capacity)
+    learned = learn(observation, spec, history, now)
+    raw, reason, util = recommend(observation, spec, current, learned, now)
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
     up = _window(history.up_candidates, now, raw, spec.scale_up_stabilization_seconds, keep=lambda r: r < raw)
     down = _window(history.down_candidates, now, raw, spec.scale_down_stabilization_seconds, keep=lambda r: r > raw)
@@ -208,7 +335,20 @@ def decide(observation: Observation, spec: AutoscalingSpec, current: int, histor
     last_up = now if direction == "up" else history.last_scale_up
     if direction == "down":
         last_down = now
-    return Decision(replicas, raw, direction, reason, History(up, down, capacity, last_up, last_down))
+    lead = learned.lead.observe(now, observation.ready_replicas, current, replicas)
+    remembered = History(
+        up,
+        down,
+        learned.capacity_per_replica,
+        last_up,
+        last_down,
+        learned.service_ms,
+        learned.variability,
+        lead,
+        learned.forecast,
+    )
+    rho = util.rho if util is not None else None
+    return Decision(replicas, raw, direction, reason, remembered, unreachable_message(spec, util), rho)
 
 
 def _window(

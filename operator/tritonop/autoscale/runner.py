@@ -8,14 +8,16 @@ Event, gauges) and releases everything when autoscaling is turned off or the obj
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.api.spec import AutoscalerStatus, AutoscalingSpec, ModelDeployment
+from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
 from tritonop.events import EventRecorder
@@ -34,6 +36,65 @@ OBSERVED_LATENCY = Gauge(
 TARGET_LATENCY = Gauge("tritonop_autoscaler_target_latency_ms", "The spec's latency target.", MD_LABELS)
 DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
 DECISIONS_BY_DIRECTION = {direction: DECISIONS.labels(direction) for direction in ("up", "down", "none")}
+
+
+class Clock(Protocol):
+    """Where the autoscaler reads time: intervals (monotonic) and where in the day it is (time)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def learned_status(history: History, utilisation: float | None) -> AutoscalerStatus:
+    """What status shows, and a restarted operator reads back (learned_history)."""
+    forecast = history.forecast
+    return AutoscalerStatus.model_validate(
+        {
+            "utilisation": _rounded(utilisation, 3),
+            "capacityPerReplica": _rounded(history.capacity_per_replica, 3),
+            "serviceMs": _rounded(history.service_ms, 2),
+            "variability": _rounded(history.variability, 3),
+            "leadSeconds": round(history.lead.seconds),
+            "podStartSeconds": [round(s) for s in history.lead.samples],
+            "forecastError": round(forecast.error, 3),
+            "dailyProfile": [_rounded(v, 2) for v in forecast.daily.values] if forecast.daily.known else [],
+            "weeklyProfile": [_rounded(v, 2) for v in forecast.weekly.values] if forecast.weekly.known else [],
+        }
+    )
+
+
+def learned_history(learned: AutoscalerStatus | None) -> History:
+    """A history that starts from what status kept (the windows and the trend start afresh)."""
+    if learned is None:
+        return History()
+    forecast = Forecast()
+    if learned.forecast_error is not None:
+        forecast = dataclasses.replace(forecast, errors=(learned.forecast_error,) * MIN_ERROR_SAMPLES)
+    for name in ("daily", "weekly"):
+        values = getattr(learned, f"{name}_profile")
+        profile = getattr(forecast, name)
+        if len(values) == len(profile.values):
+            forecast = dataclasses.replace(forecast, **{name: dataclasses.replace(profile, values=tuple(values))})
+    return History(
+        capacity_per_replica=learned.capacity_per_replica,
+        service_ms=learned.service_ms,
+        variability=learned.variability,
+        lead=LeadTime(tuple(float(s) for s in learned.pod_start_seconds)),
+        forecast=forecast,
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +122,8 @@ class AutoscalerState:
     # The ready pods (uid -> (name, ip)) of the pods list last seen: observe() hands back the same
     # list object while no pod changed, and readiness is then the same too.
     ready_of: tuple[list[dict[str, Any]], dict[str, tuple[str, str]]] | None = None
+    last_unreachable: str | None = None  # the unreachable-target message last reported
+    last_learned: tuple[object, ...] | None = None  # when status last got the learned memory
 
 
 def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> int:
@@ -79,13 +142,14 @@ def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> 
 class Autoscalers:
     """Every ModelDeployment's autoscaler state, by (namespace, name)."""
 
-    def __init__(self, evaluate_every: float = 1.0, report_every: float = 5.0) -> None:
+    def __init__(self, evaluate_every: float = 1.0, report_every: float = 5.0, clock: Clock | None = None) -> None:
         # Decisions come every second: a burst shows in the pending gauge within a second, and
         # each second of a breach costs requests. A scrape per pod is cheap. Status gets the
         # measurement every report_every seconds (and whenever the replicas or the latency
         # verdict change), so status writes stay rare.
         self.period = evaluate_every
         self.report_period = report_every
+        self.clock = clock or SystemClock()
         self.states: dict[Key, AutoscalerState] = {}
 
     def next_evaluation_in(self, md: ModelDeployment) -> float | None:
@@ -108,9 +172,9 @@ class Autoscalers:
             if key in self.states:  # autoscaling turned off: nothing to keep
                 await self.forget(key)
             return Scaling(desired_replicas(md, deployment))
-        state = await self._state(key, spec)
+        state = await self._state(key, spec, md)
         current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         # A tick a hair early (the ticker's cadence is the period) still evaluates.
         if now - state.last_evaluation < state.period * (1 - EARLY_TOLERANCE):
             return Scaling(max(spec.min_replicas, min(spec.max_replicas, current)))
@@ -145,6 +209,9 @@ class Autoscalers:
             arrival_rate=measurement.arrival_rate if measurement.measured_pods else None,
             pending=measurement.pending,
             longest_queue=measurement.longest_queue if measurement.measured_pods else None,
+            queue_ms=measurement.queue_ms,
+            service_ms=measurement.service_ms,
+            wall_time=self.clock.time(),
         )
         decision = decide(observation, spec, current, state.history, now)
         state.history = decision.history
@@ -158,15 +225,30 @@ class Autoscalers:
             None if value is None else round(value)
             for value in (measurement.p95_ms, measurement.average_ms, measurement.queue_ms)
         )
+        if decision.unreachable != state.last_unreachable and decision.unreachable is not None:
+            events.warning("TargetBelowServiceTime", decision.unreachable)
+        # The learned memory goes to status when something a restart needs changed: a profile
+        # bucket closed (every 5 minutes), a pod start was measured, the verdict on the target moved.
+        history = decision.history
+        learned_key = (
+            history.forecast.daily.current,
+            history.lead.samples,
+            decision.unreachable,
+            history.capacity_per_replica is None,
+        )
+        learned = learned_status(history, decision.utilisation) if learned_key != state.last_learned else None
         report = (
             decision.direction != "none"
             or within != state.last_within
             or bool(measurement.unreadable)
+            or decision.unreachable != state.last_unreachable
+            or learned is not None
             or (now - state.last_report >= self.report_period and shown != state.last_shown)
         )
         if not report:
             return Scaling(decision.replicas)
         state.last_report, state.last_within, state.last_shown = now, within, shown
+        state.last_unreachable, state.last_learned = decision.unreachable, learned_key
         facts = AutoscaleFacts(
             latency_ms=observation.latency_ms,
             p95_ms=measurement.p95_ms,
@@ -177,18 +259,23 @@ class Autoscalers:
             metric=spec.metric,
             unreadable=measurement.unreadable,
             scaled=decision.direction != "none",
+            unreachable=decision.unreachable,
+            learned=learned,
         )
         return Scaling(decision.replicas, facts)
 
-    async def _state(self, key: Key, spec: AutoscalingSpec) -> AutoscalerState:
-        """The state for this spec's metrics source (a new source starts afresh)."""
+    async def _state(self, key: Key, spec: AutoscalingSpec, md: ModelDeployment) -> AutoscalerState:
+        """The state for this spec's metrics source (a new source starts afresh, from what status
+        kept of the learned memory)."""
         source = spec.prometheus.url if spec.prometheus else "pods"
         state = self.states.get(key)
         if state is None or state.source != source:
             if state is not None:
                 await state.reader.close()
             reader = PrometheusReader(source) if spec.prometheus else PodMetricsReader()
-            state = self.states[key] = AutoscalerState(reader=reader, source=source, period=self.period)
+            state = self.states[key] = AutoscalerState(
+                reader=reader, source=source, period=self.period, history=learned_history(md.status.autoscaler)
+            )
         return state
 
     def tracked_pods(self) -> int:

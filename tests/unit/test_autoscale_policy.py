@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tritonop.api.spec import AutoscalingSpec
+from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast
 from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, parse_sample, window
 from tritonop.autoscale.policy import History, Observation, _window, decide
 
@@ -23,6 +24,12 @@ def spec(**overrides: Any) -> AutoscalingSpec:
         "spareReplicas": 0,
     }
     return AutoscalingSpec.model_validate({**base, **overrides})
+
+
+def dataclasses_replace(observation: Observation, **changes: Any) -> Observation:
+    from dataclasses import replace
+
+    return replace(observation, **changes)
 
 
 def load(demand: float, ready: int, longest: float = 0.0, latency: float = 150.0) -> Observation:
@@ -46,12 +53,20 @@ def latency_only(latency: float, ready: int = 2) -> Observation:
     return Observation(latency_ms=latency, request_rate=1.0, ready_replicas=ready, window_seconds=3, busy=0.05)
 
 
-KNOWN = History(capacity_per_replica=10.0)
+# A learned deployment: 100 ms per request, a variability that lets a 400 ms p95 target run each
+# replica 85% busy (test_autoscale_sizing.py covers how the target sets that fraction), and
+# forecasts that have been right (no headroom for their error).
+LEARNED: dict[str, Any] = {
+    "service_ms": 100.0,
+    "variability": 0.159,
+    "forecast": Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES),
+}
+KNOWN = History(capacity_per_replica=10.0, **LEARNED)
 
 
 def past(recommendation: tuple[float, int], capacity: float, **fields: Any) -> History:
     """A history holding one earlier recommendation (a candidate for both windows' extremes)."""
-    return History((recommendation,), (recommendation,), capacity, **fields)
+    return History((recommendation,), (recommendation,), capacity, **{**LEARNED, **fields})
 
 
 PROMETHEUS = Observation(latency_ms=900, request_rate=10, ready_replicas=1, window_seconds=30, busy=1.0, pending=20)
@@ -95,6 +110,15 @@ CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
     ),
     ("served rate only (Prometheus): queue counts as demand", PROMETHEUS, 1, KNOWN, {}, 10, "up"),
     ("no capacity known: latency ratio, at most 3x", latency_only(1500), 2, History(), {}, 6, "up"),
+    (
+        "no capacity known, metric queue: the queue time, not the end-to-end latency",
+        dataclasses_replace(latency_only(1500), queue_ms=5.0),
+        2,
+        History(),
+        {"metric": "queue", "targetLatencyMs": 50},
+        1,
+        "down",
+    ),
     ("no capacity known: small breach adds one", latency_only(450), 2, History(), {}, 3, "up"),
     ("no capacity known: near target holds", latency_only(300), 2, History(), {}, 2, "none"),
     ("no capacity known: far below steps down", latency_only(100), 4, History(), {}, 3, "down"),
@@ -155,9 +179,10 @@ def test_steady_noisy_load_does_not_flap() -> None:
 def test_capacity_is_learned_from_busy_time() -> None:
     # 4 replicas serving 120 req/s while busy 60% of the time: each could serve 50 req/s.
     busy = Observation(latency_ms=30, request_rate=120, ready_replicas=4, window_seconds=5, busy=0.6)
-    decision = decide(busy, spec(), 4, History(), now=0.0)
+    decision = decide(busy, spec(), 4, History(forecast=LEARNED["forecast"]), now=0.0)
     assert decision.history.capacity_per_replica == pytest.approx(50.0)
-    # 120 req/s at 85% of 50 req/s per replica: 3 are enough; half the surplus (1) goes.
+    # 20 ms per request (from the capacity) and the prior variability: a 400 ms p95 allows 85%
+    # busy; 120 req/s at 85% of 50 req/s per replica: 3 are enough; half the surplus (1) goes.
     assert decision.replicas == 3
     idle = Observation(latency_ms=30, request_rate=5, ready_replicas=4, window_seconds=5, busy=0.05)
     assert decide(idle, spec(), 4, History(), now=0.0).history.capacity_per_replica is None
@@ -186,12 +211,6 @@ def test_a_stale_p95_adds_nothing_once_capacity_is_known() -> None:
 def test_min_and_max_changes_apply_at_once() -> None:
     assert decide(load(10, 2), spec(minReplicas=5), 2, KNOWN, 0.0).replicas == 5
     assert decide(load(10, 6), spec(maxReplicas=3), 6, past((0.0, 6), 10.0), 0.0).replicas == 3
-
-
-def dataclasses_replace(observation: Observation, **changes: Any) -> Observation:
-    from dataclasses import replace
-
-    return replace(observation, **changes)
 
 
 METRICS = """
@@ -225,7 +244,14 @@ def test_metrics_window_deltas() -> None:
     earlier = CounterSample(at=5.0, success=50, duration_us=1.5e6, queue_us=0.5e6, p95_us=None)
     stats = window(earlier, sample)
     assert stats == WindowStats(
-        requests=100, seconds=5.0, average_ms=30.0, queue_ms=10.0, p95_ms=41.0, arrivals=100.0, pending=0.0
+        requests=100,
+        seconds=5.0,
+        average_ms=30.0,
+        queue_ms=10.0,
+        p95_ms=41.0,
+        arrivals=100.0,
+        pending=0.0,
+        service_ms=0.0,
     )
     restarted = window(CounterSample(5.0, 1000, 9e9, 9e9, None), sample)
     assert restarted.requests == 150 and restarted.average_ms == 30.0

@@ -56,6 +56,7 @@ MAX_UP_FACTOR = 3.0  # the latency fallback at most triples per evaluation (sizi
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
 DRAIN_SECONDS = 5.0  # the longest pod queue should be gone this soon after new pods serve
 SPARE_DECAY = 1.0  # spare replicas shrink as load grows: spare / (1 + load in replicas)
+GROWTH_UTILISATION = 0.85  # the drain term: a pod busier than this builds a backlog in bursts
 START_SECONDS = 10.0  # the backlog the drain term plans for grows this long before new pods help
 MIN_DRAIN_FRACTION = 0.1  # a pod drains at least this fraction of its capacity (else: max replicas)
 DOWN_STEPS_PER_WINDOW = 3  # after the window, remove half the surplus at most this often per window
@@ -208,8 +209,8 @@ def sized(
             reason += f"; {spec.spare_replicas} spare"
     longest = _longest_queue(observation)
     ready = max(1, observation.ready_replicas)
-    # Per pod, while no new pod serves (round robin); past the busy fraction a queue grows in bursts.
-    growth = demand / ready - per_replica
+    # Per pod, while no new pod serves (round robin); past GROWTH_UTILISATION a queue grows in bursts.
+    growth = demand / ready - capacity * GROWTH_UTILISATION
     if growth > 0:
         # New pods serve only after they start: the backlog they meet is bigger than today's.
         longest += growth * START_SECONDS

@@ -1,0 +1,292 @@
+"""The target drives sizing (queueing.py), the lead time and the forecast (forecast.py), and what
+is kept across restarts (runner.learned_status / learned_history): pure, table-tested."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.autoscale.forecast import (
+    DAY,
+    DAY_BUCKET,
+    DEFAULT_LEAD_SECONDS,
+    ERROR_PRIOR,
+    MIN_ERROR_SAMPLES,
+    Forecast,
+    LeadTime,
+    Profile,
+)
+from tritonop.autoscale.policy import History, Observation, decide
+from tritonop.autoscale.queueing import (
+    MAX_UTILISATION,
+    MIN_UTILISATION,
+    allowed_utilisation,
+    burst_allowance,
+    latency_ms,
+    variability_sample,
+    wait_ms,
+)
+from tritonop.autoscale.runner import learned_history, learned_status
+from tritonop.status import AutoscaleFacts, _latency_condition
+
+QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES)  # forecasts that have been right: no headroom
+
+
+def spec(**overrides: Any) -> AutoscalingSpec:
+    base = {"minReplicas": 1, "maxReplicas": 40, "targetLatencyMs": 400, "scaleDownStabilizationSeconds": 0}
+    return AutoscalingSpec.model_validate({**base, **overrides})
+
+
+def observed(demand: float, ready: int, latency: float = 150.0) -> Observation:
+    """Pods of 10 req/s (100 ms per request), demand all served."""
+    return Observation(
+        latency_ms=latency,
+        request_rate=demand,
+        ready_replicas=ready,
+        window_seconds=3,
+        average_ms=latency,
+        busy=demand / ready / 10.0,
+        arrival_rate=demand,
+        longest_queue=0.0,
+        service_ms=100.0,
+    )
+
+
+LEARNED = History(capacity_per_replica=10.0, service_ms=100.0, variability=0.3, forecast=QUIET)
+
+
+# -- the target sets the busy fraction ------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["p95", "average", "queue"])
+def test_a_looser_target_allows_busier_replicas(metric: str) -> None:
+    fractions = [allowed_utilisation(metric, t, 100.0, 10.0, 0.3).rho for t in (150, 250, 400, 1000, 5000)]
+    assert fractions == sorted(fractions) and fractions[0] < fractions[-1]
+    assert fractions[-1] == MAX_UTILISATION
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "variability"),
+    [("p95", 400, 0.3), ("p95", 250, 1.0), ("average", 200, 0.5), ("queue", 20, 0.5), ("p95", 1000, 2.0)],
+)
+def test_the_allowed_fraction_meets_the_target_exactly(metric: str, target: float, variability: float) -> None:
+    """At the fraction found the model's latency is the target (bisection), and a little busier breaks it."""
+    rho = allowed_utilisation(metric, target, 100.0, 10.0, variability).rho
+    assert MIN_UTILISATION < rho < MAX_UTILISATION
+    assert latency_ms(metric, rho, 100.0, variability, 10.0) == pytest.approx(target, rel=1e-3)
+    assert latency_ms(metric, rho + 0.01, 100.0, variability, 10.0) > target
+
+
+def test_p95_is_stricter_than_average_for_the_same_target() -> None:
+    p95 = allowed_utilisation("p95", 400, 100.0, 10.0, 0.5).rho
+    average = allowed_utilisation("average", 400, 100.0, 10.0, 0.5).rho
+    assert p95 < average
+
+
+def test_mm1_mean_wait_is_kingman_with_v_one() -> None:
+    # M/M/1 at rho 0.5 and 100 ms service: mean wait rho/(1-rho) x S = 100 ms.
+    assert wait_ms("average", 0.5, 1.0, 10.0) == pytest.approx(100.0)
+    assert variability_sample(100.0, 0.5, 10.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("metric", "target"), [("p95", 50), ("p95", 100), ("average", 80)])
+def test_a_target_at_or_below_the_service_time_is_unreachable(metric: str, target: float) -> None:
+    util = allowed_utilisation(metric, target, 100.0, 10.0, 0.3)
+    assert not util.reachable and util.floor_ms == 100.0
+    # sized for 1.5x the service time instead: a finite, moderate fraction, not MIN (not max replicas)
+    assert util.rho == allowed_utilisation(metric, 150.0, 100.0, 10.0, 0.3).rho > MIN_UTILISATION
+
+
+def test_the_queue_metric_has_no_service_floor() -> None:
+    assert allowed_utilisation("queue", 5, 100.0, 10.0, 0.5).reachable
+
+
+def test_burst_allowance_follows_the_target_and_the_lead_time() -> None:
+    assert burst_allowance("p95", 5000, 100.0, 10.0) == pytest.approx(1.49)
+    assert burst_allowance("p95", 400, 100.0, 300.0) == pytest.approx(1.001)
+    assert burst_allowance("p95", 50, 100.0, 10.0) == 1.0
+
+
+# -- decide(): the target drives replicas ---------------------------------------------------
+
+
+def test_the_issue_example_targets_now_give_different_replicas() -> None:
+    """Capacity 10 req/s, demand 30 req/s, 150 ms observed: before, 50/400/5000 ms all gave 4."""
+    replicas = {}
+    for target in (150, 400, 1000, 5000):
+        decision = decide(observed(30, 4), spec(targetLatencyMs=target), 4, LEARNED, now=0.0)
+        replicas[target] = decision.replicas
+        assert decision.unreachable is None
+    assert replicas[150] > replicas[400] >= replicas[1000] >= replicas[5000]
+    assert replicas[5000] == math.ceil(30 / (10 * MAX_UTILISATION))  # 4: each replica 95% busy
+    assert replicas[150] >= 10  # 50 ms of queueing budget for a 100 ms model: mostly idle replicas
+
+
+def test_an_unreachable_target_is_said_and_not_chased_to_max() -> None:
+    decision = decide(observed(30, 4), spec(targetLatencyMs=50), 4, LEARNED, now=0.0)
+    assert decision.unreachable is not None
+    assert "target 50ms" in decision.unreachable and "p95 100ms" in decision.unreachable
+    best = decide(observed(30, 4), spec(targetLatencyMs=150), 4, LEARNED, now=0.0)
+    assert decision.replicas == best.replicas < 40
+
+
+def test_unreachable_target_condition() -> None:
+    md = ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "n", "uid": "u", "generation": 2},
+            "spec": {
+                "model": {"repository": "file:///r"},
+                "autoscaling": {"maxReplicas": 4, "targetLatencyMs": 50},
+            },
+        }
+    )
+    facts = AutoscaleFacts(120.0, 120.0, 110.0, 5.0, 3.0, 50, "p95", unreachable="target 50ms is below ...")
+    condition = _latency_condition(md, facts, md.status)
+    assert (condition.status, condition.reason) == ("False", "TargetBelowServiceTime")
+    assert "p95 120ms, target 50ms" in condition.message
+
+
+def test_spare_replicas_unset_derives_headroom_set_is_a_floor() -> None:
+    quiet = decide(observed(5, 1), spec(), 1, LEARNED, now=0.0)
+    assert quiet.replicas == 1  # right forecasts, 5 req/s: one replica
+    floor = decide(observed(5, 1), spec(spareReplicas=3), 1, LEARNED, now=0.0)
+    assert floor.replicas == 3
+
+
+def test_variability_is_learned_from_steady_windows_only() -> None:
+    steady = Observation(
+        latency_ms=200.0,
+        request_rate=28.0,
+        ready_replicas=4,
+        window_seconds=3,
+        busy=0.7,
+        arrival_rate=28.0,
+        queue_ms=70.0,  # Kingman with V = 0.3: 0.7/0.3 x 0.3 x 100 ms
+        service_ms=100.0,
+    )
+    history = History(capacity_per_replica=10.0, variability=None)
+    assert decide(steady, spec(), 4, history, 0.0).history.variability == pytest.approx(0.3)
+    growing = Observation(**{**steady.__dict__, "arrival_rate": 40.0})  # a queue building: a transient
+    assert decide(growing, spec(), 4, history, 0.0).history.variability is None
+
+
+# -- lead time ------------------------------------------------------------------------------
+
+
+def test_lead_time_is_measured_from_the_write_to_serving() -> None:
+    lead = LeadTime()
+    assert lead.seconds == DEFAULT_LEAD_SECONDS
+    lead = lead.observe(now=100.0, ready=2, replicas_before=2, replicas_after=4)
+    lead = lead.observe(now=150.0, ready=3, replicas_before=4, replicas_after=4)
+    assert lead.samples == ()
+    lead = lead.observe(now=190.0, ready=4, replicas_before=4, replicas_after=4)
+    assert lead.samples == (90.0,) and lead.seconds == 90.0 and lead.pending == ()
+
+
+def test_a_scale_down_before_the_pod_serves_cancels_its_measurement() -> None:
+    lead = LeadTime().observe(now=0.0, ready=2, replicas_before=2, replicas_after=5)
+    lead = lead.observe(now=10.0, ready=2, replicas_before=5, replicas_after=3)
+    assert lead.pending == ()
+
+
+def test_decide_measures_the_lead_and_plans_for_it() -> None:
+    history = LEARNED
+    first = decide(observed(40, 2), spec(), 2, history, now=0.0)
+    assert first.direction == "up"
+    replicas = first.replicas
+    # 120 s later every asked-for pod serves
+    later = decide(observed(40, replicas), spec(), replicas, first.history, now=120.0)
+    assert later.history.lead.samples == (120.0,)
+
+
+# -- the forecast -----------------------------------------------------------------------------
+
+
+def day_rate(second: float) -> float:
+    """10 req/s at night, 30 at 13:00, a smooth daily rise and fall."""
+    return 20.0 - 10.0 * math.cos(2 * math.pi * ((second % DAY) - 3600.0) / DAY)
+
+
+def test_the_daily_profile_anticipates_tomorrows_rise() -> None:
+    profile = Profile.empty(DAY, DAY_BUCKET)
+    for second in range(0, DAY + DAY_BUCKET, 60):
+        profile = profile.observe(float(second), day_rate(second))
+    assert profile.known == DAY // DAY_BUCKET
+    morning = DAY + 6 * 3600.0  # rising: the next hour is higher than now
+    ratio = profile.peak_ratio(morning, 3600.0)
+    assert ratio == pytest.approx(day_rate(morning + 3600) / day_rate(morning), rel=0.03)
+    evening = DAY + 20 * 3600.0  # falling: the peak of the horizon is now
+    assert profile.peak_ratio(evening, 3600.0) == pytest.approx(1.0, abs=0.01)
+
+
+def test_an_unseen_profile_says_nothing() -> None:
+    assert Profile.empty(DAY, DAY_BUCKET).peak_ratio(0.0, 600.0) is None
+
+
+def test_the_forecast_uses_the_profile_once_learned_and_the_trend_before() -> None:
+    forecast = Forecast()
+    for second in range(0, 2 * DAY, 10):
+        forecast = forecast.observe(float(second), float(second), day_rate(second), lead=300.0)
+    morning = 2 * DAY + 6 * 3600.0
+    for second in range(int(morning) - 600, int(morning), 10):
+        forecast = forecast.observe(float(second), float(second), day_rate(second), lead=300.0)
+    peak, source = forecast.peak(morning, 1800.0)
+    assert source == "daily profile"
+    assert peak == pytest.approx(day_rate(morning + 1800), rel=0.05)
+    ramp = Forecast()
+    for second in range(0, 300):
+        ramp = ramp.observe(float(second), None, 5.0 + 0.1 * second, lead=60.0)
+    rising, source = ramp.peak(None, 60.0)
+    assert source == "trend" and rising > 5.0 + 0.1 * 300  # projected past today's level
+
+
+def test_recurring_bursts_are_planned_for_and_a_one_off_step_is_not() -> None:
+    def run(rate: Any) -> Forecast:
+        forecast = Forecast()
+        for second in range(0, 900):
+            forecast = forecast.observe(float(second), None, rate(second), lead=10.0)
+        return forecast
+
+    bursts = run(lambda s: 24.0 if s % 60 < 12 else 6.0)
+    step = run(lambda s: 30.0 if s >= 100 else 5.0)
+    assert bursts.error > ERROR_PRIOR
+    assert step.error < 1.0
+    # at the base of the bursts: headroom towards the bursts' level, never past it
+    base = bursts.headroom(6.0)
+    assert 6.0 + base <= bursts.recent_peak and base > 6.0
+
+
+def test_everything_is_bounded() -> None:
+    forecast = Forecast()
+    for second in range(0, 20_000, 3):
+        forecast = forecast.observe(float(second), float(second), 10.0 + (second % 7), lead=600.0)
+    assert len(forecast.pending) <= 32 and len(forecast.errors) <= 64
+    assert len(forecast.daily.values) == 288 and len(forecast.weekly.values) == 168
+
+
+# -- kept across restarts -------------------------------------------------------------------
+
+
+def test_the_learned_memory_survives_a_restart_through_status() -> None:
+    forecast = Forecast()
+    for second in range(0, DAY + 600, 30):
+        forecast = forecast.observe(float(second), float(second), day_rate(second), lead=60.0)
+    history = History(
+        capacity_per_replica=10.0,
+        service_ms=100.0,
+        variability=0.25,
+        lead=LeadTime((70.0, 95.0)),
+        forecast=forecast,
+    )
+    status = learned_status(history, 0.8)
+    body = status.model_dump(by_alias=True, exclude_none=True)
+    assert len(body["dailyProfile"]) == 288 and body["podStartSeconds"] == [70, 95]
+    restored = learned_history(type(status).model_validate(body))
+    assert restored.capacity_per_replica == 10.0 and restored.variability == 0.25
+    assert restored.lead.seconds == 95.0
+    assert restored.forecast.daily.known == forecast.daily.known
+    assert restored.forecast.error == pytest.approx(forecast.error, abs=1e-3)
+    assert learned_history(None) == History()

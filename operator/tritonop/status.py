@@ -423,7 +423,8 @@ def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previou
         return condition(md, "LatencyWithinTarget", "Unknown", reason, f"no {auto.metric} latency measured{unreadable}")
     measured = f"{auto.metric} {auto.latency_ms:.0f}ms, target {auto.target_ms}ms{unreadable}"
     if auto.unreachable:
-        return condition(md, "LatencyWithinTarget", "False", "TargetBelowServiceTime", f"{auto.unreachable}; {measured}")
+        message = f"{auto.unreachable}; {measured}"
+        return condition(md, "LatencyWithinTarget", "False", "TargetBelowServiceTime", message)
     if auto.latency_ms <= auto.target_ms:
         return condition(md, "LatencyWithinTarget", "True", "WithinTarget", measured)
     return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)

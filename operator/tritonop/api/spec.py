@@ -537,9 +537,15 @@ class AutoscalingSpec(ApiModel):
         ),
     )
     target_latency_ms: int = Field(
-        ..., alias="targetLatencyMs", ge=1, le=3_600_000, description="Target latency in milliseconds (integer). It drives sizing: a looser target lets each "
-        "replica run busier (fewer replicas), a tighter one buys more; a target at or below the model's own "
-        "service time is reported (LatencyWithinTarget=False, TargetBelowServiceTime), not chased to maxReplicas."
+        ...,
+        alias="targetLatencyMs",
+        ge=1,
+        le=3_600_000,
+        description=(
+            "Target latency in milliseconds (integer). It drives sizing: a looser target lets each replica run "
+            "busier (fewer replicas), a tighter one buys more; a target at or below the model's own service time "
+            "is reported (LatencyWithinTarget=False, TargetBelowServiceTime), not chased to maxReplicas."
+        ),
     )
     spare_replicas: int | None = Field(
         None,
@@ -797,8 +803,7 @@ class AutoscalerStatus(StatusModel):
     lead_seconds: int | None = Field(
         None,
         alias="leadSeconds",
-        description="Lead time the policy plans for: the longest recent measured pod start (replica write -> "
-        "serving).",
+        description="Lead time the policy plans for: the longest recent measured pod start (replica write -> serving).",
     )
     pod_start_seconds: list[int] = Field(
         default_factory=list,

@@ -23,7 +23,7 @@ ERROR_SAMPLES shortfalls.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 FAST_SECONDS = 10.0
 SLOW_SECONDS = 120.0
@@ -137,8 +137,8 @@ class Forecast:
     fast: float | None = None
     slow: float | None = None
     at: float | None = None  # when fast/slow were last updated
-    daily: Profile = Profile.empty(DAY, DAY_BUCKET)
-    weekly: Profile = Profile.empty(WEEK, WEEK_BUCKET, MONDAY)
+    daily: Profile = field(default_factory=lambda: Profile.empty(DAY, DAY_BUCKET))
+    weekly: Profile = field(default_factory=lambda: Profile.empty(WEEK, WEEK_BUCKET, MONDAY))
     errors: tuple[float, ...] = ()  # recent shortfalls, in sqrt(req/s), oldest first
     recent_peak: float = 0.0  # decaying maximum of the smoothed demand
     # (made at, horizon end, forecast peak, highest smoothed demand seen since)

@@ -104,8 +104,8 @@ class History:
     last_scale_down: float = float("-inf")
     service_ms: float | None = None  # learned compute time per request
     variability: float | None = None  # learned V of the queueing model (queueing.py)
-    lead: LeadTime = LeadTime()
-    forecast: Forecast = Forecast()
+    lead: LeadTime = field(default_factory=LeadTime)
+    forecast: Forecast = field(default_factory=Forecast)
 
 
 @dataclass(frozen=True)

@@ -209,21 +209,24 @@ def sized(
             reason += f"; {spec.spare_replicas} spare"
     longest = _longest_queue(observation)
     ready = max(1, observation.ready_replicas)
-    # Per pod, while no new pod serves (round robin); past GROWTH_UTILISATION a queue grows in bursts.
-    growth = demand / ready - capacity * GROWTH_UTILISATION
+    # Per pod, while no new pod serves (round robin); past GROWTH_UTILISATION (or the target's
+    # fraction, when looser) a queue grows in bursts.
+    growth = demand / ready - capacity * max(GROWTH_UTILISATION, util.rho)
     if growth > 0:
         # New pods serve only after they start: the backlog they meet is bigger than today's.
         longest += growth * START_SECONDS
+    # A loose target lets a backlog take longer to drain: as long as its queueing budget.
+    drain_seconds = max(DRAIN_SECONDS, (spec.target_latency_ms - (util.floor_ms or 0.0)) / 1000.0)
     if longest >= 1:
         # The pod holding the backlog drains at its capacity minus its round-robin share.
-        drain_rate = capacity - longest / DRAIN_SECONDS
+        drain_rate = capacity - longest / drain_seconds
         if drain_rate < MIN_DRAIN_FRACTION * capacity:
             drain = spec.max_replicas
         else:
             drain = math.ceil(demand / drain_rate - 1e-9)
         if drain > wanted:
             wanted = drain
-            reason += f"; longest queue {longest:.0f} drains within {DRAIN_SECONDS:.0f}s"
+            reason += f"; longest queue {longest:.0f} drains within {drain_seconds:.0f}s"
     return wanted, reason, util
 
 

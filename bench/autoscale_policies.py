@@ -4,7 +4,7 @@ arrivals and the KPA and HPA rules are the simulator's (bench/traces.py,
 bench/reference_policies.py), so a cluster run and a simulated run of the same seed see the same
 request times:
 
-1. tritonop: the operator's own policy (spec.autoscaling, p95 target 400 ms, spareReplicas 3);
+1. tritonop: the operator's own policy (spec.autoscaling, p95 target 400 ms, spareReplicas unset);
 2. hpa-queue: the rule of Triton's Kubernetes example, HPA on average queue time per request,
    with HPA's default algorithm (15 s sync, tolerance 0.1, 300 s scale-down stabilization,
    scale-up at most max(100%, +4 pods) per 15 s), driving the ModelDeployment's scale subresource;
@@ -191,7 +191,8 @@ def tritonop_spec() -> dict[str, Any]:
         "metric": "p95",
         "targetLatencyMs": TARGET_MS,
         "scaleDownStabilizationSeconds": 30,
-        "spareReplicas": 3,  # the simulator's choice (bench/README.md): bursts up to 3 replicas' worth
+        # spareReplicas unset, as the simulator's default: the policy derives headroom (issue 20).
+        # The 2026-12-01 runs in bench/README.md set spareReplicas: 3.
     }
 
 

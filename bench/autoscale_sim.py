@@ -301,9 +301,7 @@ class SimReader(PodMetricsReader):
 
 
 @contextlib.contextmanager
-def patched(
-    clock: SimClock, variant: Variant, record: list[tuple[float, Observation, int, Decision]] | None
-) -> Iterator[None]:
+def patched(variant: Variant, record: list[tuple[float, Observation, int, Decision]] | None) -> Iterator[None]:
     """Apply the variant's feed changes and record every decision (the clock is injected).
 
     runner.py calls `decide` through its module globals: it is wrapped for the run (and
@@ -380,7 +378,7 @@ class Simulation:
         index = 0
         # Long traces keep no per-decision record (a week is 600 000 decisions).
         record = self.result.decisions if self.trace.seconds <= RECORD_UP_TO_SECONDS else None
-        with patched(self.clock, self.variant, record):
+        with patched(self.variant, record):
             while self.events or index < len(times):
                 if index < len(times) and (not self.events or times[index] <= self.events[0][0]):
                     self._set_now(times[index])

@@ -33,7 +33,7 @@ they change what the simulator feeds the real code or how often it calls it, nev
 - p95winN: the pods' summary window is N seconds (5 buckets) instead of 60;
 - period1: status reports every 1 s too (Autoscalers(report_every=1); decisions are every 1 s anyway);
 - aligned: every pod's window starts at the same moment (a pod that joined counts from zero then);
-- nocap: policy.MAX_UP_FACTOR raised to 1000 for the run (no 3x step cap);
+- nocap: decide() gets max_up_factor=1000 (no 3x step cap);
 - nodrain: decide() is fed pending=0 and no longest queue (no backlog-drain term);
 - spareN: spec.autoscaling.spareReplicas N instead of the bench's 3.
 
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import heapq
 import json
@@ -59,7 +58,6 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +83,9 @@ from tritonop.api.spec import ModelDeployment  # noqa: E402
 from tritonop.autoscale import metrics, policy, runner  # noqa: E402
 from tritonop.autoscale.metrics import CounterSample, Measurement, PodMetricsReader  # noqa: E402
 from tritonop.autoscale.policy import Decision, History, Observation  # noqa: E402
+from tritonop.autoscale.runner import DecideFn  # noqa: E402
 from tritonop.events import EventRecorder  # noqa: E402
+from tritonop.memory import ObjectMemory  # noqa: E402
 
 LOG = logging.getLogger("autoscale_sim")
 POLICIES = ("tritonop", "knative", "hpa-queue", "reactive-ideal", "clairvoyant")
@@ -300,30 +300,20 @@ class SimReader(PodMetricsReader):
         return metrics.combine(stats, ())
 
 
-@contextlib.contextmanager
-def patched(variant: Variant, record: list[tuple[float, Observation, int, Decision]] | None) -> Iterator[None]:
-    """Apply the variant's feed changes and record every decision (the clock is injected).
-
-    runner.py calls `decide` through its module globals: it is wrapped for the run (and
-    restored), so the real `Autoscalers.scale` runs unchanged."""
-    names = vars(runner)
-    real_decide, real_cap = names["decide"], policy.MAX_UP_FACTOR
+def variant_policy(variant: Variant, record: list[tuple[float, Observation, int, Decision]] | None) -> DecideFn:
+    """The operator's policy.decide with the variant's feed changes, recording every decision;
+    handed to the real Autoscalers (nothing is patched)."""
 
     def decide(observation: Observation, spec: Any, current: int, history: History, now: float) -> Decision:
         if variant.nodrain:
             observation = dataclasses.replace(observation, pending=0.0, longest_queue=0.0)
-        decision: Decision = real_decide(observation, spec, current, history, now)
+        cap = 1000.0 if variant.nocap else policy.MAX_UP_FACTOR
+        decision = policy.decide(observation, spec, current, history, now, max_up_factor=cap)
         if record is not None:
             record.append((now, observation, current, decision))
         return decision
 
-    names["decide"] = decide
-    if variant.nocap:
-        policy.MAX_UP_FACTOR = 1000.0
-    try:
-        yield
-    finally:
-        names["decide"], policy.MAX_UP_FACTOR = real_decide, real_cap
+    return decide
 
 
 class Simulation:
@@ -378,18 +368,19 @@ class Simulation:
         index = 0
         # Long traces keep no per-decision record (a week is 600 000 decisions).
         record = self.result.decisions if self.trace.seconds <= RECORD_UP_TO_SECONDS else None
-        with patched(self.variant, record):
-            while self.events or index < len(times):
-                if index < len(times) and (not self.events or times[index] <= self.events[0][0]):
-                    self._set_now(times[index])
-                    self._arrive()
-                    index += 1
-                    continue
-                when, _, kind, payload = heapq.heappop(self.events)
-                if kind == "control" and when >= end:
-                    continue  # the bench stops its controllers at the trace's end
-                self._set_now(when)
-                self._handle(kind, payload)
+        if isinstance(controller, TritonopController):
+            controller.autoscalers.decide = variant_policy(self.variant, record)
+        while self.events or index < len(times):
+            if index < len(times) and (not self.events or times[index] <= self.events[0][0]):
+                self._set_now(times[index])
+                self._arrive()
+                index += 1
+                continue
+            when, _, kind, payload = heapq.heappop(self.events)
+            if kind == "control" and when >= end:
+                continue  # the bench stops its controllers at the trace's end
+            self._set_now(when)
+            self._handle(kind, payload)
         self._sweep(math.inf)
         self._finish()
         return self.result
@@ -646,9 +637,9 @@ class TritonopController(Controller):
             }
         )
         reader = SimReader(sim, aligned=sim.variant.aligned)
-        self.autoscalers.states[(self.md.namespace, self.md.name)] = runner.AutoscalerState(
-            reader=reader, source="pods", period=s.evaluate_s
-        )
+        # The object's memory record, holding an autoscaler that reads the simulated servers.
+        self.memory = ObjectMemory((self.md.namespace, self.md.name))
+        self.memory.autoscaler = runner.AutoscalerState(reader=reader, source="pods", period=s.evaluate_s)
         self.events = EventRecorder(logging.LoggerAdapter(LOG, {}), "sim/slow")
         self.loop = asyncio.new_event_loop()
         self.overhead = s.reconcile_overhead_s
@@ -666,7 +657,9 @@ class TritonopController(Controller):
             if not p.deleted
         ]
         deployment = {"spec": {"replicas": sim.desired}}
-        scaling = self.loop.run_until_complete(self.autoscalers.scale(self.md, pods, deployment, self.events))
+        scaling = self.loop.run_until_complete(
+            self.autoscalers.scale(self.md, pods, deployment, self.events, self.memory)
+        )
         self.events.events.clear()
         if scaling.replicas != sim.desired:
             sim.set_replicas(scaling.replicas)
@@ -678,7 +671,7 @@ class TritonopController(Controller):
     def step(self, sim: Simulation) -> float:
         self._reconcile(sim)
         starting = any(not p.ready and not p.deleted for p in sim.pods)
-        wait = self.autoscalers.next_evaluation_in(self.md) or self.autoscalers.period
+        wait = self.autoscalers.next_evaluation_in(self.md, self.memory) or self.autoscalers.period
         # reconcile.py requeues after 1 s while pods converge, else after the evaluation period.
         return self.overhead + (min(1.0, wait) if starting else wait)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tritonop import clock
+from tritonop.events import Event
 from tritonop.api.spec import AnalysisStatus, CanaryAnalysis, CanarySpec, RolloutStatus, SideFigures
 from tritonop.promtext import samples
 
@@ -162,13 +163,6 @@ class PodView:
     ready: bool
     versions: tuple[int, ...]  # ready versions on its server
     current: bool = True  # its loaded config is the wanted one
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 import datetime
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the operator reads time: intervals (monotonic) and where in the day it is (time).
+    Injected (kept in the operator's state), so the simulator and tests can drive it."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
 
 def rfc3339(at: datetime.datetime | None = None) -> str:

@@ -4,11 +4,12 @@ kopf delivers watch events; the queue turns them into at most one reconcile per 
 time, with a few workers in parallel, periodic resyncs, requeue-after and error back-off. A
 burst of events for one object while it is being reconciled becomes one more reconcile.
 
-Light evaluations: a reconcile that answers Requeue(after, light=True) has nothing to do but the
+Light evaluations: a reconcile that answers Next(after, light=True) has nothing to do but the
 autoscaler's next evaluation. Those keys skip the queue: one ticker, once per tick, starts
 `evaluate` for every such key that is due (no timer, queue hop or worker per object: at
 hundreds of idle autoscaled objects, that overhead was most of the operator's idle CPU). An
-evaluation that finds more to do answers None, and the key goes to the queue for a full reconcile.
+evaluation that finds more to do answers Next(full_now=True), and the key goes to the queue for a
+full reconcile.
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True)
-class Requeue:
-    after: float
-    light: bool = False  # only a light evaluation is due then (the ticker runs it)
+class Next:
+    """What a reconcile or a light evaluation answers: when to look again, and how."""
+
+    after: float | None = None  # seconds; None: only on watch events and the resync
+    light: bool = False  # only the autoscaler's evaluation is due then (the ticker runs it)
+    full_now: bool = False  # a light evaluation found more to do: a full reconcile now
 
 
-# A reconcile answers when to come back (seconds, or a Requeue), or None: only on events/resync.
-ReconcileFn = Callable[[dict[str, Any]], Awaitable[float | Requeue | None]]
-# A light evaluation answers when to evaluate again, or None: a full reconcile is needed now.
-EvaluateFn = Callable[[dict[str, Any]], Awaitable[float | None]]
+# A reconcile (full, or a light evaluation) of one object's latest body.
+ReconcileFn = Callable[[dict[str, Any]], Awaitable[Next]]
+EvaluateFn = ReconcileFn
 
 RECONCILES = Counter("tritonop_reconciles_total", "Reconciles by result.", ["result"])
 RECONCILE_SECONDS = Histogram("tritonop_reconcile_duration_seconds", "Time one reconcile (or light evaluation) took.")
@@ -191,13 +194,13 @@ class Controller:
             self.active.add(key)
             started = time.monotonic()
             try:
-                requeue = await self.reconcile(body)
+                after = await self.reconcile(body)
                 self.failures.pop(key, None)
                 RECONCILES_BY_RESULT["success"].inc()
-                if isinstance(requeue, Requeue) and requeue.light and self.evaluate is not None:
-                    self.light[key] = loop_time() + requeue.after
-                elif requeue is not None:
-                    self.enqueue(key, requeue.after if isinstance(requeue, Requeue) else requeue)
+                if after.light and after.after is not None and self.evaluate is not None:
+                    self.light[key] = loop_time() + after.after
+                elif after.after is not None:
+                    self.enqueue(key, after.after)
             except asyncio.CancelledError:
                 raise
             except KubeError as error:
@@ -239,7 +242,7 @@ class Controller:
             assert self.evaluate is not None
             self.active.add(key)
             started = time.monotonic()
-            again: float | None = None
+            again = Next(full_now=True)
             try:
                 again = await self.evaluate(body)
             except asyncio.CancelledError:
@@ -249,11 +252,11 @@ class Controller:
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
                 self.active.discard(key)
-            if key in self.dirty or again is None:
+            if key in self.dirty or again.full_now or again.after is None:
                 self.dirty.discard(key)
                 self.enqueue(key)
             elif key in self.light:
-                self.light[key] = loop_time() + again
+                self.light[key] = loop_time() + again.after
         finally:
             self.evaluating.discard(key)
 

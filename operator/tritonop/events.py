@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +74,10 @@ class EventRecorder:
     def record(self, event: Event) -> None:
         self.log.info("%s: %s: %s", self.subject, event.reason, event.message)
         self.events.append(event)
+
+    def record_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.record(event)
 
     def object_created(self, kind: str, name: str) -> None:
         self.created.append(f"{kind} {name}")

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
 from tritonop.cache import CACHED_KINDS
-from tritonop.controller import Controller, Requeue
+from tritonop.controller import Controller, Next
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
 from tritonop.owned import ModelDeploymentGone
@@ -44,31 +44,29 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: Settings = getattr(memo, "settings", None) or Settings()
     state = OperatorState.from_settings(config, KubeClient.from_environment(config.kubeconfig))
 
-    async def run_reconcile(body: dict[str, Any]) -> Requeue | None:
+    async def run_reconcile(body: dict[str, Any]) -> Next:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
-            outcome = await reconcile(state, body)
-            return None if outcome.requeue_after is None else Requeue(outcome.requeue_after, light=outcome.quiet)
+            return await reconcile(state, body)
         except ModelDeploymentGone as gone:
             logging.getLogger("tritonop.handlers").info("forgetting %s: %s", "/".join(key), gone)
             controller.forget(key)  # the finally below releases what the process remembers
-            return None
+            return Next()
         except KubeError as error:
             # A watch scoped by namespace pattern can end with its namespace, before any DELETED
             # event: ask once whether the object still exists, and forget it if not.
             if error.going_away and await state.kube.get("ModelDeployment", *key) is None:
                 controller.forget(key)  # the finally below releases what the process remembers
-                return None
+                return Next()
             raise
         finally:
             await release_if_gone(key, body)
 
-    async def run_evaluation(body: dict[str, Any]) -> float | None:
-        """The autoscaler's tick alone; None: more to do, a full reconcile follows (errors too)."""
+    async def run_evaluation(body: dict[str, Any]) -> Next:
+        """The autoscaler's tick alone; full_now: more to do, a full reconcile follows (errors too)."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         try:
-            outcome = await reconcile(state, body, quiet_only=True)
-            return None if outcome.needs_full else outcome.requeue_after
+            return await reconcile(state, body, quiet_only=True)
         finally:
             await release_if_gone(key, body)
 
@@ -127,8 +125,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.controller.stop()
     if memo.elector is not None:
         await memo.elector.release()
-    for key in list(memo.state.autoscalers.states):
-        await memo.state.autoscalers.forget(key)
+    await memo.state.close()
     await memo.state.kube.close()
 
 

@@ -56,14 +56,10 @@ class Refusal:
 
 @dataclass
 class OwnedMemory:
-    """What the process remembers per ModelDeployment uid about its owned objects."""
+    """What the process remembers about one ModelDeployment's owned objects."""
 
-    control_keys: dict[str, str] = field(default_factory=dict)
-    refusals: dict[str, dict[str, Refusal]] = field(default_factory=dict)  # uid -> kind -> refusal
-
-    def forget(self, uid: str) -> None:
-        self.control_keys.pop(uid, None)
-        self.refusals.pop(uid, None)
+    control_key: str | None = None
+    refusals: dict[str, Refusal] = field(default_factory=dict)  # kind -> the API server's refusal
 
 
 class ModelDeploymentGone(Exception):
@@ -141,7 +137,7 @@ class Owned:
         desired = with_applied_hash(desired)
         kind, name = desired["kind"], desired["metadata"]["name"]
         digest = desired["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
-        refusals = self.memory.refusals.get(self.md.uid, {})
+        refusals = self.memory.refusals
         if live is not None and is_subset(desired, live):
             refusals.pop(kind, None)
             return None
@@ -154,7 +150,7 @@ class Owned:
             if error.status not in REFUSAL_STATUSES or error.going_away:
                 raise
             message = f"{kind} {name} refused by the API server: {error.message}"
-            self.memory.refusals.setdefault(self.md.uid, {})[kind] = Refusal(digest, message)
+            refusals[kind] = Refusal(digest, message)
             self.events.warning("ApplyRefused", message)
             return message
         refusals.pop(kind, None)
@@ -175,9 +171,9 @@ class Owned:
 
     async def ensure_control_key(self) -> str:
         """The per-ModelDeployment key of Triton's model control API, kept in a Secret."""
-        md, keys = self.md, self.memory.control_keys
-        if md.uid in keys:
-            return keys[md.uid]
+        md = self.md
+        if self.memory.control_key is not None:
+            return self.memory.control_key
         name = control_key_secret_name(md)
         key = secrets.token_urlsafe(32)
         if md.status.observed_generation is None:
@@ -185,7 +181,7 @@ class Owned:
             try:
                 await self.kube.create(render_control_key_secret(md, key))
                 self.events.object_created("Secret", name)
-                keys[md.uid] = key
+                self.memory.control_key = key
                 return key
             except KubeError as error:
                 if error.status != 409:
@@ -199,7 +195,7 @@ class Owned:
         else:
             await self.kube.apply(render_control_key_secret(md, key))
             self.events.object_created("Secret", name)
-        keys[md.uid] = key
+        self.memory.control_key = key
         return key
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -19,6 +18,7 @@ from prometheus_client import Counter, Gauge
 from tritonop import canary
 from tritonop.api.spec import ModelDeployment, RolloutStatus
 from tritonop.canary import Decision, PodView, VersionCounters
+from tritonop.clock import Clock
 from tritonop.status import PodFacts
 from tritonop.triton import TritonServer
 
@@ -38,10 +38,9 @@ class Window:
 
 @dataclass
 class RolloutMemory:
-    windows: dict[str, Window] = field(default_factory=dict)  # md uid -> the analysis window
+    """What the process remembers about one ModelDeployment's canary."""
 
-    def forget(self, uid: str) -> None:
-        self.windows.pop(uid, None)
+    window: Window | None = None  # the analysis window
 
 
 def pod_versions(md: ModelDeployment, pods: list[dict[str, Any]], target: int | None) -> dict[str, int | None] | None:
@@ -78,6 +77,7 @@ async def read_counters(pods: Mapping[str, str], model: str) -> Counters:
 
 async def progress(
     memory: RolloutMemory,
+    clock: Clock,
     md: ModelDeployment,
     target: int | None,
     active_version: int | None,
@@ -89,32 +89,32 @@ async def progress(
     spec = md.spec.rollout.canary_settings
     previous = md.status.rollout
     if spec is None:
-        memory.forget(md.uid)
+        memory.window = None
         STEP.labels(md.namespace, md.name).set(0)
         return Decision(previous if previous is not None and not previous.active else None)
     views = [PodView(f.name, f.ready, f.ready_versions, f.config_current) for f in facts]
     window, age, current = None, None, None
     analysing = previous is not None and previous.phase in ("Progressing", "Paused") and previous.step_started_at
     if not analysing:
-        memory.forget(md.uid)  # a step's window begins once its canary pods serve, not before
+        memory.window = None  # a step's window begins once its canary pods serve, not before
     if previous is not None and analysing:
         ready_ips = {f.name: ips[f.name] for f in facts if f.ready and f.name in ips}
         current = await read_counters(ready_ips, md.model_name)  # servers that do not answer are left out
         key = window_key(previous)
-        kept = memory.windows.get(md.uid)
+        kept = memory.window
         if current is not None and (kept is None or kept.key != key):
-            memory.windows[md.uid] = Window(key, current, time.monotonic())
+            memory.window = Window(key, current, clock.monotonic())
         elif current is not None and kept is not None:
             window = canary.window_sides(
                 kept.baseline, current, previous.canary_pods, previous.canary_version, previous.stable_version
             )
-            age = time.monotonic() - kept.started
+            age = clock.monotonic() - kept.started
     decision = canary.advance(previous, spec, md.generation, target, active_version, views, window, age, now)
     rollout = decision.rollout
     if decision.checked and current is not None and rollout is not None:
-        memory.windows[md.uid] = Window(window_key(rollout), current, time.monotonic())
+        memory.window = Window(window_key(rollout), current, clock.monotonic())
     if rollout is None or not rollout.active:
-        memory.forget(md.uid)
+        memory.window = None
     record(md, previous, rollout, decision)
     return decision
 

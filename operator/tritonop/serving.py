@@ -54,7 +54,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,7 +62,7 @@ from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.spec import LoadStatus, ModelDeployment
 from tritonop.cache import ObjectCache
-from tritonop.clock import rfc3339
+from tritonop.clock import Clock, rfc3339
 from tritonop.events import EventRecorder
 from tritonop.k8s import KubeClient
 from tritonop.owned import is_subset
@@ -141,40 +140,23 @@ class Converged:
 
 @dataclass
 class ServingMemory:
-    """What the process remembers per ModelDeployment uid about its servers."""
+    """What the process remembers about one ModelDeployment's servers."""
 
-    # Repository configs learned from Triton where the operator cannot read the storage itself.
-    learned_configs: dict[str, model_config_pb2.ModelConfig] = field(default_factory=dict)
-    failed_loads: dict[str, dict[str, FailedLoad]] = field(default_factory=dict)  # md uid -> pod uid -> failure
-    swaps: dict[str, SwapNeed] = field(default_factory=dict)  # md uid -> a switch that must go pod by pod
-    last_loads: dict[str, LoadStatus] = field(default_factory=dict)  # md uid -> the latest timed load
+    # The repository config learned from Triton where the operator cannot read the storage itself.
+    learned_config: model_config_pb2.ModelConfig | None = None
+    failed_loads: dict[str, FailedLoad] = field(default_factory=dict)  # pod uid -> its failed load
+    swap: SwapNeed | None = None  # a switch that must go pod by pod
+    last_load: LoadStatus | None = None  # the latest timed load
 
-    def forget(self, uid: str) -> None:
-        self.learned_configs.pop(uid, None)
-        self.failed_loads.pop(uid, None)
-        self.swaps.pop(uid, None)
-        self.last_loads.pop(uid, None)
-
-    def timed_load(self, uid: str, pod: str, version: int | None, mode: str, started: float) -> None:
-        self.last_loads[uid] = LoadStatus.model_validate(
-            {
-                "version": version,
-                "seconds": round(time.monotonic() - started, 3),
-                "mode": mode,
-                "pod": pod,
-                "completedAt": rfc3339(),
-            }
+    def timed_load(self, pod: str, version: int | None, mode: str, seconds: float) -> None:
+        self.last_load = LoadStatus.model_validate(
+            {"version": version, "seconds": round(seconds, 3), "mode": mode, "pod": pod, "completedAt": rfc3339()}
         )
 
-    def keep_only_pods(self, uid: str, pod_uids: set[str]) -> None:
+    def keep_only_pods(self, pod_uids: set[str]) -> None:
         """Drop the failures of pods that are gone."""
-        failures = self.failed_loads.get(uid)
-        if failures is None:
-            return
-        for pod_uid in [p for p in failures if p not in pod_uids]:
-            del failures[pod_uid]
-        if not failures:
-            del self.failed_loads[uid]
+        for pod_uid in [p for p in self.failed_loads if p not in pod_uids]:
+            del self.failed_loads[pod_uid]
 
 
 def pod_facts(pod: dict[str, Any]) -> PodFacts:
@@ -205,19 +187,20 @@ class Servers:
     memory: ServingMemory
     md: ModelDeployment
     events: EventRecorder
+    clock: Clock
 
     async def converge(self, pods: list[dict[str, Any]], target: Target) -> Converged:
         """Bring every running pod's server to the target (steps 1-6 above); facts for every pod."""
-        self.memory.keep_only_pods(self.md.uid, {pod["metadata"]["uid"] for pod in pods})
+        self.memory.keep_only_pods({pod["metadata"]["uid"] for pod in pods})
         running = [pod for pod in pods if pod.get("status", {}).get("phase") == "Running" and _pod_ip(pod)]
         servers = {pod["metadata"]["uid"]: TritonServer(_pod_ip(pod), target.control_key) for pod in running}
         probes = dict(zip(servers, await asyncio.gather(*map(self.probe, servers.values())), strict=True))
         base = self.base_config(target.repository, probes.values())
         # Overrides Triton would refuse with the repository's config: load nothing, say why.
         problem = override_problem(base, self.md.spec.model.config) if base is not None else None
-        need = self.memory.swaps.get(self.md.uid)
+        need = self.memory.swap
         if need is not None and need.version != target.version:
-            del self.memory.swaps[self.md.uid]  # the spec moved on
+            self.memory.swap = None  # the spec moved on
             need = None
         # A canary switches chosen pods side by side; the pod-by-pod swap is for a plain switch.
         if need is not None and problem is None and not target.repository.blocks_load and target.pod_versions is None:
@@ -232,7 +215,7 @@ class Servers:
         )
         by_name = {facts.name: facts for facts in converged}
         swap = None
-        need = self.memory.swaps.get(self.md.uid)
+        need = self.memory.swap
         if need is not None:
             swap = self.swap_notice(need, len(running))
         return Converged([by_name.get(pod["metadata"]["name"]) or pod_facts(pod) for pod in pods], problem, swap)
@@ -274,9 +257,9 @@ class Servers:
         candidate = next(
             (pod for pod in behind if not facts[pod["metadata"]["uid"]].ready), behind[0] if behind else None
         )
-        failed = self.memory.failed_loads.get(self.md.uid, {}).get(candidate["metadata"]["uid"]) if candidate else None
+        failed = self.memory.failed_loads.get(candidate["metadata"]["uid"]) if candidate else None
         if candidate is None:
-            del self.memory.swaps[self.md.uid]
+            self.memory.swap = None
             self.events.normal("VersionSwapped", f"version {target.version} on every pod, swapped one pod at a time")
             notice = None
         elif len(running) <= 1 and not self.md.spec.rollout.allow_swap_downtime:
@@ -287,9 +270,9 @@ class Servers:
             )
         elif not need.announced:
             # Said in status (and an Event) before anything is taken out of service.
-            self.memory.swaps[self.md.uid] = replace(need, announced=True)
+            self.memory.swap = replace(need, announced=True)
             self.events.normal("SwapPending", self.swap_notice(need, len(running)))
-        elif failed is not None and time.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
+        elif failed is not None and self.clock.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
             uid = candidate["metadata"]["uid"]
             facts[uid] = replace(facts[uid], load_error=failed.message)  # the swap failed: retried later
         elif all(facts[pod["metadata"]["uid"]].ready for pod in running if pod is not candidate):
@@ -318,9 +301,9 @@ class Servers:
             await self.drained(pod, server)
             await server.unload(md.model_name)
             await self.unloaded(server)
-            started = time.monotonic()
+            started = self.clock.monotonic()
             await server.load(md.model_name, wanted)
-            self.memory.timed_load(md.uid, name, target, "Swap", started)
+            self.memory.timed_load(name, target, "Swap", self.clock.monotonic() - started)
         except TritonError as error:
             message = str(error).strip()
             self.events.warning("LoadFailed", f"{name}: {message}; loading version(s) {old} back")
@@ -333,8 +316,8 @@ class Servers:
                 still = tuple(await server.ready_versions(md.model_name))
             except TritonError:
                 still = ()
-            self.memory.failed_loads.setdefault(md.uid, {})[pod["metadata"]["uid"]] = FailedLoad(
-                wanted, message, time.monotonic()
+            self.memory.failed_loads[pod["metadata"]["uid"]] = FailedLoad(
+                wanted, message, self.clock.monotonic()
             )
             return LoadResult(still, probe.config if still else None, message)
         ready = await server.ready_versions(md.model_name)
@@ -344,21 +327,21 @@ class Servers:
     async def drained(self, pod: dict[str, Any], server: TritonServer) -> None:
         """Kubernetes shows the pod not Ready (load balancers drop it), and its queue is empty."""
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        deadline = time.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
+        while self.clock.monotonic() < deadline:
             live = self.cache.get("Pod", namespace, name) or pod
             conditions = {c.get("type"): c.get("status") for c in live.get("status", {}).get("conditions") or []}
             if conditions.get("Ready") != "True":
                 break
             await asyncio.sleep(SWAP_POLL_SECONDS)
         await asyncio.sleep(SWAP_GRACE_SECONDS)
-        while time.monotonic() < deadline and await server.pending_requests(self.md.model_name) > 0:
+        while self.clock.monotonic() < deadline and await server.pending_requests(self.md.model_name) > 0:
             await asyncio.sleep(SWAP_POLL_SECONDS)
 
     async def unloaded(self, server: TritonServer) -> None:
         """Every version fully unloaded (not UNLOADING): only then is its device memory free."""
-        deadline = time.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        deadline = self.clock.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
+        while self.clock.monotonic() < deadline:
             states = await server.model_versions(self.md.model_name)
             if all(state.state not in ("READY", "LOADING", "UNLOADING") for state in states):
                 return
@@ -381,13 +364,13 @@ class Servers:
         if report.readable and report.config is not None:
             if report.checked_by != "operator":
                 # From a verification Job's verdict: later verdicts come from status, without it.
-                self.memory.learned_configs[self.md.uid] = report.config
+                self.memory.learned_config = report.config
             return report.config
         for probe in probes:
             if probe.config:
-                self.memory.learned_configs[self.md.uid] = from_json(probe.config)
+                self.memory.learned_config = from_json(probe.config)
                 break
-        return self.memory.learned_configs.get(self.md.uid)
+        return self.memory.learned_config
 
     def wanted_config(self, base: model_config_pb2.ModelConfig | None, version: int | None) -> str | None:
         if base is None:
@@ -445,10 +428,10 @@ class Servers:
         """Load the wanted config on one server (steps 4 and 5)."""
         md = self.md
         name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
-        failed = self.memory.failed_loads.get(md.uid, {}).get(uid)
-        if failed and failed.config_json == wanted and time.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
+        failed = self.memory.failed_loads.get(uid)
+        if failed and failed.config_json == wanted and self.clock.monotonic() - failed.at < FAILED_LOAD_RETRY_SECONDS:
             return LoadResult(versions, None, failed.message)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         mode = "Initial" if not versions else "SideBySide" if in_place and target not in (*versions, None) else "Reload"
         try:
             if wanted is None:
@@ -457,7 +440,7 @@ class Servers:
                 self.events.normal("Loading", f"{md.model_name} on {name} with the repository's config")
                 await server.load(md.model_name, None)
                 base = from_json(await server.model_config(md.model_name))
-                self.memory.learned_configs[md.uid] = base
+                self.memory.learned_config = base
                 wanted = self.wanted_config(base, target)
             old = [v for v in versions if v != target]
             if in_place and old and target is not None and target not in versions and wanted is not None:
@@ -472,7 +455,7 @@ class Servers:
                     if isinstance(error, ServerUnreachable) or not OUT_OF_MEMORY.search(str(error)):
                         raise
                     # Does not fit twice: the old version still serves; switch pod by pod instead.
-                    self.memory.swaps.setdefault(md.uid, SwapNeed(target, str(error).strip()))
+                    self.memory.swap = self.memory.swap or SwapNeed(target, str(error).strip())
                     self.events.warning(
                         "VersionDoesNotFitTwice",
                         f"{name}: version {target} does not fit beside {old} ({str(error).strip()[:300]}); "
@@ -483,7 +466,7 @@ class Servers:
             else:
                 self.events.normal("LoadingVersion", f"version {target or 'latest'} of {md.model_name} on {name}")
             await server.load(md.model_name, wanted)
-            self.memory.timed_load(md.uid, name, target, mode, started)
+            self.memory.timed_load(name, target, mode, self.clock.monotonic() - started)
             self._forget_failure(uid)
             ready = await server.ready_versions(md.model_name)
             return LoadResult(tuple(ready), await server.model_config(md.model_name))
@@ -494,7 +477,7 @@ class Servers:
             return LoadResult(versions, None, unreachable=True)
         except TritonError as error:
             message = str(error).strip()
-            self.memory.failed_loads.setdefault(md.uid, {})[uid] = FailedLoad(wanted, message, time.monotonic())
+            self.memory.failed_loads[uid] = FailedLoad(wanted, message, self.clock.monotonic())
             self.events.warning("LoadFailed", f"{name}: {message}")
             try:
                 still = tuple(await server.ready_versions(md.model_name))
@@ -503,11 +486,7 @@ class Servers:
             return LoadResult(still, None, message)
 
     def _forget_failure(self, pod_uid: str) -> None:
-        failures = self.memory.failed_loads.get(self.md.uid)
-        if failures is not None:
-            failures.pop(pod_uid, None)
-            if not failures:
-                del self.memory.failed_loads[self.md.uid]
+        self.memory.failed_loads.pop(pod_uid, None)
 
     async def open_gate(self, pod: dict[str, Any], facts: PodFacts) -> None:
         """Step 6: the pod's readiness gate, so it gets traffic only once it serves the target."""

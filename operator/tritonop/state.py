@@ -1,5 +1,6 @@
-"""Everything the operator process remembers, in one object kept in kopf's memo, and the one
-path that releases what it remembers about a ModelDeployment that is gone."""
+"""Everything the operator process holds, in one object kept in kopf's memo (clients, settings,
+the clock, the informer cache, the per-object memory), and the one path that releases what it
+remembers about a ModelDeployment that is gone."""
 
 from __future__ import annotations
 
@@ -11,43 +12,19 @@ from prometheus_client import Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tritonop.api.spec import ModelDeployment
-from tritonop.autoscale.runner import Autoscalers, Scaling
+from tritonop.autoscale.runner import Autoscalers, tracked_pods
+from tritonop.autoscale.runner import forget_metrics as forget_autoscaler_metrics
 from tritonop.cache import ObjectCache
-from tritonop.events import Event
+from tritonop.clock import Clock, SystemClock
 from tritonop.k8s import KubeClient
-from tritonop.owned import Observed, OwnedMemory
+from tritonop.memory import Key, Memory
 from tritonop.repository.local import ManifestCache
-from tritonop.rollout import RolloutMemory, forget_metrics
-from tritonop.serving import ServingMemory
+from tritonop.rollout import forget_metrics as forget_canary_metrics
 from tritonop.settings import Settings
 
-Key = tuple[str, str]  # (namespace, name)
 READY = Gauge(
     "tritonop_modeldeployment_ready", "1 when the ModelDeployment's Ready condition is True.", ["namespace", "name"]
 )
-
-
-@dataclass(frozen=True)
-class Settled:
-    """A full reconcile that left nothing converging: what it read, and the replicas it set."""
-
-    fingerprint: tuple[str, ...]  # resourceVersions of the object, its owned objects and pods
-    replicas: int
-    at: float  # monotonic
-    # The object as that reconcile left it (its spec, and the status it wrote): while the
-    # resourceVersion stays, the next evaluations need not parse the body again.
-    md: ModelDeployment
-    observed: Observed  # what it read (its pods are reused while the cache shows no change)
-
-
-@dataclass(frozen=True)
-class Carried:
-    """A light evaluation that found more to do: its decision and events, for the full reconcile
-    that follows (the autoscaler evaluated already; its Scaled event must not be lost)."""
-
-    scaling: Scaling
-    events: tuple[Event, ...]
 
 
 @dataclass
@@ -55,51 +32,57 @@ class OperatorState:
     kube: KubeClient
     settings: Settings = field(default_factory=Settings)
     cache: ObjectCache = field(default_factory=ObjectCache)
-    owned: OwnedMemory = field(default_factory=OwnedMemory)
-    serving: ServingMemory = field(default_factory=ServingMemory)
-    autoscalers: Autoscalers = field(default_factory=Autoscalers)
-    manifests: ManifestCache = field(default_factory=ManifestCache)  # verified versions, by file identity
-    settled: dict[str, Settled] = field(default_factory=dict)  # md uid -> its last quiet full reconcile
-    carried: dict[str, Carried] = field(default_factory=dict)  # md uid -> a light evaluation's handover
-    rollouts: RolloutMemory = field(default_factory=RolloutMemory)  # canary analysis windows
+    clock: Clock = field(default_factory=SystemClock)
+    memory: Memory = field(default_factory=Memory)  # one record per ModelDeployment, by uid
+    autoscalers: Autoscalers = field(default_factory=Autoscalers)  # cadence and policy (state: in memory)
+    # Verified versions, by file identity: shared by every object that serves the same files.
+    manifests: ManifestCache = field(default_factory=ManifestCache)
 
     @classmethod
-    def from_settings(cls, settings: Settings, kube: KubeClient) -> OperatorState:
+    def from_settings(cls, settings: Settings, kube: KubeClient, clock: Clock | None = None) -> OperatorState:
+        clock = clock or SystemClock()
         return cls(
             kube=kube,
             settings=settings,
-            autoscalers=Autoscalers(settings.autoscale_period_seconds, settings.autoscale_report_seconds),
+            clock=clock,
+            autoscalers=Autoscalers(settings.autoscale_period_seconds, settings.autoscale_report_seconds, clock),
         )
 
     async def release(self, key: Key, uid: str | None) -> None:
-        """Forget a deleted ModelDeployment (deleted itself, or with its namespace): its control
-        key, learned config, failed loads, apply refusals, verified manifests no other one uses,
-        autoscaler (and its HTTP session) and its metric series."""
+        """Forget a deleted ModelDeployment (deleted itself, or with its namespace): its record
+        (closing the autoscaler's HTTP session), its claims on verified manifests no other one
+        uses, and its metric series."""
+        uid = uid or self.memory.uid_of(key)
+        record = self.memory.pop(uid, None) if uid else None
+        if record is not None:
+            await record.close()
         if uid:
-            self.owned.forget(uid)
-            self.serving.forget(uid)
             self.manifests.forget(uid)
-            self.settled.pop(uid, None)
-            self.carried.pop(uid, None)
-            self.rollouts.forget(uid)
-        await self.autoscalers.forget(key)
-        forget_metrics(*key)
+        forget_autoscaler_metrics(*key)
+        forget_canary_metrics(*key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
 
+    async def close(self) -> None:
+        """At shutdown: close every record's sessions."""
+        for record in self.memory.values():
+            await record.close()
+
     def entries(self) -> dict[str, int]:
-        """Sizes of every per-object map (the soak benchmark watches them return to empty)."""
+        """Sizes of what is remembered per object (the soak benchmark watches them return to empty)."""
+        records = list(self.memory.values())
         sizes = {
-            "control_keys": len(self.owned.control_keys),
-            "apply_refusals": len(self.owned.refusals),
-            "learned_configs": len(self.serving.learned_configs),
-            "failed_loads": sum(len(f) for f in self.serving.failed_loads.values()),
-            "autoscalers": len(self.autoscalers.states),
-            "autoscaler_pod_samples": self.autoscalers.tracked_pods(),
+            "objects": len(records),
+            "control_keys": sum(r.owned.control_key is not None for r in records),
+            "apply_refusals": sum(len(r.owned.refusals) for r in records),
+            "learned_configs": sum(r.serving.learned_config is not None for r in records),
+            "failed_loads": sum(len(r.serving.failed_loads) for r in records),
+            "autoscalers": sum(r.autoscaler is not None for r in records),
+            "autoscaler_pod_samples": sum(tracked_pods(r.autoscaler) for r in records),
             "verified_manifests": len(self.manifests),
-            "settled": len(self.settled),
-            "carried": len(self.carried),
-            "canary_windows": len(self.rollouts.windows),
+            "settled": sum(r.settled is not None for r in records),
+            "carried": sum(r.carried is not None for r in records),
+            "canary_windows": sum(r.canary.window is not None for r in records),
         }
         for kind, objects in self.cache.objects.items():
             sizes[f"cache_{kind}"] = len(objects)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import statistics
 import sys
 import time
@@ -54,15 +55,35 @@ def test_clairvoyant_is_at_least_as_good_as_reactive_ideal_on_the_step_trace() -
     assert statistics.fmean(r.attainment for r in clairvoyant) >= 97.0
 
 
-def test_tritonop_runs_the_operators_code_and_restores_it() -> None:
-    real_time, real_decide, real_cap = vars(runner)["time"], vars(runner)["decide"], policy.MAX_UP_FACTOR
+def test_tritonop_runs_the_operators_code_and_patches_nothing() -> None:
+    real_decide, real_cap = vars(runner)["decide"], policy.MAX_UP_FACTOR
     result = sim.simulate(traces.step(), "tritonop+nocap+period1", 0)
     assert result.decisions, "the real decide() was called"
     assert any(d.direction == "up" for _, _, _, d in result.decisions)
     assert max(result.replicas) > 1
-    assert vars(runner)["time"] is real_time is time
-    assert vars(runner)["decide"] is real_decide
-    assert real_cap == policy.MAX_UP_FACTOR
+    assert vars(runner)["decide"] is real_decide is policy.decide
+    assert real_cap == policy.MAX_UP_FACTOR == 3.0
+
+
+def test_the_simulator_imports_no_private_name_and_assigns_none_into_the_operator() -> None:
+    source = (BENCH / "autoscale_sim.py").read_text()
+    tree = ast.parse(source)
+    imported = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tritonop")
+        for alias in node.names
+    ]
+    assert imported and not [name for name in imported if name.startswith("_")]
+    operator_modules = {"runner", "policy", "metrics"}
+    assigned = [
+        ast.unparse(target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Attribute | ast.Subscript) and ast.unparse(target).split(".")[0] in operator_modules
+    ]
+    assert assigned == [] and "vars(runner)" not in source and "monkeypatch" not in source
 
 
 def test_one_run_takes_well_under_a_few_seconds() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tritonop.controller import Controller, Requeue
+from tritonop.controller import Controller, Next
 
 
 def body(name: str) -> dict[str, Any]:
@@ -23,10 +23,12 @@ def test_a_burst_of_events_while_reconciling_becomes_one_more_reconcile() -> Non
         calls: list[str] = []
         release = asyncio.Event()
 
-        async def reconcile(obj: dict[str, Any]) -> None:
+        async def reconcile(obj: dict[str, Any]) -> Next:
             calls.append(obj["metadata"]["name"])
+            return Next()
             if len(calls) == 1:
                 await release.wait()
+            return Next()
 
         controller = Controller(reconcile, workers=4, resync_seconds=3600)
         controller.start()
@@ -47,8 +49,9 @@ def test_a_standby_reconciles_nothing_until_it_leads_then_everything() -> None:
     async def scenario() -> tuple[list[str], list[str]]:
         calls: list[str] = []
 
-        async def reconcile(obj: dict[str, Any]) -> None:
+        async def reconcile(obj: dict[str, Any]) -> Next:
             calls.append(obj["metadata"]["name"])
+            return Next()
 
         controller = Controller(reconcile, workers=2, resync_seconds=0.01)
         controller.start(leading=False)
@@ -72,7 +75,7 @@ def test_losing_leadership_cancels_reconciles_in_flight_and_runs_no_new_ones() -
         finished: list[str] = []
         cancelled = asyncio.Event()
 
-        async def reconcile(obj: dict[str, Any]) -> None:
+        async def reconcile(obj: dict[str, Any]) -> Next:
             started.append(obj["metadata"]["name"])
             try:
                 await asyncio.sleep(3600)
@@ -80,6 +83,7 @@ def test_losing_leadership_cancels_reconciles_in_flight_and_runs_no_new_ones() -
                 cancelled.set()
                 raise
             finished.append(obj["metadata"]["name"])
+            return Next()
 
         controller = Controller(reconcile, workers=2, resync_seconds=0.01)
         controller.start()
@@ -104,8 +108,8 @@ def test_pausing_after_stop_starts_no_workers() -> None:
     """On shutdown the Lease is released after the controller stopped; that must not revive it."""
 
     async def scenario() -> list[asyncio.Task[None]]:
-        async def reconcile(obj: dict[str, Any]) -> None:
-            return None
+        async def reconcile(obj: dict[str, Any]) -> Next:
+            return Next()
 
         controller = Controller(reconcile, workers=2, resync_seconds=3600)
         controller.start()
@@ -122,18 +126,18 @@ def test_quiet_objects_are_evaluated_by_the_ticker_until_an_evaluation_or_an_eve
         log: list[str] = []
         evaluations: dict[str, int] = {"a": 0, "b": 0}
 
-        async def reconcile(obj: dict[str, Any]) -> Requeue:
+        async def reconcile(obj: dict[str, Any]) -> Next:
             name = obj["metadata"]["name"]
             log.append(f"reconcile {name}")
-            return Requeue(0.01, light=True)  # only the autoscaler has work
+            return Next(0.01, light=True)  # only the autoscaler has work
 
-        async def evaluate(obj: dict[str, Any]) -> float | None:
+        async def evaluate(obj: dict[str, Any]) -> Next:
             name = obj["metadata"]["name"]
             evaluations[name] += 1
             log.append(f"evaluate {name}")
             if name == "a" and evaluations["a"] == 3:
-                return None  # a decision to apply: a full reconcile now
-            return 0.01
+                return Next(full_now=True)  # a decision to apply: a full reconcile now
+            return Next(0.01)
 
         controller = Controller(reconcile, workers=2, resync_seconds=3600, evaluate=evaluate, tick_seconds=0.02)
         controller.start()
@@ -161,9 +165,9 @@ def test_without_an_evaluator_a_light_requeue_is_a_plain_one() -> None:
     async def scenario() -> int:
         calls: list[int] = []
 
-        async def reconcile(obj: dict[str, Any]) -> Requeue:
+        async def reconcile(obj: dict[str, Any]) -> Next:
             calls.append(1)
-            return Requeue(0.01, light=True)
+            return Next(0.01, light=True)
 
         controller = Controller(reconcile, workers=1, resync_seconds=3600)
         controller.start()
@@ -180,15 +184,15 @@ def test_a_slow_light_evaluation_delays_no_other_and_keeps_its_place() -> None:
         evaluations = {"a": 0, "b": 0}
         slow = asyncio.Event()
 
-        async def reconcile(obj: dict[str, Any]) -> Requeue:
-            return Requeue(0.01, light=True)
+        async def reconcile(obj: dict[str, Any]) -> Next:
+            return Next(0.01, light=True)
 
-        async def evaluate(obj: dict[str, Any]) -> float:
+        async def evaluate(obj: dict[str, Any]) -> Next:
             name = obj["metadata"]["name"]
             evaluations[name] += 1
             if name == "a" and evaluations["a"] == 1:
                 await slow.wait()  # a scrape waiting for its timeout
-            return 0.01
+            return Next(0.01)
 
         controller = Controller(reconcile, workers=2, resync_seconds=3600, evaluate=evaluate, tick_seconds=0.02)
         controller.start()

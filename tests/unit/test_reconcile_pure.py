@@ -17,10 +17,11 @@ from tritonop.cache import CACHED_KINDS, ObjectCache
 from tritonop.events import EventRecorder
 from tritonop.k8s import Credentials, KubeClient
 from tritonop.owned import Observed, Owned, OwnedMemory, first_difference, is_subset
-from tritonop.reconcile import fingerprint, parse, quiet
+from tritonop.quiet import fingerprint, parse, quiet
 from tritonop.render.model_config import ModelConfigError, effective_config, override_problem, parse_pbtxt, to_json
 from tritonop.serving import config_is_current
-from tritonop.state import OperatorState, Settled
+from tritonop.memory import Settled
+from tritonop.state import OperatorState
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()
 
@@ -179,15 +180,15 @@ def test_a_settled_object_is_not_parsed_again_until_its_resource_version_moves()
     }
     # No request is made: the client only has to exist.
     state = OperatorState(kube=KubeClient(Credentials("https://127.0.0.1:1", ssl.create_default_context(), None, None)))
-    fresh = parse(state, body)
+    fresh = parse(state.memory, body)
     assert fresh.spec.replicas == 3 and fresh.status.desired_replicas == 3
     left = fresh.model_copy(update={"status": ModelDeploymentStatus(desiredReplicas=3, readySummary="3/3")})
-    state.settled["u"] = Settled(("10", "-"), 3, 0.0, left, NOTHING)
-    assert parse(state, body) is left  # the same resourceVersion: what the reconcile left
+    state.memory.of(fresh).settled = Settled(("10", "-"), 3, 0.0, left, NOTHING)
+    assert parse(state.memory, body) is left  # the same resourceVersion: what the reconcile left
     moved = {**body, "metadata": {**body["metadata"], "resourceVersion": "11"}, "spec": {**body["spec"], "replicas": 1}}
-    assert parse(state, moved).spec.replicas == 1  # someone wrote: parsed afresh
+    assert parse(state.memory, moved).spec.replicas == 1  # someone wrote: parsed afresh
     other = {**body, "metadata": {**body["metadata"], "uid": "v"}}
-    assert parse(state, other) is not left
+    assert parse(state.memory, other) is not left
 
 
 def test_observe_reuses_the_previous_pods_only_while_the_cache_shows_no_change() -> None:

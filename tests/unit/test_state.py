@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from pathlib import Path
 
+from tritonop.api.spec import ModelDeployment
 from tritonop.autoscale.metrics import CounterSample, PodMetricsReader
 from tritonop.autoscale.runner import AutoscalerState
 from tritonop.k8s import Credentials, KubeClient
@@ -17,15 +19,23 @@ from tritonop.state import READY, OperatorState
 KUBE = KubeClient(Credentials("https://127.0.0.1:1", ssl.create_default_context(), None, None))
 
 
-def remember_everything(state: OperatorState, key: tuple[str, str], uid: str) -> PodMetricsReader:
-    state.owned.control_keys[uid] = "key"
-    state.owned.refusals[uid] = {"Deployment": Refusal("h", "refused")}
-    state.serving.learned_configs[uid] = object()  # type: ignore[assignment]
-    state.serving.failed_loads[uid] = {"pod-1": FailedLoad(None, "boom", 0.0), "pod-2": FailedLoad(None, "x", 0.0)}
+def model(name: str, uid: str) -> ModelDeployment:
+    return ModelDeployment.from_body(
+        {"metadata": {"name": name, "namespace": "ns", "uid": uid}, "spec": {"model": {"repository": "file:///r"}}}
+    )
+
+
+def remember_everything(state: OperatorState, md: ModelDeployment) -> PodMetricsReader:
+    record = state.memory.of(md)
+    record.owned.control_key = "key"
+    record.owned.refusals["Deployment"] = Refusal("h", "refused")
+    record.serving.learned_config = object()  # type: ignore[assignment]
+    record.serving.failed_loads.update({"pod-1": FailedLoad(None, "boom", 0.0), "pod-2": FailedLoad(None, "x", 0.0)})
     reader = PodMetricsReader()
-    reader.samples["pod-1"] = __import__("collections").deque([CounterSample(0.0, 0, 0, 0, 0, 0)])
-    state.autoscalers.states[key] = AutoscalerState(reader=reader, source="pods", period=5.0)
-    READY.labels(*key).set(1)
+    reader.samples["pod-1"] = deque([CounterSample(0.0, 0, 0, 0, 0, 0)])
+    record.autoscaler = AutoscalerState(reader=reader, source="pods", period=5.0)
+    READY.labels(md.namespace, md.name).set(1)
+    uid = md.uid
     state.manifests.store(Path(f"/repo/{uid}/1"), (), None)
     state.manifests.lookup(Path(f"/repo/{uid}/1"), (), uid)
     state.manifests.lookup(Path("/repo/shared/1"), (), uid)
@@ -37,9 +47,10 @@ def test_release_empties_every_map() -> None:
     state = OperatorState(kube=KUBE)
     empty = state.entries()
     assert set(empty.values()) == {0}
-    remember_everything(state, ("ns", "a"), "uid-a")
-    remember_everything(state, ("ns", "b"), "uid-b")
+    remember_everything(state, model("a", "uid-a"))
+    remember_everything(state, model("b", "uid-b"))
     assert state.entries()["failed_loads"] == 4 and state.entries()["autoscalers"] == 2
+    assert state.entries()["objects"] == 2 and state.entries()["autoscaler_pod_samples"] == 2
 
     asyncio.run(state.release(("ns", "a"), "uid-a"))
     after_one = state.entries()
@@ -50,10 +61,19 @@ def test_release_empties_every_map() -> None:
     assert READY.collect()[0].samples == []
 
 
+def test_release_without_a_uid_finds_the_record_by_name() -> None:
+    state = OperatorState(kube=KUBE)
+    remember_everything(state, model("a", "uid-a"))
+    asyncio.run(state.release(("ns", "a"), None))
+    assert state.entries()["objects"] == 0
+
+
 def test_failed_loads_of_pods_that_are_gone_are_dropped() -> None:
     state = OperatorState(kube=KUBE)
-    remember_everything(state, ("ns", "a"), "uid-a")
-    state.serving.keep_only_pods("uid-a", {"pod-2"})
-    assert set(state.serving.failed_loads["uid-a"]) == {"pod-2"}
-    state.serving.keep_only_pods("uid-a", set())
-    assert "uid-a" not in state.serving.failed_loads
+    md = model("a", "uid-a")
+    remember_everything(state, md)
+    serving = state.memory.of(md).serving
+    serving.keep_only_pods({"pod-2"})
+    assert set(serving.failed_loads) == {"pod-2"}
+    serving.keep_only_pods(set())
+    assert serving.failed_loads == {}

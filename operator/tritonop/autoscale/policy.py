@@ -240,7 +240,12 @@ def _fallback_latency(observation: Observation, metric: str) -> float | None:
 
 
 def recommend(
-    observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float = 0.0
+    observation: Observation,
+    spec: AutoscalingSpec,
+    current: int,
+    history: History,
+    now: float = 0.0,
+    max_up_factor: float = MAX_UP_FACTOR,
 ) -> tuple[int, str, Utilisation | None]:
     """Replicas wanted right now, before stabilization, and why (history: already updated with
     this observation's learning)."""
@@ -268,7 +273,7 @@ def recommend(
     ratio = observed / target
     base = observation.ready_replicas
     if ratio > 1 + TOLERANCE:
-        wanted = math.ceil(base * min(ratio, MAX_UP_FACTOR))
+        wanted = math.ceil(base * min(ratio, max_up_factor))
         reason = f"{metric} {observed:.0f}ms > target {target}ms"
         if current > base:
             # Replicas asked for earlier are still starting: only a bigger need adds any.
@@ -311,9 +316,17 @@ def unreachable_message(spec: AutoscalingSpec, util: Utilisation | None) -> str 
     )
 
 
-def decide(observation: Observation, spec: AutoscalingSpec, current: int, history: History, now: float) -> Decision:
+def decide(
+    observation: Observation,
+    spec: AutoscalingSpec,
+    current: int,
+    history: History,
+    now: float,
+    max_up_factor: float = MAX_UP_FACTOR,
+) -> Decision:
+    """max_up_factor: the fallback's step cap (a parameter, so the simulator can lift it)."""
     learned = learn(observation, spec, history, now)
-    raw, reason, util = recommend(observation, spec, current, learned, now)
+    raw, reason, util = recommend(observation, spec, current, learned, now, max_up_factor)
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
     up = _window(history.up_candidates, now, raw, spec.scale_up_stabilization_seconds, keep=lambda r: r < raw)
     down = _window(history.down_candidates, now, raw, spec.scale_down_stabilization_seconds, keep=lambda r: r > raw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from tritonop.api.spec import AutoscalerStatus, AutoscalingSpec, ModelDeployment
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
+from tritonop.clock import Clock, SystemClock
 from tritonop.events import EventRecorder
 from tritonop.serving import pod_facts
 from tritonop.status import AutoscaleFacts
@@ -36,22 +37,6 @@ OBSERVED_LATENCY = Gauge(
 TARGET_LATENCY = Gauge("tritonop_autoscaler_target_latency_ms", "The spec's latency target.", MD_LABELS)
 DECISIONS = Counter("tritonop_autoscaler_decisions_total", "Autoscaler decisions by direction.", ["direction"])
 DECISIONS_BY_DIRECTION = {direction: DECISIONS.labels(direction) for direction in ("up", "down", "none")}
-
-
-class Clock(Protocol):
-    """Where the autoscaler reads time: intervals (monotonic) and where in the day it is (time)."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -139,10 +124,27 @@ def desired_replicas(md: ModelDeployment, deployment: dict[str, Any] | None) -> 
     return max(autoscaling.min_replicas, min(autoscaling.max_replicas, int(wanted)))
 
 
-class Autoscalers:
-    """Every ModelDeployment's autoscaler state, by (namespace, name)."""
+class HoldsAutoscaler(Protocol):
+    """Where one ModelDeployment's autoscaler state lives (its record in the operator's memory)."""
 
-    def __init__(self, evaluate_every: float = 1.0, report_every: float = 5.0, clock: Clock | None = None) -> None:
+    autoscaler: AutoscalerState | None
+
+
+# How a decision is taken (policy.decide; the simulator passes variants of it).
+DecideFn = Callable[[Observation, AutoscalingSpec, int, History, float], Decision]
+
+
+class Autoscalers:
+    """How every ModelDeployment is autoscaled: the cadence, the clock and the policy. Each
+    object's state lives in its own memory record (HoldsAutoscaler)."""
+
+    def __init__(
+        self,
+        evaluate_every: float = 1.0,
+        report_every: float = 5.0,
+        clock: Clock | None = None,
+        decide: DecideFn = decide,
+    ) -> None:
         # Decisions come every second: a burst shows in the pending gauge within a second, and
         # each second of a breach costs requests. A scrape per pod is cheap. Status gets the
         # measurement every report_every seconds (and whenever the replicas or the latency
@@ -150,29 +152,36 @@ class Autoscalers:
         self.period = evaluate_every
         self.report_period = report_every
         self.clock = clock or SystemClock()
-        self.states: dict[Key, AutoscalerState] = {}
+        self.decide = decide
 
-    def next_evaluation_in(self, md: ModelDeployment) -> float | None:
-        state = self.states.get((md.namespace, md.name))
+    @staticmethod
+    def next_evaluation_in(md: ModelDeployment, held: HoldsAutoscaler) -> float | None:
+        state = held.autoscaler
         return state.period if state is not None and md.spec.autoscaling is not None else None
 
-    async def forget(self, key: Key) -> None:
+    @staticmethod
+    async def forget(held: HoldsAutoscaler, key: Key) -> None:
         """Release the reader (its HTTP session) and the gauges of one ModelDeployment."""
-        state = self.states.pop(key, None)
+        state, held.autoscaler = held.autoscaler, None
         if state is not None:
             await state.reader.close()
         forget_metrics(*key)
 
     async def scale(
-        self, md: ModelDeployment, pods: list[dict[str, Any]], deployment: dict[str, Any] | None, events: EventRecorder
+        self,
+        md: ModelDeployment,
+        pods: list[dict[str, Any]],
+        deployment: dict[str, Any] | None,
+        events: EventRecorder,
+        held: HoldsAutoscaler,
     ) -> Scaling:
         key = (md.namespace, md.name)
         spec = md.spec.autoscaling
         if spec is None:
-            if key in self.states:  # autoscaling turned off: nothing to keep
-                await self.forget(key)
+            if held.autoscaler is not None:  # autoscaling turned off: nothing to keep
+                await self.forget(held, key)
             return Scaling(desired_replicas(md, deployment))
-        state = await self._state(key, spec, md)
+        state = await self._state(held, spec, md)
         current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
         now = self.clock.monotonic()
         # A tick a hair early (the ticker's cadence is the period) still evaluates.
@@ -213,7 +222,7 @@ class Autoscalers:
             service_ms=measurement.service_ms,
             wall_time=self.clock.time(),
         )
-        decision = decide(observation, spec, current, state.history, now)
+        decision = self.decide(observation, spec, current, state.history, now)
         state.history = decision.history
         state.replicas = decision.replicas
         state.last_gauges = record_decision(events, md, decision, current, observation, state.last_gauges)
@@ -264,23 +273,24 @@ class Autoscalers:
         )
         return Scaling(decision.replicas, facts)
 
-    async def _state(self, key: Key, spec: AutoscalingSpec, md: ModelDeployment) -> AutoscalerState:
+    async def _state(self, held: HoldsAutoscaler, spec: AutoscalingSpec, md: ModelDeployment) -> AutoscalerState:
         """The state for this spec's metrics source (a new source starts afresh, from what status
         kept of the learned memory)."""
         source = spec.prometheus.url if spec.prometheus else "pods"
-        state = self.states.get(key)
+        state = held.autoscaler
         if state is None or state.source != source:
             if state is not None:
                 await state.reader.close()
             reader = PrometheusReader(source) if spec.prometheus else PodMetricsReader()
-            state = self.states[key] = AutoscalerState(
+            state = held.autoscaler = AutoscalerState(
                 reader=reader, source=source, period=self.period, history=learned_history(md.status.autoscaler)
             )
         return state
 
-    def tracked_pods(self) -> int:
-        """Pods whose metric samples the readers keep (released when a pod or object goes)."""
-        return sum(len(s.reader.samples) for s in self.states.values() if isinstance(s.reader, PodMetricsReader))
+
+def tracked_pods(state: AutoscalerState | None) -> int:
+    """Pods whose metric samples a reader keeps (released when a pod or object goes)."""
+    return len(state.reader.samples) if state is not None and isinstance(state.reader, PodMetricsReader) else 0
 
 
 def record_decision(

@@ -25,6 +25,7 @@ from tritonop.canary import Decision as CanaryDecision
 from tritonop.clock import rfc3339
 from tritonop.controller import Next
 from tritonop.events import EventRecorder, transition_events
+from tritonop.facts import FAILING_WAIT_REASONS, Facts, PodFacts
 from tritonop.k8s import KubeError
 from tritonop.memory import ObjectMemory, Settled
 from tritonop.owned import Observed, Owned
@@ -32,7 +33,7 @@ from tritonop.render.objects import RenderInputs, render_deployment, render_pdb,
 from tritonop.repository.local import RepositoryReport, inspect
 from tritonop.serving import Converged, Servers, Target
 from tritonop.state import READY, OperatorState
-from tritonop.status import FAILING_WAIT_REASONS, Facts, PodFacts, active_version, compute_status, status_patch
+from tritonop.status import active_version, compute_status, status_patch
 from tritonop.verification import Verification, verify
 
 LOG = logging.getLogger("tritonop.reconcile")

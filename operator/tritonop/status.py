@@ -6,36 +6,20 @@ observedGeneration; lastTransitionTime only moves when status flips.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from tritonop.api.spec import (
     AutoscalerStatus,
     Condition,
     EndpointStatus,
-    IntegrityStatus,
     LatencyStatus,
-    LoadStatus,
     ModelDeployment,
     ModelDeploymentStatus,
     RolloutStatus,
 )
+from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts
 from tritonop.render.objects import endpoint, selector_string
-from tritonop.repository.local import RepositoryReport
 
-# Container waiting reasons that mean "this server cannot start", surfaced as Ready's reason.
-FAILING_WAIT_REASONS = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
 CONDITION_ORDER = (
     "Ready",
     "RepositoryValid",
@@ -46,72 +30,6 @@ CONDITION_ORDER = (
     "LatencyWithinTarget",
     "Synced",
 )
-
-
-@dataclass(frozen=True)
-class PodFacts:
-    name: str
-    scheduled: bool = True
-    unschedulable_message: str | None = None
-    ready: bool = False  # the pod's Ready condition (probes and readiness gate)
-    waiting_reason: str | None = None
-    waiting_message: str = ""
-    live: bool = False  # Triton answered on the pod IP
-    ready_versions: tuple[int, ...] = ()
-    config_current: bool = False  # the loaded config is the one the spec asks for
-    load_error: str | None = None
-    awaiting_replacement: bool = False  # Recreate/Rolling: an old pod the Deployment will replace
-    unreachable: bool = False  # live, but the load call got no answer (server restarting)
-
-    def serves(self, version: int | None) -> bool:
-        if version is None:
-            return bool(self.ready_versions) and self.config_current
-        return version in self.ready_versions and self.config_current
-
-
-@dataclass(frozen=True)
-class Facts:
-    desired_replicas: int
-    repository: RepositoryReport
-    target_version: int | None
-    pods: tuple[PodFacts, ...] = ()
-    rollout_pending: bool = False  # the Deployment still replaces pods (Recreate/Rolling, image change)
-    gpu_resource: str = "nvidia.com/gpu"
-    autoscale: AutoscaleFacts | None = None
-    apply_refused: str | None = None  # the API server's message when it refused an owned object
-    config_problem: str | None = None  # overrides that cannot load with the repository's config
-    integrity: IntegrityStatus | None = None  # the target version's integrity check (verification.py)
-    swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
-    swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
-    last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
-    rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary.py)
-    pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
-
-    def wanted(self, pod: PodFacts) -> int | None:
-        """The version this pod should serve (a canary's pods differ from the rest)."""
-        return wanted_version(self.pod_versions, pod.name, self.target_version)
-
-
-def wanted_version(pod_versions: Mapping[str, int | None] | None, pod: str, target: int | None) -> int | None:
-    """A pod's version: its own during a canary (canary.assignment), else the target."""
-    return target if pod_versions is None else pod_versions.get(pod, target)
-
-
-@dataclass(frozen=True)
-class AutoscaleFacts:
-    """What the autoscaler measured and did in this reconcile (None: it did not evaluate)."""
-
-    latency_ms: float | None  # the spec's metric
-    p95_ms: float | None
-    average_ms: float | None
-    queue_ms: float | None
-    window_seconds: float
-    target_ms: int
-    metric: str
-    unreadable: tuple[str, ...] = ()
-    scaled: bool = False
-    unreachable: str | None = None  # the target no replica can meet (policy.unreachable_message)
-    learned: AutoscalerStatus | None = None  # the learned memory to keep (None: keep status's)
 
 
 def condition(md: ModelDeployment, kind: str, status: str, reason: str, message: str = "") -> Condition:
@@ -259,6 +177,13 @@ PROGRESS_REASONS = frozenset(
 TRANSIENT_REASONS = frozenset({"ServerUnreachable"})
 
 
+# Ready, declared (cluster-api's summary style): True when every desired replica serves the
+# version it should, and nothing is switching, rolling out, crashing or refused. Else its reason
+# is the first of these conditions that is False for a reason that is not progress, then a
+# crashing server, then the switch or rollout under way, then WaitingForReplicas.
+READY_EXPLAINED_BY = ("Synced", "RepositoryValid", "Scheduled", "ModelLoaded")
+
+
 def compute_status(
     md: ModelDeployment, facts: Facts, previous: ModelDeploymentStatus, now: str
 ) -> ModelDeploymentStatus:
@@ -270,80 +195,23 @@ def compute_status(
     if active is not None and previous.active_version not in (None, active):
         previous_version = previous.active_version
 
-    synced = _synced_condition(md, facts)
-    repository = _repository_condition(md, facts, bool(serving))
-    scheduled = _scheduled_condition(md, facts)
-    loaded = _loaded_condition(md, facts)
+    explaining = [
+        _synced_condition(md, facts),
+        _repository_condition(md, facts, bool(serving)),
+        _scheduled_condition(md, facts),
+        _loaded_condition(md, facts),
+    ]
     switching = bool(serving) and len(serving) < len(ready_pods)
-    if facts.swap and not facts.swap_blocked:
-        progressing = condition(md, "Progressing", "True", "SwappingVersion", facts.swap)
-    elif switching:
-        progressing = condition(
-            md,
-            "Progressing",
-            "True",
-            "VersionSwitch",
-            f"{len(serving)}/{len(ready_pods)} replicas serve version {target}",
-        )
-    elif facts.rollout_pending or len(facts.pods) != facts.desired_replicas:
-        progressing = condition(
-            md, "Progressing", "True", "RollingOut", f"{len(facts.pods)} pod(s), {facts.desired_replicas} desired"
-        )
-    else:
-        progressing = condition(md, "Progressing", "False", "Complete", "no rollout or version switch under way")
-
-    crashing = next((pod for pod in facts.pods if pod.waiting_reason in FAILING_WAIT_REASONS), None)
-    ready_count = len(serving)
-    settled = not switching and not facts.rollout_pending and crashing is None and not facts.apply_refused
-    if ready_count >= facts.desired_replicas and settled and (facts.desired_replicas == 0 or serving):
-        ready = condition(
-            md, "Ready", "True", "Serving", f"{ready_count}/{facts.desired_replicas} replicas serve version {target}"
-        )
-    else:
-        for failing in (synced, repository, scheduled, loaded):
-            if failing.status == "False" and failing.reason not in PROGRESS_REASONS | TRANSIENT_REASONS:
-                reason, message = failing.reason, failing.message
-                break
-        else:
-            if crashing is not None:
-                reason = crashing.waiting_reason or "ServerFailing"
-                message = f"{crashing.name}: {crashing.waiting_message}"
-            elif switching or facts.rollout_pending:
-                reason, message = progressing.reason, progressing.message
-            else:
-                reason = "WaitingForReplicas"
-                message = f"{ready_count}/{facts.desired_replicas} replicas serve the target version"
-        ready = condition(md, "Ready", "False", reason, message)
-
-    conditions = [ready, synced, repository, scheduled, loaded, progressing]
+    progressing = _progressing_condition(md, facts, switching, len(serving), len(ready_pods), target)
+    ready = _ready_condition(md, facts, explaining, progressing, switching, len(serving), target)
+    conditions = [ready, *explaining, progressing]
     rollout = facts.rollout
     if rollout is not None:
         ready, progressing = _rollout_conditions(md, rollout, ready, progressing)
-        conditions = [ready, synced, repository, scheduled, loaded, progressing, _canary_condition(md, rollout)]
+        conditions = [ready, *explaining, progressing, _canary_condition(md, rollout)]
     if md.spec.autoscaling is not None:
         conditions.append(_latency_condition(md, facts.autoscale, previous))
-    settled_conditions = []
-    for cond in conditions:
-        old = previous.condition(cond.type)
-        since = old.last_transition_time if old is not None and old.status == cond.status else now
-        settled_conditions.append(cond.model_copy(update={"last_transition_time": since}))
-    settled_conditions.sort(key=lambda c: CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else 99)
-
-    latency, last_scale_time, learned = None, None, None
-    if md.spec.autoscaling is not None:
-        auto = facts.autoscale
-        latency = previous.latency
-        learned = auto.learned if auto is not None and auto.learned is not None else previous.autoscaler
-        if auto is not None and any(v is not None for v in (auto.p95_ms, auto.average_ms, auto.queue_ms)):
-            latency = LatencyStatus(
-                p95_ms=_rounded(auto.p95_ms),
-                average_ms=_rounded(auto.average_ms),
-                queue_ms=_rounded(auto.queue_ms),
-                window_seconds=round(auto.window_seconds),
-            )
-        elif auto is not None:
-            latency = None
-        last_scale_time = now if auto is not None and auto.scaled else previous.last_scale_time
+    latency, last_scale_time, learned = _autoscaler_status(md, facts.autoscale, previous, now)
 
     return ModelDeploymentStatus(
         observed_generation=md.generation,
@@ -365,8 +233,83 @@ def compute_status(
         rollout=rollout,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,
-        conditions=settled_conditions,
+        conditions=with_transition_times(conditions, previous, now),
     )
+
+
+def with_transition_times(conditions: list[Condition], previous: ModelDeploymentStatus, now: str) -> list[Condition]:
+    """The condition setter: lastTransitionTime moves only when a condition's status flips; the
+    conditions in their documented order."""
+    settled = []
+    for cond in conditions:
+        old = previous.condition(cond.type)
+        since = old.last_transition_time if old is not None and old.status == cond.status else now
+        settled.append(cond.model_copy(update={"last_transition_time": since}))
+    return sorted(settled, key=lambda c: CONDITION_ORDER.index(c.type) if c.type in CONDITION_ORDER else 99)
+
+
+def _progressing_condition(
+    md: ModelDeployment, facts: Facts, switching: bool, serving: int, ready: int, target: int | None
+) -> Condition:
+    if facts.swap and not facts.swap_blocked:
+        return condition(md, "Progressing", "True", "SwappingVersion", facts.swap)
+    if switching:
+        message = f"{serving}/{ready} replicas serve version {target}"
+        return condition(md, "Progressing", "True", "VersionSwitch", message)
+    if facts.rollout_pending or len(facts.pods) != facts.desired_replicas:
+        message = f"{len(facts.pods)} pod(s), {facts.desired_replicas} desired"
+        return condition(md, "Progressing", "True", "RollingOut", message)
+    return condition(md, "Progressing", "False", "Complete", "no rollout or version switch under way")
+
+
+def _ready_condition(
+    md: ModelDeployment,
+    facts: Facts,
+    explaining: list[Condition],
+    progressing: Condition,
+    switching: bool,
+    serving: int,
+    target: int | None,
+) -> Condition:
+    """READY_EXPLAINED_BY above, as code."""
+    crashing = next((pod for pod in facts.pods if pod.waiting_reason in FAILING_WAIT_REASONS), None)
+    settled = not switching and not facts.rollout_pending and crashing is None and not facts.apply_refused
+    if serving >= facts.desired_replicas and settled and (facts.desired_replicas == 0 or serving):
+        message = f"{serving}/{facts.desired_replicas} replicas serve version {target}"
+        return condition(md, "Ready", "True", "Serving", message)
+    by_type = {cond.type: cond for cond in explaining}
+    for kind in READY_EXPLAINED_BY:
+        failing = by_type[kind]
+        if failing.status == "False" and failing.reason not in PROGRESS_REASONS | TRANSIENT_REASONS:
+            return condition(md, "Ready", "False", failing.reason, failing.message)
+    if crashing is not None:
+        reason = crashing.waiting_reason or "ServerFailing"
+        return condition(md, "Ready", "False", reason, f"{crashing.name}: {crashing.waiting_message}")
+    if switching or facts.rollout_pending:
+        return condition(md, "Ready", "False", progressing.reason, progressing.message)
+    message = f"{serving}/{facts.desired_replicas} replicas serve the target version"
+    return condition(md, "Ready", "False", "WaitingForReplicas", message)
+
+
+def _autoscaler_status(
+    md: ModelDeployment, auto: AutoscaleFacts | None, previous: ModelDeploymentStatus, now: str
+) -> tuple[LatencyStatus | None, str | None, AutoscalerStatus | None]:
+    """status.latency, lastScaleTime and the learned memory (kept from status until measured)."""
+    if md.spec.autoscaling is None:
+        return None, None, None
+    latency = previous.latency
+    learned = auto.learned if auto is not None and auto.learned is not None else previous.autoscaler
+    if auto is not None and any(v is not None for v in (auto.p95_ms, auto.average_ms, auto.queue_ms)):
+        latency = LatencyStatus(
+            p95_ms=_rounded(auto.p95_ms),
+            average_ms=_rounded(auto.average_ms),
+            queue_ms=_rounded(auto.queue_ms),
+            window_seconds=round(auto.window_seconds),
+        )
+    elif auto is not None:
+        latency = None
+    last_scale_time = now if auto is not None and auto.scaled else previous.last_scale_time
+    return latency, last_scale_time, learned
 
 
 ROLLOUT_READY_REASONS = {"Waiting": "CanaryWaiting", "Paused": "CanaryPaused"}

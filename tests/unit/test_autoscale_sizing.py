@@ -30,7 +30,8 @@ from tritonop.autoscale.queueing import (
     wait_ms,
 )
 from tritonop.autoscale.runner import learned_history, learned_status
-from tritonop.status import AutoscaleFacts, _latency_condition
+from tritonop.facts import AutoscaleFacts
+from tritonop.status import _latency_condition
 
 QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES)  # forecasts that have been right: no headroom
 

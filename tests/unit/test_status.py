@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from tritonop.api.spec import LoadStatus, ModelDeployment, ModelDeploymentStatus
+from tritonop.facts import Facts, PodFacts
 from tritonop.repository.local import RepositoryReport
-from tritonop.status import Facts, PodFacts, compute_status, status_patch
+from tritonop.status import compute_status, status_patch
 
 NOW = "2026-11-25T12:00:00Z"
 VALID = RepositoryReport(readable=True, message="ok", versions=[1, 2, 3])

@@ -22,8 +22,8 @@ from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
 from tritonop.clock import Clock, SystemClock
 from tritonop.events import EventRecorder
+from tritonop.facts import AutoscaleFacts
 from tritonop.serving import pod_facts
-from tritonop.status import AutoscaleFacts
 
 LOG = logging.getLogger("tritonop.autoscale")
 EARLY_TOLERANCE = 0.05  # fraction of the period

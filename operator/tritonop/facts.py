@@ -1,0 +1,90 @@
+"""What one reconcile found out, as plain values: the input of status (status.py, pure). Each
+step's module fills its part: the pods (serving.py), the repository (repository/), the
+autoscaler (autoscale/runner.py), the canary (canary/)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tritonop.api.spec import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
+from tritonop.repository.local import RepositoryReport
+
+# Container waiting reasons that mean "this server cannot start", surfaced as Ready's reason.
+FAILING_WAIT_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    name: str
+    scheduled: bool = True
+    unschedulable_message: str | None = None
+    ready: bool = False  # the pod's Ready condition (probes and readiness gate)
+    waiting_reason: str | None = None
+    waiting_message: str = ""
+    live: bool = False  # Triton answered on the pod IP
+    ready_versions: tuple[int, ...] = ()
+    config_current: bool = False  # the loaded config is the one the spec asks for
+    load_error: str | None = None
+    awaiting_replacement: bool = False  # Recreate/Rolling: an old pod the Deployment will replace
+    unreachable: bool = False  # live, but the load call got no answer (server restarting)
+
+    def serves(self, version: int | None) -> bool:
+        if version is None:
+            return bool(self.ready_versions) and self.config_current
+        return version in self.ready_versions and self.config_current
+
+
+@dataclass(frozen=True)
+class Facts:
+    desired_replicas: int
+    repository: RepositoryReport
+    target_version: int | None
+    pods: tuple[PodFacts, ...] = ()
+    rollout_pending: bool = False  # the Deployment still replaces pods (Recreate/Rolling, image change)
+    gpu_resource: str = "nvidia.com/gpu"
+    autoscale: AutoscaleFacts | None = None
+    apply_refused: str | None = None  # the API server's message when it refused an owned object
+    config_problem: str | None = None  # overrides that cannot load with the repository's config
+    integrity: IntegrityStatus | None = None  # the target version's integrity check (verification.py)
+    swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
+    swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
+    last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
+    rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary.py)
+    pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
+
+    def wanted(self, pod: PodFacts) -> int | None:
+        """The version this pod should serve (a canary's pods differ from the rest)."""
+        return wanted_version(self.pod_versions, pod.name, self.target_version)
+
+
+def wanted_version(pod_versions: Mapping[str, int | None] | None, pod: str, target: int | None) -> int | None:
+    """A pod's version: its own during a canary (canary.assignment), else the target."""
+    return target if pod_versions is None else pod_versions.get(pod, target)
+
+
+@dataclass(frozen=True)
+class AutoscaleFacts:
+    """What the autoscaler measured and did in this reconcile (None: it did not evaluate)."""
+
+    latency_ms: float | None  # the spec's metric
+    p95_ms: float | None
+    average_ms: float | None
+    queue_ms: float | None
+    window_seconds: float
+    target_ms: int
+    metric: str
+    unreadable: tuple[str, ...] = ()
+    scaled: bool = False
+    unreachable: str | None = None  # the target no replica can meet (policy.unreachable_message)
+    learned: AutoscalerStatus | None = None  # the learned memory to keep (None: keep status's)

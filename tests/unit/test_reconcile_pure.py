@@ -16,11 +16,11 @@ from tritonop.autoscale.runner import desired_replicas
 from tritonop.cache import CACHED_KINDS, ObjectCache
 from tritonop.events import EventRecorder
 from tritonop.k8s import Credentials, KubeClient
+from tritonop.memory import Settled
 from tritonop.owned import Observed, Owned, OwnedMemory, first_difference, is_subset
 from tritonop.quiet import fingerprint, parse, quiet
 from tritonop.render.model_config import ModelConfigError, effective_config, override_problem, parse_pbtxt, to_json
 from tritonop.serving import config_is_current
-from tritonop.memory import Settled
 from tritonop.state import OperatorState
 
 SLEEPY_CONFIG = (Path(__file__).resolve().parents[2] / "model_repo" / "sleepy" / "config.pbtxt").read_text()

@@ -54,6 +54,80 @@ def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
+class WorkQueue:
+    """client-go's workqueue, reduced: a key waits in the queue at most once, one worker at a time
+    processes it (a key added while being processed is marked dirty and queued again when done),
+    and a key can be added after a delay (the earliest due time wins)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Key] = asyncio.Queue()
+        self.queued: set[Key] = set()
+        self.active: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.delayed: dict[Key, asyncio.TimerHandle] = {}
+
+    def entries(self) -> dict[str, int]:
+        return {
+            "controller_delayed": len(self.delayed),
+            "controller_queued": len(self.queued),
+            "controller_dirty": len(self.dirty),
+        }
+
+    def add(self, key: Key, delay: float = 0.0) -> None:
+        if delay > 0:
+            existing = self.delayed.get(key)
+            due = loop_time() + delay
+            if existing is not None and existing.when() <= due:
+                return
+            if existing is not None:
+                existing.cancel()
+            self.delayed[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+            return
+        if key in self.active:
+            self.dirty.add(key)
+        elif key not in self.queued:
+            self.queued.add(key)
+            self.queue.put_nowait(key)
+
+    def _fire(self, key: Key) -> None:
+        self.delayed.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> Key:
+        key = await self.queue.get()
+        self.queued.discard(key)
+        return key
+
+    def begin(self, key: Key) -> bool:
+        """Take the key for processing; False (and dirty) when a worker has it already."""
+        if key in self.active:
+            self.dirty.add(key)
+            return False
+        self.active.add(key)
+        return True
+
+    def done(self, key: Key, again: bool = False) -> bool:
+        """Processing ended; True when the key must be processed again (it went dirty meanwhile,
+        or `again`)."""
+        self.active.discard(key)
+        redo = key in self.dirty or again
+        self.dirty.discard(key)
+        return redo
+
+    def busy(self, key: Key) -> bool:
+        """Queued, being processed or waiting for its delay."""
+        return key in self.active or key in self.queued or key in self.delayed
+
+    def forget(self, key: Key) -> None:
+        handle = self.delayed.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def stop(self) -> None:
+        for handle in self.delayed.values():
+            handle.cancel()
+
+
 class Controller:
     def __init__(
         self,
@@ -72,12 +146,8 @@ class Controller:
         self.evaluating: set[Key] = set()  # light evaluations under way
         self.evaluations: set[asyncio.Task[None]] = set()
         self.bodies: dict[Key, dict[str, Any]] = {}
-        self.queue: asyncio.Queue[Key] = asyncio.Queue()
-        self.queued: set[Key] = set()
-        self.active: set[Key] = set()
-        self.dirty: set[Key] = set()
+        self.work = WorkQueue()
         self.failures: dict[Key, int] = {}
-        self.delayed: dict[Key, asyncio.TimerHandle] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.worker_tasks: list[asyncio.Task[None]] = []
         # Workers reconcile only while this is set: always without leader election, only while
@@ -90,9 +160,7 @@ class Controller:
         return {
             "controller_bodies": len(self.bodies),
             "controller_failures": len(self.failures),
-            "controller_delayed": len(self.delayed),
-            "controller_queued": len(self.queued),
-            "controller_dirty": len(self.dirty),
+            **self.work.entries(),
             "controller_light": len(self.light),
         }
 
@@ -128,8 +196,7 @@ class Controller:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for handle in self.delayed.values():
-            handle.cancel()
+        self.work.stop()
 
     # -- inputs from kopf's watches ---------------------------------------------------------
     def update(self, body: dict[str, Any]) -> None:
@@ -142,33 +209,14 @@ class Controller:
         self.bodies.pop(key, None)
         self.failures.pop(key, None)
         self.light.pop(key, None)
-        handle = self.delayed.pop(key, None)
-        if handle is not None:
-            handle.cancel()
+        self.work.forget(key)
         MANAGED.set(len(self.bodies))
 
     def enqueue(self, key: Key, delay: float = 0.0) -> None:
         if key not in self.bodies:
             return
         self.light.pop(key, None)  # a full reconcile decides what comes next
-        if delay > 0:
-            existing = self.delayed.get(key)
-            due = loop_time() + delay
-            if existing is not None and existing.when() <= due:
-                return
-            if existing is not None:
-                existing.cancel()
-            self.delayed[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
-            return
-        if key in self.active:
-            self.dirty.add(key)
-        elif key not in self.queued:
-            self.queued.add(key)
-            self.queue.put_nowait(key)
-
-    def _fire(self, key: Key) -> None:
-        self.delayed.pop(key, None)
-        self.enqueue(key)
+        self.work.add(key, delay)
 
     # -- workers ----------------------------------------------------------------------------
     async def _resync(self) -> None:
@@ -180,18 +228,13 @@ class Controller:
     async def _worker(self) -> None:
         while True:
             await self.leading.wait()
-            key = await self.queue.get()
-            self.queued.discard(key)
+            key = await self.work.get()
             if not self.leading.is_set():
                 self.enqueue(key)  # leadership went while we waited: keep the key for later
                 continue
-            if key in self.active:
-                self.dirty.add(key)
-                continue
             body = self.bodies.get(key)
-            if body is None:
+            if body is None or not self.work.begin(key):
                 continue
-            self.active.add(key)
             started = time.monotonic()
             try:
                 after = await self.reconcile(body)
@@ -211,9 +254,7 @@ class Controller:
                 self._retry(key, error)
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
-                self.active.discard(key)
-                if key in self.dirty:
-                    self.dirty.discard(key)
+                if self.work.done(key):
                     self.enqueue(key)
 
     async def _tick(self) -> None:
@@ -236,13 +277,14 @@ class Controller:
         try:
             body = self.bodies.get(key)
             # Queued, being reconciled or waiting for a retry: the full reconcile decides what's next.
-            if body is None or key in self.active or key in self.queued or key in self.delayed:
+            if body is None or self.work.busy(key):
                 self.light.pop(key, None)
                 return
             assert self.evaluate is not None
-            self.active.add(key)
+            self.work.begin(key)
             started = time.monotonic()
             again = Next(full_now=True)
+            redo = True
             try:
                 again = await self.evaluate(body)
             except asyncio.CancelledError:
@@ -251,11 +293,10 @@ class Controller:
                 LOG.debug("%s/%s: light evaluation failed, reconciling: %s", *key, error)
             finally:
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
-                self.active.discard(key)
-            if key in self.dirty or again.full_now or again.after is None:
-                self.dirty.discard(key)
+                redo = self.work.done(key, again=again.full_now or again.after is None)
+            if redo:
                 self.enqueue(key)
-            elif key in self.light:
+            elif key in self.light and again.after is not None:
                 self.light[key] = loop_time() + again.after
         finally:
             self.evaluating.discard(key)

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -190,40 +190,30 @@ def kopf_login(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
     )
 
 
-class KubeClient:
+class KubeApi(Protocol):
+    """The calls serving makes on the Kubernetes API: what KubeClient offers (tests give a fake)."""
+
+    async def patch_pod_condition(
+        self, namespace: str, name: str, condition: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
+
+
+class CredentialKeeper:
+    """The credentials a client sends, kept fresh: projected ServiceAccount tokens re-read every
+    minute, kubeconfig exec/OIDC tokens renewed before they expire, and everything reloaded once
+    after a 401 (for all the requests that failed with the same credentials)."""
+
     def __init__(
-        self,
-        credentials: Credentials,
-        timeout: float = 30.0,
-        loader: Callable[[], Credentials] | None = None,
-        refresh_period: float = REFRESH_HOOK_PERIOD,
+        self, credentials: Credentials, loader: Callable[[], Credentials] | None, refresh_period: float
     ) -> None:
-        """`loader` resolves credentials afresh (after a 401); without one a 401 is final.
-        `refresh_period`: how often the kubeconfig loader is asked whether its token expires."""
         self.credentials = credentials
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.session: aiohttp.ClientSession | None = None
-        self.requests: Counter[str] = Counter()
         self.loader = loader
         self.refresh_period = refresh_period
         self._next_check = time.monotonic() + (TOKEN_FILE_PERIOD if credentials.token_file else refresh_period)
         self._generation = 0  # bumped at every reload: requests that failed with an older one retry
         self._refreshing = asyncio.Lock()
 
-    @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
-        return cls(load_credentials(kubeconfig), loader=functools.partial(load_credentials, kubeconfig))
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-    @property
-    def write_requests(self) -> int:
-        return sum(count for verb, count in self.requests.items() if verb in WRITE_VERBS)
-
-    async def _authorization(self) -> tuple[int, str | None]:
+    async def authorization(self) -> tuple[int, str | None]:
         """The credential generation and the Authorization header value to send now, renewed first
         if it is time to look (a renewal in progress is not waited for: the old token still works)."""
         if time.monotonic() >= self._next_check and not self._refreshing.locked():
@@ -266,7 +256,7 @@ class KubeClient:
             self.credentials.token = token
             self._generation += 1
 
-    async def _reload(self, generation: int) -> bool:
+    async def reload(self, generation: int) -> bool:
         """After a 401 with credentials of this generation: load them afresh, once for all the
         requests that failed with them. True when there are new credentials to retry with."""
         async with self._refreshing:
@@ -294,6 +284,39 @@ class KubeClient:
             self._next_check = time.monotonic() + period
             return True
 
+
+class KubeClient:
+    def __init__(
+        self,
+        credentials: Credentials,
+        timeout: float = 30.0,
+        loader: Callable[[], Credentials] | None = None,
+        refresh_period: float = REFRESH_HOOK_PERIOD,
+    ) -> None:
+        """`loader` resolves credentials afresh (after a 401); without one a 401 is final.
+        `refresh_period`: how often the kubeconfig loader is asked whether its token expires."""
+        self.keeper = CredentialKeeper(credentials, loader, refresh_period)
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.session: aiohttp.ClientSession | None = None
+        self.requests: Counter[str] = Counter()
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.keeper.credentials
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        return cls(load_credentials(kubeconfig), loader=functools.partial(load_credentials, kubeconfig))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    @property
+    def write_requests(self) -> int:
+        return sum(count for verb, count in self.requests.items() if verb in WRITE_VERBS)
+
     async def _request(
         self,
         verb: str,
@@ -316,7 +339,7 @@ class KubeClient:
         throttled = 0
         reloaded = False
         while True:
-            generation, authorization = await self._authorization()
+            generation, authorization = await self.keeper.authorization()
             headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
             if authorization:
                 headers["Authorization"] = authorization
@@ -333,7 +356,7 @@ class KubeClient:
                 continue
             if status == 401 and not reloaded:  # revoked or expired early: reload once, retry once
                 reloaded = True
-                if await self._reload(generation):
+                if await self.keeper.reload(generation):
                     continue
             if status >= 400:
                 try:
@@ -419,34 +442,9 @@ class KubeClient:
         self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str = "tritonop"
     ) -> None:
         """A core/v1 Event; a repeat of the same reason+message bumps its count instead."""
-        meta = involved["metadata"]
-        namespace = meta["namespace"]
-        digest = hashlib.sha256(f"{meta['uid']}/{event_type}/{reason}/{message}".encode()).hexdigest()[:12]
-        name = f"{meta['name']}.{digest}"
         now = rfc3339()
-        message = message[:1024]
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": involved["apiVersion"],
-                "kind": involved["kind"],
-                "name": meta["name"],
-                "namespace": namespace,
-                "uid": meta["uid"],
-                "resourceVersion": meta.get("resourceVersion", ""),
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message,
-            "source": {"component": component},
-            "reportingComponent": component,
-            "reportingInstance": component,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        event = event_body(involved, event_type, reason, message, component, now)
+        namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
         try:
             await self._request("create", "POST", resource_path("Event", namespace), body=event)
         except KubeError as error:
@@ -465,3 +463,34 @@ class KubeClient:
                 )
             except KubeError as patch_error:
                 LOG.warning("cannot update event %s: %s", reason, patch_error)
+
+
+def event_body(
+    involved: dict[str, Any], event_type: str, reason: str, message: str, component: str, now: str
+) -> dict[str, Any]:
+    """A core/v1 Event about `involved`, named after what it says (repeats share the name)."""
+    meta = involved["metadata"]
+    namespace = meta["namespace"]
+    digest = hashlib.sha256(f"{meta['uid']}/{event_type}/{reason}/{message}".encode()).hexdigest()[:12]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved["apiVersion"],
+            "kind": involved["kind"],
+            "name": meta["name"],
+            "namespace": namespace,
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

@@ -26,7 +26,7 @@ from tritonop.api.spec import (
 DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 PRINTER_COLUMNS = [
-    {"name": "Ready", "type": "string", "jsonPath": ".status.readySummary", "description": "Ready/current replicas."},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.readySummary", "description": "Ready/desired replicas."},
     {"name": "Model", "type": "string", "jsonPath": ".status.modelName", "description": "Triton model name."},
     {
         "name": "Version",

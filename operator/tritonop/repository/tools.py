@@ -29,8 +29,9 @@ from tritonop.render.model_config import ModelConfigError, effective_config, par
 from tritonop.repository.local import MANIFEST_NAME, model_versions, sha256_file, verify_manifest
 
 TORCHSCRIPT_FILE = "model.pt"
-# The python-backend loader placed beside each exported TorchScript file. On a GPU Triton image
-# the same version folder works with `backend: "pytorch"` (model.pt is what libtorch loads).
+# The python-backend loader placed beside each exported TorchScript file (it runs on CPU). Serving
+# the same folder with `backend: "pytorch"` on a GPU image is untested; a dynamic-int8 version is
+# CPU-only whatever the backend (PyTorch's dynamic quantization has no CUDA kernels).
 LOADER = '''"""Serves the TorchScript module in this folder (written by `tritonop repo export`)."""
 
 import json

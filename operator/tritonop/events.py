@@ -42,7 +42,7 @@ def transition_events(old: ModelDeploymentStatus, new: ModelDeploymentStatus) ->
         if before is not None and before.status == cond.status and before.reason == cond.reason:
             continue
         if cond.type == "CanaryHealthy" or (cond.type == "Ready" and cond.reason == "RolledBack"):
-            continue  # the canary posts these itself, with the figures (canary.py)
+            continue  # the canary posts these itself, with the figures (canary/)
         if cond.type == "Ready":
             progress = cond.status == "True" or cond.reason in PROGRESS_REASONS
             if cond.status == "True" or before is not None:

@@ -60,7 +60,7 @@ class Facts:
     swap: str | None = None  # a pod-by-pod swap (the target does not fit twice) is pending or under way
     swap_blocked: str | None = None  # ... and cannot start: one replica without allowSwapDowntime
     last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
-    rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary.py)
+    rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary/)
     pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
 
     def wanted(self, pod: PodFacts) -> int | None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.autoscale.runner import AutoscalerState, Scaling
+from tritonop.canary.runner import RolloutMemory
 from tritonop.events import Event
 from tritonop.owned import Observed, OwnedMemory
-from tritonop.rollout import RolloutMemory
 from tritonop.serving import ServingMemory
 
 Key = tuple[str, str]  # (namespace, name)

@@ -1,11 +1,12 @@
 """One level-based reconcile of a ModelDeployment, as steps; each step is a call into the module
 that owns it:
 
-observe (owned.py) -> scale (autoscale/runner.py), or stop on the quiet path (quiet.py) -> the
-repository (repository/local.py, or a verification Job: verification.py) -> render (render/,
-pure) -> apply what differs (owned.py) -> bring every Triton to the target, or during a canary
-each pod to its own version (serving.py) -> the canary's next step (rollout.py) -> compute status
-(status.py, pure) -> write status only if it changed, post events (events.py) -> when to look again.
+observe (owned.py) -> scale (autoscale/runner.py), or stop on the quiet path (quiet.py) ->
+the repository (repository/, or a verification Job: verification.py) -> render (render/, pure)
+-> apply what differs (owned.py) -> bring every Triton to the target, or during a canary each
+pod to its own version (serving/) -> the canary's next step (canary/) -> compute status
+(status.py, pure) -> write status only if it changed, post events (events.py) -> when to look
+again.
 
 An idle reconcile (nothing changed anywhere) makes no API request at all.
 """
@@ -18,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tritonop import quiet, rollout
+from tritonop import quiet
 from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import Scaling
-from tritonop.canary import Decision as CanaryDecision
+from tritonop.canary import runner as canary_runner
+from tritonop.canary.steps import StepOutcome
 from tritonop.clock import rfc3339
 from tritonop.controller import Next
 from tritonop.events import EventRecorder, transition_events
@@ -67,14 +69,14 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
     inputs = RenderInputs(replicas=scaling.replicas, target_version=target_version)
     refused = await owned.converge(desired_objects(md, inputs), observed)
     # 4. bring each Triton to the target version and config (a canary: some pods to the new one)
-    pod_versions = rollout.pod_versions(md, observed.pods, target_version)
+    pod_versions = canary_runner.pod_versions(md, observed.pods, target_version)
     target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions)
     converged = await Servers(state.kube, state.cache, record.serving, md, events, state.clock).converge(
         observed.pods, target
     )
     # 5. a canary's next step
     stamp = rfc3339()
-    canary = await rollout.progress(
+    canary = await canary_runner.progress(
         record.canary, state.clock, md, target_version, serving_version(converged, target_version),
         converged.pods, pod_ips(observed.pods), stamp,
     )  # fmt: skip
@@ -101,7 +103,7 @@ async def scale(
 ) -> Scaling:
     """The autoscaler's decision (a canary holds the replicas its analysis needs)."""
     scaling = await state.autoscalers.scale(md, observed.pods, observed.deployment, events, record)
-    return replace(scaling, replicas=rollout.hold_replicas(md, scaling.replicas, observed.deployment))
+    return replace(scaling, replicas=canary_runner.hold_replicas(md, scaling.replicas, observed.deployment))
 
 
 async def repository(state: OperatorState, md: ModelDeployment) -> tuple[RepositoryReport, Verification]:
@@ -143,7 +145,7 @@ def facts_of(
     converged: Converged,
     verification: Verification,
     record: ObjectMemory,
-    canary: CanaryDecision,
+    canary: StepOutcome,
 ) -> Facts:
     """Everything status is computed from, gathered from this reconcile's steps."""
     return Facts(
@@ -187,7 +189,7 @@ class Look:
 
 
 def next_look(
-    facts: Facts, converged: Converged, canary: CanaryDecision, verification: Verification, evaluation_in: float | None
+    facts: Facts, converged: Converged, canary: StepOutcome, verification: Verification, evaluation_in: float | None
 ) -> Look:
     """When to look again: soon while something converges (servers starting, loads under way, a
     canary's steps and analyses, which run on time), when verification or the autoscaler is due."""

@@ -1,24 +1,17 @@
-"""canary.py is pure: the judgement, the pod assignment and the step machine, table-tested."""
+"""The canary package's pure modules: the judgement, the pod assignment and the step machine, table-tested."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tritonop.api.spec import CanaryAnalysis, CanarySpec, RolloutStatus
-from tritonop.canary import (
-    PodView,
-    VersionCounters,
-    advance,
-    assignment,
-    canary_pod_count,
-    choose_canary_pods,
-    judge,
-    parse_version_counters,
-    starts,
-    window_sides,
-)
+from tritonop.canary.counters import VersionCounters, parse_version_counters, window_sides
+from tritonop.canary.judge import judge
+from tritonop.canary.pods import PodView, assignment, canary_pod_count, choose_canary_pods
+from tritonop.canary.steps import advance, changed, starts
 
 ANALYSIS = CanaryAnalysis.model_validate(
     {"minRequests": 100, "maxLatencyIncreasePercent": 20, "maxErrorRatePercent": 1, "fastFailErrors": 20}
@@ -82,6 +75,17 @@ def test_canary_pods_stay_put_and_fill_by_name() -> None:
 def rollout(**fields: Any) -> RolloutStatus:
     body = {"phase": "Progressing", "stableVersion": 2, "canaryVersion": 3, "generation": 4, "steps": 2}
     return RolloutStatus.model_validate({**body, **fields})
+
+
+def test_a_state_change_is_validated_and_a_misspelt_field_raises() -> None:
+    status = changed(rollout(), canary_pods=["a"], step=1)
+    assert (status.canary_pods, status.step, status.canary_version) == (["a"], 1, 3)
+    with pytest.raises(TypeError, match="canary_pod"):
+        changed(rollout(), canary_pod=["a"])
+    with pytest.raises(TypeError, match="canaryPods"):  # one spelling: python field names
+        changed(rollout(), canaryPods=["a"])
+    with pytest.raises(ValidationError):
+        changed(rollout(), phase="Bogus")
 
 
 def test_assignment() -> None:
@@ -210,7 +214,7 @@ def test_a_failed_check_is_tolerated_once_then_rolls_back() -> None:
         "RolledBack v3",
     )
     assert "LatencyRegression: compute 81 ms vs 50 ms (+62%) over 1,240 requests" in twice.events[0].message
-    assert twice.events[0].kind == "Warning"
+    assert twice.events[0].type == "Warning"
     assert assignment(status, ["a", "b", "c", "d"], 3) == dict.fromkeys("abcd", 2)
     # Not retried for this generation; the next generation tries again.
     assert step(status, views(dict.fromkeys("abcd", (2,))), active=2).rollout == status
@@ -288,7 +292,7 @@ PODS = [{"metadata": {"name": name}} for name in "abcd"]
 
 
 def test_pod_versions_hold_every_pod_until_the_rollout_has_chosen_its_canary_pods() -> None:
-    from tritonop.rollout import pod_versions
+    from tritonop.canary.runner import pod_versions
 
     # The spec moved from 2 to 3: nothing switches in the reconcile that starts the rollout.
     assert pod_versions(model_deployment({"activeVersion": 2}), PODS, 3) == dict.fromkeys("abcd", 2)
@@ -299,7 +303,7 @@ def test_pod_versions_hold_every_pod_until_the_rollout_has_chosen_its_canary_pod
 
 
 def test_the_autoscaler_does_not_scale_down_during_a_canary() -> None:
-    from tritonop.rollout import hold_replicas
+    from tritonop.canary.runner import hold_replicas
 
     status = {"rollout": rollout(canaryPods=["a"]).model_dump(by_alias=True, exclude_none=True)}
     deployment = {"spec": {"replicas": 4}}

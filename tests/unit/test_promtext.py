@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonop.autoscale.metrics import parse_sample
-from tritonop.canary import parse_version_counters
+from tritonop.canary.counters import parse_version_counters
 from tritonop.promtext import samples
 
 # Scraped from Triton 2.51 (nvidia-pytriton 0.7.0) serving sleepy on the dev cluster.

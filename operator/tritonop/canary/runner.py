@@ -1,5 +1,5 @@
 """A canary rollout's I/O edge: per-version counters read from each server, the analysis window
-kept between reconciles, the operator's metrics. Decisions are canary.py's (pure).
+kept between reconciles, the operator's metrics. Decisions are steps.py's (pure).
 
 The window's baseline lives in process memory: after an operator restart the rollout resumes
 at the step status.rollout names, and its analysis window starts afresh.
@@ -15,23 +15,24 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from tritonop import canary
 from tritonop.api.spec import ModelDeployment, RolloutStatus
-from tritonop.canary import Decision, PodView, VersionCounters
+from tritonop.canary.counters import Counters, Sides, VersionCounters, parse_version_counters, window_sides
+from tritonop.canary.pods import PodView, assignment
+from tritonop.canary.steps import StepOutcome, advance, starts
 from tritonop.clock import Clock
-from tritonop.status import PodFacts
+from tritonop.facts import PodFacts
 from tritonop.triton import TritonServer
 
 ANALYSES = Counter("tritonop_canary_analyses_total", "Canary analyses by result.", ["namespace", "name", "result"])
 ROLLBACKS = Counter("tritonop_canary_rollbacks_total", "Canary rollbacks.", ["namespace", "name"])
 STEP = Gauge("tritonop_canary_step", "The canary's current step (0: none under way).", ["namespace", "name"])
 WEIGHT = Gauge("tritonop_canary_weight_percent", "The canary step's weight (percent).", ["namespace", "name"])
-Counters = dict[str, dict[int, VersionCounters]]  # pod name -> version -> counters
+WindowKey = tuple[int, int, tuple[str, ...]]  # (canary version, step, canary pods): a change restarts it
 
 
 @dataclass
 class Window:
-    key: tuple[int, int, tuple[str, ...]]  # (canary version, step, canary pods): a change restarts it
+    key: WindowKey
     baseline: Counters
     started: float  # monotonic
 
@@ -42,6 +43,30 @@ class RolloutMemory:
 
     window: Window | None = None  # the analysis window
 
+    def measure(self, clock: Clock, rollout: RolloutStatus, current: Counters) -> tuple[Sides | None, float | None]:
+        """The window's sides and age (seconds) so far; (None, None) where it starts now (a new step
+        or canary pods, or the first read since the operator started)."""
+        kept, key = self.window, window_key(rollout)
+        if kept is None or kept.key != key:
+            self.window = Window(key, current, clock.monotonic())
+            return None, None
+        sides = window_sides(
+            kept.baseline, current, rollout.canary_pods, rollout.canary_version, rollout.stable_version
+        )
+        return sides, clock.monotonic() - kept.started
+
+    def settle(self, clock: Clock, decision: StepOutcome, current: Counters | None) -> None:
+        """An analysis restarts the window from this read; a rollout no longer under way drops it."""
+        rollout = decision.rollout
+        if decision.checked and current is not None and rollout is not None:
+            self.window = Window(window_key(rollout), current, clock.monotonic())
+        if rollout is None or not rollout.active:
+            self.window = None
+
+
+def window_key(rollout: RolloutStatus) -> WindowKey:
+    return (rollout.canary_version, rollout.step, tuple(rollout.canary_pods))
+
 
 def pod_versions(md: ModelDeployment, pods: list[dict[str, Any]], target: int | None) -> dict[str, int | None] | None:
     """What each pod serves this reconcile (None: not a canary, every pod gets the target)."""
@@ -49,10 +74,10 @@ def pod_versions(md: ModelDeployment, pods: list[dict[str, Any]], target: int | 
         return None
     names = [pod["metadata"]["name"] for pod in pods]
     previous = md.status.rollout
-    if canary.starts(previous, target, md.status.active_version, md.generation):
+    if starts(previous, target, md.status.active_version, md.generation):
         # A new version: nothing switches until the rollout has chosen its canary pods.
         return dict.fromkeys(names, md.status.active_version)
-    return canary.assignment(previous, names, target)
+    return assignment(previous, names, target)
 
 
 def hold_replicas(md: ModelDeployment, replicas: int, deployment: dict[str, Any] | None) -> int:
@@ -68,7 +93,7 @@ async def read_counters(pods: Mapping[str, str], model: str) -> Counters:
     """pods: name -> ip of ready servers; a server that does not answer is left out."""
 
     async def one(ip: str) -> dict[int, VersionCounters]:
-        return canary.parse_version_counters(await TritonServer(ip, "").metrics_text(), model)
+        return parse_version_counters(await TritonServer(ip, "").metrics_text(), model)
 
     names = list(pods)
     results = await asyncio.gather(*(one(pods[name]) for name in names), return_exceptions=True)
@@ -84,49 +109,31 @@ async def progress(
     facts: list[PodFacts],
     ips: Mapping[str, str],
     now: str,
-) -> Decision:
+) -> StepOutcome:
     """The next status.rollout, after this reconcile's servers converged."""
     spec = md.spec.rollout.canary_settings
     previous = md.status.rollout
     if spec is None:
         memory.window = None
         STEP.labels(md.namespace, md.name).set(0)
-        return Decision(previous if previous is not None and not previous.active else None)
+        return StepOutcome(previous if previous is not None and not previous.active else None)
     views = [PodView(f.name, f.ready, f.ready_versions, f.config_current) for f in facts]
     window, age, current = None, None, None
-    analysing = previous is not None and previous.phase in ("Progressing", "Paused") and previous.step_started_at
-    if not analysing:
+    if previous is None or previous.phase not in ("Progressing", "Paused") or not previous.step_started_at:
         memory.window = None  # a step's window begins once its canary pods serve, not before
-    if previous is not None and analysing:
+    else:
         ready_ips = {f.name: ips[f.name] for f in facts if f.ready and f.name in ips}
         current = await read_counters(ready_ips, md.model_name)  # servers that do not answer are left out
-        key = window_key(previous)
-        kept = memory.window
-        if current is not None and (kept is None or kept.key != key):
-            memory.window = Window(key, current, clock.monotonic())
-        elif current is not None and kept is not None:
-            window = canary.window_sides(
-                kept.baseline, current, previous.canary_pods, previous.canary_version, previous.stable_version
-            )
-            age = clock.monotonic() - kept.started
-    decision = canary.advance(previous, spec, md.generation, target, active_version, views, window, age, now)
-    rollout = decision.rollout
-    if decision.checked and current is not None and rollout is not None:
-        memory.window = Window(window_key(rollout), current, clock.monotonic())
-    if rollout is None or not rollout.active:
-        memory.window = None
-    record(md, previous, rollout, decision)
+        window, age = memory.measure(clock, previous, current)
+    decision = advance(previous, spec, md.generation, target, active_version, views, window, age, now)
+    memory.settle(clock, decision, current)
+    record(md, previous, decision)
     return decision
 
 
-def window_key(rollout: RolloutStatus) -> tuple[int, int, tuple[str, ...]]:
-    return (rollout.canary_version, rollout.step, tuple(rollout.canary_pods))
-
-
-def record(
-    md: ModelDeployment, previous: RolloutStatus | None, rollout: RolloutStatus | None, decision: Decision
-) -> None:
+def record(md: ModelDeployment, previous: RolloutStatus | None, decision: StepOutcome) -> None:
     labels = (md.namespace, md.name)
+    rollout = decision.rollout
     for result in decision.counts:
         ANALYSES.labels(*labels, result).inc()
     if rollout is not None and rollout.phase == "RolledBack" and (previous is None or previous.phase != "RolledBack"):

@@ -78,8 +78,8 @@ cluster-status: venv
 	$(PY) -m devcluster status
 
 lint: venv
-	$(VENV)/bin/ruff check operator devcluster tests bench examples
-	$(VENV)/bin/ruff format --check operator devcluster tests bench examples
+	$(VENV)/bin/ruff check operator devcluster loadgen tests bench examples
+	$(VENV)/bin/ruff format --check operator devcluster loadgen tests bench examples
 	$(VENV)/bin/mypy
 
 unit: venv helm

@@ -59,8 +59,7 @@ from traces import get as get_trace  # noqa: E402
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until  # noqa: E402
-from tests.integration.helpers import slow_repository  # noqa: E402
-from tests.loadgen import LoadGenerator  # noqa: E402
+from loadgen import LoadGenerator, slow_repository  # noqa: E402
 
 NAMESPACE = "bench-autoscale"
 MODEL = "slow"

@@ -5,7 +5,7 @@
     .venv/bin/python bench/autoscale_sim.py --trace my_traffic.csv --service-ms 40 --pod-start-s 20-40
 
 What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
-- an open-loop client (tests/loadgen.py): Poisson arrivals at the trace's per-second rate, the same
+- an open-loop client (like loadgen/): Poisson arrivals at the trace's per-second rate, the same
   for every policy with a given seed; each request goes to the next pod of the client's list
   (round robin; or random, as kube-proxy does), a list the bench refreshes once a second from the
   ready pods and the client copies once a second; latency counts from the request's due time; a

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until  # noqa: E402
-from tests.integration.helpers import MODEL_REPO, scrape_metrics  # noqa: E402
+from loadgen import MODEL_REPO, scrape_metrics  # noqa: E402
 from tritonop.repository.tools import write_manifest  # noqa: E402
 
 NAMESPACE = "bench-idle-verify"

@@ -14,6 +14,11 @@ process watching every namespace (`--namespace-pattern soak-*` to scope it). One
    whole namespace (the path that once leaked autoscaler metric readers);
 4. wait until the operator's maps are back to their start sizes, then measure.
 
+Start sizes are a baseline taken once the operator has taken in what the cluster already holds
+(other ModelDeployments, e.g. the demo's, which the soak leaves alone): the operator settles when
+every map is back at most at its baseline size, it manages no more ModelDeployments than then,
+and none of the soak's own ModelDeployments is left.
+
 Real `tritonserver` processes (one per running Triton pod, ~100+ MB and CPU each) are kept to
 `live` at a time (plus the ones still stopping): only `live` ModelDeployments per cycle run
 `sleepy` on CPU (gpus: 0, one replica; their versions switch in place and their autoscaling is
@@ -24,13 +29,14 @@ or without autoscaling (an autoscaler and its reader exist for those too).
 Measured after every cycle (start, middle and end called out): the operator's RSS (VmRSS), open
 file descriptors (/proc/<pid>/fd) and the sizes of its in-process maps, as exported on its
 metrics port (`tritonop_state_entries{map=...}`). At the end, a verdict: each map back to its
-start size, RSS within 10% of its value after the first cycle, fds back to the start count
+baseline size, RSS within 10% of its value after the first cycle, fds back to the start count
 (+5 for pooled keep-alive connections). Not a test: it prints figures and exits 0 either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
@@ -48,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from devcluster import running_cluster  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, stop_pid  # noqa: E402
-from tests.integration.helpers import scrape_metrics  # noqa: E402
+from loadgen import scrape_metrics  # noqa: E402
 
 MODEL_REPO = ROOT / "model_repo"
 KEEP_NAMESPACE = "soak-keep"
@@ -57,6 +63,8 @@ STATE_GAUGE = "tritonop_state_entries"
 MANAGED_GAUGE = "tritonop_modeldeployments"
 RSS_GOAL = 0.10  # end within 10% of the RSS after the first cycle
 FD_SLACK = 5  # idle keep-alive connections a client pool may still hold
+BASELINE_LOOKS = 3  # samples in a row that must agree before they are the baseline
+BASELINE_SECONDS = 120  # how long the operator may take to take in what the cluster holds
 AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "p95", "targetLatencyMs": 1000}
 LIVE_AUTOSCALING = {"minReplicas": 1, "maxReplicas": 2, "metric": "p95", "targetLatencyMs": 1000}
 
@@ -143,7 +151,11 @@ def start_operator(cluster: DevCluster, namespace_pattern: str | None) -> tuple[
         with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2) as response:
             return bool(response.status == 200)
 
-    wait_for("the operator's liveness endpoint", live, timeout=60, fatal=True)
+    try:
+        wait_for("the operator's liveness endpoint", live, timeout=60, fatal=True)
+    except BaseException:
+        stop_pid(process.pid)  # not returned, so no one else would stop it
+        raise
     return process, metrics_port, log_path
 
 
@@ -333,6 +345,41 @@ def soak_namespaces(cluster: DevCluster) -> list[str]:
     return cluster.kubectl("get", "namespaces", "-l", BENCH_LABEL, "-o", "name").stdout.split()
 
 
+def soak_objects(cluster: DevCluster) -> int:
+    """The soak's own ModelDeployments still in the cluster (by its label)."""
+    return len(cluster.kubectl("get", "md", "-A", "-l", BENCH_LABEL, "-o", "name").stdout.split())
+
+
+def in_scope(cluster: DevCluster, namespace_pattern: str | None) -> int | None:
+    """ModelDeployments in the operator's scope: every one, or those in namespaces that match the
+    pattern. None for a pattern that is more than one glob (a list, an exclusion)."""
+    if namespace_pattern is not None and ("," in namespace_pattern or namespace_pattern.startswith("!")):
+        return None
+    namespaces = cluster.kubectl("get", "md", "-A", "-o", "jsonpath={.items[*].metadata.namespace}").stdout.split()
+    return sum(namespace_pattern is None or fnmatch.fnmatchcase(ns, namespace_pattern) for ns in namespaces)
+
+
+def baseline(cluster: DevCluster, pid: int, port: int, namespace_pattern: str | None) -> tuple[Sample, int | None]:
+    """The operator's figures once it has taken in what the cluster already holds (ModelDeployments
+    that are not the soak's, e.g. the demo's): it manages as many as are in its scope, and
+    BASELINE_LOOKS samples in a row agree on that count and every map. The settle checks compare
+    with these, not with zero. Returns the baseline and the ModelDeployments that were in scope."""
+    looks: list[Sample] = []
+    expected: list[int | None] = [None]
+
+    def steady() -> bool:
+        expected[0] = in_scope(cluster, namespace_pattern)
+        now = sample(pid, port)
+        if looks and (now.maps != looks[-1].maps or now.managed != looks[-1].managed):
+            looks.clear()
+        looks.append(now)
+        caught_up = expected[0] is None or now.managed is None or now.managed == expected[0]
+        return caught_up and len(looks) >= BASELINE_LOOKS
+
+    wait_for("the operator to take in the cluster's other ModelDeployments (baseline)", steady, BASELINE_SECONDS, 2)
+    return (looks[-1] if looks else sample(pid, port)), expected[0]
+
+
 def delete_all(cluster: DevCluster, cycle_namespaces: list[str], timeout: float) -> None:
     """soak-keep's ModelDeployments one by one (the namespace stays); every other namespace whole."""
     if cycle_namespaces:
@@ -350,11 +397,13 @@ def delete_all(cluster: DevCluster, cycle_namespaces: list[str], timeout: float)
 
 # -- settling and reporting --------------------------------------------------------------------
 class Settled:
-    """Condition: every map at most its start size, nothing managed (and the fds back near the
-    start). Remembers what held it back, and until when (seconds since the first look)."""
+    """Condition: none of the soak's ModelDeployments left, every map at most its baseline size
+    and no more ModelDeployments managed than at the baseline (other ModelDeployments in the
+    cluster, e.g. the demo's, stay; and the fds back near the start). Remembers what held it
+    back, and until when (seconds since the first look)."""
 
-    def __init__(self, pid: int, port: int, start: Sample, fds_too: bool) -> None:
-        self.pid, self.port, self.start, self.fds_too = pid, port, start, fds_too
+    def __init__(self, cluster: DevCluster, pid: int, port: int, start: Sample, fds_too: bool) -> None:
+        self.cluster, self.pid, self.port, self.start, self.fds_too = cluster, pid, port, start, fds_too
         self.began = time.monotonic()
         self.last_seen: dict[str, float] = {}
         self.last_lagging: list[str] = []
@@ -362,12 +411,15 @@ class Settled:
     def __call__(self) -> bool:
         now = sample(self.pid, self.port)
         lagging = []
-        if now.managed not in (None, 0.0):
-            lagging.append(f"managed={now.managed:.0f}")
+        left = soak_objects(self.cluster)
+        if left:
+            lagging.append(f"soak ModelDeployments={left}")
+        if now.managed is not None and now.managed > (self.start.managed or 0.0):
+            lagging.append(f"managed={now.managed:.0f} (baseline {self.start.managed or 0.0:.0f})")
         if now.maps is not None and self.start.maps is not None:
             for name in sorted(set(now.maps) | set(self.start.maps)):
                 if now.maps.get(name, 0.0) > self.start.maps.get(name, 0.0):
-                    lagging.append(f"{name}={now.maps[name]:.0f}")
+                    lagging.append(f"{name}={now.maps[name]:.0f} (baseline {self.start.maps.get(name, 0.0):.0f})")
         if self.fds_too and now.fds > self.start.fds + FD_SLACK:
             lagging.append(f"fds={now.fds}")
         elapsed = time.monotonic() - self.began
@@ -389,7 +441,10 @@ class Settled:
 
 
 def verdict(start: Sample, first: Sample, end: Sample) -> None:
-    print("\nVERDICT (start = operator started on the empty cluster; end = after the last cycle, settled)")
+    print(
+        "\nVERDICT (start = baseline: the operator started, with the cluster's other ModelDeployments taken in; "
+        "end = after the last cycle, settled)"
+    )
     print(f"{'what':<34} {'start':>10} {'end':>10}   result")
 
     def line(what: str, before: str, after: str, met: bool, note: str = "") -> None:
@@ -447,7 +502,7 @@ def run_cycle(
     t0 = time.monotonic()
     delete_all(cluster, names, timeout=600)
     gone = time.monotonic() - t0
-    settle = Settled(pid, port, start, fds_too=False)
+    settle = Settled(cluster, pid, port, start, fds_too=False)
     ok = wait_for(f"cycle {cycle}: the operator to settle", settle, 180)
     print(
         f"[cycle {cycle} | {clock(started)}] delete: {by_namespace} by namespace deletion, "
@@ -481,13 +536,16 @@ def main() -> None:
         WATCH.podrunner = state.pids.get("podrunner", 0) if state else 0
         pid = operator.pid
         try:
-            start = sample(pid, port)
+            start, others = baseline(cluster, pid, port, args.namespace_pattern)
             print(
                 f"soak: {args.count} ModelDeployments per cycle ({args.live} live, {args.namespaces} namespaces + "
                 f"{KEEP_NAMESPACE}), cycles until {args.minutes:g} min; operator pid {pid}, log {log_path}",
                 flush=True,
             )
-            print(f"START  (empty)         {describe(start)}", flush=True)
+            print(
+                f"START  (baseline: {'?' if others is None else others} other ModelDeployments) {describe(start)}",
+                flush=True,
+            )
             started = time.monotonic()
             cycle, first, middle_shown = 0, start, False
             samples: list[tuple[int, Sample]] = []
@@ -510,8 +568,8 @@ def main() -> None:
 
             cluster.kubectl("delete", "namespace", KEEP_NAMESPACE, "--wait=true", "--timeout=300s", check=False)
             t0 = time.monotonic()
-            settle = Settled(pid, port, start, fds_too=True)
-            ok = wait_for("the operator to settle (maps at start sizes, fds near start)", settle, args.settle_seconds)
+            settle = Settled(cluster, pid, port, start, fds_too=True)
+            ok = wait_for("the operator to settle (maps at baseline, fds near start)", settle, args.settle_seconds)
             end = sample(pid, port)
             print(
                 f"END    (settled)       {describe(end)} [{'settled' if ok else 'NOT settled'} "

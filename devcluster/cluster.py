@@ -108,24 +108,85 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgrp) from /proc/<pid>/stat, or None when there is no such process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group pgid."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None and stat[2] == pgid and stat[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of pid if it is our child and has exited, so that no zombie is
+    left behind (a Popen for it then reads returncode 0: the status was taken here)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _wait_gone(alive: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def stop_pid(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL what is left after grace seconds."""
-    if not pid_alive(pid):
+    """Stop pid: SIGTERM, then SIGKILL what is left after grace seconds; returns once it is gone.
+
+    A process that leads its own process group (started with start_new_session=True) is
+    signalled as a group, so its children stop with it, and whatever of the group outlives the
+    leader is stopped too. Any other process (started without a session of its own, so sharing
+    its starter's group) is signalled alone: killpg(pid) would find no group and stop nothing,
+    and its actual group holds its starter (pytest, the benchmark). Our own child is reaped once
+    it has exited, so it does not linger as a zombie."""
+    stat = _proc_stat(pid)
+    if stat is None:
         return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    leads_group = stat[2] == pid
+    started = time.monotonic()
+
+    def signal_it(sig: signal.Signals) -> None:
         try:
-            os.killpg(pid, sig)
+            if leads_group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
-            return
+            pass
         except PermissionError:
-            os.kill(pid, sig)
-        # SIGKILL cannot be refused, but the kernel tears the process down asynchronously:
-        # wait (bounded) so that callers can rely on it being gone when we return.
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return
-            time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    if pid_alive(pid):
+        signal_it(signal.SIGTERM)
+        if not _wait_gone(lambda: pid_alive(pid), grace):
+            signal_it(signal.SIGKILL)
+            # SIGKILL cannot be refused, but the kernel tears the process down asynchronously:
+            # wait (bounded) so that callers can rely on it being gone when we return.
+            _wait_gone(lambda: pid_alive(pid), 10.0)
+    _reap(pid)
+    # The leader is gone; members of its group may not be (they ignored SIGTERM, or it never got
+    # one): the rest of the grace period, then SIGKILL. A group id is not reused while the group
+    # has members, so this reaches no one else.
+    rest = max(0.0, grace - (time.monotonic() - started))
+    if leads_group and not _wait_gone(lambda: bool(_group_members(pid)), rest):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        _wait_gone(lambda: bool(_group_members(pid)), 10.0)
 
 
 @dataclass

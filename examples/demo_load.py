@@ -8,7 +8,7 @@
         --max-seconds), prints a summary and exits 1 if any request failed.
 
     python -m examples.demo_load autoscale --namespace demo-autoscale --name sleepy100
-        The autoscaling story: open-loop load (tests/loadgen.py) at the ready pods' IPs, low, then
+        The autoscaling story: open-loop load (loadgen/) at the ready pods' IPs, low, then
         high, then none; every 2 s a line with the load, the client's p95 and the
         ModelDeployment's printer columns (`kubectl get md`); ends by itself once the replicas are
         back at minReplicas, with a summary. Exits 1 on failed requests or if it never scaled.
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.loadgen import LoadGenerator
+from loadgen import LoadGenerator
 
 BODY = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
 

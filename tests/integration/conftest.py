@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -20,10 +21,71 @@ from kubernetes import client, config
 
 from devcluster import DevCluster, running_cluster
 from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
-
-from .helpers import scrape_metrics
+from loadgen import scrape_metrics
+from tests import leftover_processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Processes at session start (this module is imported at collection, before any test runs), and a
+# mark in the environment that every process the session starts inherits: see no_leftover_processes.
+PROCESSES_AT_START = leftover_processes.snapshot()
+SESSION_ID = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+os.environ[leftover_processes.SESSION_VARIABLE] = SESSION_ID
+LEFTOVER_GRACE_SECONDS = 15.0
+
+
+def left_running_cluster() -> set[int]:
+    """The processes of a dev cluster still up after the session: its components and the Triton
+    servers of its pods (by pid file). `running_cluster` stops a cluster it started and removes
+    its state file, so a state file still there means a cluster the session found running and
+    leaves running on purpose (its components may have been restarted by chaos tests meanwhile)."""
+    cluster = DevCluster()
+    state = cluster.state
+    if state is None:
+        return set()
+    pids = set(state.pids.values())
+    for pid_file in cluster.pods_dir.glob("*.pid") if cluster.pods_dir.exists() else ():
+        try:
+            pids.add(int(pid_file.read_text()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def session_leftovers() -> list[leftover_processes.ProcessInfo]:
+    """The project's processes this session started that are still running: its descendants, or
+    carrying SESSION_ID in their environment (those whose parent died first)."""
+    now = leftover_processes.snapshot()
+    me = os.getpid()
+
+    def ours(info: leftover_processes.ProcessInfo) -> bool:
+        return leftover_processes.descends_from(info.pid, {me}, now) or leftover_processes.has_environment(
+            info.pid, leftover_processes.SESSION_VARIABLE, SESSION_ID
+        )
+
+    return leftover_processes.leftovers(PROCESSES_AT_START, now, ours, keep=left_running_cluster())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """After the whole session (set up first, so finalized after every fixture that starts a
+    process: the cluster, operators, Prometheus, MinIO), none of the project's long-lived
+    processes (leftover_processes.BINARIES, .MODULES) that the session started may still run.
+    Not counted: what ran before the session (a dev cluster from `make cluster-up`, a demo),
+    and a dev cluster the session leaves running (see left_running_cluster)."""
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE_SECONDS
+    left = session_leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)  # processes still shutting down (stopped without waiting) get a moment
+        left = session_leftovers()
+    if left:
+        pytest.fail(
+            f"{len(left)} process(es) started by this test session still running "
+            f"{LEFTOVER_GRACE_SECONDS:.0f}s after its last fixture was finalized:\n"
+            + leftover_processes.describe(left),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +210,11 @@ def start_operator(
         with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2) as response:
             return bool(response.status == 200)
 
-    wait_until("the operator's liveness endpoint", live, timeout=60)
+    try:
+        wait_until("the operator's liveness endpoint", live, timeout=60)
+    except BaseException:
+        stop_pid(process.pid)  # no caller gets it to stop: do not leave it running
+        raise
     return OperatorProcess(process, metrics_port, log_path)
 
 
@@ -238,9 +304,11 @@ def prometheus(
             return bool(response.status == 200)
 
     try:
-        wait_until("prometheus ready", ready, timeout=60)
-    except TimeoutError:
-        pytest.fail(f"prometheus did not become ready: {(workdir / 'prometheus.log').read_text()[-2000:]}")
-    yield PrometheusProcess(url, process)
-    stop.set()
-    stop_pid(process.pid)
+        try:
+            wait_until("prometheus ready", ready, timeout=60)
+        except TimeoutError:
+            pytest.fail(f"prometheus did not become ready: {(workdir / 'prometheus.log').read_text()[-2000:]}")
+        yield PrometheusProcess(url, process)
+    finally:  # also when it never became ready
+        stop.set()
+        stop_pid(process.pid)

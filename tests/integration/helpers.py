@@ -13,47 +13,12 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
+from loadgen import MODEL_REPO, SLEEPY_CODE, SLEEPY_CONFIG, scrape_metrics, slow_repository, write_model  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_REPO = REPO_ROOT / "model_repo"
-SLEEPY_CONFIG = MODEL_REPO / "sleepy" / "config.pbtxt"
-SLEEPY_CODE = MODEL_REPO / "sleepy" / "1" / "model.py"
 GROUP, VERSION, PLURAL = "tritonop.dev", "v1alpha1", "modeldeployments"
-
-
-def scrape_metrics(port: int) -> dict[str, float]:
-    """A process's Prometheus metrics on 127.0.0.1:port, `name{labels}` -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
-
-
-def slow_repository(root: Path, model: str, batch_ms: int) -> Path:
-    """A repository with one model: sleepy's code, one request per batch, `batch_ms` per batch,
-    so one replica serves 1000 / batch_ms requests/s (autoscaling tests and benchmarks)."""
-    config = SLEEPY_CONFIG.read_text()
-    config = config.replace("max_batch_size: 8", "max_batch_size: 1").replace(
-        'string_value: "20"', f'string_value: "{batch_ms}"'
-    )
-    return write_model(root, model, config, {1: SLEEPY_CODE.read_text()})
-
-
-def write_model(root: Path, model: str, config: str, code: dict[int, str]) -> Path:
-    """Write one model into the repository at `root`: its config.pbtxt and each version's
-    model.py (`code` maps version -> source). Returns `root`, readable by the servers."""
-    folder = root / model
-    folder.mkdir(parents=True)
-    (folder / "config.pbtxt").write_text(config)
-    for version, source in code.items():
-        (folder / str(version)).mkdir()
-        (folder / str(version) / "model.py").write_text(source)
-    root.chmod(0o755)
-    return root
+# MODEL_REPO, SLEEPY_*, scrape_metrics, slow_repository, write_model: in loadgen (benches use them
+# too); imported here so that the tests' `from .helpers import ...` keep working.
 
 
 def sleepy_base() -> str:

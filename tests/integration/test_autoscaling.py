@@ -11,7 +11,7 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
-from tests.loadgen import LoadGenerator
+from loadgen import LoadGenerator
 
 from .conftest import OperatorProcess
 from .helpers import apply_md, events_for, get_md, md_pods, ready_ips, slow_repository, wait_for_condition

@@ -17,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from devcluster.cluster import DevCluster, stop_pid, wait_until
+from loadgen import LoadGenerator
 from tests.integration.conftest import OperatorProcess, start_operator
 from tests.integration.helpers import (
     apply_md,
@@ -31,7 +32,6 @@ from tests.integration.helpers import (
     wait_for_condition,
 )
 from tests.integration.test_install import argocd_health
-from tests.loadgen import LoadGenerator
 
 pytestmark = pytest.mark.integration
 MODEL = "canary"

@@ -24,7 +24,7 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import pid_alive, stop_pid, wait_until
-from tests.loadgen import LoadGenerator
+from loadgen import LoadGenerator
 
 from .conftest import OperatorProcess, start_operator
 from .helpers import (

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from devcluster import versions
 from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until
+from loadgen import LoadGenerator
 from tests.integration.conftest import OperatorProcess
 from tests.integration.helpers import (
     MODEL_REPO,
@@ -32,7 +33,6 @@ from tests.integration.helpers import (
     sleepy_spec,
     wait_for_condition,
 )
-from tests.loadgen import LoadGenerator
 from tritonop.repository import tools
 
 pytestmark = pytest.mark.integration
@@ -71,21 +71,26 @@ def minio(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         env={"MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "HOME": str(data.parent)},
         stdout=log,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: stop_pid stops it and anything it starts
     )
 
     def ready() -> bool:
+        assert process.poll() is None, f"MinIO exited with {process.returncode}; see {log.name}"
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/minio/health/ready", timeout=2) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
 
-    wait_until("MinIO ready", ready, timeout=60)
-    server = Minio(f"127.0.0.1:{port}", process)
-    server.client().make_bucket(BUCKET)
-    yield server
-    stop_pid(process.pid)
-    log.close()
+    try:
+        wait_until("MinIO ready", ready, timeout=60)
+        server = Minio(f"127.0.0.1:{port}", process)
+        server.client().make_bucket(BUCKET)
+        yield server
+    finally:  # also when it never became ready: the server must not outlive the session
+        stop_pid(process.pid)
+        log.close()
 
 
 def upload(server: Minio, local: Path, prefix: str) -> None:

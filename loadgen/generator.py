@@ -1,4 +1,4 @@
-"""An open-loop inference load generator for tests and benchmarks.
+"""An open-loop inference load generator for tests, benchmarks and demos.
 
 Requests arrive at a set rate (Poisson or evenly spaced) whatever the servers' latency, like
 real clients; each goes to the next ready pod IP (round robin, refreshed by the caller's

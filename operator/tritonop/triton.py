@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import tritonclient.http.aio as triton_http
@@ -61,6 +61,24 @@ class VersionState:
     version: int
     state: str  # READY, LOADING, UNLOADING, UNAVAILABLE
     reason: str
+
+
+class TritonApi(Protocol):
+    """The calls serving makes on one server: what TritonServer offers (tests give a fake)."""
+
+    async def is_live(self) -> bool: ...
+
+    async def model_versions(self, model: str) -> list[VersionState]: ...
+
+    async def ready_versions(self, model: str) -> list[int]: ...
+
+    async def model_config(self, model: str) -> dict[str, Any]: ...
+
+    async def load(self, model: str, config_json: str | None) -> None: ...
+
+    async def unload(self, model: str) -> None: ...
+
+    async def pending_requests(self, model: str) -> float: ...
 
 
 class TritonServer:

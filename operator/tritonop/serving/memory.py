@@ -1,0 +1,56 @@
+"""What the process remembers about one ModelDeployment's servers (its part of tritonop.memory's
+record): the config learned from Triton, each pod's failed load, a swap that is needed, the
+latest timed load. Memory only: an operator restart starts it empty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tritonclient.grpc import model_config_pb2
+
+from tritonop.api.spec import LoadStatus
+from tritonop.clock import rfc3339
+
+# A load that failed is retried after this long, or at once when the config to load changes.
+FAILED_LOAD_RETRY_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class SwapNeed:
+    """The target version does not fit beside the old one: switch pod by pod."""
+
+    version: int | None
+    message: str  # Triton's refusal
+    announced: bool = False  # status has said so (one replica: before the downtime)
+
+
+@dataclass(frozen=True)
+class FailedLoad:
+    config_json: str | None
+    message: str
+    at: float  # monotonic
+
+    def recent(self, now: float) -> bool:
+        """Within FAILED_LOAD_RETRY_SECONDS: not retried yet."""
+        return now - self.at < FAILED_LOAD_RETRY_SECONDS
+
+
+@dataclass
+class ServingMemory:
+    """What the process remembers about one ModelDeployment's servers."""
+
+    # The repository config learned from Triton where the operator cannot read the storage itself.
+    learned_config: model_config_pb2.ModelConfig | None = None
+    failed_loads: dict[str, FailedLoad] = field(default_factory=dict)  # pod uid -> its failed load
+    swap: SwapNeed | None = None  # a switch that must go pod by pod
+    last_load: LoadStatus | None = None  # the latest timed load
+
+    def timed_load(self, pod: str, version: int | None, mode: str, seconds: float) -> None:
+        self.last_load = LoadStatus.model_validate(
+            {"version": version, "seconds": round(seconds, 3), "mode": mode, "pod": pod, "completedAt": rfc3339()}
+        )
+
+    def keep_only_pods(self, pod_uids: set[str]) -> None:
+        """Drop the failures of pods that are gone."""
+        for pod_uid in [p for p in self.failed_loads if p not in pod_uids]:
+            del self.failed_loads[pod_uid]

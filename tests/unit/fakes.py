@@ -1,0 +1,247 @@
+"""In-memory stand-ins for what serving talks to: a clock that moves only when told, Triton
+servers by pod IP (versions, configs, device memory, pending requests), and the Kubernetes API's
+pods with their readiness gates (the kubelet's Ready included). No sockets, no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2
+
+from tritonop.render.model_config import parse_pbtxt, served_versions, to_json
+from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
+from tritonop.triton import ServerUnreachable, TritonError, VersionState
+
+# The repository's config.pbtxt (as the operator reads it, and as Triton loads it as-is).
+BASE_PBTXT = """
+backend: "python"
+max_batch_size: 8
+dynamic_batching { max_queue_delay_microseconds: 1000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+# What a PyTorch backend says when a second copy does not fit (matches serving's OUT_OF_MEMORY).
+CUDA_OOM = "CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 15.78 GiB total capacity)"
+
+
+def base_config() -> model_config_pb2.ModelConfig:
+    return parse_pbtxt(BASE_PBTXT)
+
+
+class FakeClock:
+    """tritonop.clock.Clock, moved by advance() and by sleep() (which also yields to the loop)."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class FakeTriton:
+    """One tritonserver: versions READY, the config loaded, device memory for `capacity` versions
+    at once (a load needs room for the versions it keeps and the ones it adds, as Triton loads
+    new versions before it unloads old ones). A failed load changes nothing: what served serves."""
+
+    model: str = "m"
+    repository: tuple[int, ...] = (1, 2, 3)  # the versions in the model repository
+    capacity: int = 2  # versions that fit in device memory at once
+    live: bool = True
+    no_answer: set[str] = field(default_factory=set)  # calls that get no answer (e.g. {"load"})
+    broken: dict[int, str] = field(default_factory=dict)  # version -> Triton's message when it fails to load
+    pending: list[float] = field(default_factory=list)  # the pending-request gauge, read by read (the last stays)
+    unloading_reads: int = 0  # index reads that still show UNLOADING after an unload
+    ready: set[int] = field(default_factory=set)
+    config: dict[str, Any] | None = None
+    unloading: set[int] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)  # "load [2, 3]", "load as-is", "unload"
+
+    def serve(self, *versions: int) -> FakeTriton:
+        """Already serving `versions` with the repository's config (as a server that started so)."""
+        self.ready = set(versions)
+        self.config = self._config_for(list(versions))
+        return self
+
+    def _config_for(self, versions: list[int]) -> dict[str, Any]:
+        config = base_config()
+        config.name = self.model
+        config.version_policy.specific.versions.extend(sorted(versions))
+        return dict(json.loads(to_json(config)))
+
+    def _answer(self, call: str) -> None:
+        if not self.live or call in self.no_answer:
+            raise ServerUnreachable(f"{call}: ClientConnectorError: cannot connect")
+
+    async def is_live(self) -> bool:
+        return self.live
+
+    async def model_versions(self, model: str) -> list[VersionState]:
+        self._answer("index")
+        states = [
+            VersionState(v, "READY" if v in self.ready else "UNLOADING" if v in self.unloading else "UNAVAILABLE", "")
+            for v in self.repository
+        ]
+        if self.unloading:
+            self.unloading_reads -= 1
+            if self.unloading_reads <= 0:
+                self.unloading = set()
+        return states
+
+    async def ready_versions(self, model: str) -> list[int]:
+        self._answer("index")
+        return sorted(self.ready)
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        self._answer("config")
+        if not self.ready or self.config is None:
+            raise TritonError(f"Request for unknown model: '{model}' has no available versions")
+        return copy.deepcopy(self.config)
+
+    async def load(self, model: str, config_json: str | None) -> None:
+        self._answer("load")
+        if config_json is None:
+            versions = [max(self.repository)]  # the repository's config: its latest version
+            config = self._config_for(versions)
+            config.pop("version_policy")
+            self.calls.append("load as-is")
+        else:
+            config = json.loads(config_json)
+            versions = served_versions(config) or [max(self.repository)]
+            self.calls.append(f"load {versions}")
+        missing = [v for v in versions if v not in self.repository]
+        if missing:
+            raise TritonError(f"failed to load '{model}': version {missing[0]} is not in the repository")
+        if len(self.ready | set(versions)) > self.capacity:
+            added = sorted(set(versions) - self.ready)
+            raise TritonError(f"failed to load '{model}' version {added[-1]}: {CUDA_OOM}")
+        broken = [self.broken[v] for v in versions if v in self.broken]
+        if broken:
+            raise TritonError(broken[0])
+        self.ready = set(versions)
+        self.config = config
+
+    async def unload(self, model: str) -> None:
+        self._answer("unload")
+        self.calls.append("unload")
+        self.unloading = set(self.ready) if self.unloading_reads > 0 else set()
+        self.ready = set()
+        self.config = None
+
+    async def pending_requests(self, model: str) -> float:
+        self._answer("metrics")
+        if not self.pending:
+            return 0.0
+        return self.pending.pop(0) if len(self.pending) > 1 else self.pending[0]
+
+
+@dataclass
+class FakeTritons:
+    """The servers by pod IP; `connect` stands in for TritonServer(ip, control_key)."""
+
+    servers: dict[str, FakeTriton] = field(default_factory=dict)
+    keys: set[str] = field(default_factory=set)  # control keys the operator used
+
+    def connect(self, ip: str, control_key: str) -> FakeTriton:
+        self.keys.add(control_key)
+        return self.servers.setdefault(ip, FakeTriton(live=False))
+
+
+def make_pod(
+    name: str,
+    ip: str,
+    *,
+    gate: str | None = "True",
+    containers_ready: bool = True,
+    phase: str = "Running",
+    rollout_hash: str = "hash",
+    namespace: str = "n",
+) -> dict[str, Any]:
+    """A pod of the Deployment as the API server shows it (Ready as the kubelet would set it)."""
+    conditions = [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "ContainersReady", "status": str(containers_ready)},
+    ]
+    if gate is not None:
+        conditions.append({"type": MODEL_READY_GATE, "status": gate})
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "resourceVersion": "1",
+            "labels": {"app.kubernetes.io/instance": "m"},
+            "annotations": {ANNOTATION_ROLLOUT_HASH: rollout_hash},
+        },
+        "spec": {"nodeName": "node-1", "readinessGates": [{"conditionType": MODEL_READY_GATE}]},
+        "status": {"phase": phase, "podIP": ip, "conditions": conditions},
+    }
+    kubelet_ready(pod)
+    return pod
+
+
+def kubelet_ready(pod: dict[str, Any]) -> None:
+    """Ready: the containers are ready and every readiness gate's condition is True."""
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    gates = [g["conditionType"] for g in pod["spec"].get("readinessGates", [])]
+    ready = conditions.get("ContainersReady") == "True" and all(conditions.get(g) == "True" for g in gates)
+    kept = [c for c in pod["status"]["conditions"] if c["type"] != "Ready"]
+    pod["status"]["conditions"] = [*kept, {"type": "Ready", "status": str(ready)}]
+
+
+class FakeKube:
+    """The pods of the API server: readiness-gate patches, with the kubelet's Ready following
+    them at once unless `kubelet` is False (then Ready stays as it was)."""
+
+    def __init__(self, *pods: dict[str, Any], kubelet: bool = True) -> None:
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.kubelet = kubelet
+        self.patches: list[tuple[str, str, str]] = []  # (pod, condition type, status)
+        self._versions = itertools.count(2)
+        for pod in pods:
+            self.add(pod)
+
+    def add(self, pod: dict[str, Any]) -> None:
+        self.pods[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = copy.deepcopy(pod)
+
+    def pod_list(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(pod) for pod in self.pods.values()]
+
+    def condition(self, name: str, kind: str, namespace: str = "n") -> str | None:
+        """A pod's condition status (MODEL_READY_GATE: its gate; "Ready": the kubelet's verdict)."""
+        pod = self.pods[(namespace, name)]
+        return next((c["status"] for c in pod["status"]["conditions"] if c["type"] == kind), None)
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        pod = self.pods.get((namespace or "", name)) if kind == "Pod" else None
+        return copy.deepcopy(pod) if pod is not None else None
+
+    async def patch_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> dict[str, Any] | None:
+        pod = self.pods.get((namespace, name))
+        if pod is None:
+            return None
+        self.patches.append((name, condition["type"], condition["status"]))
+        kept = [c for c in pod["status"]["conditions"] if c["type"] != condition["type"]]
+        pod["status"]["conditions"] = [*kept, dict(condition)]
+        if self.kubelet:
+            kubelet_ready(pod)
+        pod["metadata"]["resourceVersion"] = str(next(self._versions))
+        return copy.deepcopy(pod)

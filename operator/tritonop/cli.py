@@ -13,7 +13,8 @@ from typing import Any
 
 from tritonop import __version__
 from tritonop.leader import ElectionConfig
-from tritonop.repository.local import MANIFEST_NAME, RepositoryReport, inspect, inspect_tree
+from tritonop.repository.manifests import MANIFEST_NAME
+from tritonop.repository.report import RepositoryReport, inspect, inspect_tree
 from tritonop.repository.s3 import S3Credentials, S3Path
 from tritonop.settings import Settings
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tritonop.api.spec import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 
 # Container waiting reasons that mean "this server cannot start", surfaced as Ready's reason.
 FAILING_WAIT_REASONS = frozenset(

@@ -15,8 +15,8 @@ import kopf
 from prometheus_client import REGISTRY, start_http_server
 
 from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
-from tritonop.cache import CACHED_KINDS
 from tritonop.controller import Controller, Next
+from tritonop.informer import CACHED_KINDS
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
 from tritonop.owned import ModelDeploymentGone

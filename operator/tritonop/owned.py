@@ -1,6 +1,6 @@
 """The objects a ModelDeployment owns: read them, apply what differs, notice hand edits.
 
-Reads come from the watch-fed cache once it is primed (see cache.py), else from the API.
+Reads come from the watch-fed cache once it is primed (see informer.py), else from the API.
 Applies are server-side, under the operator's field manager, and only when live differs from
 desired or from what was last applied (an applied-hash annotation catches a field that was
 dropped from desired). The API server refusing an object (a spec that passed admission but not
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonop.api.spec import ModelDeployment
-from tritonop.cache import ObjectCache
 from tritonop.events import EventRecorder
+from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.objects import (
     CONTROL_KEY_SECRET_KEY,

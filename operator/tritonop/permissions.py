@@ -17,7 +17,7 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("tritonop.dev", "modeldeployments/finalizers"): frozenset({"update"}),
     # Reconciler.run reads, KubeClient.apply creates/updates (server-side apply); kopf watches.
     ("apps", "deployments"): frozenset({"get", "list", "watch", "create", "patch"}),
-    # cache.py lists and kopf watches owned Deployments, Services, PDBs and pods (the cache).
+    # informer.py lists and kopf watches owned Deployments, Services, PDBs and pods (the cache).
     ("", "services"): frozenset({"get", "list", "watch", "create", "patch"}),
     # PodDisruptionBudget when replicas > 1, deleted when scaled to one.
     ("policy", "poddisruptionbudgets"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),

@@ -32,7 +32,7 @@ from tritonop.k8s import KubeError
 from tritonop.memory import ObjectMemory, Settled
 from tritonop.owned import Observed, Owned
 from tritonop.render.objects import RenderInputs, render_deployment, render_pdb, render_service, rollout_hash
-from tritonop.repository.local import RepositoryReport, inspect
+from tritonop.repository.report import RepositoryReport, inspect
 from tritonop.serving import Converged, Servers, Target
 from tritonop.state import READY, OperatorState
 from tritonop.status import active_version, compute_status, status_patch

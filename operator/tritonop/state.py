@@ -14,12 +14,12 @@ from prometheus_client.registry import Collector
 
 from tritonop.autoscale.runner import Autoscalers, tracked_pods
 from tritonop.autoscale.runner import forget_metrics as forget_autoscaler_metrics
-from tritonop.cache import ObjectCache
 from tritonop.canary.runner import forget_metrics as forget_canary_metrics
 from tritonop.clock import Clock, SystemClock
+from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeClient
 from tritonop.memory import Key, Memory
-from tritonop.repository.local import ManifestCache
+from tritonop.repository.manifests import ManifestCache
 from tritonop.settings import Settings
 
 READY = Gauge(

@@ -2,7 +2,7 @@
 Triton loads it, by whoever can read them.
 
 - The operator itself, when it can see the repository (file:// on its own machine): inspect()
-  hashes the version once per change of its files (repository.local.ManifestCache).
+  hashes the version once per change of its files (repository.manifests.ManifestCache).
 - Otherwise, for pvc://, file:// (a hostPath on the nodes) and s3://, a short verification Job
   that reads the repository exactly as the servers do (same volume and node placement; for S3
   the same credentials Secret and endpoint) and runs `tritonop repo verify-version`, leaving its
@@ -28,7 +28,7 @@ from tritonop.api.spec import IntegrityStatus, ModelDeployment
 from tritonop.clock import rfc3339
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.objects import render_verify_job, verifies_where_the_bytes_are, verify_job_name
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 from tritonop.serving import pod_facts
 
 LOG = logging.getLogger("tritonop.verification")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tritonop.cache import CACHED_KINDS, ObjectCache
+from tritonop.informer import CACHED_KINDS, ObjectCache
 
 
 def obj(name: str, version: int, namespace: str = "ns", **labels: str) -> dict[str, Any]:

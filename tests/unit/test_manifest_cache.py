@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonop.repository import local
-from tritonop.repository.local import MANIFEST_NAME, ManifestCache, inspect, verify_manifest
+from tritonop.repository import manifests
+from tritonop.repository.manifests import MANIFEST_NAME, ManifestCache, verify_manifest
+from tritonop.repository.report import inspect
 
 
 def version_folder(root: Path, files: dict[str, bytes]) -> Path:
@@ -28,13 +29,13 @@ def version_folder(root: Path, files: dict[str, bytes]) -> Path:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The files sha256_file read, in order."""
     reads: list[Path] = []
-    real = local.sha256_file
+    real = manifests.sha256_file
 
     def spy(path: Path) -> str:
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(local, "sha256_file", spy)
+    monkeypatch.setattr(manifests, "sha256_file", spy)
     return reads
 
 
@@ -96,7 +97,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
         folders.append(folder)
         assert verify_manifest(folder, cache) is None
     assert len(cache) == 2
-    identity = (local._identity(folders[0] / MANIFEST_NAME, MANIFEST_NAME),)
+    identity = (manifests._identity(folders[0] / MANIFEST_NAME, MANIFEST_NAME),)
     assert cache.lookup(folders[0], identity) == (False, None)  # the oldest went first
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
-from tritonop.cache import CACHED_KINDS, ObjectCache
 from tritonop.events import EventRecorder
+from tritonop.informer import CACHED_KINDS, ObjectCache
 from tritonop.k8s import Credentials, KubeClient
 from tritonop.memory import Settled
 from tritonop.owned import Observed, Owned, OwnedMemory, first_difference, is_subset

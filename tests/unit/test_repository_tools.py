@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonop.repository import local, tools
-from tritonop.repository.local import inspect
+from tritonop.repository import manifests, report, tools
+from tritonop.repository.report import inspect
 
 torch = pytest.importorskip("torch", reason="the torch extra is part of `make test`")
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +127,8 @@ def test_sha256_reads_in_bounded_chunks(tmp_path: Path, monkeypatch: pytest.Monk
         handle.read = read
         return handle
 
-    monkeypatch.setattr(local, "HASH_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(manifests, "HASH_CHUNK_BYTES", 1000)
     monkeypatch.setattr(Path, "open", spying_open)
-    assert local.sha256_file(path) == hashlib.sha256(data).hexdigest()
+    assert manifests.sha256_file(path) == hashlib.sha256(data).hexdigest()
     assert reads and all(0 < size <= 1000 for size in reads), reads
-    assert tools.sha256_file is local.sha256_file and tools.model_versions is local.model_versions
+    assert tools.sha256_file is manifests.sha256_file and tools.model_versions is report.model_versions

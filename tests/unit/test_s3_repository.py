@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tritonop.repository.local import inspect_tree
+from tritonop.repository.report import inspect_tree
 from tritonop.repository.s3 import S3Location, S3Path
 
 

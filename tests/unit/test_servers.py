@@ -12,11 +12,11 @@ from typing import Any
 
 from tests.unit.fakes import CUDA_OOM, FakeClock, FakeKube, FakeTriton, FakeTritons, base_config, make_pod
 from tritonop.api.spec import ModelDeployment
-from tritonop.cache import ObjectCache
 from tritonop.events import Event, EventRecorder
 from tritonop.facts import PodFacts
+from tritonop.informer import ObjectCache
 from tritonop.render.objects import MODEL_READY_GATE
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 from tritonop.serving import (
     FAILED_LOAD_RETRY_SECONDS,
     SWAP_DRAIN_TIMEOUT_SECONDS,

@@ -8,7 +8,7 @@ import pytest
 
 from tritonop.api.spec import LoadStatus, ModelDeployment, ModelDeploymentStatus
 from tritonop.facts import Facts, PodFacts
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 from tritonop.status import compute_status, status_patch
 
 NOW = "2026-11-25T12:00:00Z"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devcluster.podrunner import is_task_container, task_argv
 from tritonop.api.spec import ModelDeployment
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 from tritonop.verification import integrity_of, pod_state, report_of
 
 MD = ModelDeployment.from_body(

@@ -1,5 +1,5 @@
 """A model repository in S3-compatible storage (AWS S3, MinIO, Ceph RGW), read the way
-repository.local reads a folder, so one `inspect` verifies both.
+repository.report reads a folder, so one `inspect` verifies both.
 
 Where it runs: in the verification Job (`tritonop repo verify-version s3://...`), with the same
 credentials Secret the servers get (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
@@ -46,7 +46,7 @@ class S3Location:
 
 
 class S3Path:
-    """The few read-only Path operations repository.local uses, over one listing of a bucket
+    """The few read-only Path operations repository.report and .manifests use, over one listing of a bucket
     prefix. Folders are key prefixes (S3 has no folders); str() is the s3:// URI."""
 
     def __init__(self, uri: str, keys: frozenset[str], client: Any, location: S3Location, key: str = "") -> None:

@@ -26,7 +26,8 @@ from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.spec import ModelConfigOverrides, ModelDeployment
 from tritonop.render.model_config import ModelConfigError, effective_config, parse_pbtxt
-from tritonop.repository.local import MANIFEST_NAME, model_versions, sha256_file, verify_manifest
+from tritonop.repository.manifests import MANIFEST_NAME, sha256_file, verify_manifest
+from tritonop.repository.report import model_versions
 
 TORCHSCRIPT_FILE = "model.pt"
 # The python-backend loader placed beside each exported TorchScript file (it runs on CPU). Serving

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.cache import ObjectCache
 from tritonop.clock import Clock, rfc3339
+from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeApi
 from tritonop.render.objects import MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
 from tritonop.triton import TritonApi

@@ -11,14 +11,14 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.spec import ModelDeployment
-from tritonop.cache import ObjectCache
 from tritonop.clock import Clock
 from tritonop.events import EventRecorder
 from tritonop.facts import PodFacts, wanted_version
+from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeApi
 from tritonop.render.model_config import from_json, override_problem
 from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH
-from tritonop.repository.local import RepositoryReport
+from tritonop.repository.report import RepositoryReport
 from tritonop.serving.gates import Gates, Sleep
 from tritonop.serving.memory import ServingMemory, SwapNeed
 from tritonop.serving.plan import Kind, LoadResult, Probe, config_is_current, plan, wanted_config

@@ -20,7 +20,7 @@ from typing import Any
 
 from tritonop.k8s import RESOURCES, KubeClient, resource_version
 
-LOG = logging.getLogger("tritonop.cache")
+LOG = logging.getLogger("tritonop.informer")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
 # Every select() of a reconcile names its ModelDeployment's instance label: index by it.
 INDEX_LABEL = "app.kubernetes.io/instance"

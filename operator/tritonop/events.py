@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tritonop.api.spec import ModelDeploymentStatus
+from tritonop.api.status import ModelDeploymentStatus
 from tritonop.k8s import KubeClient
 from tritonop.status import PROGRESS_REASONS, TRANSIENT_REASONS
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tritonop.api.spec import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
+from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
 from tritonop.repository.report import RepositoryReport
 
 # Container waiting reasons that mean "this server cannot start", surfaced as Ready's reason.

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from prometheus_client import REGISTRY, start_http_server
 
-from tritonop.api.spec import API_GROUP, API_VERSION, PLURAL
+from tritonop.api.validation import API_GROUP, API_VERSION, PLURAL
 from tritonop.controller import Controller, Next
 from tritonop.informer import CACHED_KINDS
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tritonop import quiet
-from tritonop.api.spec import ModelDeployment, ModelDeploymentStatus
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import ModelDeploymentStatus
 from tritonop.autoscale.runner import Scaling
 from tritonop.canary import runner as canary_runner
 from tritonop.canary.steps import StepOutcome

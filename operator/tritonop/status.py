@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonop.api.spec import (
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import (
     AutoscalerStatus,
     Condition,
     EndpointStatus,
     LatencyStatus,
-    ModelDeployment,
     ModelDeploymentStatus,
     RolloutStatus,
 )

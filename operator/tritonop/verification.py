@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tritonop import clock
-from tritonop.api.spec import IntegrityStatus, ModelDeployment
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import IntegrityStatus
 from tritonop.clock import rfc3339
 from tritonop.k8s import KubeClient, KubeError
 from tritonop.render.objects import render_verify_job, verifies_where_the_bytes_are, verify_job_name

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
-from tritonop.api.spec import ModelDeploymentStatus
+from tritonop.api.status import ModelDeploymentStatus
 
 from .conftest import OperatorProcess
 from .helpers import (

@@ -16,8 +16,8 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
-from tritonop.api.spec import API_GROUP as GROUP
-from tritonop.api.spec import API_VERSION as VERSION
+from tritonop.api.validation import API_GROUP as GROUP
+from tritonop.api.validation import API_VERSION as VERSION
 from tritonop.k8s import KubeClient
 from tritonop.owned import ModelDeploymentGone
 from tritonop.reconcile import reconcile

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tritonop.api.spec import CanaryAnalysis, CanarySpec, RolloutStatus
+from tritonop.api.spec import CanaryAnalysis, CanarySpec
+from tritonop.api.status import RolloutStatus
 from tritonop.canary.counters import VersionCounters, parse_version_counters, window_sides
 from tritonop.canary.judge import judge
 from tritonop.canary.pods import PodView, assignment, canary_pod_count, choose_canary_pods

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tritonop.api.spec import ModelDeploymentStatus
+from tritonop.api.status import ModelDeploymentStatus
 from tritonop.events import Event, transition_events
 
 

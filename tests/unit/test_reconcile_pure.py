@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tritonop.api.spec import ModelConfigOverrides, ModelDeployment, ModelDeploymentStatus
+from tritonop.api.spec import ModelConfigOverrides, ModelDeployment
+from tritonop.api.status import ModelDeploymentStatus
 from tritonop.autoscale.runner import desired_replicas
 from tritonop.events import EventRecorder
 from tritonop.informer import CACHED_KINDS, ObjectCache

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tritonop.api.spec import LoadStatus, ModelDeployment, ModelDeploymentStatus
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import LoadStatus, ModelDeploymentStatus
 from tritonop.facts import Facts, PodFacts
 from tritonop.repository.report import RepositoryReport
 from tritonop.status import compute_status, status_patch

@@ -14,14 +14,9 @@ from typing import Any
 
 import yaml
 
-from tritonop.api.spec import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    PLURAL,
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-)
+from tritonop.api.spec import ModelDeploymentSpec
+from tritonop.api.status import ModelDeploymentStatus
+from tritonop.api.validation import API_GROUP, API_VERSION, KIND, PLURAL
 
 DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 

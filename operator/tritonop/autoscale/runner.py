@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from tritonop.api.spec import AutoscalerStatus, AutoscalingSpec, ModelDeployment
+from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.api.status import AutoscalerStatus
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide

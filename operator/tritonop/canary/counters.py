@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tritonop.api.spec import SideFigures
+from tritonop.api.status import SideFigures
 from tritonop.promtext import samples
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tritonop.api.spec import AnalysisStatus, CanaryAnalysis, SideFigures
+from tritonop.api.spec import CanaryAnalysis
+from tritonop.api.status import AnalysisStatus, SideFigures
 from tritonop.canary.counters import VersionCounters
 
 Result = Literal["Passed", "Failed", "Inconclusive", "FastFailed"]

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tritonop.api.spec import RolloutStatus
+from tritonop.api.status import RolloutStatus
 
 
 @dataclass(frozen=True)

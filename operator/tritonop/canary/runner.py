@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from tritonop.api.spec import ModelDeployment, RolloutStatus
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import RolloutStatus
 from tritonop.canary.counters import Counters, Sides, VersionCounters, parse_version_counters, window_sides
 from tritonop.canary.pods import PodView, assignment
 from tritonop.canary.steps import StepOutcome, advance, starts

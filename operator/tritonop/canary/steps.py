@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from tritonop import clock
-from tritonop.api.spec import CanarySpec, CanaryStep, RolloutStatus
+from tritonop.api.spec import CanarySpec, CanaryStep
+from tritonop.api.status import RolloutStatus
 from tritonop.canary.counters import Sides
 from tritonop.canary.judge import Result, Verdict, judge
 from tritonop.canary.pods import PodView, canary_pod_count, choose_canary_pods, serving

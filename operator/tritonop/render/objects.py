@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.api.spec import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND, OPERATOR_ENV, ModelDeployment
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.validation import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND, OPERATOR_ENV
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001

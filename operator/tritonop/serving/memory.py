@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from tritonclient.grpc import model_config_pb2
 
-from tritonop.api.spec import LoadStatus
+from tritonop.api.status import LoadStatus
 from tritonop.clock import rfc3339
 
 # A load that failed is retried after this long, or at once when the config to load changes.

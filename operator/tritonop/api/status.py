@@ -1,0 +1,234 @@
+"""The ModelDeployment status as pydantic models (read back leniently: fields an older or newer
+operator wrote are ignored)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from tritonop.api.validation import ApiModel
+
+
+# -- status ------------------------------------------------------------------------------
+class StatusModel(ApiModel):
+    """Status is read back from the API server: fields an older or newer operator wrote are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Condition(StatusModel):
+    type: str = Field(..., description="Ready, Synced, RepositoryValid, Scheduled, ModelLoaded, Progressing, ...")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field(..., description="CamelCase reason for the last transition.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: str = Field(..., alias="lastTransitionTime", description="When status last changed.")
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="metadata.generation this condition was computed for."
+    )
+
+
+class LatencyStatus(StatusModel):
+    p95_ms: int | None = Field(None, alias="p95Ms", description="95th percentile request latency (ms).")
+    average_ms: int | None = Field(None, alias="averageMs", description="Mean request latency (ms).")
+    queue_ms: int | None = Field(None, alias="queueMs", description="Mean queue time (ms).")
+    window_seconds: int | None = Field(None, alias="windowSeconds", description="Measurement window (s).")
+
+
+class AutoscalerStatus(StatusModel):
+    """What the autoscaler learned about this deployment: shown for admins, and read back by a
+    restarted operator (it never writes spec). Bounded: two demand profiles of 288 and 168 numbers."""
+
+    utilisation: float | None = Field(
+        None, description="Busy fraction each replica may run at for the target (from the queueing model)."
+    )
+    capacity_per_replica: float | None = Field(
+        None, alias="capacityPerReplica", description="Requests/s one replica serves when always busy (learned)."
+    )
+    service_ms: float | None = Field(
+        None, alias="serviceMs", description="Compute time per request (ms): the latency of one idle replica."
+    )
+    variability: float | None = Field(
+        None,
+        description="Learned variability V of each pod's queue (Kingman: mean wait = rho/(1-rho) x V / capacity).",
+    )
+    lead_seconds: int | None = Field(
+        None,
+        alias="leadSeconds",
+        description="Lead time the policy plans for: the longest recent measured pod start (replica write -> serving).",
+    )
+    pod_start_seconds: list[int] = Field(
+        default_factory=list,
+        alias="podStartSeconds",
+        description="The last measured pod starts (s), replica write -> the new pod serving the target version.",
+    )
+    forecast_error: float | None = Field(
+        None,
+        alias="forecastError",
+        description="Headroom kept for the demand forecast's error, in sqrt(req/s): the 90th percentile of what recent "
+        "forecasts missed by.",
+    )
+    daily_profile: list[float | None] = Field(
+        default_factory=list,
+        alias="dailyProfile",
+        description="Learned demand (req/s) per 5 minutes of the UTC day (288 entries; null: not seen yet).",
+    )
+    weekly_profile: list[float | None] = Field(
+        default_factory=list,
+        alias="weeklyProfile",
+        description="Learned demand (req/s) per hour of the UTC week from Monday 00:00 (168 entries).",
+    )
+
+
+class EndpointStatus(StatusModel):
+    http: str | None = Field(None, description="In-cluster HTTP endpoint (host:port).")
+    grpc: str | None = Field(None, description="In-cluster gRPC endpoint (host:port).")
+
+
+class IntegrityStatus(StatusModel):
+    """The last integrity check of the target version's files against its SHA256SUMS.json."""
+
+    repository: str = Field(..., description="spec.model.repository when it was checked.")
+    version: int | None = Field(None, description="Version checked (omitted: the repository's highest).")
+    result: str = Field(
+        ...,
+        description="Verified (every file matches the manifest), Unverified (no manifest: served unverified), "
+        "Verifying (a check is under way; nothing new loads), or the problem found (ChecksumMismatch, "
+        "VersionNotFound, ModelNotFound, InvalidConfig, VerificationFailed, ...).",
+    )
+    checked_by: str = Field(
+        ...,
+        alias="checkedBy",
+        description="Who read the bytes: 'operator' (the repository is visible to it) or 'job/<name>' "
+        "(a verification Job mounting the repository as the servers do).",
+    )
+    message: str = Field("", description="What was found, naming the file on a mismatch.")
+    checked_at: str | None = Field(None, alias="checkedAt", description="When this verdict was reached.")
+
+
+class LoadStatus(StatusModel):
+    """The most recent successful model load on one server, as the operator timed it."""
+
+    version: int | None = Field(None, description="Version loaded (omitted: the repository's highest).")
+    seconds: float = Field(
+        ...,
+        description="How long Triton took to load it: size readiness, the autoscaler's spareReplicas and "
+        "probes with it (the servers start with no model loaded, so probes never wait on a load).",
+    )
+    mode: Literal["Initial", "SideBySide", "Swap", "Reload"] = Field(
+        ...,
+        description="Initial (a server with nothing loaded), SideBySide (beside the old version: no downtime), "
+        "Swap (the old version unloaded first: it did not fit twice), Reload (same version, new config).",
+    )
+    pod: str = Field(..., description="The pod whose server loaded it.")
+    completed_at: str = Field(..., alias="completedAt", description="When the load finished.")
+
+
+class SideFigures(StatusModel):
+    """One side of a canary analysis over its window: the canary pods' new version, or the other
+    pods' stable version."""
+
+    requests: int = Field(0, description="Requests served (successes and failures).")
+    errors: int = Field(0, description="Failed requests (Triton's nv_inference_request_failure).")
+    compute_ms: float | None = Field(None, alias="computeMs", description="Compute time per request (ms).")
+
+
+class AnalysisStatus(StatusModel):
+    result: Literal["Passed", "Failed", "Inconclusive", "FastFailed"] = Field(..., description="The verdict.")
+    reason: str = Field(
+        ..., description="Healthy, LatencyRegression, ErrorRegression, InsufficientTraffic or ErrorBurst."
+    )
+    message: str = Field("", description="The figures behind the verdict.")
+    canary: SideFigures = Field(default_factory=lambda: SideFigures(), description="The canary side.")
+    stable: SideFigures = Field(default_factory=lambda: SideFigures(), description="The stable side.")
+    at: str | None = Field(None, description="When it was reached.")
+
+
+class RolloutStatus(StatusModel):
+    """A canary rollout's state: all of it lives here (the operator never writes spec), so a
+    restarted operator resumes at the same step."""
+
+    phase: Literal["Waiting", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Aborted"] = Field(
+        ...,
+        description="Waiting (cannot start: fewer than 2 ready replicas), Progressing, Paused (analysis "
+        "inconclusive: too little traffic), Promoting (every pod switching), Succeeded, RolledBack (the canary "
+        "regressed: every pod serves the stable version; not retried until the spec changes), Aborted (the spec "
+        "went back to the stable version).",
+    )
+    stable_version: int = Field(..., alias="stableVersion", description="The version that served before.")
+    canary_version: int = Field(..., alias="canaryVersion", description="The version under test.")
+    generation: int = Field(..., description="metadata.generation this rollout is for.")
+    step: int = Field(0, description="Current step, from 1 (0: not started).")
+    steps: int = Field(0, description="Steps in all.")
+    weight: int = Field(0, description="The current step's weight (percent).")
+    canary_pods: list[str] = Field(
+        default_factory=list, alias="canaryPods", description="Pods switched to the canary version."
+    )
+    measured_share: float | None = Field(
+        None,
+        alias="measuredShare",
+        description="Percent of the last window's requests the canary version served (about weight: pods share "
+        "a Service's traffic evenly).",
+    )
+    step_started_at: str | None = Field(
+        None, alias="stepStartedAt", description="When this step's canary pods all served the canary version."
+    )
+    failed_checks: int = Field(0, alias="failedChecks", description="Failed analyses so far.")
+    last_analysis: AnalysisStatus | None = Field(None, alias="lastAnalysis", description="The latest verdict.")
+    message: str = Field("", description="What happens now, or why it stopped.")
+    summary: str = Field("", description="For kubectl get (ROLLOUT), e.g. 'v4 25% 1/2' or 'RolledBack v4'.")
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("Waiting", "Progressing", "Paused", "Promoting")
+
+
+class ModelDeploymentStatus(StatusModel):
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="metadata.generation the status reflects."
+    )
+    model_name: str | None = Field(None, alias="modelName", description="Triton model name being served.")
+    replicas: int | None = Field(None, description="Current replicas (the scale subresource reads this).")
+    ready_replicas: int | None = Field(
+        None, alias="readyReplicas", description="Replicas that are Ready (serving; VERSION shows which version)."
+    )
+    desired_replicas: int | None = Field(None, alias="desiredReplicas", description="Replicas the operator wants.")
+    selector: str | None = Field(None, description="Label selector of the replicas (for the scale subresource).")
+    active_version: int | None = Field(
+        None, alias="activeVersion", description="Version every ready replica serves, as Triton reports it."
+    )
+    target_version: int | None = Field(None, alias="targetVersion", description="Version being rolled out.")
+    previous_version: int | None = Field(None, alias="previousVersion", description="Version served before.")
+    latency: LatencyStatus | None = Field(None, description="Latest latency measurement.")
+    autoscaler: AutoscalerStatus | None = Field(
+        None, description="What the autoscaler learned: utilisation for the target, pod start, demand profile."
+    )
+    integrity: IntegrityStatus | None = Field(
+        None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
+    )
+    last_load: LoadStatus | None = Field(None, alias="lastLoad", description="The most recent model load.")
+    rollout: RolloutStatus | None = Field(None, description="The latest canary rollout (strategy: Canary).")
+    endpoint: EndpointStatus | None = Field(None, description="Where clients reach the model.")
+    last_scale_time: str | None = Field(None, alias="lastScaleTime", description="When replicas last changed.")
+    ready_summary: str | None = Field(None, alias="readySummary", description="readyReplicas/replicas, for kubectl.")
+    reason: str | None = Field(None, description="Reason of a non-True Ready condition, for kubectl get.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Synced, RepositoryValid, Scheduled, ModelLoaded, Progressing, LatencyWithinTarget.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+    @classmethod
+    def parse_lenient(cls, body: dict[str, Any] | None) -> ModelDeploymentStatus:
+        """The stored status; one that does not parse (hand-edited) counts as none: it is rewritten."""
+        try:
+            return cls.model_validate(body or {})
+        except ValueError:
+            return cls()
+
+    def to_body(self) -> dict[str, Any]:
+        """As written to the API: camelCase, absent fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)

@@ -19,9 +19,9 @@ from tritonop.controller import Controller, Next
 from tritonop.informer import CACHED_KINDS
 from tritonop.k8s import RESOURCES, KubeClient, KubeError, kopf_login
 from tritonop.leader import LeaderElector
+from tritonop.names import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 from tritonop.owned import ModelDeploymentGone
 from tritonop.reconcile import reconcile
-from tritonop.render.objects import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 from tritonop.settings import Settings
 from tritonop.state import EntriesCollector, OperatorState
 

@@ -24,13 +24,8 @@ from tritonop.api.spec import ModelDeployment
 from tritonop.events import EventRecorder
 from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeClient, KubeError
-from tritonop.render.objects import (
-    CONTROL_KEY_SECRET_KEY,
-    control_key_secret_name,
-    render_control_key_secret,
-    selector_labels,
-    selector_string,
-)
+from tritonop.names import CONTROL_KEY_SECRET_KEY
+from tritonop.render.objects import control_key_secret_name, render_control_key_secret, selector_labels, selector_string
 
 APPLIED_HASH_ANNOTATION = "tritonop.dev/applied-hash"
 # Answers that mean "this object, as rendered, is not acceptable": the spec has to change.

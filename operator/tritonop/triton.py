@@ -15,8 +15,8 @@ import tritonclient.http.aio as triton_http
 from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
 
+from tritonop.names import CONTROL_KEY_HEADER, HTTP_PORT, METRICS_PORT
 from tritonop.promtext import samples
-from tritonop.render.objects import CONTROL_KEY_HEADER, HTTP_PORT, METRICS_PORT
 
 STATUS_TIMEOUT_SECONDS = 5.0
 # A large model can take many minutes to load; the caller decides how long to wait overall.

@@ -13,8 +13,8 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
+from tritonop.names import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
 from tritonop.render.model_config import parse_pbtxt, served_versions, to_json
-from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
 from tritonop.triton import ServerUnreachable, TritonError, VersionState
 
 # The repository's config.pbtxt (as the operator reads it, and as Triton loads it as-is).

@@ -15,7 +15,7 @@ from tritonop.api.spec import ModelDeployment
 from tritonop.events import Event, EventRecorder
 from tritonop.facts import PodFacts
 from tritonop.informer import ObjectCache
-from tritonop.render.objects import MODEL_READY_GATE
+from tritonop.names import MODEL_READY_GATE
 from tritonop.repository.report import RepositoryReport
 from tritonop.serving import (
     FAILED_LOAD_RETRY_SECONDS,

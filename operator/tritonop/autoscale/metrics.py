@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tritonop.names import METRICS_PORT
 from tritonop.promtext import samples
-from tritonop.render.objects import METRICS_PORT
 
 SCRAPE_TIMEOUT_SECONDS = 3.0
 P95 = "0.95"

@@ -12,7 +12,7 @@ from typing import Any
 from tritonop.clock import Clock, rfc3339
 from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeApi
-from tritonop.render.objects import MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
+from tritonop.names import MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
 from tritonop.triton import TritonApi
 
 SWAP_DRAIN_TIMEOUT_SECONDS = 120.0  # a swapping pod's queue and gate: at most this long

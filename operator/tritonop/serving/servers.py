@@ -16,8 +16,8 @@ from tritonop.events import EventRecorder
 from tritonop.facts import PodFacts, wanted_version
 from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeApi
+from tritonop.names import ANNOTATION_ROLLOUT_HASH
 from tritonop.render.model_config import from_json, override_problem
-from tritonop.render.objects import ANNOTATION_ROLLOUT_HASH
 from tritonop.repository.report import RepositoryReport
 from tritonop.serving.gates import Gates, Sleep
 from tritonop.serving.memory import ServingMemory, SwapNeed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tritonop.api.status import ModelDeploymentStatus
-from tritonop.k8s import KubeClient
+from tritonop.k8s import KubeApi
 from tritonop.status import PROGRESS_REASONS, TRANSIENT_REASONS
 
 # Condition reasons that need no Warning of their own: progress, a transient restart, or a
@@ -82,7 +82,7 @@ class EventRecorder:
     def object_created(self, kind: str, name: str) -> None:
         self.created.append(f"{kind} {name}")
 
-    async def flush(self, kube: KubeClient, body: dict[str, Any]) -> None:
+    async def flush(self, kube: KubeApi, body: dict[str, Any]) -> None:
         events = list(self.events)
         if self.created:
             events.insert(0, Event("Normal", "Created", ", ".join(self.created)))

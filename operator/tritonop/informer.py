@@ -18,7 +18,7 @@ import itertools
 import logging
 from typing import Any
 
-from tritonop.k8s import RESOURCES, KubeClient, resource_version
+from tritonop.k8s import RESOURCES, KubeApi, resource_version
 
 LOG = logging.getLogger("tritonop.informer")
 CACHED_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "Pod")
@@ -114,7 +114,7 @@ class ObjectCache:
             obj for obj in found if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
 
-    async def relist(self, kube: KubeClient, label_selector: str) -> None:
+    async def relist(self, kube: KubeApi, label_selector: str) -> None:
         """One LIST per kind, merged by resourceVersion: what the LIST lacks and is not newer than
         it was deleted (a watch can miss a deletion across an API server or etcd restart)."""
 
@@ -148,7 +148,7 @@ class ObjectCache:
             if isinstance(result, Exception):
                 LOG.warning("cannot list %s for the cache (reads go to the API): %s", kind, result)
 
-    async def keep_fresh(self, kube: KubeClient, label_selector: str, period: float) -> None:
+    async def keep_fresh(self, kube: KubeApi, label_selector: str, period: float) -> None:
         while True:
             await self.relist(kube, label_selector)
             await asyncio.sleep(period)

@@ -190,12 +190,41 @@ def kopf_login(kubeconfig: str | None = None) -> kopf.ConnectionInfo:
     )
 
 
-class KubeApi(Protocol):
-    """The calls serving makes on the Kubernetes API: what KubeClient offers (tests give a fake)."""
+class PodConditions(Protocol):
+    """The call serving makes on the Kubernetes API: a pod's readiness-gate condition."""
 
     async def patch_pod_condition(
         self, namespace: str, name: str, condition: dict[str, Any]
     ) -> dict[str, Any] | None: ...
+
+
+class KubeApi(PodConditions, Protocol):
+    """Every call the operator makes on the Kubernetes API: what KubeClient offers (unit tests
+    give an in-memory fake)."""
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None: ...
+
+    async def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Any]: ...
+
+    async def list_snapshot(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[builtins.list[Any], int | None]: ...
+
+    async def apply(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]: ...
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None: ...
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def post_event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str = "tritonop"
+    ) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class CredentialKeeper:

@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from tritonop.clock import micro_time
-from tritonop.k8s import KubeClient, KubeError
+from tritonop.k8s import KubeApi, KubeError
 
 LOG = logging.getLogger("tritonop.leader")
 LEADING = Gauge("tritonop_leader", "1 while this process holds the leader Lease (reconciles), 0 on standby.")
@@ -61,7 +61,7 @@ def default_identity() -> str:
 class LeaderElector:
     def __init__(
         self,
-        kube: KubeClient,
+        kube: KubeApi,
         config: ElectionConfig,
         on_started_leading: Callable[[], None],
         on_stopped_leading: Callable[[], None],

@@ -23,7 +23,7 @@ from typing import Any
 from tritonop.api.spec import ModelDeployment
 from tritonop.events import EventRecorder
 from tritonop.informer import ObjectCache
-from tritonop.k8s import KubeClient, KubeError
+from tritonop.k8s import KubeApi, KubeError
 from tritonop.names import CONTROL_KEY_SECRET_KEY
 from tritonop.render.objects import control_key_secret_name, render_control_key_secret, selector_labels, selector_string
 
@@ -66,7 +66,7 @@ class ModelDeploymentGone(Exception):
 class Owned:
     """Owned-object access for one reconcile of one ModelDeployment."""
 
-    kube: KubeClient
+    kube: KubeApi
     cache: ObjectCache
     memory: OwnedMemory
     md: ModelDeployment

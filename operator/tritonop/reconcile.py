@@ -72,9 +72,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
     # 4. bring each Triton to the target version and config (a canary: some pods to the new one)
     pod_versions = canary_runner.pod_versions(md, observed.pods, target_version)
     target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions)
-    converged = await Servers(state.kube, state.cache, record.serving, md, events, state.clock).converge(
-        observed.pods, target
-    )
+    servers = Servers(state.kube, state.cache, record.serving, md, events, state.clock, state.triton)
+    converged = await servers.converge(observed.pods, target)
     # 5. a canary's next step
     stamp = rfc3339()
     canary = await canary_runner.progress(

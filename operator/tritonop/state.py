@@ -17,10 +17,11 @@ from tritonop.autoscale.runner import forget_metrics as forget_autoscaler_metric
 from tritonop.canary.runner import forget_metrics as forget_canary_metrics
 from tritonop.clock import Clock, SystemClock
 from tritonop.informer import ObjectCache
-from tritonop.k8s import KubeClient
+from tritonop.k8s import KubeApi
 from tritonop.memory import Key, Memory
 from tritonop.repository.manifests import ManifestCache
 from tritonop.settings import Settings
+from tritonop.triton import TritonApi, TritonServer
 
 READY = Gauge(
     "tritonop_modeldeployment_ready", "1 when the ModelDeployment's Ready condition is True.", ["namespace", "name"]
@@ -29,7 +30,9 @@ READY = Gauge(
 
 @dataclass
 class OperatorState:
-    kube: KubeClient
+    kube: KubeApi
+    # The one Triton client: a server at (pod IP, control key). Unit tests pass in-memory fakes.
+    triton: Callable[[str, str], TritonApi] = TritonServer
     settings: Settings = field(default_factory=Settings)
     cache: ObjectCache = field(default_factory=ObjectCache)
     clock: Clock = field(default_factory=SystemClock)
@@ -39,7 +42,7 @@ class OperatorState:
     manifests: ManifestCache = field(default_factory=ManifestCache)
 
     @classmethod
-    def from_settings(cls, settings: Settings, kube: KubeClient, clock: Clock | None = None) -> OperatorState:
+    def from_settings(cls, settings: Settings, kube: KubeApi, clock: Clock | None = None) -> OperatorState:
         clock = clock or SystemClock()
         return cls(
             kube=kube,

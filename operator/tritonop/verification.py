@@ -27,7 +27,7 @@ from tritonop import clock
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import IntegrityStatus
 from tritonop.clock import rfc3339
-from tritonop.k8s import KubeClient, KubeError
+from tritonop.k8s import KubeApi, KubeError
 from tritonop.render.objects import render_verify_job, verifies_where_the_bytes_are, verify_job_name
 from tritonop.repository.report import RepositoryReport
 from tritonop.serving import pod_facts
@@ -110,7 +110,7 @@ def _termination_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-async def verify(kube: KubeClient, md: ModelDeployment, local: RepositoryReport, image: str) -> Verification:
+async def verify(kube: KubeApi, md: ModelDeployment, local: RepositoryReport, image: str) -> Verification:
     """The report loads are gated on, and what status.integrity should say."""
     now = rfc3339()
     previous = md.status.integrity
@@ -151,7 +151,7 @@ async def verify(kube: KubeClient, md: ModelDeployment, local: RepositoryReport,
 
 
 async def _run_job(
-    kube: KubeClient,
+    kube: KubeApi,
     md: ModelDeployment,
     version: int | None,
     name: str,

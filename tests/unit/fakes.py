@@ -245,3 +245,113 @@ class FakeKube:
             kubelet_ready(pod)
         pod["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(pod)
+
+
+class FakeApiServer(FakeKube):
+    """Every call a reconcile makes (tritonop.k8s.KubeApi), in memory: objects by kind, namespace
+    and name with resourceVersions; server-side apply as a merge; status patches; Events. `calls`
+    counts requests by verb, so a test can say an idle reconcile made none. Pods are not created
+    by a Deployment here: the test plays the kubelet (start_pods)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, verb: str) -> None:
+        self.calls[verb] = self.calls.get(verb, 0) + 1
+
+    def writes(self) -> int:
+        return sum(n for verb, n in self.calls.items() if verb not in ("get", "list"))
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+        return obj
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as the API server would (a user's kubectl apply, the kubelet's pod)."""
+        meta = obj["metadata"]
+        stored = self._stamp(copy.deepcopy(obj))
+        if obj["kind"] == "Pod":
+            self.add(stored)
+        else:
+            self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = stored
+        return copy.deepcopy(stored)
+
+    def object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "Pod":
+            return self.pods.get((namespace, name))
+        return self.objects.get((kind, namespace, name))
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self._count("get")
+        found = self.object(kind, namespace or "", name)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
+        self._count("list")
+        wanted = dict(pair.split("=", 1) for pair in (label_selector or "").split(",") if pair)
+        candidates = self.pod_list() if kind == "Pod" else [copy.deepcopy(o) for o in self.objects.values()]
+        return [
+            obj
+            for obj in candidates
+            if obj.get("kind", kind) == kind
+            and obj["metadata"].get("namespace") == namespace
+            and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+
+    async def list_snapshot(
+        self, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[Any], int | None]:
+        return await self.list(kind, namespace, label_selector), None
+
+    async def apply(self, obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
+        self._count("apply")
+        meta = obj["metadata"]
+        live = self.object(obj["kind"], meta.get("namespace", ""), meta["name"]) or {}
+        return self.put({**live, **copy.deepcopy(obj), "metadata": {**live.get("metadata", {}), **meta}})
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._count("create")
+        return self.put(obj)
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._count("replace")
+        return self.put(obj)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self._count("delete")
+        self.objects.pop((kind, namespace, name), None)
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self._count("patch_status")
+        obj = self.objects[(kind, namespace, name)]
+        obj["status"] = merge_patch(obj.get("status", {}), status)
+        return copy.deepcopy(self._stamp(obj))
+
+    async def patch_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> dict[str, Any] | None:
+        self._count("patch_pod_condition")
+        return await super().patch_pod_condition(namespace, name, condition)
+
+    async def post_event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str = "tritonop"
+    ) -> None:
+        self._count("post_event")
+        self.events.append((event_type, reason, message))
+
+    async def close(self) -> None:
+        return None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies application/merge-patch+json."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged

@@ -11,7 +11,7 @@ from typing import Any
 
 from tritonop.clock import Clock, rfc3339
 from tritonop.informer import ObjectCache
-from tritonop.k8s import KubeApi
+from tritonop.k8s import PodConditions
 from tritonop.names import MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
 from tritonop.triton import TritonApi
 
@@ -26,7 +26,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class Gates:
     """The readiness gates of one ModelDeployment's pods, and the waits of a swap."""
 
-    kube: KubeApi
+    kube: PodConditions
     cache: ObjectCache
     model: str
     clock: Clock

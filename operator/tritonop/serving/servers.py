@@ -15,7 +15,7 @@ from tritonop.clock import Clock
 from tritonop.events import EventRecorder
 from tritonop.facts import PodFacts, wanted_version
 from tritonop.informer import ObjectCache
-from tritonop.k8s import KubeApi
+from tritonop.k8s import PodConditions
 from tritonop.names import ANNOTATION_ROLLOUT_HASH
 from tritonop.render.model_config import from_json, override_problem
 from tritonop.repository.report import RepositoryReport
@@ -86,7 +86,7 @@ def pod_facts(pod: dict[str, Any]) -> PodFacts:
 class Servers:
     """The servers of one ModelDeployment, for one reconcile."""
 
-    kube: KubeApi
+    kube: PodConditions
     cache: ObjectCache
     memory: ServingMemory
     md: ModelDeployment

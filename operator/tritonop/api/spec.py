@@ -6,7 +6,7 @@ description, default, bound and CEL rule lives here, next to the type the operat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -30,11 +30,11 @@ from tritonop.api.validation import (
     ImageReference,
     LabelValue,
     MemoryQuantity,
+    PrometheusUrl,
     RepositoryUri,
     TolerationKey,
     cel,
     cel_label_key,
-    matching,
 )
 
 
@@ -263,16 +263,6 @@ class ServerSpec(ApiModel):
             + ", ".join(f"--{flag}" for flag in OWNED_FLAGS)
             + "."
         ),
-    )
-
-
-if TYPE_CHECKING:  # the type checker sees the plain type
-    PrometheusUrl = str
-else:
-    PrometheusUrl = matching(
-        r"^https?://[^\s/:]+(:[0-9]+)?(/\S*)?$",
-        "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
-        max_length=2048,
     )
 
 

@@ -168,6 +168,15 @@ def matching(regex: str, message: str, max_length: int, *extra_rules: JsonDict) 
 
 if TYPE_CHECKING:  # the type checker sees the plain type
     RepositoryUri = str
+    GpuResourceName = str
+    PrometheusUrl = str
+    DnsSubdomain = str
+    CpuQuantity = str
+    MemoryQuantity = str
+    LabelValue = str
+    TolerationKey = str
+    ImageReference = str
+    EnvName = str
 else:
     RepositoryUri = matching(
         REPOSITORY_PATTERN,
@@ -181,25 +190,16 @@ else:
             "subPath or hostPath, which may not leave its root)",
         ),
     )
-if TYPE_CHECKING:  # the type checker sees the plain type
-    GpuResourceName = str
-else:
     GpuResourceName = matching(
         r"^nvidia\.com/(gpu|mig-[0-9]+g\.[0-9]+gb(\.[a-z0-9]+)?)$",
         "must be nvidia.com/gpu or a MIG profile such as nvidia.com/mig-1g.10gb",
         253,
     )
-
-
-if TYPE_CHECKING:  # the type checker sees the plain type
-    DnsSubdomain = str
-    CpuQuantity = str
-    MemoryQuantity = str
-    LabelValue = str
-    TolerationKey = str
-    ImageReference = str
-    EnvName = str
-else:
+    PrometheusUrl = matching(
+        r"^https?://[^\s/:]+(:[0-9]+)?(/\S*)?$",
+        "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
+        max_length=2048,
+    )
     # Secret, PriorityClass and RuntimeClass names: the Deployment is refused with anything else.
     DnsSubdomain = cel_string(253, cel_matches(DNS_SUBDOMAIN_PATTERN, DNS_SUBDOMAIN_MESSAGE), max_length=253)
     # Kubernetes refuses a negative quantity in a Deployment and takes 0, fractional bytes or CPU

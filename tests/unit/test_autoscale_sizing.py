@@ -3,6 +3,7 @@ is kept across restarts (runner.learned_status / learned_history): pure, table-t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from tritonop.autoscale.forecast import (
     DEFAULT_LEAD_SECONDS,
     ERROR_PRIOR,
     MIN_ERROR_SAMPLES,
+    WARM_UP_SECONDS,
     Forecast,
     LeadTime,
     Profile,
@@ -33,7 +35,8 @@ from tritonop.autoscale.runner import learned_history, learned_status
 from tritonop.facts import AutoscaleFacts
 from tritonop.status import _latency_condition
 
-QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES)  # forecasts that have been right: no headroom
+# Traffic watched past the warm-up, forecasts that have been right: no headroom, no reserve.
+QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES, watched_since=-WARM_UP_SECONDS)
 
 
 def spec(**overrides: Any) -> AutoscalingSpec:
@@ -155,6 +158,17 @@ def test_spare_replicas_unset_derives_headroom_set_is_a_floor() -> None:
     assert quiet.replicas == 1  # right forecasts, 5 req/s: one replica
     floor = decide(observed(5, 1), spec(spareReplicas=3), 1, LEARNED, now=0.0)
     assert floor.replicas == 3
+
+
+def test_while_the_bursts_are_unknown_a_reserve_is_kept_that_a_looser_target_needs_less_of() -> None:
+    # Pods start in 10 s; the traffic has been watched for a minute.
+    new = dataclasses.replace(LEARNED, forecast=dataclasses.replace(QUIET, watched_since=0.0), lead=LeadTime((10.0,)))
+    early = decide(observed(5, 1), spec(), 1, new, now=60.0)
+    assert early.replicas == 3 and "while learning the bursts" in early.reason  # 0.5 + 3 / 1.5
+    loose = decide(observed(5, 1), spec(targetLatencyMs=5000), 1, new, now=60.0)
+    assert loose.replicas < early.replicas  # a 5 s target lets a burst wait in the queue
+    later = decide(observed(5, 1), spec(), 1, new, now=WARM_UP_SECONDS + 1)
+    assert later.replicas == 1  # watched long enough: the forecast's own error decides
 
 
 def test_variability_is_learned_from_steady_windows_only() -> None:

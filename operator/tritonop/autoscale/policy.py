@@ -55,6 +55,7 @@ TOLERANCE = 0.1  # |observed/target - 1| within this: no change (the latency fal
 MAX_UP_FACTOR = 3.0  # the latency fallback at most triples per evaluation (sizing has no cap)
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
 DRAIN_SECONDS = 5.0  # the longest pod queue should be gone this soon after new pods serve
+WARM_UP_SPARE = 3.0  # replicas of reserve while the bursts are not known yet (the old default spareReplicas)
 SPARE_DECAY = 1.0  # spare replicas shrink as load grows: spare / (1 + load in replicas)
 GROWTH_UTILISATION = 0.85  # the drain term: a pod busier than this builds a backlog in bursts
 START_SECONDS = 10.0  # the backlog the drain term plans for grows this long before new pods help
@@ -200,13 +201,18 @@ def sized(
         f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {util.rho:.0%} busy for the target; "
         f"{source} {peak:.1f} req/s within {lead:.0f}s + {headroom:.1f} headroom"
     )
-    if spec.spare_replicas is not None:
-        # A floor the user set: at least spareReplicas replicas' worth idle, shrinking with load.
+    floor = spec.spare_replicas
+    if floor is None and history.forecast.warming(now):
+        # Bursts not known yet: a reserve, as a user's spareReplicas would (a loose target lets
+        # a burst wait in the queue: less of it).
+        floor = WARM_UP_SPARE / allowance
+    if floor is not None:
+        # At least that many replicas' worth idle, shrinking with load.
         load = demand / capacity
-        spare = math.ceil(load + spec.spare_replicas / (1 + SPARE_DECAY * load) - 1e-9)
+        spare = math.ceil(load + floor / (1 + SPARE_DECAY * load) - 1e-9)
         if spare > wanted:
             wanted = spare
-            reason += f"; {spec.spare_replicas} spare"
+            reason += f"; {floor:.1f} spare" + ("" if spec.spare_replicas is not None else " while learning the bursts")
     longest = _longest_queue(observation)
     ready = max(1, observation.ready_replicas)
     # Per pod, while no new pod serves (round robin); past GROWTH_UTILISATION (or the target's

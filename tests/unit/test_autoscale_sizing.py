@@ -188,6 +188,27 @@ def test_variability_is_learned_from_steady_windows_only() -> None:
     assert decide(growing, spec(), 4, history, 0.0).history.variability is None
 
 
+def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
+    """On the real servers single windows gave V from 0.2 to the bound (4): the median holds."""
+    steady = Observation(
+        latency_ms=200.0,
+        request_rate=28.0,
+        ready_replicas=4,
+        window_seconds=3,
+        busy=0.7,
+        arrival_rate=28.0,
+        queue_ms=70.0,  # V = 0.3
+        service_ms=100.0,
+    )
+    burst = dataclasses.replace(steady, queue_ms=900.0)  # V = 3.9
+    history = History(capacity_per_replica=10.0)
+    for second in range(40):
+        window = burst if second % 5 == 4 else steady  # one window in five
+        history = decide(window, spec(), 4, history, float(second)).history
+    assert history.variability == pytest.approx(0.3)
+    assert len(history.variability_samples) == 40
+
+
 # -- lead time ------------------------------------------------------------------------------
 
 

@@ -210,7 +210,7 @@ def sized(
         f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {util.rho:.0%} busy for the target; "
         f"{source} {peak:.1f} req/s within {lead:.0f}s + {headroom:.1f} headroom"
     )
-    floor = spec.spare_replicas
+    floor: float | None = spec.spare_replicas
     if floor is None and history.forecast.warming(now):
         # Bursts not known yet: a reserve, as a user's spareReplicas would (a loose target lets
         # a burst wait in the queue: less of it).

@@ -239,6 +239,12 @@ class RunResult:
     decisions: list[tuple[float, Observation, int, Decision]] = field(default_factory=list)  # tritonop's
     pending: list[int] = field(default_factory=list)  # requests queued in all pods at each second
     longest_queue: list[int] = field(default_factory=list)  # the longest pod queue at each second
+    # Requests not answered within the target (late, failed, timed out), by the second they were sent.
+    missed: dict[int, int] = field(default_factory=dict)
+
+    def miss(self, arrival: float) -> None:
+        second = int(arrival)
+        self.missed[second] = self.missed.get(second, 0) + 1
 
     @property
     def attainment(self) -> float:
@@ -505,12 +511,15 @@ class Simulation:
             if duration > self.settings.client_timeout_s:
                 request.state = Request.TIMED_OUT
                 self.result.failed += 1
+                self.result.miss(request.arrival)
             else:
                 request.state = Request.OK
                 request.latency = duration
                 self.result.answered += 1
                 if duration * 1000 <= self.settings.target_ms:
                     self.result.within += 1
+                else:
+                    self.result.miss(request.arrival)
         if pod.queue:
             self._start_next(pod)
         else:
@@ -521,6 +530,7 @@ class Simulation:
             request.state = Request.FAILED
             self.in_flight -= 1
             self.result.failed += 1
+            self.result.miss(request.arrival)
 
     def _sweep(self, now: float) -> None:
         """The client gives up on requests older than its timeout."""
@@ -532,6 +542,7 @@ class Simulation:
                 request.state = Request.TIMED_OUT
                 self.in_flight -= 1
                 self.result.failed += 1
+                self.result.miss(request.arrival)
             self.open_requests.popleft()
 
     def client_in_flight(self) -> int:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tritonop.api.spec import AutoscalingSpec
-from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast
+from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, WARM_UP_SECONDS, Forecast
 from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, parse_sample, window
 from tritonop.autoscale.policy import History, Observation, _window, decide
 
@@ -59,7 +59,7 @@ def latency_only(latency: float, ready: int = 2) -> Observation:
 LEARNED: dict[str, Any] = {
     "service_ms": 100.0,
     "variability": 0.159,
-    "forecast": Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES),
+    "forecast": Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES, watched_since=-WARM_UP_SECONDS),
 }
 KNOWN = History(capacity_per_replica=10.0, **LEARNED)
 

@@ -3,6 +3,7 @@ is kept across restarts (runner.learned_status / learned_history): pure, table-t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from tritonop.autoscale.forecast import (
     DEFAULT_LEAD_SECONDS,
     ERROR_PRIOR,
     MIN_ERROR_SAMPLES,
+    WARM_UP_SECONDS,
     Forecast,
     LeadTime,
     Profile,
@@ -33,7 +35,8 @@ from tritonop.autoscale.runner import learned_history, learned_status
 from tritonop.facts import AutoscaleFacts
 from tritonop.status import _latency_condition
 
-QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES)  # forecasts that have been right: no headroom
+# Traffic watched past the warm-up, forecasts that have been right: no headroom, no reserve.
+QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES, watched_since=-WARM_UP_SECONDS)
 
 
 def spec(**overrides: Any) -> AutoscalingSpec:
@@ -157,6 +160,17 @@ def test_spare_replicas_unset_derives_headroom_set_is_a_floor() -> None:
     assert floor.replicas == 3
 
 
+def test_while_the_bursts_are_unknown_a_reserve_is_kept_that_a_looser_target_needs_less_of() -> None:
+    # Pods start in 10 s; the traffic has been watched for a minute.
+    new = dataclasses.replace(LEARNED, forecast=dataclasses.replace(QUIET, watched_since=0.0), lead=LeadTime((10.0,)))
+    early = decide(observed(5, 1), spec(), 1, new, now=60.0)
+    assert early.replicas == 3 and "while learning the bursts" in early.reason  # 0.5 + 3 / 1.5
+    loose = decide(observed(5, 1), spec(targetLatencyMs=5000), 1, new, now=60.0)
+    assert loose.replicas < early.replicas  # a 5 s target lets a burst wait in the queue
+    later = decide(observed(5, 1), spec(), 1, new, now=WARM_UP_SECONDS + 1)
+    assert later.replicas == 1  # watched long enough: the forecast's own error decides
+
+
 def test_variability_is_learned_from_steady_windows_only() -> None:
     steady = Observation(
         latency_ms=200.0,
@@ -172,6 +186,27 @@ def test_variability_is_learned_from_steady_windows_only() -> None:
     assert decide(steady, spec(), 4, history, 0.0).history.variability == pytest.approx(0.3)
     growing = Observation(**{**steady.__dict__, "arrival_rate": 40.0})  # a queue building: a transient
     assert decide(growing, spec(), 4, history, 0.0).history.variability is None
+
+
+def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
+    """On the real servers single windows gave V from 0.2 to the bound (4): the median holds."""
+    steady = Observation(
+        latency_ms=200.0,
+        request_rate=28.0,
+        ready_replicas=4,
+        window_seconds=3,
+        busy=0.7,
+        arrival_rate=28.0,
+        queue_ms=70.0,  # V = 0.3
+        service_ms=100.0,
+    )
+    burst = dataclasses.replace(steady, queue_ms=900.0)  # V = 3.9
+    history = History(capacity_per_replica=10.0)
+    for second in range(40):
+        window = burst if second % 5 == 4 else steady  # one window in five
+        history = decide(window, spec(), 4, history, float(second)).history
+    assert history.variability == pytest.approx(0.3)
+    assert len(history.variability_samples) == 40
 
 
 # -- lead time ------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ RECENT_PEAK_SECONDS = 300.0  # the recent peak decays towards the level with thi
 MAX_PENDING = 32
 DEFAULT_LEAD_SECONDS = 30.0  # before any pod start was measured (never assume seconds)
 PENDING_EXPIRY_SECONDS = 3_600.0  # a pod not serving an hour after it was asked for: stop waiting
+# Until the traffic has been watched this long, the prior headroom stays as a floor, uncapped: a
+# few minutes of calm say nothing about the bursts to come (what the spare replicas did before).
+WARM_UP_SECONDS = 600.0
 LEAD_SAMPLES = 5  # the lead time is the longest of the last few measured starts
 
 
@@ -144,6 +147,7 @@ class Forecast:
     # (made at, horizon end, forecast peak, highest smoothed demand seen since)
     pending: tuple[tuple[float, float, float, float], ...] = ()
     last_pending: float = float("-inf")
+    watched_since: float | None = None  # when this forecast first saw demand
 
     def level(self) -> float:
         return self.fast or 0.0
@@ -185,6 +189,10 @@ class Forecast:
             return extra
         return max(0.0, min(extra, self.recent_peak - peak))
 
+    def warming(self, now: float) -> bool:
+        """The traffic has not been watched for WARM_UP_SECONDS yet."""
+        return self.watched_since is None or now - self.watched_since < WARM_UP_SECONDS
+
     def observe(self, now: float, wall: float | None, demand: float, lead: float) -> Forecast:
         fast, slow = demand, demand
         if self.fast is not None and self.slow is not None and self.at is not None:
@@ -217,6 +225,7 @@ class Forecast:
             weekly=weekly,
             errors=tuple(errors),
             recent_peak=recent_peak,
+            watched_since=self.watched_since if self.watched_since is not None else now,
         )
         if now - self.last_pending >= max(5.0, lead / (MAX_PENDING - 2)):
             peak, _ = state.peak(wall, lead)

@@ -38,8 +38,9 @@ HPA-style); far below target it steps down one replica.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tritonop.api.spec import AutoscalingSpec
 from tritonop.autoscale.forecast import Forecast, LeadTime
@@ -55,6 +56,7 @@ TOLERANCE = 0.1  # |observed/target - 1| within this: no change (the latency fal
 MAX_UP_FACTOR = 3.0  # the latency fallback at most triples per evaluation (sizing has no cap)
 FAR_BELOW = 0.5  # without a capacity estimate, scale down only under half the target
 DRAIN_SECONDS = 5.0  # the longest pod queue should be gone this soon after new pods serve
+WARM_UP_SPARE = 3.0  # replicas of reserve while the bursts are not known yet (the old default spareReplicas)
 SPARE_DECAY = 1.0  # spare replicas shrink as load grows: spare / (1 + load in replicas)
 GROWTH_UTILISATION = 0.85  # the drain term: a pod busier than this builds a backlog in bursts
 START_SECONDS = 10.0  # the backlog the drain term plans for grows this long before new pods help
@@ -64,7 +66,9 @@ CAPACITY_SAMPLE_RATIO = 0.8  # latency at >= 80% of target: throughput is close 
 CAPACITY_SMOOTHING = 0.3  # weight of a new capacity sample (exponential moving average)
 MIN_BUSY_FOR_CAPACITY = 0.2  # below this, busy-time estimates are too noisy to learn from
 SERVICE_SMOOTHING = 0.2  # weight of a new compute-time sample
-VARIABILITY_SMOOTHING = 0.05  # weight of a new variability sample (each is noisy)
+# V is the median of the last this many samples (one per steady window, every second): a few
+# windows that catch a burst or a slow request (V up to its bound on the real servers) move it not.
+VARIABILITY_SAMPLES = 120
 VARIABILITY_BUSY = (0.1, 0.97)  # learn V only where some requests queue and the queue is not runaway
 STEADY_TOLERANCE = 0.2  # learn V only while demand and service agree within this (no transient)
 MIN_REQUESTS_FOR_VARIABILITY = 20.0  # requests in the window
@@ -106,6 +110,7 @@ class History:
     variability: float | None = None  # learned V of the queueing model (queueing.py)
     lead: LeadTime = field(default_factory=LeadTime)
     forecast: Forecast = field(default_factory=Forecast)
+    variability_samples: tuple[float, ...] = ()  # the recent V samples; `variability` is their median
 
 
 @dataclass(frozen=True)
@@ -144,18 +149,23 @@ def _smoothed(old: float | None, sample: float | None, weight: float) -> float |
     return sample if old is None else (1 - weight) * old + weight * sample
 
 
-def _learn_variability(observation: Observation, capacity: float | None, history: History) -> float | None:
-    """V from a steady window: measured queue time at a measured busy fraction (Kingman)."""
+def _learn_variability(
+    observation: Observation, capacity: float | None, history: History
+) -> tuple[float | None, tuple[float, ...]]:
+    """V from steady windows (measured queue time at a measured busy fraction, Kingman): the
+    median of the recent samples, and the samples."""
     busy, queue = observation.busy, observation.queue_ms
+    kept = (history.variability, history.variability_samples)
     if capacity is None or busy is None or queue is None or observation.ready_replicas <= 0:
-        return history.variability
+        return kept
     low, high = VARIABILITY_BUSY
     served = observation.request_rate
     arriving = observation.arrival_rate if observation.arrival_rate is not None else served
     steady = abs(arriving - served) <= STEADY_TOLERANCE * max(served, 1e-9)
     if not (low <= busy <= high) or not steady or served * observation.window_seconds < MIN_REQUESTS_FOR_VARIABILITY:
-        return history.variability
-    return _smoothed(history.variability, variability_sample(queue, busy, capacity), VARIABILITY_SMOOTHING)
+        return kept
+    samples = (*history.variability_samples, variability_sample(queue, busy, capacity))[-VARIABILITY_SAMPLES:]
+    return statistics.median(samples), samples
 
 
 def demand_of(observation: Observation) -> float:
@@ -200,13 +210,18 @@ def sized(
         f"{demand:.1f} req/s at {capacity:.1f} req/s per replica, {util.rho:.0%} busy for the target; "
         f"{source} {peak:.1f} req/s within {lead:.0f}s + {headroom:.1f} headroom"
     )
-    if spec.spare_replicas is not None:
-        # A floor the user set: at least spareReplicas replicas' worth idle, shrinking with load.
+    floor: float | None = spec.spare_replicas
+    if floor is None and history.forecast.warming(now):
+        # Bursts not known yet: a reserve, as a user's spareReplicas would (a loose target lets
+        # a burst wait in the queue: less of it).
+        floor = WARM_UP_SPARE / allowance
+    if floor is not None:
+        # At least that many replicas' worth idle, shrinking with load.
         load = demand / capacity
-        spare = math.ceil(load + spec.spare_replicas / (1 + SPARE_DECAY * load) - 1e-9)
+        spare = math.ceil(load + floor / (1 + SPARE_DECAY * load) - 1e-9)
         if spare > wanted:
             wanted = spare
-            reason += f"; {spec.spare_replicas} spare"
+            reason += f"; {floor:.1f} spare" + ("" if spec.spare_replicas is not None else " while learning the bursts")
     longest = _longest_queue(observation)
     ready = max(1, observation.ready_replicas)
     # Per pod, while no new pod serves (round robin); past GROWTH_UTILISATION (or the target's
@@ -290,7 +305,7 @@ def learn(observation: Observation, spec: AutoscalingSpec, history: History, now
     service = history.service_ms
     if observation.service_ms is not None and observation.request_rate > 0:
         service = _smoothed(service, observation.service_ms, SERVICE_SMOOTHING)
-    variability = _learn_variability(observation, capacity, history)
+    variability, variability_samples = _learn_variability(observation, capacity, history)
     forecast = history.forecast
     if observation.ready_replicas > 0:
         forecast = forecast.observe(now, observation.wall_time, demand_of(observation), history.lead.seconds)
@@ -304,6 +319,7 @@ def learn(observation: Observation, spec: AutoscalingSpec, history: History, now
         variability,
         history.lead,
         forecast,
+        variability_samples,
     )
 
 
@@ -353,16 +369,8 @@ def decide(
     if direction == "down":
         last_down = now
     lead = learned.lead.observe(now, observation.ready_replicas, current, replicas)
-    remembered = History(
-        up,
-        down,
-        learned.capacity_per_replica,
-        last_up,
-        last_down,
-        learned.service_ms,
-        learned.variability,
-        lead,
-        learned.forecast,
+    remembered = replace(
+        learned, up_candidates=up, down_candidates=down, last_scale_up=last_up, last_scale_down=last_down, lead=lead
     )
     rho = util.rho if util is not None else None
     return Decision(replicas, raw, direction, reason, remembered, unreachable_message(spec, util), rho)

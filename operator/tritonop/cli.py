@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -253,6 +254,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+async def run_preflight(settings: Settings) -> None:
+    """The checks of preflight.py, with a client of their own (kopf's handlers make theirs once kopf runs)."""
+    from tritonop.k8s import KubeClient
+    from tritonop.preflight import check_kubernetes_version
+
+    kube = KubeClient.from_environment(settings.kubeconfig)
+    try:
+        await check_kubernetes_version(kube)
+    finally:
+        await kube.close()
+
+
 def run_operator(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     handler = logging.StreamHandler()
@@ -261,6 +274,18 @@ def run_operator(args: argparse.Namespace) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    from kubernetes.config import ConfigException
+
+    from tritonop.preflight import UnsupportedKubernetes
+
+    try:
+        asyncio.run(run_preflight(settings))
+    except UnsupportedKubernetes as error:
+        logging.getLogger("tritonop").error("%s", error)
+        sys.exit(1)
+    except ConfigException as error:
+        logging.getLogger("tritonop").error("cannot load Kubernetes credentials: %s", error)
+        sys.exit(1)
     import kopf
 
     import tritonop.handlers  # noqa: F401 - registers the handlers

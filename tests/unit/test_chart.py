@@ -304,6 +304,15 @@ def test_the_flags_are_the_operators(tmp_path: Path) -> None:
     assert (args.autoscale_period_seconds, args.autoscale_report_seconds) == (0.5, 2)
 
 
+def test_the_chart_needs_kubernetes_1_30() -> None:
+    """Chart.yaml's kubeVersion: Helm refuses an older cluster before installing anything."""
+    assert helm("template", "tritonop", str(CHART), "--kube-version", "1.30.0").returncode == 0
+    assert helm("template", "tritonop", str(CHART), "--kube-version", "v1.30.4-eks-a737599").returncode == 0
+    old = helm("template", "tritonop", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert old.returncode != 0
+    assert "chart requires kubeVersion: >=1.30.0-0 which is incompatible with Kubernetes v1.29.9" in old.stderr
+
+
 def test_one_process_without_leader_election() -> None:
     objects = render("--set", "leaderElection.enabled=false,replicas=1")
     assert "--leader-elect" not in operator_args(objects)

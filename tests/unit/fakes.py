@@ -198,6 +198,14 @@ def make_pod(
     return pod
 
 
+def pod_of(deployment: dict[str, Any], name: str = "operator-0") -> dict[str, Any]:
+    """A pod of a Deployment as the API server stores it: the template's spec, unchanged."""
+    template = deployment["spec"]["template"]
+    metadata = {**copy.deepcopy(template.get("metadata", {})), "name": name}
+    metadata["namespace"] = deployment["metadata"]["namespace"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": copy.deepcopy(template["spec"])}
+
+
 def kubelet_ready(pod: dict[str, Any]) -> None:
     """Ready: the containers are ready and every readiness gate's condition is True."""
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}

@@ -1,4 +1,5 @@
-"""Before kopf starts: the Kubernetes version is checked (refused below 1.30, named in the log)."""
+"""Before kopf starts: the Kubernetes version is checked (refused below 1.30, named in the log),
+and the verification Jobs' image is the operator's own, read from its pod."""
 
 from __future__ import annotations
 
@@ -14,7 +15,26 @@ import pytest
 
 from tests.unit.fakes import FakeKube
 from tritonop.k8s import KubeError
-from tritonop.preflight import MIN_KUBERNETES, UnsupportedKubernetes, check_kubernetes_version, kubernetes_version
+from tritonop.preflight import (
+    MIN_KUBERNETES,
+    UnsupportedKubernetes,
+    check_kubernetes_version,
+    container_image,
+    kubernetes_version,
+    preflight,
+)
+from tritonop.settings import DEFAULT_VERIFIER_IMAGE, Settings
+
+MIRROR = "registry.example/mirror/tritonop:0.1.0"
+
+
+def operator_pod(*containers: tuple[str, str], name: str = "tritonop-7d9f-abcde") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "tritonop-system"},
+        "spec": {"containers": [{"name": n, "image": image} for n, image in containers]},
+    }
 
 
 class Flaky(FakeKube):
@@ -33,6 +53,10 @@ class Flaky(FakeKube):
     async def server_version(self) -> dict[str, Any]:
         self._maybe_fail()
         return await super().server_version()
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self._maybe_fail()
+        return await super().get(kind, namespace, name)
 
 
 slept: list[float] = []
@@ -147,3 +171,55 @@ def test_the_operator_refuses_to_start_on_an_old_cluster(tmp_path: Path) -> None
     assert result.returncode == 1, result.stderr
     assert "ERROR tritonop Kubernetes v1.29.4 found, tritonop needs 1.30 or later" in result.stderr
     assert "kopf" not in result.stderr, "kopf must not have started"
+
+
+# -- the verification Jobs' image ------------------------------------------------------------------
+def test_the_operator_container_is_found_among_sidecars() -> None:
+    assert container_image(operator_pod(("istio-proxy", "istio/proxyv2"), ("operator", MIRROR))) == MIRROR
+    assert container_image(operator_pod(("manager", MIRROR))) == MIRROR  # the only container, renamed
+    assert container_image(operator_pod(("a", "x"), ("b", "y"))) is None
+
+
+def test_in_a_pod_the_verifier_is_the_pods_own_image() -> None:
+    pod = operator_pod(("operator", MIRROR))
+    settings = asyncio.run(preflight(FakeKube(pod), Settings(), ("tritonop-system", "tritonop-7d9f-abcde")))
+    assert settings.verifier_image == MIRROR
+    assert settings.verifier_image != DEFAULT_VERIFIER_IMAGE
+
+
+def test_an_explicit_verifier_image_wins() -> None:
+    pod = operator_pod(("operator", MIRROR))
+    chosen = Settings(verifier_image="registry.example/verifier:1")
+    settings = asyncio.run(
+        preflight(FakeKube(pod), chosen, ("tritonop-system", "tritonop-7d9f-abcde"), verifier_image_given=True)
+    )
+    assert settings.verifier_image == "registry.example/verifier:1"
+
+
+def test_out_of_a_pod_the_default_image_stays() -> None:
+    assert asyncio.run(preflight(FakeKube(), Settings(), None)).verifier_image == DEFAULT_VERIFIER_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("kube", "warning"),
+    [
+        (FakeKube(), "this operator's pod tritonop-system/tritonop-7d9f-abcde was not found"),
+        (Flaky(errors=[KubeError(403, "Forbidden", "cannot get pods")]), "Forbidden"),
+        (FakeKube(operator_pod(("a", "x"), ("b", "y"))), "has no container 'operator' (it has a, b)"),
+    ],
+    ids=["no-pod", "forbidden", "no-operator-container"],
+)
+def test_when_the_pod_cannot_tell_the_default_stays_with_a_warning(
+    kube: FakeKube, warning: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = asyncio.run(preflight(kube, Settings(), ("tritonop-system", "tritonop-7d9f-abcde"), sleep=no_sleep))
+    assert settings.verifier_image == DEFAULT_VERIFIER_IMAGE
+    assert warning in caplog.text
+    assert f"verification Jobs run {DEFAULT_VERIFIER_IMAGE}" in caplog.text and "--verifier-image" in caplog.text
+
+
+def test_an_old_cluster_stops_preflight_before_the_image() -> None:
+    kube = FakeKube(operator_pod(("operator", MIRROR)))
+    kube.version = {"major": "1", "minor": "29", "gitVersion": "v1.29.0"}
+    with pytest.raises(UnsupportedKubernetes):
+        asyncio.run(preflight(kube, Settings(), ("tritonop-system", "tritonop-7d9f-abcde")))

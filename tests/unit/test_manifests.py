@@ -137,3 +137,75 @@ def test_the_image_entrypoint_command_works() -> None:
         result = subprocess.run([tritonop, *args], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
     assert "--all-namespaces" in subprocess.run([tritonop, "run", "--help"], capture_output=True, text=True).stdout
+
+
+# -- the NetworkPolicy examples ---------------------------------------------------------------------
+EXAMPLES = ROOT / "manifests" / "examples"
+
+
+def triton_pods_and_verifier() -> tuple[dict[str, str], dict[str, str]]:
+    """The labels of a Triton pod and of a verification Job's pod, as the operator renders them."""
+    from tritonop.api.spec import ModelDeployment
+    from tritonop.render.objects import RenderInputs, render_deployment, render_verify_job
+
+    md = ModelDeployment.from_body(
+        {
+            "metadata": {"name": "resnet50", "namespace": "vision", "uid": "u"},
+            "spec": {"model": {"repository": "pvc://m"}},
+        }
+    )
+    server = render_deployment(md, RenderInputs(replicas=1, target_version=1))["spec"]["template"]["metadata"]
+    verifier = render_verify_job(md, 1, "image", "job")["spec"]["template"]["metadata"]
+    return server["labels"], verifier["labels"]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, "matchLabels only"
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def test_networkpolicy_lets_the_operator_reach_triton_on_8000_and_8002_only() -> None:
+    from tritonop.names import HTTP_PORT, METRICS_PORT
+
+    (policy,) = yaml.safe_load_all((EXAMPLES / "networkpolicy-triton-ingress.yaml").read_text())
+    assert (policy["apiVersion"], policy["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
+    assert "namespace" not in policy["metadata"], "applied in each namespace with ModelDeployments (-n)"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and "egress" not in spec
+
+    server, verifier = triton_pods_and_verifier()
+    assert spec["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "tritonserver", "app.kubernetes.io/managed-by": "tritonop"}
+    }
+    assert selects(spec["podSelector"], server), "every Triton pod the operator renders"
+    assert not selects(spec["podSelector"], verifier), "not the verification Jobs' pods"
+
+    operator = next(d for d in kustomize(ROOT / "manifests") if d["kind"] == "Deployment")
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]  # one peer, both selectors: the operator's pods in its namespace, nobody else
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "tritonop-system"}}
+    assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == operator["metadata"]["namespace"]
+    assert selects(peer["podSelector"], operator["spec"]["template"]["metadata"]["labels"])
+    assert rule["ports"] == [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": METRICS_PORT}]
+    assert (HTTP_PORT, METRICS_PORT) == (8000, 8002)
+
+
+def test_networkpolicy_egress_counterpart_is_for_the_operator_only() -> None:
+    (ingress,) = yaml.safe_load_all((EXAMPLES / "networkpolicy-triton-ingress.yaml").read_text())
+    (policy,) = yaml.safe_load_all((EXAMPLES / "networkpolicy-operator-egress.yaml").read_text())
+    operator = next(d for d in kustomize(ROOT / "manifests") if d["kind"] == "Deployment")
+    assert policy["metadata"]["namespace"] == operator["metadata"]["namespace"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Egress"] and "ingress" not in spec
+    assert selects(spec["podSelector"], operator["spec"]["template"]["metadata"]["labels"])
+    (rule,) = spec["egress"]
+    (peer,) = rule["to"]
+    assert peer == {"namespaceSelector": {}, "podSelector": ingress["spec"]["podSelector"]}  # Triton pods anywhere
+    assert rule["ports"] == ingress["spec"]["ingress"][0]["ports"]
+    assert "isolates the operator's pods" in (EXAMPLES / "networkpolicy-operator-egress.yaml").read_text()
+
+
+def test_examples_are_not_installed() -> None:
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert not [r for r in kustomization["resources"] if "examples" in r]
+    assert not [d for d in kustomize(ROOT / "manifests") if d["kind"] == "NetworkPolicy"]

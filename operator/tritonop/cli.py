@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from tritonop.leader import ElectionConfig
 from tritonop.repository.manifests import MANIFEST_NAME
 from tritonop.repository.report import RepositoryReport, inspect, inspect_tree
 from tritonop.repository.s3 import S3Credentials, S3Path
-from tritonop.settings import Settings
+from tritonop.settings import DEFAULT_VERIFIER_IMAGE, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=16, help="ModelDeployments reconciled in parallel")
     run.add_argument(
         "--verifier-image",
-        default=f"ghcr.io/tritonop/tritonop:{__version__}",
         help="image of the verification Jobs that check model files where the operator cannot read them "
-        "(the operator's own image: it has `tritonop repo verify-version`)",
+        "(default: the operator's own image, read from its pod (POD_NAMESPACE, POD_NAME) at start-up; out of a "
+        f"pod {DEFAULT_VERIFIER_IMAGE})",
     )
     run.add_argument(
         "--autoscale-period-seconds", type=float, default=1.0, help="autoscaler evaluation period per ModelDeployment"
@@ -248,9 +249,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
         autoscale_period_seconds=args.autoscale_period_seconds,
         autoscale_report_seconds=args.autoscale_report_seconds,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
-        verifier_image=args.verifier_image,
+        verifier_image=args.verifier_image or DEFAULT_VERIFIER_IMAGE,  # preflight() may set the pod's own
         election=election,
     )
+
+
+def own_pod() -> tuple[str, str] | None:
+    """(namespace, name) of the operator's pod, from the downward API's POD_NAMESPACE and POD_NAME
+    (the manifests and the chart set them); None out of a pod."""
+    namespace, name = os.environ.get("POD_NAMESPACE"), os.environ.get("POD_NAME")
+    return (namespace, name) if namespace and name else None
+
+
+async def run_preflight(settings: Settings, pod: tuple[str, str] | None, verifier_image_given: bool) -> Settings:
+    """preflight() with a client of its own (kopf's handlers make theirs once kopf runs)."""
+    from tritonop.k8s import KubeClient
+    from tritonop.preflight import preflight
+
+    kube = KubeClient.from_environment(settings.kubeconfig)
+    try:
+        return await preflight(kube, settings, pod, verifier_image_given)
+    finally:
+        await kube.close()
 
 
 def run_operator(args: argparse.Namespace) -> None:
@@ -261,6 +281,18 @@ def run_operator(args: argparse.Namespace) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    from kubernetes.config import ConfigException
+
+    from tritonop.preflight import UnsupportedKubernetes
+
+    try:
+        settings = asyncio.run(run_preflight(settings, own_pod(), args.verifier_image is not None))
+    except UnsupportedKubernetes as error:
+        logging.getLogger("tritonop").error("%s", error)
+        sys.exit(1)
+    except ConfigException as error:
+        logging.getLogger("tritonop").error("cannot load Kubernetes credentials: %s", error)
+        sys.exit(1)
     import kopf
 
     import tritonop.handlers  # noqa: F401 - registers the handlers

@@ -109,7 +109,10 @@ def resource_version(obj: Mapping[str, Any] | None) -> int | None:
 
 
 def resource_of(path: str) -> str:
-    """The plural (and subresource) a resource_path names: /apis/g/v/namespaces/n/plural/name/sub."""
+    """The plural (and subresource) a resource_path names: /apis/g/v/namespaces/n/plural/name/sub;
+    for a path outside /api and /apis (e.g. /version), the path itself without its slashes."""
+    if not path.startswith(("/api/", "/apis/")):
+        return path.strip("/")
     parts = path.split("/")[3:] if path.startswith("/api/") else path.split("/")[4:]
     if len(parts) >= 2 and parts[0] == "namespaces":
         parts = parts[2:]
@@ -223,6 +226,8 @@ class KubeApi(PodConditions, Protocol):
     async def post_event(
         self, involved: dict[str, Any], event_type: str, reason: str, message: str, component: str = "tritonop"
     ) -> None: ...
+
+    async def server_version(self) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
 
@@ -394,6 +399,10 @@ class KubeClient:
                     raise KubeError(status, reason or "", text) from None
                 raise KubeError(status, answer.get("reason", ""), answer.get("message", text))
             return json.loads(text) if text else None
+
+    async def server_version(self) -> dict[str, Any]:
+        """The API server's /version: major, minor ("30+" on EKS and GKE), gitVersion, ..."""
+        return dict(await self._request("get", "GET", "/version"))
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:

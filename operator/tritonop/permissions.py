@@ -23,8 +23,9 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     ("policy", "poddisruptionbudgets"): frozenset({"get", "list", "watch", "create", "patch", "delete"}),
     # The model-control key: read by name, created once. Never listed or watched.
     ("", "secrets"): frozenset({"get", "create", "patch"}),
-    # Reconciler lists a deployment's pods; kopf watches them to react to pod changes.
-    ("", "pods"): frozenset({"list", "watch"}),
+    # Reconciler lists a deployment's pods; kopf watches them to react to pod changes. preflight.py
+    # reads the operator's own pod by name at start-up (its image runs the verification Jobs).
+    ("", "pods"): frozenset({"get", "list", "watch"}),
     # Reconciler.open_gate sets the tritonop.dev/model-ready readiness gate.
     ("", "pods/status"): frozenset({"patch"}),
     # kopf observes CRDs, to start and stop watching resources as their CRDs come and go.

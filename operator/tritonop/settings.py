@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tritonop import __version__
 from tritonop.leader import ElectionConfig
+
+# The image the manifests and the chart ship; verification Jobs run it when the operator cannot
+# tell its own image (out of a pod) and no --verifier-image was given (see preflight.py).
+DEFAULT_VERIFIER_IMAGE = f"ghcr.io/tritonop/tritonop:{__version__}"
 
 
 @dataclass(frozen=True)
@@ -21,5 +26,5 @@ class Settings:
     autoscale_period_seconds: float = 1.0  # autoscaler evaluation period per ModelDeployment
     autoscale_report_seconds: float = 5.0  # how often status gets the autoscaler's measurement
     in_cluster: bool = False  # running in a pod: file:// repositories live on the nodes, not here
-    verifier_image: str = "ghcr.io/tritonop/tritonop:0.1.0"  # verification Jobs run `tritonop repo verify-version`
+    verifier_image: str = DEFAULT_VERIFIER_IMAGE  # verification Jobs run `tritonop repo verify-version`
     election: ElectionConfig | None = None  # None: no leader election, this process reconciles

@@ -353,6 +353,42 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         base(autoscaling={"maxReplicas": 3, "targetLatencyMs": 50, "spareReplicas": -1}),
         ["spec.autoscaling.spareReplicas", "greater than or equal to 0"],
     ),
+    (
+        "service-account-name",
+        "bad",
+        server(serviceAccountName="Triton_S3_Reader"),
+        ["spec.server.serviceAccountName", SUBDOMAIN_MESSAGE],
+    ),
+    (
+        "image-pull-secret-name",
+        "bad",
+        server(imagePullSecrets=[{"name": "ngc"}, {"name": "mirror key"}]),
+        ["spec.server.imagePullSecrets[1].name", SUBDOMAIN_MESSAGE],
+    ),
+    (
+        "too-many-pull-secrets",
+        "bad",
+        server(imagePullSecrets=[{"name": f"pull-{i}"} for i in range(17)]),
+        ["spec.server.imagePullSecrets", "must have at most 16 items"],
+    ),
+    (
+        "duplicate-pull-secret",
+        "bad",
+        server(imagePullSecrets=[{"name": "ngc"}, {"name": "ngc"}]),
+        ["spec.server.imagePullSecrets[1]", "Duplicate value"],
+    ),
+    (
+        "pull-secret-without-name",
+        "bad",
+        server(imagePullSecrets=[{}]),
+        ["spec.server.imagePullSecrets[0].name", "Required value"],
+    ),
+    (
+        "pull-secrets-as-strings",  # a Pod's shape is [{name: ...}], not a list of names
+        "bad",
+        server(imagePullSecrets=["ngc"]),
+        ["spec.server.imagePullSecrets[0]", "must be of type object"],
+    ),
     ("name-starts-with-digit", "9lives", base(), ["metadata.name", "must be a DNS-1035 label"]),
     ("name-with-dot", "resnet.v2", base(), ["metadata.name", "must be a DNS-1035 label"]),
     *LATE_FAILURES,
@@ -432,6 +468,13 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
         ),
     ),
     ("class-names", server(priorityClassName="high-priority.example.com", runtimeClassName="nvidia")),
+    (
+        "identity",
+        server(
+            serviceAccountName="triton-s3.reader",
+            imagePullSecrets=[{"name": "ngc"}, {"name": "registry.example.com"}],
+        ),
+    ),
     (
         "images",
         server(image=f"registry.example.com:5000/ml/triton-server_x:24.01-py3@{DIGEST}"),

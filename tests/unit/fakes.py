@@ -198,6 +198,14 @@ def make_pod(
     return pod
 
 
+def pod_of(deployment: dict[str, Any], name: str = "operator-0") -> dict[str, Any]:
+    """A pod of a Deployment as the API server stores it: the template's spec, unchanged."""
+    template = deployment["spec"]["template"]
+    metadata = {**copy.deepcopy(template.get("metadata", {})), "name": name}
+    metadata["namespace"] = deployment["metadata"]["namespace"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": copy.deepcopy(template["spec"])}
+
+
 def kubelet_ready(pod: dict[str, Any]) -> None:
     """Ready: the containers are ready and every readiness gate's condition is True."""
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
@@ -214,6 +222,7 @@ class FakeKube:
     def __init__(self, *pods: dict[str, Any], kubelet: bool = True) -> None:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.kubelet = kubelet
+        self.version = {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}  # what /version answers
         self.patches: list[tuple[str, str, str]] = []  # (pod, condition type, status)
         self._versions = itertools.count(2)
         for pod in pods:
@@ -233,6 +242,9 @@ class FakeKube:
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         pod = self.pods.get((namespace or "", name)) if kind == "Pod" else None
         return copy.deepcopy(pod) if pod is not None else None
+
+    async def server_version(self) -> dict[str, Any]:
+        return dict(self.version)
 
     async def patch_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> dict[str, Any] | None:
         pod = self.pods.get((namespace, name))

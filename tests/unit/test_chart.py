@@ -17,6 +17,7 @@ import yaml
 import tritonop
 from devcluster import versions
 from devcluster.cluster import DEFAULT_CACHE_DIR, kubectl_binary
+from tests.unit.test_manifests import verifier_image_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tritonop"
@@ -251,8 +252,6 @@ def test_values_become_operator_flags(tmp_path: Path) -> None:
         "--liveness-port=9091",
         "--log-format=json",
         "--verbose",
-        # verification Jobs run the operator's own image, mirrored here
-        "--verifier-image=registry.example/mirror/tritonop:0.1.0",
         "--workers=4",
         "--autoscale-period-seconds=0.5",
         "--autoscale-report-seconds=2",
@@ -264,6 +263,8 @@ def test_values_become_operator_flags(tmp_path: Path) -> None:
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 3
     assert container["image"] == "registry.example/mirror/tritonop:0.1.0"
+    # No --verifier-image: verification Jobs run the operator's own image, read from its pod.
+    assert verifier_image_of(deployment) == "registry.example/mirror/tritonop:0.1.0"
     assert container["imagePullPolicy"] == "Always"
     assert container["ports"] == [
         {"name": "metrics", "containerPort": 9090},
@@ -302,6 +303,25 @@ def test_the_flags_are_the_operators(tmp_path: Path) -> None:
     assert (args.log_format, args.verbose, args.verifier_image, args.workers) == ("json", True, "v:1", 4)
     assert (args.resync_seconds, args.relist_seconds) == (10, 120)
     assert (args.autoscale_period_seconds, args.autoscale_report_seconds) == (0.5, 2)
+
+
+def test_the_verifier_image_is_the_operators_unless_set() -> None:
+    (default,) = by_kind(render(), "Deployment")
+    assert verifier_image_of(default) == "ghcr.io/tritonop/tritonop:0.1.0"
+    (pinned,) = by_kind(render("--set", "image.tag=0.1.0-rc1"), "Deployment")
+    assert verifier_image_of(pinned) == "ghcr.io/tritonop/tritonop:0.1.0-rc1"
+    (chosen,) = by_kind(render("--set", "image.tag=0.1.0-rc1,verifierImage=registry.example/v:2"), "Deployment")
+    assert "--verifier-image=registry.example/v:2" in operator_args([chosen])
+    assert verifier_image_of(chosen) == "registry.example/v:2"
+
+
+def test_the_chart_needs_kubernetes_1_30() -> None:
+    """Chart.yaml's kubeVersion: Helm refuses an older cluster before installing anything."""
+    assert helm("template", "tritonop", str(CHART), "--kube-version", "1.30.0").returncode == 0
+    assert helm("template", "tritonop", str(CHART), "--kube-version", "v1.30.4-eks-a737599").returncode == 0
+    old = helm("template", "tritonop", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert old.returncode != 0
+    assert "chart requires kubeVersion: >=1.30.0-0 which is incompatible with Kubernetes v1.29.9" in old.stderr
 
 
 def test_one_process_without_leader_election() -> None:

@@ -81,3 +81,24 @@ def test_defaults_are_in_the_schema() -> None:
     assert autoscaling["metric"]["default"] == "p95"
     assert autoscaling["scaleDownStabilizationSeconds"]["default"] == 300
     assert "default" not in spec["replicas"], "a replicas default would collide with autoscaling"
+
+
+def test_service_account_and_pull_secrets_are_checked_at_admission() -> None:
+    """DNS-subdomain names with the message the other names give; at most 16 pull secrets, each once
+    (a list keyed by name, as in a Pod). The rules run in the API server: test_admission.py sends
+    bad values to a real one."""
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    server = spec["properties"]["server"]["properties"]
+    subdomain = server["priorityClassName"]["x-kubernetes-validations"]
+    assert subdomain[0]["message"].startswith("must be a DNS-1123 subdomain")
+    account = server["serviceAccountName"]
+    assert (account["type"], account["maxLength"], account["x-kubernetes-validations"]) == ("string", 253, subdomain)
+    secrets = server["imagePullSecrets"]
+    assert (secrets["maxItems"], secrets["x-kubernetes-list-type"], secrets["x-kubernetes-list-map-keys"]) == (
+        16,
+        "map",
+        ["name"],
+    )
+    assert secrets["items"]["required"] == ["name"]
+    assert secrets["items"]["properties"]["name"]["x-kubernetes-validations"] == subdomain
+    assert "default" not in secrets and "default" not in account, "absent unless set: nothing to drift"

@@ -62,6 +62,10 @@ class FakeApiServer:
         name = request.match_info["name"]
         return web.json_response({"kind": "Pod", "metadata": {"name": name, "resourceVersion": "7"}})
 
+    async def version(self, request: web.Request) -> web.Response:
+        self.seen.append(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        return web.json_response({"major": "1", "minor": "30+", "gitVersion": "v1.30.4-eks-a737599"})
+
 
 @dataclass
 class Plugin:
@@ -108,6 +112,7 @@ def run(tmp_path: Path, scenario: Scenario, expires_in: int | None = None) -> No
         fake = FakeApiServer()
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", fake.pod)
+        app.router.add_get("/version", fake.version)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         try:
@@ -244,3 +249,19 @@ def test_resource_version_is_a_number_or_none() -> None:
     assert resource_version({"metadata": {}}) is None
     assert resource_version({}) is None
     assert resource_version(None) is None
+
+
+def test_server_version_reads_slash_version(tmp_path: Path) -> None:
+    """GET /version (what preflight checks), with the same credentials, counted as resource "version"."""
+
+    async def scenario(fake: FakeApiServer, kubeconfig: Path, plugin: Plugin) -> None:
+        labels = {"verb": "get", "resource": "version", "code": "200"}
+        before = REGISTRY.get_sample_value("tritonop_kubernetes_requests_total", labels) or 0.0
+        async with client(kubeconfig) as kube:
+            assert await kube.server_version() == {"major": "1", "minor": "30+", "gitVersion": "v1.30.4-eks-a737599"}
+        assert fake.seen == ["token-1"]
+        assert REGISTRY.get_sample_value("tritonop_kubernetes_requests_total", labels) == before + 1
+        assert k8s.resource_of("/version") == "version"
+        assert k8s.resource_of("/api/v1/namespaces/n/pods/p/status") == "pods/status"
+
+    run(tmp_path, scenario)

@@ -218,6 +218,30 @@ def test_deployment_s3_with_credentials_and_cpu_only() -> None:
     assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
 
 
+def test_deployment_service_account_and_pull_secrets() -> None:
+    """A cloud identity for s3:// or gs:// (IRSA, Workload Identity) and a mirrored Triton image:
+    the pod runs as the ServiceAccount and pulls with the Secrets; still no API token mounted."""
+    md = model_deployment(
+        model={"repository": "s3://bucket/models"},
+        server={
+            "image": "registry.example/mirror/tritonserver:25.10-py3",
+            "serviceAccountName": "triton-s3-reader",
+            "imagePullSecrets": [{"name": "mirror-pull"}, {"name": "ngc.nvidia.com"}],
+        },
+    )
+    want = expected()
+    pod = want["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["image"] = "registry.example/mirror/tritonserver:25.10-py3"
+    container["args"][0] = "--model-repository=s3://bucket/models"
+    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+    pod["serviceAccountName"] = "triton-s3-reader"
+    pod["imagePullSecrets"] = [{"name": "mirror-pull"}, {"name": "ngc.nvidia.com"}]
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
+    assert pod["automountServiceAccountToken"] is False
+
+
 @pytest.mark.parametrize(
     "uri",
     [
@@ -392,6 +416,16 @@ def test_verification_job_mounts_the_repository_as_the_servers_do() -> None:
     }
     # The verifier's pods are not the servers': the Deployment's selector does not match them.
     assert not SELECTOR.items() <= labels.items()
+
+
+def test_verification_job_runs_as_the_servers_and_pulls_with_their_secrets() -> None:
+    plain = model_deployment(model={"repository": "pvc://models/vision", "version": 3})
+    identity = {"serviceAccountName": "models-reader", "imagePullSecrets": [{"name": "mirror-pull"}]}
+    md = model_deployment(model={"repository": "pvc://models/vision", "version": 3}, server=identity)
+    want = render_verify_job(plain, 3, "registry.example/mirror/tritonop:0.1.0", "v")
+    want["spec"]["template"]["spec"].update(identity)
+    assert render_verify_job(md, 3, "registry.example/mirror/tritonop:0.1.0", "v") == want
+    assert want["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_verification_job_names() -> None:

@@ -16,6 +16,7 @@ from tritonop.api.validation import (
     GCS_CREDENTIALS_ENV,
     LABEL_KEY_MESSAGE,
     MAX_GPUS_PER_REPLICA,
+    MAX_IMAGE_PULL_SECRETS,
     MAX_REPLICAS,
     MAX_SPARE_REPLICAS,
     OPERATOR_ENV,
@@ -194,6 +195,18 @@ class EnvVar(ApiModel):
     value: str = Field("", description="Value of the environment variable.")
 
 
+class SecretName(ApiModel):
+    """A Secret in the ModelDeployment's namespace, named as in a Pod's imagePullSecrets."""
+
+    name: DnsSubdomain = Field(
+        ...,
+        description=(
+            "Name of a Secret of type kubernetes.io/dockerconfigjson in this namespace (a DNS-1123 subdomain), "
+            "e.g. made by `kubectl create secret docker-registry`."
+        ),
+    )
+
+
 class ServerSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -252,6 +265,29 @@ class ServerSpec(ApiModel):
     )
     runtime_class_name: DnsSubdomain | None = Field(
         None, alias="runtimeClassName", description="RuntimeClass of the replicas (e.g. nvidia)."
+    )
+    service_account_name: DnsSubdomain | None = Field(
+        None,
+        alias="serviceAccountName",
+        description=(
+            "ServiceAccount in this namespace that the replicas (and the verification Jobs) run as, a DNS-1123 "
+            "subdomain. Omitted: the namespace's default. Give it a cloud identity for s3:// or gs:// without "
+            "model.credentialsSecret: EKS IAM roles for service accounts (annotation eks.amazonaws.com/role-arn) "
+            "or Pod Identity, GKE Workload Identity (iam.gke.io/gcp-service-account). The pods still mount no "
+            "Kubernetes API token (automountServiceAccountToken: false); the operator never reads the "
+            "ServiceAccount."
+        ),
+    )
+    image_pull_secrets: list[SecretName] = Field(
+        default_factory=list,
+        alias="imagePullSecrets",
+        max_length=MAX_IMAGE_PULL_SECRETS,
+        description=(
+            "Secrets in this namespace to pull server.image with (and the operator's image, which the "
+            "verification Jobs run), as in a Pod: [{name: <secret>}], at most "
+            f"{MAX_IMAGE_PULL_SECRETS}, each name once. For a mirrored or private Triton image."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
     extra_args: list[ExtraArg] = Field(

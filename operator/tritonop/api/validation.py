@@ -18,6 +18,7 @@ DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 MAX_GPUS_PER_REPLICA = 16
 MAX_REPLICAS = 1000
 MAX_SPARE_REPLICAS = 100
+MAX_IMAGE_PULL_SECRETS = 16
 REPOSITORY_SCHEMES = ("pvc", "s3", "gs", "file")
 # tritonserver flags the operator sets itself; extraArgs may not touch them.
 OWNED_FLAGS = (
@@ -200,7 +201,8 @@ else:
         "must be an http:// or https:// URL such as http://prometheus.monitoring:9090",
         max_length=2048,
     )
-    # Secret, PriorityClass and RuntimeClass names: the Deployment is refused with anything else.
+    # Secret, ServiceAccount, PriorityClass and RuntimeClass names: the Deployment is refused with
+    # anything else (a bad imagePullSecrets name only fails the pull).
     DnsSubdomain = cel_string(253, cel_matches(DNS_SUBDOMAIN_PATTERN, DNS_SUBDOMAIN_MESSAGE), max_length=253)
     # Kubernetes refuses a negative quantity in a Deployment and takes 0, fractional bytes or CPU
     # below 1m with a warning at most; none is a size to run Triton with. The pattern is the Python

@@ -200,6 +200,7 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         "securityContext": pod_security(),
         # The python backend passes tensors through shared memory; the default 64Mi is too small.
         "volumes": [*volumes, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        **_identity(md),
         **_placement(md),
     }
     if server.runtime_class_name:
@@ -254,6 +255,19 @@ def pod_security() -> dict[str, Any]:
         "fsGroup": 1000,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _identity(md: ModelDeployment) -> dict[str, Any]:
+    """Who the pods run as and what they pull with: serviceAccountName (a cloud identity for
+    s3:// or gs://) and imagePullSecrets (a mirrored or private image). No API token is mounted
+    either way (automountServiceAccountToken: false)."""
+    server = md.spec.server
+    identity: dict[str, Any] = {}
+    if server.service_account_name:
+        identity["serviceAccountName"] = server.service_account_name
+    if server.image_pull_secrets:
+        identity["imagePullSecrets"] = [{"name": secret.name} for secret in server.image_pull_secrets]
+    return identity
 
 
 def _placement(md: ModelDeployment) -> dict[str, Any]:
@@ -333,6 +347,10 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
                     "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": volumes,
+                    # As the servers: their identity (for a policy that requires it, or pull secrets
+                    # attached to the ServiceAccount) and pull secrets (a mirrored operator image
+                    # often lives in the same registry as the mirrored Triton image).
+                    **_identity(md),
                     **_placement(md),
                 },
             },

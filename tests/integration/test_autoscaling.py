@@ -94,3 +94,73 @@ def test_closed_loop_scale_up_then_down(
     metrics = operator.metrics()
     assert metrics['tritonop_autoscaler_decisions_total{direction="up"}'] >= 1
     assert metrics['tritonop_autoscaler_decisions_total{direction="down"}'] >= 1
+
+
+TIGHT_MS, LOOSE_MS = 400, 2000
+SWEEP_RATE = 15.0  # req/s: 2 replicas at 95% busy (the loose target; ~9 req/s each here), 3 for the tight one
+
+
+def test_the_target_drives_the_replicas(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The same load on two ModelDeployments of the same 100 ms model, one with a 400 ms target
+    and one with 2000 ms: the looser target settles on fewer replicas (each may run busier), and
+    status shows the busy fraction each target allows. spareReplicas 0: no reserve while the
+    bursts are being learned (it would hold both at the same count for their first 10 minutes)."""
+    repository = slow_repository(tmp_path / "repo", "slow", BATCH_DELAY_MS)
+    names = {"tight": TIGHT_MS, "loose": LOOSE_MS}
+    for name, target in names.items():
+        spec = {
+            "model": {"name": "slow", "repository": f"file://{repository}"},
+            "server": {"gpus": 1},
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 6,
+                "metric": "p95",
+                "targetLatencyMs": target,
+                "spareReplicas": 0,
+                "scaleDownStabilizationSeconds": 20,
+            },
+        }
+        apply_md(cluster, namespace, name, spec)
+    for name in names:
+        wait_for_condition(api, namespace, name, "Ready", "True")
+
+    history: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+
+    def settled() -> bool:
+        """Both desired counts unchanged for the last 40 s, and each has learned its fraction."""
+        now = time.monotonic()
+        for name in names:
+            status = get_md(api, namespace, name)["status"]
+            history[name].append((now, int(status["desiredReplicas"])))
+            if (status.get("autoscaler") or {}).get("utilisation") is None:
+                return False
+        for samples in history.values():
+            recent = [r for t, r in samples if now - t <= 40]
+            if samples[0][0] > now - 40 or len(set(recent)) != 1:
+                return False
+        return True
+
+    loads = [
+        LoadGenerator(lambda name=name: ready_ips(core, namespace, name), "slow", SWEEP_RATE, max_seconds=420)
+        for name in names
+    ]
+    for load in loads:
+        load.start()
+    try:
+        wait_until("both deployments settle", settled, timeout=360, interval=2.0)
+    finally:
+        for load in loads:
+            load.stop()
+    replicas = {name: samples[-1][1] for name, samples in history.items()}
+    learned = {name: get_md(api, namespace, name)["status"]["autoscaler"] for name in names}
+    print(f"\nsame load {SWEEP_RATE} req/s: replicas {replicas}; learned {learned}")
+    assert replicas["loose"] < replicas["tight"], (replicas, learned)
+    assert learned["loose"]["utilisation"] > learned["tight"]["utilisation"]
+    assert learned["tight"]["podStartSeconds"], "the scale-up's pod start was measured"

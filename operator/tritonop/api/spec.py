@@ -355,7 +355,8 @@ class AutoscalingSpec(ApiModel):
             "Optional floor of idle capacity, in replicas' worth: replicas >= load + spareReplicas / (1 + load), "
             "load being demand / one replica's capacity (all of it when idle, shrinking as load grows). Unset (the "
             "default): the autoscaler derives the headroom from the target, the measured pod start time and the "
-            "error of its own demand forecast. Never above maxReplicas."
+            "error of its own demand forecast; for its first 10 minutes of traffic, while the bursts are unknown, it "
+            "keeps a reserve of 3 (less for a loose target). 0: no reserve at all. Never above maxReplicas."
         ),
     )
     scale_up_stabilization_seconds: int = Field(

@@ -2,7 +2,8 @@
 
 Requests arrive at a set rate (Poisson or evenly spaced) whatever the servers' latency, like
 real clients; each goes to the next ready pod IP (round robin, refreshed by the caller's
-function), so load follows the replicas as they come and go. Bounded: it stops itself after
+function; or a random one, as kube-proxy picks a Service's backend), so load follows the
+replicas as they come and go. Bounded: it stops itself after
 `max_seconds`, and every request has a timeout.
 """
 
@@ -50,6 +51,7 @@ class LoadGenerator:
         refresh_seconds: float = 1.0,
         max_in_flight: int = 128,
         schedule: list[float] | None = None,
+        routing: str = "round-robin",
     ) -> None:
         self.targets_fn = targets
         self.model = model
@@ -62,6 +64,9 @@ class LoadGenerator:
         # Seeded arrivals (seconds after start(), e.g. bench/traces.arrivals): replaces `rate`,
         # so that every policy of a paired benchmark sees exactly the same request times.
         self.schedule = schedule
+        if routing not in ("round-robin", "random"):
+            raise ValueError(f"routing must be round-robin or random, not {routing!r}")
+        self.routing = routing
         self.started_at = 0.0
         self._targets: list[str] = []
         self._lock = threading.Lock()
@@ -129,9 +134,16 @@ class LoadGenerator:
             with self._lock:
                 if not self._targets:
                     continue
-                target = self._targets[self._next % len(self._targets)]
-                self._next += 1
+                target = self._pick()
             self._pool.submit(self._one, target, next_at)
+
+    def _pick(self) -> str:
+        """The pod for the next request (the lock is held)."""
+        if self.routing == "random":
+            return random.choice(self._targets)
+        target = self._targets[self._next % len(self._targets)]
+        self._next += 1
+        return target
 
     def _scheduled(self, schedule: list[float]) -> None:
         for offset in schedule:
@@ -150,8 +162,7 @@ class LoadGenerator:
                     self.stats.failed += 1
                     self.stats.errors["no ready pod"] += 1
                     continue
-                target = self._targets[self._next % len(self._targets)]
-                self._next += 1
+                target = self._pick()
             self._pool.submit(self._one, target, due)
 
     def _one(self, ip: str, due: float) -> None:

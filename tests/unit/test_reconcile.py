@@ -150,6 +150,7 @@ def test_a_version_change_switches_inside_the_running_servers(repository: Path) 
     cluster.edit_spec(version=3)
     cluster.reconcile()
     assert [server.calls[-1:] for server in servers] == [["load [3]"]] * 2  # one load: 2 serves until 3 is READY
+    assert [server.loads for server in servers] == [[2, 3]] * 2  # 3 loaded once, 2 never reloaded
     assert cluster.condition("Ready") == ("True", "Serving")
     assert (cluster.status["activeVersion"], cluster.status["previousVersion"]) == (3, 2)
     assert cluster.api.condition("m-0", "Ready") == "True"  # no pod left service during the switch

@@ -119,6 +119,29 @@ def test_in_place_switch_loads_the_target_once_and_opens_the_gate_of_a_new_pod()
     assert w.server("a").calls == ["load [2]"] and w.reasons() == []
 
 
+def test_a_switch_loads_the_target_once_and_never_reloads_the_old_version() -> None:
+    # Python-backend servers on a fresh repository (FakeTriton.writes_bytecode): version 1's folder
+    # changed after it loaded, so a load request listing 1 would reload it. Memory for two copies.
+    w = world(*(FakeTriton(capacity=2).serve(1) for _ in range(2)))
+    w.reconcile()
+    assert [(w.server(name).loads, w.server(name).in_place) for name in "ab"] == [([2], [])] * 2
+    assert all(w.server(name).ready == {2} for name in "ab") and w.memory.swap is None
+    # Back to 1, with new overrides at once: again one load each, of 1; 2 is not touched.
+    w.md = model_deployment(1, 2, {"maxBatchSize": 4})
+    facts = by_name(w.reconcile())
+    assert [(w.server(name).loads, w.server(name).in_place) for name in "ab"] == [([2, 1], [])] * 2
+    assert all(facts[name].serves(1) and facts[name].config_current for name in "ab")
+    assert "VersionDoesNotFitTwice" not in w.reasons()
+
+
+def test_a_switch_left_half_done_is_finished_without_reloading_the_old_version() -> None:
+    w = world(FakeTriton(writes_bytecode=False).serve(1, 2))  # both serve (an earlier operator's beside load)
+    facts = by_name(w.reconcile())["a"]
+    assert w.server("a").calls == ["load [2]"] and facts.serves(2)
+    assert (w.server("a").loads, w.server("a").in_place) == ([], [2])  # 2 updated in place, 1 unloaded
+    assert "RetiringVersion" in w.reasons()
+
+
 def test_the_first_side_by_side_load_is_timed_as_such() -> None:
     w = world(FakeTriton().serve(1))
     w.reconcile()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,35 @@ def infer_version(ip: str, model: str = "sleepy", timeout: float = 10) -> int:
         outputs = {o["name"]: o["data"] for o in json.load(response)["outputs"]}
     assert outputs["OUTPUT0"] == [2.0, 4.0, 6.0, 8.0]
     return int(outputs["VERSION"][0])
+
+
+def pod_log(cluster: DevCluster, pod: client.V1Pod) -> Path:
+    """The pod's tritonserver log, where the dev cluster's pod runner keeps it."""
+    return cluster.pods_dir / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid}.log"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What a tritonserver log says happened to a model's versions, at the default log level.
+    `loading`: "loading: <model>:<version>" (model_lifecycle.cc), logged for every version a load
+    request lists, whether Triton loads it or only updates it in place: an upper bound on its
+    loads. `instances`: model instances the python backend created (its "ModelInstanceInitialize:
+    <model>_<group>_<index>" lines), one per instance of every version copy actually loaded, none
+    for an update in place. `unloaded`: "successfully unloaded '<model>' version <v>", one per
+    copy of that version freed."""
+
+    loading: Counter[int]
+    instances: int
+    unloaded: Counter[int]
+
+
+def lifecycle(log: str, model: str) -> Lifecycle:
+    name = re.escape(model)
+    return Lifecycle(
+        Counter(int(v) for v in re.findall(rf'"loading: {name}:(\d+)"', log)),
+        len(re.findall(rf'"TRITONBACKEND_ModelInstanceInitialize: {name}_\d+_\d+ \(', log)),
+        Counter(int(v) for v in re.findall(rf"\"successfully unloaded '{name}' version (\d+)\"", log)),
+    )
 
 
 def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:

@@ -7,6 +7,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,14 @@ from loadgen import LoadGenerator
 from .conftest import OperatorProcess
 from .helpers import (
     MODEL_REPO,
+    Lifecycle,
     apply_md,
     get_md,
     infer_version,
+    lifecycle,
     md_condition,
     md_pods,
+    pod_log,
     ready_ips,
     sleepy_spec,
     wait_for_condition,
@@ -104,6 +108,74 @@ def test_in_place_switch_under_load_fails_no_request(
     assert last_load["seconds"] > 0 and last_load["pod"] in {
         pod.metadata.name for pod in md_pods(core, namespace, "sleepy")
     }
+
+
+def fresh_copy(root: Path) -> Path:
+    """model_repo as a new deployment finds it: no __pycache__ in sleepy's version folders. Each
+    server's python stub writes one into a version's folder the first time it loads it, after
+    Triton read the folder's timestamps, and Triton 2.51 reloads a READY version that a later load
+    request lists when its folder changed: the case where a switch by a side-by-side load
+    ([old, new]) and a retire ([new]) made three loads per pod."""
+    shutil.copytree(MODEL_REPO, root, ignore=shutil.ignore_patterns("__pycache__"))
+    root.parent.chmod(0o755)
+    return root
+
+
+def test_each_switch_loads_the_new_version_once_and_never_reloads_the_old_one(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """From each pod's own Triton log: per switch (2 -> 3, then back 3 -> 2), one load request
+    listing the new version only ("loading: sleepy:<new>" once, "loading: sleepy:<old>" never),
+    one model instance created (a load, not an update), the old version freed once; no request
+    failed, no pod restarted."""
+    uri = f"file://{fresh_copy(tmp_path / 'repo')}"
+    replicas = 2
+    apply_md(cluster, namespace, "sleepy", spec_for(2, replicas, repository=uri))
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True")
+    before = pod_identities(core, namespace)
+    logs = {pod.metadata.name: pod_log(cluster, pod) for pod in md_pods(core, namespace, "sleepy")}
+    assert len(logs) == replicas and all(path.exists() for path in logs.values()), logs
+    with LoadGenerator(lambda: ready_ips(core, namespace, "sleepy"), "sleepy", LOAD_RATE, max_seconds=300) as load:
+
+        def switch(old: int, new: int) -> None:
+            offsets = {name: path.stat().st_size for name, path in logs.items()}
+
+            def since(name: str) -> Lifecycle:
+                return lifecycle(logs[name].read_bytes()[offsets[name] :].decode(errors="replace"), "sleepy")
+
+            def switched() -> bool:
+                md = get_md(api, namespace, "sleepy")
+                ready = md_condition(md, "Ready")
+                return (
+                    md["status"].get("activeVersion") == new
+                    and ready.get("status") == "True"
+                    and ready.get("observedGeneration") == md["metadata"]["generation"]
+                )
+
+            served = load.stats.versions[new]
+            apply_md(cluster, namespace, "sleepy", spec_for(new, replicas, repository=uri))
+            wait_until(f"every replica on version {new}", switched, timeout=240)
+            # Triton frees the old version once its in-flight requests are done.
+            wait_until(f"version {old} freed on every pod", lambda: all(since(n).unloaded[old] for n in logs), 60)
+            wait_until(f"requests served by {new}", lambda: load.stats.versions[new] >= served + 20, timeout=30)
+            for name in logs:
+                assert since(name) == Lifecycle(Counter({new: 1}), 1, Counter({old: 1})), (
+                    f"{name} switching {old} -> {new}: {since(name)}"
+                )
+
+        wait_until("load flowing", lambda: load.stats.sent >= 20, timeout=30)
+        switch(2, 3)
+        switch(3, 2)
+    assert load.stats.failed == 0, load.stats.errors.most_common(3)
+    assert load.stats.versions[2] > 0 and load.stats.versions[3] > 0
+    assert pod_identities(core, namespace) == before, "pods were replaced or restarted"
+    last_load = get_md(api, namespace, "sleepy")["status"]["lastLoad"]
+    assert (last_load["version"], last_load["mode"]) == (2, "SideBySide"), last_load
 
 
 def test_rolling_strategy_replaces_pods(

@@ -56,27 +56,48 @@ class FakeClock:
 
 @dataclass
 class FakeTriton:
-    """One tritonserver: versions READY, the config loaded, device memory for `capacity` versions
-    at once (a load needs room for the versions it keeps and the ones it adds, as Triton loads
-    new versions before it unloads old ones). A failed load changes nothing: what served serves."""
+    """One tritonserver, with Triton 2.51's rule for what a load request loads
+    (core src/model_repository_manager/model_lifecycle.cc, ModelLifeCycle::AsyncLoad). For each
+    version the request's version_policy lists:
+    - not READY: loaded;
+    - READY: updated in place (no load) when its folder is unchanged since the previous load
+      request read the repository's timestamps and the config differs from the one it was loaded
+      with in instance_group and version_policy at most (ConfigChangeRequiresReload); otherwise
+      reloaded: a second copy loads while the first keeps serving, then replaces it.
+    READY versions the policy does not list serve until every listed version is READY, then are
+    unloaded (OnLoadFinal); a failed load changes nothing: what served serves.
+    Device memory holds `capacity` copies: a load needs room for every copy that serves during it
+    plus every copy it loads. `writes_bytecode`: a python-backend model in a writable repository,
+    whose stub writes __pycache__ into a version's folder the first time it loads it (after Triton
+    read the timestamps), so the next load request finds that folder modified.
+    `loads` lists every version Triton loaded, `in_place` every one it updated without a load."""
 
     model: str = "m"
     repository: tuple[int, ...] = (1, 2, 3)  # the versions in the model repository
-    capacity: int = 2  # versions that fit in device memory at once
+    capacity: int = 2  # model copies that fit in device memory at once
     live: bool = True
     no_answer: set[str] = field(default_factory=set)  # calls that get no answer (e.g. {"load"})
     broken: dict[int, str] = field(default_factory=dict)  # version -> Triton's message when it fails to load
     pending: list[float] = field(default_factory=list)  # the pending-request gauge, read by read (the last stays)
     unloading_reads: int = 0  # index reads that still show UNLOADING after an unload
+    writes_bytecode: bool = True  # the dev cluster's python models, the worst case
     ready: set[int] = field(default_factory=set)
     config: dict[str, Any] | None = None
     unloading: set[int] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)  # "load [2, 3]", "load as-is", "unload"
+    loads: list[int] = field(default_factory=list)
+    in_place: list[int] = field(default_factory=list)
+    stamps: dict[int, int] = field(default_factory=dict)  # version -> its folder's modification time
+    polled: dict[int, int] = field(default_factory=dict)  # the stamps the last load request read
+    loaded_with: dict[int, dict[str, Any]] = field(default_factory=dict)  # READY version -> its config
+    compiled: set[int] = field(default_factory=set)  # versions whose folder holds bytecode
 
     def serve(self, *versions: int) -> FakeTriton:
-        """Already serving `versions` with the repository's config (as a server that started so)."""
-        self.ready = set(versions)
-        self.config = self._config_for(list(versions))
+        """Already serving `versions` with the repository's config (as a server that started so:
+        loaded by a request, so their folders hold bytecode written after that request read them)."""
+        self._take(self._config_for(list(versions)), list(versions))
+        self.loads.clear()
+        self.in_place.clear()
         return self
 
     def _config_for(self, versions: list[int]) -> dict[str, Any]:
@@ -128,13 +149,36 @@ class FakeTriton:
         missing = [v for v in versions if v not in self.repository]
         if missing:
             raise TritonError(f"failed to load '{model}': version {missing[0]} is not in the repository")
-        if len(self.ready | set(versions)) > self.capacity:
-            added = sorted(set(versions) - self.ready)
-            raise TritonError(f"failed to load '{model}' version {added[-1]}: {CUDA_OOM}")
-        broken = [self.broken[v] for v in versions if v in self.broken]
+        loading = self._to_load(versions, config)
+        if len(self.ready) + len(loading) > self.capacity:
+            raise TritonError(f"failed to load '{model}' version {loading[-1]}: {CUDA_OOM}")
+        broken = [self.broken[v] for v in loading if v in self.broken]
         if broken:
             raise TritonError(broken[0])
+        self._take(config, versions)
+
+    def _to_load(self, versions: list[int], config: dict[str, Any]) -> list[int]:
+        """The versions a load request loads (the others it lists are updated in place)."""
+        return sorted(
+            v
+            for v in versions
+            if v not in self.ready
+            or self.stamps.get(v, 0) != self.polled.get(v, 0)
+            or _requires_reload(self.loaded_with[v], config)
+        )
+
+    def _take(self, config: dict[str, Any], versions: list[int]) -> None:
+        """A load request that succeeded: what it loaded, what it updated, what it unloaded."""
+        loading = self._to_load(versions, config)
+        self.polled = dict(self.stamps)  # read before loading: bytecode written now is news next time
+        for version in loading:
+            self.loads.append(version)
+            if self.writes_bytecode and version not in self.compiled:
+                self.compiled.add(version)
+                self.stamps[version] = self.stamps.get(version, 0) + 1
+        self.in_place.extend(v for v in sorted(versions) if v not in loading)
         self.ready = set(versions)
+        self.loaded_with = {v: copy.deepcopy(config) for v in versions}
         self.config = config
 
     async def unload(self, model: str) -> None:
@@ -143,6 +187,8 @@ class FakeTriton:
         self.unloading = set(self.ready) if self.unloading_reads > 0 else set()
         self.ready = set()
         self.config = None
+        self.loaded_with = {}
+        self.polled = {}  # Triton forgets an unloaded model: the next load reads the repository afresh
 
     async def pending_requests(self, model: str) -> float:
         self._answer("metrics")
@@ -354,6 +400,15 @@ class FakeApiServer(FakeKube):
 
     async def close(self) -> None:
         return None
+
+
+def _requires_reload(loaded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Triton's ConfigChangeRequiresReload: any difference but instance_group and version_policy."""
+
+    def rest(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in ("instance_group", "version_policy")}
+
+    return rest(loaded) != rest(wanted)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

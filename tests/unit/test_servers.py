@@ -102,10 +102,10 @@ def by_name(converged: Converged) -> dict[str, PodFacts]:
     return {pod.name: pod for pod in converged.pods}
 
 
-def test_in_place_switch_loads_beside_retires_and_opens_the_gate_of_a_new_pod() -> None:
+def test_in_place_switch_loads_the_target_once_and_opens_the_gate_of_a_new_pod() -> None:
     w = world(FakeTriton().serve(1), FakeTriton().serve(1), FakeTriton(), gates=("True", "True", "False"))
     facts = by_name(w.reconcile())
-    assert w.server("a").calls == w.server("b").calls == ["load [1, 2]", "load [2]"]
+    assert w.server("a").calls == w.server("b").calls == ["load [2]"]
     assert w.server("c").calls == ["load [2]"]  # a new server loads the target alone
     assert all(w.server(name).ready == {2} for name in "abc")
     assert all(facts[name].serves(2) and facts[name].load_error is None for name in "abc")
@@ -116,7 +116,30 @@ def test_in_place_switch_loads_beside_retires_and_opens_the_gate_of_a_new_pod() 
     assert w.tritons.keys == {"key"}
     # Converged: nothing more to do.
     w.reconcile()
-    assert w.server("a").calls == ["load [1, 2]", "load [2]"] and w.reasons() == []
+    assert w.server("a").calls == ["load [2]"] and w.reasons() == []
+
+
+def test_a_switch_loads_the_target_once_and_never_reloads_the_old_version() -> None:
+    # Python-backend servers on a fresh repository (FakeTriton.writes_bytecode): version 1's folder
+    # changed after it loaded, so a load request listing 1 would reload it. Memory for two copies.
+    w = world(*(FakeTriton(capacity=2).serve(1) for _ in range(2)))
+    w.reconcile()
+    assert [(w.server(name).loads, w.server(name).in_place) for name in "ab"] == [([2], [])] * 2
+    assert all(w.server(name).ready == {2} for name in "ab") and w.memory.swap is None
+    # Back to 1, with new overrides at once: again one load each, of 1; 2 is not touched.
+    w.md = model_deployment(1, 2, {"maxBatchSize": 4})
+    facts = by_name(w.reconcile())
+    assert [(w.server(name).loads, w.server(name).in_place) for name in "ab"] == [([2, 1], [])] * 2
+    assert all(facts[name].serves(1) and facts[name].config_current for name in "ab")
+    assert "VersionDoesNotFitTwice" not in w.reasons()
+
+
+def test_a_switch_left_half_done_is_finished_without_reloading_the_old_version() -> None:
+    w = world(FakeTriton(writes_bytecode=False).serve(1, 2))  # both serve (an earlier operator's beside load)
+    facts = by_name(w.reconcile())["a"]
+    assert w.server("a").calls == ["load [2]"] and facts.serves(2)
+    assert (w.server("a").loads, w.server("a").in_place) == ([], [2])  # 2 updated in place, 1 unloaded
+    assert "RetiringVersion" in w.reasons()
 
 
 def test_the_first_side_by_side_load_is_timed_as_such() -> None:
@@ -133,10 +156,10 @@ def test_a_failed_load_keeps_the_old_version_and_is_retried_after_the_back_off()
     assert w.server("a").ready == {1} and w.reasons() == ["LoadingVersion", "LoadFailed"]
     w.clock.advance(FAILED_LOAD_RETRY_SECONDS - 1)
     assert by_name(w.reconcile())["a"].load_error == BROKEN  # still said, not tried again
-    assert w.server("a").calls == ["load [1, 2]"] and w.reasons() == []
+    assert w.server("a").calls == ["load [2]"] and w.reasons() == []
     w.clock.advance(1)
     w.reconcile()
-    assert w.server("a").calls == ["load [1, 2]", "load [1, 2]"] and "LoadFailed" in w.reasons()
+    assert w.server("a").calls == ["load [2]", "load [2]"] and "LoadFailed" in w.reasons()
     # Fixed in the repository: the next retry loads it, and the failure is forgotten.
     w.server("a").broken.clear()
     w.clock.advance(FAILED_LOAD_RETRY_SECONDS)
@@ -149,7 +172,7 @@ def test_a_changed_config_is_loaded_at_once_after_a_failure() -> None:
     w.reconcile()
     w.md = model_deployment(2, 1, {"maxBatchSize": 4})
     assert by_name(w.reconcile())["a"].load_error == BROKEN  # no time passed: tried at once, failed again
-    assert w.server("a").calls == ["load [1, 2]", "load [1, 2]"]
+    assert w.server("a").calls == ["load [2]", "load [2]"]
     assert json.loads(w.memory.failed_loads["uid-a"].config_json or "{}")["max_batch_size"] == 4
     w.server("a").broken.clear()
     w.md = model_deployment(2, 1, {"maxBatchSize": 2})
@@ -196,7 +219,7 @@ def test_a_version_that_does_not_fit_twice_is_swapped_pod_by_pod() -> None:
     w = world(*(FakeTriton(capacity=1).serve(1) for _ in range(3)))
     w.server("b").pending = [3.0, 1.0, 0.0]  # requests still queued when b leaves the Service
     first = w.reconcile()
-    assert all(w.server(name).calls == ["load [1, 2]"] for name in "abc")
+    assert all(w.server(name).calls == ["load [2]"] for name in "abc")
     assert w.reasons().count("VersionDoesNotFitTwice") == 3
     assert first.swap is not None and CUDA_OOM in first.swap and first.swap_blocked is None
     assert all(facts.ready_versions == (1,) and facts.load_error is None for facts in first.pods)
@@ -205,7 +228,7 @@ def test_a_version_that_does_not_fit_twice_is_swapped_pod_by_pod() -> None:
     for turn, name in enumerate("abc"):
         converged = w.reconcile()
         assert w.reasons() == ["SwappingVersion", "VersionSwapped"]
-        assert w.server(name).calls == ["load [1, 2]", "unload", "load [2]"]
+        assert w.server(name).calls == ["load [2]", "unload", "load [2]"]
         assert by_name(converged)[name].serves(2) and converged.swap is not None
         assert [w.server(other).ready for other in "abc"[turn + 1 :]] == [{1}] * (2 - turn)
         assert w.gate_patches()[-2:] == [(name, "False"), (name, "True")]
@@ -227,7 +250,7 @@ def test_a_swap_waits_for_ready_false_and_the_queue_at_most_the_drain_timeout() 
     w.reconcile()
     started = w.clock.monotonic()
     w.reconcile()
-    assert w.server("a").calls == ["load [1, 2]", "unload", "load [2]"]
+    assert w.server("a").calls == ["load [2]", "unload", "load [2]"]
     assert SWAP_GRACE_SECONDS in w.clock.slept
     waited = w.clock.monotonic() - started
     assert SWAP_DRAIN_TIMEOUT_SECONDS <= waited < SWAP_DRAIN_TIMEOUT_SECONDS + SWAP_GRACE_SECONDS + 2
@@ -255,7 +278,7 @@ def test_the_second_swap_candidate_waits_while_the_first_has_a_failed_load() -> 
     w.reasons()
     failed = by_name(w.reconcile())
     # a's swap failed: its old version loaded back, its gate reopened, the failure said.
-    assert w.server("a").calls == ["load [1, 2]", "unload", "load [2]", "load [1]"]
+    assert w.server("a").calls == ["load [2]", "unload", "load [2]", "load [1]"]
     assert w.server("a").ready == {1} and failed["a"].load_error == BROKEN
     assert w.gate_patches() == [("a", "False"), ("a", "True")]
     assert w.reasons() == ["SwappingVersion", "LoadFailed"]
@@ -263,7 +286,7 @@ def test_the_second_swap_candidate_waits_while_the_first_has_a_failed_load() -> 
     w.clock.advance(FAILED_LOAD_RETRY_SECONDS - 1)
     waiting = by_name(w.reconcile())
     assert waiting["a"].load_error == BROKEN and waiting["b"].load_error is None
-    assert w.server("b").calls == ["load [1, 2]"] and len(w.gate_patches()) == 2 and w.reasons() == []
+    assert w.server("b").calls == ["load [2]"] and len(w.gate_patches()) == 2 and w.reasons() == []
     # After it, a is tried again (fixed meanwhile), then b.
     w.server("a").broken.clear()
     w.clock.advance(1)
@@ -282,8 +305,8 @@ def test_after_an_operator_restart_the_pod_a_swap_took_out_of_service_goes_first
     w.reconcile()
     assert "SwapPending" in w.reasons()
     w.reconcile()
-    assert w.server("c").calls == ["load [1, 2]", "unload", "load [2]"]
-    assert w.server("a").calls == w.server("b").calls == ["load [1, 2]"]
+    assert w.server("c").calls == ["load [2]", "unload", "load [2]"]
+    assert w.server("a").calls == w.server("b").calls == ["load [2]"]
     assert w.gate_patches() == [("c", "False"), ("c", "True")]
     assert w.kube.condition("c", "Ready") == "True"
 

@@ -19,20 +19,31 @@ The in-place switch protocol (rollout.strategy InPlace), per running pod, in one
    fields the operator sets (max_batch_size, dynamic_batching, instance counts) are as wanted:
    nothing to do.
 4. Load beside (`plan` -> LOAD_BESIDE; `PodSteps.load_beside`). If the pod serves other versions
-   and not the target, load a config whose version_policy lists old + target: Triton loads the
-   target next to the old versions, which keep answering. The call returns when the target is
-   READY (or fails).
-5. Retire (`PodSteps.retire`; `plan` -> RETIRE where the target already serves beside them).
-   Load the wanted config (target only): Triton unloads the old versions after their in-flight
-   requests finish. No pod restarts; no failed requests.
+   and not the target, load the wanted config (target only), in one load request: Triton loads
+   the target while the old versions keep answering (a request for the model goes to its highest
+   READY version), and the call returns when the target is READY (or fails).
+5. Retire: done by Triton at the end of that same request. Once every version a request lists is
+   READY, Triton unloads the versions it does not list, after their in-flight requests finish.
+   No pod restarts; no failed requests. (`plan` -> RETIRE only for a pod found serving the target
+   beside older versions, a switch left half done: the wanted config is loaded again.)
+   One load per switch: Triton 2.51 reloads a READY version that a load request lists whenever
+   that version's folder changed since the previous load request read the repository (a
+   python-backend stub writes __pycache__ there the first time it loads a version) or the config
+   differs beyond instance_group and version_policy (core model_lifecycle.cc,
+   ModelLifeCycle::AsyncLoad; model_config_utils.cc, ConfigChangeRequiresReload). The old
+   versions are not in the request, so they are never reloaded, and the target is loaded once.
+   Device memory holds the old versions and one copy of the target: two copies, not three (a
+   side-by-side request listing old + target, then a retire listing the target, could reload
+   the old version beside the new one and then the new one again).
 6. Open the gate (`Gates.open_gate`). Once the pod serves the target with the wanted config, set
    its readiness gate condition (tritonop.dev/model-ready) True, so Services send it traffic. A
    pod that starts later (scale-up, rescheduling) loads the target alone first (`plan` ->
    LOAD_ALONE) before its gate opens.
 
 When the target does not fit beside the old version (Triton refuses the load in step 4 for lack
-of device memory: `does_not_fit`), the switch becomes a pod-by-pod swap, from the next reconcile
-on (`Servers.converge_by_swap`, the pod next in turn chosen by `next_swap_step`):
+of device memory: `does_not_fit`; the old version keeps serving), the switch becomes a pod-by-pod
+swap, from the next reconcile on (`Servers.converge_by_swap`, the pod next in turn chosen by
+`next_swap_step`):
 a. one pod at a time, and only while every other pod is Ready (the PodDisruptionBudget's
    maxUnavailable is 1), close that pod's readiness gate (`Gates.close_gate`);
 b. wait until Kubernetes shows it not Ready (load balancers drop it), then until its queue is

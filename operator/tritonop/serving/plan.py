@@ -52,8 +52,8 @@ class Kind(StrEnum):
     REPOSITORY_BLOCKS = "RepositoryBlocks"  # the repository is broken or being verified: load nothing new
     BACK_OFF = "BackOff"  # this config failed on this pod less than FAILED_LOAD_RETRY_SECONDS ago
     LOAD_ALONE = "LoadAlone"  # load the wanted config (a new server, a config change, Recreate/Rolling)
-    LOAD_BESIDE = "LoadBeside"  # step 4 (the target beside the old versions), then step 5
-    RETIRE = "Retire"  # step 5 only: the target already serves beside older versions
+    LOAD_BESIDE = "LoadBeside"  # steps 4-5: one load of the target; the old versions serve until it is READY
+    RETIRE = "Retire"  # step 5 only: the target already serves beside older versions (a switch left half done)
 
 
 LOADS = frozenset({Kind.LOAD_ALONE, Kind.LOAD_BESIDE, Kind.RETIRE})

@@ -1,5 +1,5 @@
-"""The steps on one pod's server, as plan() or next_swap_step() chose them: load beside (4),
-retire (5), or load alone; swap (a-c) and load back. What happens is told (Events) and
+"""The steps on one pod's server, as plan() or next_swap_step() chose them: load beside (4 and 5,
+one load request), or load alone; swap (a-c) and load back. What happens is told (Events) and
 remembered (the timed load, the pod's failure, a swap that is needed)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from tritonop.api.spec import ModelDeployment
 from tritonop.clock import Clock
 from tritonop.events import EventRecorder
-from tritonop.render.model_config import effective_config, from_json, to_json
+from tritonop.render.model_config import from_json
 from tritonop.serving.gates import Gates
 from tritonop.serving.memory import FailedLoad, ServingMemory, SwapNeed
 from tritonop.serving.plan import Action, Kind, LoadResult, Probe, does_not_fit, wanted_config
@@ -39,7 +39,8 @@ class PodSteps:
         return self.md.model_name
 
     async def load(self, action: Action, probe: Probe, wanted: str | None, version: int | None) -> LoadResult:
-        """A load plan() chose: steps 4 and 5, or the wanted config alone. A failure is
+        """A load plan() chose: steps 4 and 5, or the wanted config alone (a new server, a config
+        change, a retire, Recreate/Rolling). One load request either way. A failure is
         remembered for this pod; a server that does not answer is nobody's failure."""
         started = self.clock.monotonic()
         try:
@@ -48,9 +49,12 @@ class PodSteps:
             if action.kind is Kind.LOAD_BESIDE and version is not None:
                 if not await self.load_beside(wanted, action.old, version):
                     return LoadResult(tuple(await self.server.ready_versions(self.model)), None)
-                await self.retire(wanted, action.old, version)
             else:
-                self.events.normal("LoadingVersion", f"version {version or 'latest'} of {self.model} on {self.name}")
+                if action.kind is Kind.RETIRE:
+                    self.events.normal("RetiringVersion", f"version(s) {list(action.old)} on {self.name}")
+                else:
+                    latest = version or "latest"
+                    self.events.normal("LoadingVersion", f"version {latest} of {self.model} on {self.name}")
                 await self.server.load(self.model, wanted)
             self.memory.timed_load(self.name, version, action.mode, self.clock.monotonic() - started)
             self.memory.failed_loads.pop(self.pod["metadata"]["uid"], None)
@@ -82,15 +86,14 @@ class PodSteps:
         return wanted_config(base, self.md, version)
 
     async def load_beside(self, wanted: str, old: tuple[int, ...], version: int) -> bool:
-        """Step 4: the target next to the old versions, which keep answering. False: it does not
-        fit twice in device memory (the old versions still serve); the switch goes pod by pod."""
-        md = self.md
-        both = effective_config(
-            from_json(json.loads(wanted)), md.model_name, md.spec.model.config, sorted({*old, version})
-        )
+        """Steps 4 and 5 in one load request: the wanted config (the target only). Triton loads the
+        target while the old versions keep answering, and once it is READY unloads them after their
+        in-flight requests. The old versions are not in the request, so Triton never reloads them,
+        and the target is loaded once: two copies in device memory at most. False: the target does
+        not fit beside them (they still serve); the switch goes pod by pod."""
         self.events.normal("LoadingVersion", f"version {version} on {self.name} beside {list(old)}")
         try:
-            await self.server.load(md.model_name, to_json(both))
+            await self.server.load(self.model, wanted)
         except TritonError as error:
             if not does_not_fit(error):
                 raise
@@ -101,13 +104,8 @@ class PodSteps:
                 "switching pod by pod",
             )
             return False
-        return True
-
-    async def retire(self, wanted: str, old: tuple[int, ...], version: int) -> None:
-        """Step 5: the wanted config (target only); Triton unloads the old versions after their
-        in-flight requests finish."""
         self.events.normal("RetiringVersion", f"version(s) {list(old)} on {self.name}: {version} is ready")
-        await self.server.load(self.model, wanted)
+        return True
 
     async def swap(self, wanted: str | None, probe: Probe, version: int | None) -> LoadResult:
         """Steps a-c: out of service (gate closed), drained, old versions unloaded, the target

@@ -21,7 +21,7 @@ from tritonop.autoscale.forecast import (
     LeadTime,
     Profile,
 )
-from tritonop.autoscale.policy import History, Observation, decide
+from tritonop.autoscale.policy import History, Observation, decide, learn
 from tritonop.autoscale.queueing import (
     MAX_UTILISATION,
     MIN_UTILISATION,
@@ -204,9 +204,27 @@ def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
     history = History(capacity_per_replica=10.0)
     for second in range(40):
         window = burst if second % 5 == 4 else steady  # one window in five
-        history = decide(window, spec(), 4, history, float(second)).history
+        history = learn(window, spec(), history, float(second))
     assert history.variability == pytest.approx(0.3)
     assert len(history.variability_samples) == 40
+
+
+def test_the_backlog_draining_after_a_scale_up_teaches_no_variability() -> None:
+    """Served keeps up with arrivals while new pods drain the overload's queue: it looks steady,
+    with the overload's queue times. Those windows are left out."""
+    draining = Observation(
+        latency_ms=900.0,
+        request_rate=28.0,
+        ready_replicas=4,
+        window_seconds=3,
+        busy=0.7,
+        arrival_rate=27.0,
+        queue_ms=800.0,
+        service_ms=100.0,
+    )
+    scaled = History(capacity_per_replica=10.0, last_scale_up=100.0)
+    assert learn(draining, spec(), scaled, 105.0).variability_samples == ()
+    assert learn(draining, spec(), scaled, 130.0).variability_samples != ()  # settled: learned again
 
 
 # -- lead time ------------------------------------------------------------------------------

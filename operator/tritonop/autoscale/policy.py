@@ -69,7 +69,8 @@ SERVICE_SMOOTHING = 0.2  # weight of a new compute-time sample
 # V is the median of the last this many samples (one per steady window, every second): a few
 # windows that catch a burst or a slow request (V up to its bound on the real servers) move it not.
 VARIABILITY_SAMPLES = 120
-VARIABILITY_BUSY = (0.1, 0.97)  # learn V only where some requests queue and the queue is not runaway
+VARIABILITY_SETTLE_SECONDS = 15.0  # after a scale-up, windows show the backlog draining: not learned from
+VARIABILITY_BUSY = (0.2, 0.97)  # learn V where queueing dominates fixed overheads and is not runaway
 STEADY_TOLERANCE = 0.2  # learn V only while demand and service agree within this (no transient)
 MIN_REQUESTS_FOR_VARIABILITY = 20.0  # requests in the window
 
@@ -150,13 +151,16 @@ def _smoothed(old: float | None, sample: float | None, weight: float) -> float |
 
 
 def _learn_variability(
-    observation: Observation, capacity: float | None, history: History
+    observation: Observation, capacity: float | None, history: History, now: float
 ) -> tuple[float | None, tuple[float, ...]]:
     """V from steady windows (measured queue time at a measured busy fraction, Kingman): the
-    median of the recent samples, and the samples."""
+    median of the recent samples, and the samples. Not right after a scale change: a backlog
+    draining onto new pods looks steady (served ~ arriving) with queue times of the overload."""
     busy, queue = observation.busy, observation.queue_ms
     kept = (history.variability, history.variability_samples)
     if capacity is None or busy is None or queue is None or observation.ready_replicas <= 0:
+        return kept
+    if now - history.last_scale_up < VARIABILITY_SETTLE_SECONDS:
         return kept
     low, high = VARIABILITY_BUSY
     served = observation.request_rate
@@ -305,7 +309,7 @@ def learn(observation: Observation, spec: AutoscalingSpec, history: History, now
     service = history.service_ms
     if observation.service_ms is not None and observation.request_rate > 0:
         service = _smoothed(service, observation.service_ms, SERVICE_SMOOTHING)
-    variability, variability_samples = _learn_variability(observation, capacity, history)
+    variability, variability_samples = _learn_variability(observation, capacity, history, now)
     forecast = history.forecast
     if observation.ready_replicas > 0:
         forecast = forecast.observe(now, observation.wall_time, demand_of(observation), history.lead.seconds)

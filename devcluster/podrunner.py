@@ -242,6 +242,7 @@ class PodProcess:
     reported: bool | None = None  # the Ready status last written
     probing: bool = False
     last_exit: int | None = None
+    started_at: str | None = None  # when the running process started (containerStatuses' startedAt)
     prestop_seconds: float = 0.0  # lifecycle.preStop.sleep: keep serving this long after deletion
     stop_at: float | None = None  # deleted: SIGTERM once the preStop sleep is over
 
@@ -616,6 +617,7 @@ class PodRunner:
                 env={**os.environ, **pod.env, **self.install.env},
                 start_new_session=True,
             )
+        pod.started_at = now_rfc3339()
         pod.pid_path.write_text(str(pod.process.pid))
         if pod.probe is not None:
             pod.probe = Probe(spec=pod.probe.spec, started=now)
@@ -679,7 +681,8 @@ class PodRunner:
     def container_status(self, pod: PodProcess, ready: bool) -> dict[str, Any]:
         state: dict[str, Any]
         if pod.process is not None:
-            state = {"running": {"startedAt": now_rfc3339()}}
+            # As a kubelet reports it: when this process started, not when the status is written.
+            state = {"running": {"startedAt": pod.started_at or now_rfc3339()}}
         elif pod.last_exit is None:
             state = {"waiting": {"reason": "ContainerCreating"}}
         else:

@@ -29,6 +29,12 @@ def rfc3339(at: datetime.datetime | None = None) -> str:
     return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def wall_stamp(clock: Clock) -> str:
+    """The clock's wall time as a metav1.Time (seconds, truncated): what the operator stamps on
+    what it times (loads, readiness gates), so the simulator and tests can drive it."""
+    return rfc3339(datetime.datetime.fromtimestamp(clock.time(), datetime.UTC))
+
+
 def micro_time(at: datetime.datetime | None = None) -> str:
     """A metav1.MicroTime (microseconds): Lease renewals."""
     return (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

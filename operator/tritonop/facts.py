@@ -1,6 +1,6 @@
 """What one reconcile found out, as plain values: the input of status (status.py, pure). Each
-step's module fills its part: the pods (serving.py), the repository (repository/), the
-autoscaler (autoscale/runner.py), the canary (canary/)."""
+step's module fills its part: the pods and their measured starts (serving/), the repository
+(repository/), the autoscaler (autoscale/runner.py), the canary (canary/)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,35 @@ class PodFacts:
 
 
 @dataclass(frozen=True)
+class PodStart:
+    """One new pod's start, creation to Ready, by phase, in seconds (serving/startup.py measures it).
+    A phase is None where a timestamp it needs is missing; staging is None until a node cache exists."""
+
+    pod: str
+    ready_at: str  # the Ready condition's lastTransitionTime
+    total: float  # creation -> Ready
+    scheduling: float | None  # creation -> PodScheduled
+    container: float | None  # -> the server container started
+    server: float | None  # -> the load began (Triton answered the operator)
+    load: float  # the load this process timed
+    ready: float  # load done -> Ready (the readiness gate opened, the kubelet's verdict)
+    staging: float | None = None  # weights staged on the node: not measured, no node cache exists yet
+
+    def phases(self) -> dict[str, float]:
+        """The measured phases and the total, by the name tritonop_pod_startup_seconds labels them."""
+        phases = {
+            "scheduling": self.scheduling,
+            "container": self.container,
+            "server": self.server,
+            "staging": self.staging,
+            "load": self.load,
+            "ready": self.ready,
+            "total": self.total,
+        }
+        return {phase: seconds for phase, seconds in phases.items() if seconds is not None}
+
+
+@dataclass(frozen=True)
 class Facts:
     desired_replicas: int
     repository: RepositoryReport
@@ -62,6 +91,7 @@ class Facts:
     last_load: LoadStatus | None = None  # the latest load this process timed (None: keep status's)
     rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary/)
     pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
+    pod_starts: tuple[PodStart, ...] = ()  # new pods' starts measured in this reconcile (serving/startup.py)
 
     def wanted(self, pod: PodFacts) -> int | None:
         """The version this pod should serve (a canary's pods differ from the rest)."""

@@ -164,6 +164,7 @@ def facts_of(
         last_load=record.serving.last_load,
         rollout=canary.rollout,
         pod_versions=target.pod_versions,
+        pod_starts=converged.starts,
     )
 
 

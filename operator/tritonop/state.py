@@ -20,6 +20,7 @@ from tritonop.informer import ObjectCache
 from tritonop.k8s import KubeApi
 from tritonop.memory import Key, Memory
 from tritonop.repository.manifests import ManifestCache
+from tritonop.serving.startup import forget_metrics as forget_startup_metrics
 from tritonop.settings import Settings
 from tritonop.triton import TritonApi, TritonServer
 
@@ -63,6 +64,7 @@ class OperatorState:
             self.manifests.forget(uid)
         forget_autoscaler_metrics(*key)
         forget_canary_metrics(*key)
+        forget_startup_metrics(*key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
 
@@ -80,6 +82,7 @@ class OperatorState:
             "apply_refusals": sum(len(r.owned.refusals) for r in records),
             "learned_configs": sum(r.serving.learned_config is not None for r in records),
             "failed_loads": sum(len(r.serving.failed_loads) for r in records),
+            "pod_starts": sum(len(r.serving.starts) for r in records),
             "autoscalers": sum(r.autoscaler is not None for r in records),
             "autoscaler_pod_samples": sum(tracked_pods(r.autoscaler) for r in records),
             "verified_manifests": len(self.manifests),

@@ -6,7 +6,7 @@ observedGeneration; lastTransitionTime only moves when status flips.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import (
@@ -16,8 +16,9 @@ from tritonop.api.status import (
     LatencyStatus,
     ModelDeploymentStatus,
     RolloutStatus,
+    StartupStatus,
 )
-from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts
+from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, PodStart
 from tritonop.render.objects import endpoint, selector_string
 
 CONDITION_ORDER = (
@@ -230,10 +231,35 @@ def compute_status(
         autoscaler=learned,
         integrity=facts.integrity,
         last_load=facts.last_load or previous.last_load,
+        startup=startup_status(facts.pod_starts, previous.startup),
         rollout=rollout,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,
         conditions=with_transition_times(conditions, previous, now),
+    )
+
+
+# status.startup keeps the totals of this many starts: enough to see a spread, small to write.
+RECENT_STARTS = 5
+
+
+def startup_status(starts: tuple[PodStart, ...], previous: StartupStatus | None) -> StartupStatus | None:
+    """The latest measured start (the last of `starts`, else status's), with the recent totals."""
+    if not starts:
+        return previous
+    recent = [*(previous.recent_total_seconds if previous is not None else ()), *(_tenths(s.total) for s in starts)]
+    last = starts[-1]
+    return StartupStatus(
+        pod=last.pod,
+        ready_at=last.ready_at,
+        total_seconds=_tenths(last.total),
+        scheduling_seconds=_tenths(last.scheduling),
+        container_seconds=_tenths(last.container),
+        server_seconds=_tenths(last.server),
+        staging_seconds=_tenths(last.staging),
+        load_seconds=_tenths(last.load),
+        ready_seconds=_tenths(last.ready),
+        recent_total_seconds=recent[-RECENT_STARTS:],
     )
 
 
@@ -352,6 +378,14 @@ def _canary_condition(md: ModelDeployment, rollout: RolloutStatus) -> Condition:
 
 def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
+
+
+@overload
+def _tenths(value: float) -> float: ...
+@overload
+def _tenths(value: None) -> None: ...
+def _tenths(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previous: ModelDeploymentStatus) -> Condition:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from tritonop.names import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
+from tritonop.clock import rfc3339
+from tritonop.names import ANNOTATION_ROLLOUT_HASH, CONTAINER_NAME, MODEL_READY_GATE
 from tritonop.render.model_config import parse_pbtxt, served_versions, to_json
 from tritonop.triton import ServerUnreachable, TritonError, VersionState
 
@@ -81,6 +83,8 @@ class FakeTriton:
     pending: list[float] = field(default_factory=list)  # the pending-request gauge, read by read (the last stays)
     unloading_reads: int = 0  # index reads that still show UNLOADING after an unload
     writes_bytecode: bool = True  # the dev cluster's python models, the worst case
+    load_seconds: float = 0.0  # how long a load request takes on `clock` (a successful one)
+    clock: FakeClock | None = None
     ready: set[int] = field(default_factory=set)
     config: dict[str, Any] | None = None
     unloading: set[int] = field(default_factory=set)
@@ -155,6 +159,8 @@ class FakeTriton:
         broken = [self.broken[v] for v in loading if v in self.broken]
         if broken:
             raise TritonError(broken[0])
+        if self.clock is not None:
+            self.clock.advance(self.load_seconds)
         self._take(config, versions)
 
     def _to_load(self, versions: list[int], config: dict[str, Any]) -> list[int]:
@@ -252,22 +258,47 @@ def pod_of(deployment: dict[str, Any], name: str = "operator-0") -> dict[str, An
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": copy.deepcopy(template["spec"])}
 
 
-def kubelet_ready(pod: dict[str, Any]) -> None:
-    """Ready: the containers are ready and every readiness gate's condition is True."""
-    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+def kubelet_ready(pod: dict[str, Any], at: str | None = None) -> None:
+    """Ready: the containers are ready and every readiness gate's condition is True. at: the
+    lastTransitionTime a change of Ready gets (None: none, as make_pod's pods have no times)."""
+    conditions = {c["type"]: c for c in pod["status"]["conditions"]}
     gates = [g["conditionType"] for g in pod["spec"].get("readinessGates", [])]
-    ready = conditions.get("ContainersReady") == "True" and all(conditions.get(g) == "True" for g in gates)
+    ready = conditions.get("ContainersReady", {}).get("status") == "True" and all(
+        conditions.get(g, {}).get("status") == "True" for g in gates
+    )
+    old = conditions.get("Ready", {})
     kept = [c for c in pod["status"]["conditions"] if c["type"] != "Ready"]
-    pod["status"]["conditions"] = [*kept, {"type": "Ready", "status": str(ready)}]
+    new = {"type": "Ready", "status": str(ready)}
+    since = old.get("lastTransitionTime") if old.get("status") == str(ready) else at
+    if since is not None:
+        new["lastTransitionTime"] = since
+    pod["status"]["conditions"] = [*kept, new]
+
+
+def stamp(clock: FakeClock, seconds_ago: float = 0.0) -> str:
+    """A metav1.Time on the fake clock's wall time."""
+    return rfc3339(datetime.datetime.fromtimestamp(clock.time() - seconds_ago, datetime.UTC))
+
+
+def started_pod(pod: dict[str, Any], clock: FakeClock, created: float, scheduled: float, container: float) -> None:
+    """A pod's start as the API server, scheduler and kubelet stamp it: created, scheduled and its
+    server container started, each that many seconds ago on the fake clock."""
+    pod["metadata"]["creationTimestamp"] = stamp(clock, created)
+    for condition in pod["status"]["conditions"]:
+        if condition["type"] == "PodScheduled":
+            condition["lastTransitionTime"] = stamp(clock, scheduled)
+    running = {"running": {"startedAt": stamp(clock, container)}}
+    pod["status"]["containerStatuses"] = [{"name": CONTAINER_NAME, "ready": False, "restartCount": 0, "state": running}]
 
 
 class FakeKube:
     """The pods of the API server: readiness-gate patches, with the kubelet's Ready following
     them at once unless `kubelet` is False (then Ready stays as it was)."""
 
-    def __init__(self, *pods: dict[str, Any], kubelet: bool = True) -> None:
+    def __init__(self, *pods: dict[str, Any], kubelet: bool = True, clock: FakeClock | None = None) -> None:
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.kubelet = kubelet
+        self.clock = clock  # where the kubelet stamps Ready's transitions (None: no stamps)
         self.version = {"major": "1", "minor": "37", "gitVersion": "v1.37.2"}  # what /version answers
         self.patches: list[tuple[str, str, str]] = []  # (pod, condition type, status)
         self._versions = itertools.count(2)
@@ -300,9 +331,15 @@ class FakeKube:
         kept = [c for c in pod["status"]["conditions"] if c["type"] != condition["type"]]
         pod["status"]["conditions"] = [*kept, dict(condition)]
         if self.kubelet:
-            kubelet_ready(pod)
+            self.kubelet_ready(name, namespace)
         pod["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(pod)
+
+    def kubelet_ready(self, name: str, namespace: str = "n") -> None:
+        """The kubelet's verdict on a pod now (when `kubelet` is False, the test calls it)."""
+        pod = self.pods[(namespace, name)]
+        kubelet_ready(pod, stamp(self.clock) if self.clock is not None else None)
+        pod["metadata"]["resourceVersion"] = str(next(self._versions))
 
 
 class FakeApiServer(FakeKube):
@@ -311,8 +348,8 @@ class FakeApiServer(FakeKube):
     counts requests by verb, so a test can say an idle reconcile made none. Pods are not created
     by a Deployment here: the test plays the kubelet (start_pods)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        super().__init__(clock=clock)
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
         self.calls: dict[str, int] = {}

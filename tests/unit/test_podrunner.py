@@ -136,3 +136,29 @@ def test_a_deleted_pod_keeps_serving_through_its_prestop_sleep(tmp_path: Path) -
     wait_until("the process stopped after the preStop sleep", stopped, timeout=10, interval=0.05)
     assert time.monotonic() - deleted_at >= 1.0
     assert "u1" not in runner.pods
+
+
+def test_a_running_container_reports_when_its_process_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like a kubelet: state.running.startedAt is the process's start, not the time of the status
+    write (Ready comes later; the operator's start-up phases read startedAt)."""
+    import itertools
+
+    from devcluster import podrunner
+    from devcluster.cluster import pid_alive
+    from devcluster.podrunner import PodProcess, PodRunner
+
+    clock = (f"2026-01-01T00:00:{second:02d}Z" for second in itertools.count())
+    monkeypatch.setattr(podrunner, "now_rfc3339", lambda: next(clock))
+    runner = PodRunner(core=None, pods_dir=tmp_path, install=INSTALL)  # type: ignore[arg-type]
+    pod = runner.pods["u1"] = PodProcess(
+        uid="u1", namespace="n", name="p", pod_ip="127.0.0.9", container="tritonserver", argv=["sleep", "60"],
+        env={}, work_dir=tmp_path, log_path=tmp_path / "p.log", pid_path=tmp_path / "p.pid", probe=None,
+    )  # fmt: skip
+    runner.supervise(pod, 0.0)
+    try:
+        assert pod.process is not None and pod.started_at == "2026-01-01T00:00:00Z"
+        for _ in range(2):  # later status writes (Ready, not Ready) keep it
+            assert runner.container_status(pod, True)["state"] == {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    finally:
+        runner.stop_pod("u1", "test over")
+    assert not pid_alive(pod.process.pid)

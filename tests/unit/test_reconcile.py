@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from tests.unit.fakes import BASE_PBTXT, FakeApiServer, FakeClock, FakeTriton, FakeTritons, make_pod
+from tests.unit.fakes import BASE_PBTXT, FakeApiServer, FakeClock, FakeTriton, FakeTritons, make_pod, started_pod
 from tritonop.api.spec import ModelDeployment
 from tritonop.controller import Next
-from tritonop.names import ANNOTATION_ROLLOUT_HASH
+from tritonop.names import ANNOTATION_ROLLOUT_HASH, MODEL_READY_GATE
 from tritonop.reconcile import reconcile
 from tritonop.render.objects import selector_labels
 from tritonop.state import OperatorState
@@ -25,9 +26,9 @@ class Cluster:
     """One ModelDeployment `m` in namespace `n`, its API server, its servers and the clock."""
 
     def __init__(self, repository: Path, version: int, replicas: int = 2) -> None:
-        self.api = FakeApiServer()
-        self.tritons = FakeTritons()
         self.clock = FakeClock()
+        self.api = FakeApiServer(self.clock)
+        self.tritons = FakeTritons()
         self.state = OperatorState(kube=self.api, clock=self.clock, triton=self.tritons.connect)
         self.api.put(
             {
@@ -65,8 +66,8 @@ class Cluster:
         return asyncio.run(reconcile(self.state, copy.deepcopy(self.body)))
 
     def start_pods(self) -> list[FakeTriton]:
-        """The Deployment controller and the kubelet: a pod per replica, its Triton live with
-        nothing loaded (the operator loads the version: model control mode explicit)."""
+        """The Deployment controller and the kubelet: a pod per replica (those running stay), its
+        Triton live with nothing loaded (the operator loads the version: model control mode explicit)."""
         deployment = self.api.object("Deployment", "n", "m")
         assert deployment is not None
         replicas = deployment["spec"]["replicas"]
@@ -76,6 +77,9 @@ class Cluster:
         servers = []
         for index in range(deployment["spec"]["replicas"]):
             ip = f"10.0.0.{index + 1}"
+            if ("n", f"m-{index}") in self.api.pods:
+                servers.append(self.tritons.servers[ip])
+                continue
             pod = make_pod(
                 f"m-{index}",
                 ip,
@@ -187,3 +191,80 @@ def test_a_deleted_model_deployment_releases_its_whole_record(repository: Path) 
     assert cluster.state.entries()["objects"] == 1 and cluster.state.entries()["control_keys"] == 1
     asyncio.run(cluster.state.release(("n", "m"), "uid-m"))
     assert cluster.state.memory == {}
+
+
+def startup_count(phase: str) -> float | None:
+    """Observations of tritonop_pod_startup_seconds for m's pods in one phase (None: no series)."""
+    labels = {"namespace": "n", "name": "m", "phase": phase}
+    return REGISTRY.get_sample_value("tritonop_pod_startup_seconds_count", labels)
+
+
+def start_one(cluster: Cluster, pod: str, created: float, scheduled: float, triton: float, load: float) -> None:
+    """The kubelet starts `pod`'s container now: created, scheduled that many seconds ago; Triton
+    answers `triton` seconds later, its load takes `load` s; the kubelet's Ready follows the gate
+    2 s after it opens (its readiness probe). Reconciled all along, as pod events would."""
+    servers = cluster.start_pods()
+    server = servers[int(pod.split("-")[1])]
+    started_pod(cluster.api.pods[("n", pod)], cluster.clock, created, scheduled, 0)
+    server.live, server.clock, server.load_seconds = False, cluster.clock, load
+    cluster.reconcile()  # Triton starting: not live
+    cluster.clock.advance(triton)
+    server.live, cluster.api.kubelet = True, False
+    cluster.reconcile()  # loads and opens the gate
+    assert cluster.api.condition(pod, MODEL_READY_GATE) == "True" and cluster.api.condition(pod, "Ready") == "False"
+    cluster.clock.advance(2)
+    cluster.api.kubelet_ready(pod)
+    cluster.api.kubelet = True
+    cluster.reconcile()
+
+
+def test_a_new_pods_start_is_measured_once_by_phase_and_forgotten_with_its_object(repository: Path) -> None:
+    cluster = Cluster(repository, version=2, replicas=1)
+    cluster.reconcile()
+    cluster.clock.advance(12)
+    start_one(cluster, "m-0", created=11, scheduled=8, triton=8, load=7)
+    startup = cluster.status["startup"]
+    # created T-11, scheduled T-8, container started T, load T+8..T+15, Ready T+17
+    assert startup == {
+        "pod": "m-0",
+        "readyAt": startup["readyAt"],
+        "totalSeconds": 28.0,
+        "schedulingSeconds": 3.0,
+        "containerSeconds": 8.0,
+        "serverSeconds": 8.0,
+        "loadSeconds": 7.0,
+        "readySeconds": 2.0,
+        "recentTotalSeconds": [28.0],
+    }
+    assert cluster.condition("Ready") == ("True", "Serving")
+    ready = next(c for c in cluster.api.pods[("n", "m-0")]["status"]["conditions"] if c["type"] == "Ready")
+    assert startup["readyAt"] == ready["lastTransitionTime"]
+    for _ in range(3):
+        cluster.reconcile()
+    phases = ("scheduling", "container", "server", "load", "ready", "total")
+    assert {phase: startup_count(phase) for phase in phases} == dict.fromkeys(phases, 1.0)  # once, not per reconcile
+    assert startup_count("staging") is None  # no node cache: not measured
+    assert cluster.state.entries()["pod_starts"] == 1
+
+    # Scale-up: the new pod's start is measured too; the first pod's is not again.
+    body = cluster.body
+    body["spec"]["replicas"] = 2
+    body["metadata"]["generation"] += 1
+    cluster.api.put(body)
+    cluster.reconcile()
+    start_one(cluster, "m-1", created=4, scheduled=4, triton=3, load=5)
+    assert cluster.status["startup"]["pod"] == "m-1" and cluster.status["startup"]["totalSeconds"] == 14.0
+    assert cluster.status["startup"]["recentTotalSeconds"] == [28.0, 14.0]
+    assert {phase: startup_count(phase) for phase in phases} == dict.fromkeys(phases, 2.0)
+    load_sum = REGISTRY.get_sample_value(
+        "tritonop_pod_startup_seconds_sum", {"namespace": "n", "name": "m", "phase": "load"}
+    )
+    assert load_sum == 12.0
+
+    # A pod that goes is forgotten; the object that goes takes its series with it.
+    del cluster.api.pods[("n", "m-1")]
+    cluster.reconcile()
+    assert cluster.state.entries()["pod_starts"] == 1
+    asyncio.run(cluster.state.release(("n", "m"), "uid-m"))
+    assert {phase: startup_count(phase) for phase in phases} == dict.fromkeys(phases)
+    assert cluster.state.entries()["pod_starts"] == 0

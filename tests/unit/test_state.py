@@ -10,9 +10,12 @@ from pathlib import Path
 from tritonop.api.spec import ModelDeployment
 from tritonop.autoscale.metrics import CounterSample, PodMetricsReader
 from tritonop.autoscale.runner import AutoscalerState
+from tritonop.facts import PodStart
 from tritonop.k8s import Credentials, KubeClient
 from tritonop.owned import Refusal
 from tritonop.serving import FailedLoad
+from tritonop.serving.memory import StartWatch
+from tritonop.serving.startup import POD_STARTUP, observe
 from tritonop.state import READY, OperatorState
 
 # No request is made: the client only has to exist.
@@ -31,6 +34,8 @@ def remember_everything(state: OperatorState, md: ModelDeployment) -> PodMetrics
     record.owned.refusals["Deployment"] = Refusal("h", "refused")
     record.serving.learned_config = object()  # type: ignore[assignment]
     record.serving.failed_loads.update({"pod-1": FailedLoad(None, "boom", 0.0), "pod-2": FailedLoad(None, "x", 0.0)})
+    record.serving.starts.update({"pod-1": StartWatch(done=True), "pod-2": StartWatch()})
+    observe(md.namespace, md.name, PodStart("pod-1", "2026-01-01T00:00:00Z", 9.0, 1.0, 2.0, 3.0, 2.0, 1.0))
     reader = PodMetricsReader()
     reader.samples["pod-1"] = deque([CounterSample(0.0, 0, 0, 0, 0, 0)])
     record.autoscaler = AutoscalerState(reader=reader, source="pods", period=5.0)
@@ -51,6 +56,7 @@ def test_release_empties_every_map() -> None:
     remember_everything(state, model("b", "uid-b"))
     assert state.entries()["failed_loads"] == 4 and state.entries()["autoscalers"] == 2
     assert state.entries()["objects"] == 2 and state.entries()["autoscaler_pod_samples"] == 2
+    assert state.entries()["pod_starts"] == 4
 
     asyncio.run(state.release(("ns", "a"), "uid-a"))
     after_one = state.entries()
@@ -59,6 +65,7 @@ def test_release_empties_every_map() -> None:
     asyncio.run(state.release(("ns", "b"), "uid-b"))
     assert state.entries() == empty
     assert READY.collect()[0].samples == []
+    assert [s for s in POD_STARTUP.collect()[0].samples if s.labels.get("namespace") == "ns"] == []
 
 
 def test_release_without_a_uid_finds_the_record_by_name() -> None:
@@ -74,6 +81,6 @@ def test_failed_loads_of_pods_that_are_gone_are_dropped() -> None:
     remember_everything(state, md)
     serving = state.memory.of(md).serving
     serving.keep_only_pods({"pod-2"})
-    assert set(serving.failed_loads) == {"pod-2"}
+    assert set(serving.failed_loads) == set(serving.starts) == {"pod-2"}
     serving.keep_only_pods(set())
-    assert serving.failed_loads == {}
+    assert serving.failed_loads == {} and serving.starts == {}

@@ -8,7 +8,7 @@ import pytest
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import LoadStatus, ModelDeploymentStatus
-from tritonop.facts import Facts, PodFacts
+from tritonop.facts import Facts, PodFacts, PodStart
 from tritonop.repository.report import RepositoryReport
 from tritonop.status import compute_status, status_patch
 
@@ -288,6 +288,42 @@ def test_last_load_is_the_latest_timed_one_and_survives_a_restart() -> None:
     assert restarted.last_load == load
     newer = load.model_copy(update={"seconds": 2.0, "mode": "Swap"})
     assert compute_status(md(), Facts(1, VALID, 3, (serving("a"),), last_load=newer), timed, NOW).last_load == newer
+
+
+def test_startup_shows_the_latest_measured_pod_start_by_phase() -> None:
+    start = PodStart("a", "2026-11-25T11:59:58Z", 41.04, 3.0, 7.0, 16.79, 12.254, 2.0)
+    facts = Facts(1, VALID, 3, (serving("a"),), pod_starts=(start,))
+    measured = compute_status(md(), facts, ModelDeploymentStatus(), NOW)
+    assert measured.to_body()["startup"] == {
+        "pod": "a",
+        "readyAt": "2026-11-25T11:59:58Z",
+        "totalSeconds": 41.0,
+        "schedulingSeconds": 3.0,
+        "containerSeconds": 7.0,
+        "serverSeconds": 16.8,
+        "loadSeconds": 12.3,
+        "readySeconds": 2.0,
+        "recentTotalSeconds": [41.0],
+    }  # no stagingSeconds: no node cache, not measured
+    # Reconciles that measure nothing (and a restarted operator) keep it.
+    assert compute_status(md(), Facts(1, VALID, 3, (serving("a"),)), measured, NOW).startup == measured.startup
+
+
+def test_startup_keeps_the_last_five_totals() -> None:
+    status = ModelDeploymentStatus()
+    for total in range(10, 70, 10):
+        start = PodStart(f"p{total}", NOW, float(total), None, None, None, 5.0, 1.0)
+        status = compute_status(md(), Facts(1, VALID, 3, (serving("a"),), pod_starts=(start,)), status, NOW)
+    assert status.startup is not None and status.startup.pod == "p60"
+    assert status.startup.recent_total_seconds == [20.0, 30.0, 40.0, 50.0, 60.0]
+    assert {"schedulingSeconds", "containerSeconds", "serverSeconds"}.isdisjoint(status.to_body()["startup"])
+    two = (
+        PodStart("x", "2026-11-25T11:59:00Z", 7.0, 1.0, 1.0, 1.0, 3.0, 1.0),
+        PodStart("y", "2026-11-25T11:59:30Z", 8.0, 1.0, 1.0, 1.0, 4.0, 1.0),
+    )  # measured in one reconcile, oldest Ready first: the newest shows
+    both = compute_status(md(), Facts(1, VALID, 3, (serving("a"),), pod_starts=two), status, NOW)
+    assert both.startup is not None and both.startup.pod == "y"
+    assert both.startup.recent_total_seconds == [40.0, 50.0, 60.0, 7.0, 8.0]
 
 
 def test_status_patch_removes_fields_that_went_away() -> None:

@@ -124,6 +124,53 @@ class LoadStatus(StatusModel):
     completed_at: str = Field(..., alias="completedAt", description="When the load finished.")
 
 
+class StartupStatus(StatusModel):
+    """The latest measured start of a new pod, creation to Ready, by phase, and the totals of the
+    last few. Seconds, to 0.1. Phases other than the load come from Kubernetes timestamps, which
+    are whole seconds (metav1.Time): each is known to about a second; the phases add up to the total."""
+
+    pod: str = Field(..., description="The pod whose start this is.")
+    ready_at: str = Field(..., alias="readyAt", description="When it became Ready (its Ready condition's transition).")
+    total_seconds: float = Field(
+        ..., alias="totalSeconds", description="Creation (metadata.creationTimestamp) to Ready: the sum of the phases."
+    )
+    scheduling_seconds: float | None = Field(
+        None, alias="schedulingSeconds", description="Creation to scheduled (the PodScheduled condition's transition)."
+    )
+    container_seconds: float | None = Field(
+        None,
+        alias="containerSeconds",
+        description="Scheduled to the server container running (state.running.startedAt): image pull, volumes, "
+        "container creation.",
+    )
+    server_seconds: float | None = Field(
+        None,
+        alias="serverSeconds",
+        description="Container started to the load beginning: Triton starting until it answers the operator "
+        "(probed every second while pods start); any wait before the load (a repository check, a failed load "
+        "retried) too.",
+    )
+    staging_seconds: float | None = Field(
+        None,
+        alias="stagingSeconds",
+        description="Weights staged on the node before the load: not measured yet (there is no node cache); absent.",
+    )
+    load_seconds: float = Field(
+        ..., alias="loadSeconds", description="The model load, as the operator timed it (to the millisecond)."
+    )
+    ready_seconds: float = Field(
+        ...,
+        alias="readySeconds",
+        description="Load done to Ready: the readiness gate (tritonop.dev/model-ready) opened, then the kubelet's "
+        "readiness probe passed.",
+    )
+    recent_total_seconds: list[float] = Field(
+        default_factory=list,
+        alias="recentTotalSeconds",
+        description="Total seconds of the last 5 measured starts, oldest first (this one last).",
+    )
+
+
 class SideFigures(StatusModel):
     """One side of a canary analysis over its window: the canary pods' new version, or the other
     pods' stable version."""
@@ -207,6 +254,9 @@ class ModelDeploymentStatus(StatusModel):
         None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
     )
     last_load: LoadStatus | None = Field(None, alias="lastLoad", description="The most recent model load.")
+    startup: StartupStatus | None = Field(
+        None, description="The latest new pod's start, creation to Ready, by phase (measured once per pod)."
+    )
     rollout: RolloutStatus | None = Field(None, description="The latest canary rollout (strategy: Canary).")
     endpoint: EndpointStatus | None = Field(None, description="Where clients reach the model.")
     last_scale_time: str | None = Field(None, alias="lastScaleTime", description="When replicas last changed.")

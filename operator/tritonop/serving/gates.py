@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tritonop.clock import Clock, rfc3339
+from tritonop.clock import Clock, wall_stamp
 from tritonop.informer import ObjectCache
 from tritonop.k8s import PodConditions
 from tritonop.names import MODEL_READY_GATE, PRESTOP_SLEEP_SECONDS
@@ -58,7 +58,7 @@ class Gates:
                 "status": status,
                 "reason": reason,
                 "message": message,
-                "lastTransitionTime": rfc3339(),
+                "lastTransitionTime": wall_stamp(self.clock),
             },
         )
         if patched is not None:  # read-your-writes

@@ -1,6 +1,7 @@
 """What the process remembers about one ModelDeployment's servers (its part of tritonop.memory's
 record): the config learned from Triton, each pod's failed load, a swap that is needed, the
-latest timed load. Memory only: an operator restart starts it empty."""
+latest timed load, each pod's start as it is measured. Memory only: an operator restart starts
+it empty."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import dataclass, field
 from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.status import LoadStatus
-from tritonop.clock import rfc3339
 
 # A load that failed is retried after this long, or at once when the config to load changes.
 FAILED_LOAD_RETRY_SECONDS = 20.0
@@ -35,6 +35,14 @@ class FailedLoad:
         return now - self.at < FAILED_LOAD_RETRY_SECONDS
 
 
+@dataclass(frozen=True)
+class StartWatch:
+    """One pod's start as this process watches it (serving/startup.py)."""
+
+    load: LoadStatus | None = None  # its latest Initial load (a server with nothing loaded), once timed
+    done: bool = False  # measured (observed once), or a start this process did not see from the beginning
+
+
 @dataclass
 class ServingMemory:
     """What the process remembers about one ModelDeployment's servers."""
@@ -44,13 +52,22 @@ class ServingMemory:
     failed_loads: dict[str, FailedLoad] = field(default_factory=dict)  # pod uid -> its failed load
     swap: SwapNeed | None = None  # a switch that must go pod by pod
     last_load: LoadStatus | None = None  # the latest timed load
+    starts: dict[str, StartWatch] = field(default_factory=dict)  # pod uid -> its start, watched once
 
-    def timed_load(self, pod: str, version: int | None, mode: str, seconds: float) -> None:
-        self.last_load = LoadStatus.model_validate(
-            {"version": version, "seconds": round(seconds, 3), "mode": mode, "pod": pod, "completedAt": rfc3339()}
+    def timed_load(self, pod: str, uid: str, version: int | None, mode: str, seconds: float, at: str) -> None:
+        """A load that succeeded; at: when it finished (metav1.Time). A watched pod's Initial load
+        times its start's load phase (the latest one: a server that restarted before Ready loads again)."""
+        load = LoadStatus.model_validate(
+            {"version": version, "seconds": round(seconds, 3), "mode": mode, "pod": pod, "completedAt": at}
         )
+        self.last_load = load
+        watch = self.starts.get(uid)
+        if mode == "Initial" and watch is not None and not watch.done:
+            self.starts[uid] = StartWatch(load)
 
     def keep_only_pods(self, pod_uids: set[str]) -> None:
-        """Drop the failures of pods that are gone."""
+        """Drop the failures and starts of pods that are gone."""
         for pod_uid in [p for p in self.failed_loads if p not in pod_uids]:
             del self.failed_loads[pod_uid]
+        for pod_uid in [p for p in self.starts if p not in pod_uids]:
+            del self.starts[pod_uid]

@@ -1,5 +1,6 @@
-"""The servers of one ModelDeployment, for one reconcile: probe each (step 1), learn the base
-config (step 2), plan each pod and perform its action, or take the swap's next step."""
+"""The servers of one ModelDeployment, for one reconcile: measure new pods' starts (startup.py),
+probe each server (step 1), learn the base config (step 2), plan each pod and perform its
+action, or take the swap's next step."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.api.spec import ModelDeployment
 from tritonop.clock import Clock
 from tritonop.events import EventRecorder
-from tritonop.facts import PodFacts, wanted_version
+from tritonop.facts import PodFacts, PodStart, wanted_version
 from tritonop.informer import ObjectCache
 from tritonop.k8s import PodConditions
 from tritonop.names import ANNOTATION_ROLLOUT_HASH
@@ -22,6 +23,7 @@ from tritonop.repository.report import RepositoryReport
 from tritonop.serving.gates import Gates, Sleep
 from tritonop.serving.memory import ServingMemory, SwapNeed
 from tritonop.serving.plan import Kind, LoadResult, Probe, config_is_current, plan, wanted_config
+from tritonop.serving.startup import measure_starts
 from tritonop.serving.steps import PodSteps
 from tritonop.serving.swap import SwapKind, SwapPod, next_swap_step, swap_blocked, swap_notice
 from tritonop.triton import TritonApi, TritonError, TritonServer
@@ -61,6 +63,7 @@ class Converged:
     config_problem: str | None = None  # overrides that cannot load with the repository's config
     swap: str | None = None  # a pod-by-pod swap is under way or pending: what status should say
     swap_blocked: str | None = None  # one replica, no allowSwapDowntime: why the switch waits
+    starts: tuple[PodStart, ...] = ()  # new pods' starts measured now (startup.py)
 
 
 def pod_facts(pod: dict[str, Any]) -> PodFacts:
@@ -100,8 +103,14 @@ class Servers:
         self.gates = Gates(self.kube, self.cache, self.md.model_name, self.clock, self.sleep)
 
     async def converge(self, pods: list[dict[str, Any]], target: Target) -> Converged:
-        """Bring every running pod's server to the target (steps 1-6); facts for every pod."""
+        """Bring every running pod's server to the target (steps 1-6); facts for every pod, and the
+        starts of new pods that became Ready (watched before this reconcile's loads)."""
         self.memory.keep_only_pods({_uid(pod) for pod in pods})
+        starts = measure_starts(self.memory.starts, pods, self.md.namespace, self.md.name)
+        return replace(await self.to_target(pods, target), starts=starts)
+
+    async def to_target(self, pods: list[dict[str, Any]], target: Target) -> Converged:
+        """Steps 1-6 on every running pod, or the swap's next step."""
         started = [pod for pod in pods if pod.get("status", {}).get("phase") == "Running" and _pod_ip(pod)]
         servers = [self.connect(_pod_ip(pod), target.control_key) for pod in started]
         probes = await asyncio.gather(*map(self.probe, servers))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonop.api.spec import ModelDeployment
-from tritonop.clock import Clock
+from tritonop.clock import Clock, wall_stamp
 from tritonop.events import EventRecorder
 from tritonop.render.model_config import from_json
 from tritonop.serving.gates import Gates
@@ -56,7 +56,7 @@ class PodSteps:
                     latest = version or "latest"
                     self.events.normal("LoadingVersion", f"version {latest} of {self.model} on {self.name}")
                 await self.server.load(self.model, wanted)
-            self.memory.timed_load(self.name, version, action.mode, self.clock.monotonic() - started)
+            self.timed(version, action.mode, self.clock.monotonic() - started)
             self.memory.failed_loads.pop(self.pod["metadata"]["uid"], None)
             ready = await self.server.ready_versions(self.model)
             return LoadResult(tuple(ready), await self.server.model_config(self.model))
@@ -75,6 +75,10 @@ class PodSteps:
             except TritonError:
                 still = probe.versions
             return LoadResult(still, None, message)
+
+    def timed(self, version: int | None, mode: str, seconds: float) -> None:
+        """A load that succeeded, timed: status.lastLoad, and a new pod's start (serving/startup.py)."""
+        self.memory.timed_load(self.name, self.pod["metadata"]["uid"], version, mode, seconds, wall_stamp(self.clock))
 
     async def learn_config(self, version: int | None) -> str:
         """Step 2 with nothing known of the repository's config: Triton loads it as-is, the
@@ -119,7 +123,7 @@ class PodSteps:
             await self.gates.unloaded(self.server)
             started = self.clock.monotonic()
             await self.server.load(self.model, wanted)
-            self.memory.timed_load(self.name, version, "Swap", self.clock.monotonic() - started)
+            self.timed(version, "Swap", self.clock.monotonic() - started)
         except TritonError as error:
             return await self.load_back(probe, old, wanted, str(error).strip())
         ready = await self.server.ready_versions(self.model)

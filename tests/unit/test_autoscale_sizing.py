@@ -3,7 +3,9 @@ is kept across restarts (runner.learned_status / learned_history): pure, table-t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import math
 from typing import Any
 
@@ -31,7 +33,8 @@ from tritonop.autoscale.queueing import (
     variability_sample,
     wait_ms,
 )
-from tritonop.autoscale.runner import learned_history, learned_status
+from tritonop.autoscale.runner import Autoscalers, lead_from_startup, learned_history, learned_status
+from tritonop.events import EventRecorder
 from tritonop.facts import AutoscaleFacts
 from tritonop.status import _latency_condition
 
@@ -344,3 +347,39 @@ def test_the_learned_memory_survives_a_restart_through_status() -> None:
     assert restored.forecast.daily.known == forecast.daily.known
     assert restored.forecast.error == pytest.approx(forecast.error, abs=1e-3)
     assert learned_history(None) == History()
+
+
+def test_before_its_own_scale_up_the_lead_time_is_the_pod_starts_status_measured() -> None:
+    """A large model's first pods took minutes (status.startup): that, not the 30 s default, is
+    planned for until the autoscaler times a scale-up of its own."""
+    md = ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "n", "uid": "u"},
+            "spec": {
+                "model": {"repository": "file:///r"},
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetLatencyMs": 400},
+            },
+            "status": {
+                "startup": {
+                    "pod": "m-0",
+                    "readyAt": "2026-12-04T10:00:00Z",
+                    "totalSeconds": 150,
+                    "loadSeconds": 120,
+                    "readySeconds": 1,
+                    "recentTotalSeconds": [150, 95],
+                }
+            },
+        }
+    )
+    assert md.status.startup is not None
+    lead = lead_from_startup(md.status.startup)
+    assert lead.seconds == 151.0 and lead.seconds > DEFAULT_LEAD_SECONDS  # + the controllers' second
+
+    class Memory:
+        autoscaler = None
+
+    held = Memory()
+    events = EventRecorder(logging.LoggerAdapter(logging.getLogger("test"), {}), "n/m")
+    asyncio.run(Autoscalers().scale(md, [], None, events, held))
+    assert held.autoscaler is not None and held.autoscaler.history.lead.seconds == 151.0
+    asyncio.run(held.autoscaler.reader.close())

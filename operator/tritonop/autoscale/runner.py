@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 
 from tritonop.api.spec import AutoscalingSpec, ModelDeployment
-from tritonop.api.status import AutoscalerStatus
+from tritonop.api.status import AutoscalerStatus, StartupStatus
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
 from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
@@ -81,6 +81,18 @@ def learned_history(learned: AutoscalerStatus | None) -> History:
         lead=LeadTime(tuple(float(s) for s in learned.pod_start_seconds)),
         forecast=forecast,
     )
+
+
+# A pod measured in status.startup counts from its creation; the autoscaler's lead time from the
+# replica write, which comes this much earlier (the Deployment and ReplicaSet controllers).
+CONTROLLER_SECONDS = 1.0
+
+
+def lead_from_startup(startup: StartupStatus) -> LeadTime:
+    """Before the autoscaler has timed a scale-up of its own: the pod starts status measured
+    (any pod: the first ones, rescheduled ones), so a large model's minutes are planned for
+    from the start instead of the 30 s default."""
+    return LeadTime(tuple(total + CONTROLLER_SECONDS for total in startup.recent_total_seconds))
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,8 @@ class Autoscalers:
                 await self.forget(held, key)
             return Scaling(desired_replicas(md, deployment))
         state = await self._state(held, spec, md)
+        if not state.history.lead.samples and md.status.startup is not None:
+            state.history = dataclasses.replace(state.history, lead=lead_from_startup(md.status.startup))
         current = state.replicas if state.replicas is not None else desired_replicas(md, deployment)
         now = self.clock.monotonic()
         # A tick a hair early (the ticker's cadence is the period) still evaluates.

@@ -4,19 +4,31 @@ observed with known values; the percentiles are compared with the known distribu
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import random
 import shutil
 import statistics
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from tests.unit.fakes import FakeClock
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import ModelDeploymentStatus
 from tritonop.autoscale import tokens
+from tritonop.autoscale.metrics import PodMetricsReader
+from tritonop.autoscale.runner import Autoscalers, AutoscalerState
 from tritonop.autoscale.tokens import TokenSample, combine, parse, window
+from tritonop.events import EventRecorder
+from tritonop.facts import Facts
+from tritonop.repository.report import RepositoryReport
+from tritonop.status import compute_status
 
 # vllm_backend src/utils/metrics.py (unchanged from 24.09 to 25.12).
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
@@ -298,3 +310,91 @@ def test_percentiles_are_prometheus_histogram_quantile(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(test))
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+class PagesReader(PodMetricsReader):
+    """The operator's pod reader, with each pod's page from a prometheus_client registry."""
+
+    def __init__(self, servers: dict[str, VllmServer]) -> None:
+        super().__init__()
+        self.servers = servers
+
+    async def _page(self, ip: str) -> str:
+        return self.servers[ip].page()
+
+
+def test_the_pod_reader_windows_tokens_from_the_oldest_sample_kept() -> None:
+    servers = {"10.0.0.1": VllmServer(), "10.0.0.2": VllmServer()}
+    pods = {"uid-1": ("llm-1", "10.0.0.1"), "uid-2": ("llm-2", "10.0.0.2")}
+    reader = PagesReader(servers)
+    assert asyncio.run(reader.measure(pods, "llm")).tokens is None  # not asked for
+    reader.read_tokens = True
+    assert asyncio.run(reader.measure(pods, "llm")).tokens is None  # the first read only starts a window
+    served = []
+    for second in range(5):
+        batch = evenly(0.1 + 0.03 * second, 0.13 + 0.03 * second, 50)  # 100..250 ms in all: one bucket
+        servers["10.0.0.1" if second % 2 else "10.0.0.2"].serve(batch, evenly(0.03, 0.04, 100))
+        served += batch
+        measured = asyncio.run(reader.measure(pods, "llm"))
+    assert measured.tokens is not None and measured.tokens.pods == 2
+    assert measured.tokens.ttft is not None and measured.tokens.ttft.count == len(served)  # all 5 reads
+    p90 = measured.tokens.ttft_percentile(90)
+    assert p90 is not None and p90.ms == pytest.approx(true_percentile(served, 90) * 1000, rel=0.02)
+
+
+def test_the_autoscaler_hands_ttft_and_itl_to_status() -> None:
+    """Autoscalers.scale (the runner) with tokenLatency: the reader reads the token families and
+    the facts carry TTFT and ITL at the spec's percentile, judged in LatencyWithinTarget."""
+    server = VllmServer()
+    body = {
+        "metadata": {"name": "llm", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "model": {"repository": "file:///r"},
+            "autoscaling": {
+                "maxReplicas": 2,
+                "targetLatencyMs": 60000,
+                "tokenLatency": {"percentile": 90, "timeToFirstTokenMs": 300, "interTokenLatencyMs": 30},
+            },
+        },
+    }
+    md = ModelDeployment.from_body(body)
+    pod = {
+        "metadata": {"name": "llm-0", "uid": "p0"},
+        "status": {"podIP": "10.0.0.9", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    clock = FakeClock()
+    autoscalers = Autoscalers(clock=clock)
+    held = SimpleNamespace(autoscaler=None)
+    events = EventRecorder(logging.LoggerAdapter(logging.getLogger("test")), "ns/llm")
+    # Triton's own request figures: 3 s requests, p95 from its summary (`summary_latencies=true`).
+    success = Counter("nv_inference_request_success", "ok", LABELS, registry=server.registry)
+    duration = Counter("nv_inference_request_duration_us", "duration", LABELS, registry=server.registry)
+    summary = Gauge("nv_inference_request_summary_us", "p95", [*LABELS, "quantile"], registry=server.registry)
+    summary.labels("llm", "1", "0.95").set(3_000_000)
+    reported = []
+    for _ in range(5):
+        held.autoscaler = held.autoscaler or AutoscalerState(PagesReader({"10.0.0.9": server}), "pods", 1.0)
+        server.serve(evenly(0.1, 0.25, 40), evenly(0.025, 0.05, 400))
+        server.e2e.labels("llm", "1").observe(3.0)
+        success.labels("llm", "1").inc()
+        duration.labels("llm", "1").inc(3_000_000)
+        scaling = asyncio.run(autoscalers.scale(md, [pod], None, events, held))
+        if scaling.facts is not None:  # status gets the figures when they change (every 5 s at most)
+            reported.append(scaling.facts)
+        clock.advance(1.0)
+    assert isinstance(held.autoscaler.reader, PodMetricsReader) and held.autoscaler.reader.read_tokens
+    assert reported and reported[-1].tokens is not None
+    facts = reported[-1].tokens
+    assert facts.ttft is not None and facts.ttft.ms == pytest.approx(235, rel=0.01)  # p90 of 100..250 ms
+    assert facts.itl is not None and facts.itl.ms == pytest.approx(47.5, rel=0.01)  # p90 of 25..50 ms
+    status = compute_status(
+        md,
+        Facts(1, RepositoryReport(readable=True), None, (), autoscale=reported[-1]),
+        ModelDeploymentStatus(),
+        "2026-01-01T00:00:00Z",
+    )
+    condition = status.condition("LatencyWithinTarget")
+    assert condition is not None and (condition.status, condition.reason) == ("False", "AboveTarget")
+    assert "p95 3000ms, target 60000ms" in condition.message
+    assert "ITL p90 48ms, target 30ms" in condition.message and "TTFT p90 235ms, target 300ms" in condition.message
+    assert status.token_latency is not None and status.token_latency.time_to_first_token_ms == 235

@@ -240,6 +240,9 @@ def test_tensorrt_llm_gauges_and_token_counts() -> None:
     assert figures.kv_cache_usage == pytest.approx(0.4871)
     assert figures.generation_tokens_per_second == pytest.approx(500 / 5)
     assert figures.ttft is None and figures.itl is None
+    blocks.remove("fraction", "llm", "1")  # before 25.04: no fraction, used / max
+    figures = window(before, parse(generate_latest(registry).decode(), "llm", 5.0))
+    assert figures.kv_cache_usage == pytest.approx(3039 / 6239)
 
 
 def test_vllm_gauges_when_present_and_littles_law_when_not() -> None:

@@ -20,7 +20,8 @@ export (names, labels and units checked in their sources; see docs/llm.md):
 - Triton's TensorRT-LLM backend, labels {model, version} and a kind label: gauges
   `nv_trt_llm_request_metrics` (request_type active, scheduled, waiting = active - scheduled, ...),
   `nv_trt_llm_kv_cache_block_metrics` (kv_cache_block_type fraction, used, max, ...), and
-  histograms `nv_llm_input_token_len` / `nv_llm_output_token_len` (tokens per finished request).
+  histograms `nv_llm_input_token_len` / `nv_llm_output_token_len` (tokens per finished request,
+  25.02 and later; `fraction` 25.04 and later).
   No TTFT or ITL histogram of its own: TTFT comes from Triton core's first-response histogram,
   ITL is not measured.
 
@@ -222,10 +223,12 @@ def _gauges(values: Mapping[str, Mapping[Series, float]]) -> Gauges:
         running = of_kind(TRTLLM_REQUESTS, "request_type", "scheduled")
     if waiting is None:
         waiting = of_kind(TRTLLM_REQUESTS, "request_type", "waiting")
-    if not kv:
-        kv = [
-            v for series, v in values.get(TRTLLM_KV_BLOCKS, {}).items() if ("kv_cache_block_type", "fraction") in series
-        ]
+    if not kv and (fraction := of_kind(TRTLLM_KV_BLOCKS, "kv_cache_block_type", "fraction")) is not None:
+        kv = [fraction]
+    if not kv:  # TensorRT-LLM before 25.04: used / max blocks
+        used, most = (of_kind(TRTLLM_KV_BLOCKS, "kv_cache_block_type", kind) for kind in ("used", "max"))
+        if used is not None and most:
+            kv = [used / most]
     return Gauges(running, waiting, max(kv) if kv else None)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
+from tritonop.autoscale.tokens import VLLM_ITL, Percentile, TokenWindow
 from tritonop.repository.report import RepositoryReport
 
 # Container waiting reasons that mean "this server cannot start", surfaced as Ready's reason.
@@ -104,6 +105,50 @@ def wanted_version(pod_versions: Mapping[str, int | None] | None, pod: str, targ
 
 
 @dataclass(frozen=True)
+class TokenFacts:
+    """A streaming model's TTFT and ITL at the spec's percentile (None: not measured: no first
+    token or no second token in the window, or the backend does not export the family)."""
+
+    percentile: float
+    ttft: Percentile | None = None
+    itl: Percentile | None = None
+    source: str | None = None  # the families read (comma-separated)
+    window_seconds: float = 0.0
+    ttft_exported: bool = False  # a TTFT family is on the pages (None above: no first token in the window)
+    itl_exported: bool = False
+
+    @classmethod
+    def of(cls, window: TokenWindow | None, percentile: float) -> TokenFacts:
+        if window is None:
+            return cls(percentile)
+        ttft, itl = window.ttft_percentile(percentile), window.itl_percentile(percentile)
+        families = [window.ttft_source] if ttft is not None else []
+        if itl is not None:
+            families.append(VLLM_ITL)
+        source = ", ".join(f for f in families if f) or None
+        return cls(percentile, ttft, itl, source, window.seconds, window.ttft is not None, window.itl is not None)
+
+    def within(self, ttft_target: int | None, itl_target: int | None) -> bool | None:
+        """Both set targets held (True), one did not (False), or cannot tell yet (None)."""
+        verdicts = [
+            self.judge(figure, target)
+            for figure, target in ((self.ttft, ttft_target), (self.itl, itl_target))
+            if target is not None
+        ]
+        return False if False in verdicts else None if None in verdicts else True
+
+    @staticmethod
+    def judge(figure: Percentile | None, target: int | None) -> bool | None:
+        """Within the target (True), above it (False), or cannot tell (None: not measured, or
+        beyond the histogram's highest bucket, which is below the target)."""
+        if figure is None or target is None:
+            return None
+        if figure.beyond_range:
+            return False if figure.ms >= target else None
+        return figure.ms <= target
+
+
+@dataclass(frozen=True)
 class AutoscaleFacts:
     """What the autoscaler measured and did in this reconcile (None: it did not evaluate)."""
 
@@ -118,3 +163,4 @@ class AutoscaleFacts:
     scaled: bool = False
     unreachable: str | None = None  # the target no replica can meet (policy.unreachable_message)
     learned: AutoscalerStatus | None = None  # the learned memory to keep (None: keep status's)
+    tokens: TokenFacts | None = None  # spec.autoscaling.tokenLatency: TTFT and ITL measured

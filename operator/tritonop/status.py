@@ -17,8 +17,10 @@ from tritonop.api.status import (
     ModelDeploymentStatus,
     RolloutStatus,
     StartupStatus,
+    TokenLatencyStatus,
 )
-from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, PodStart
+from tritonop.autoscale.tokens import TRITON_FIRST_RESPONSE, VLLM_ITL, VLLM_TTFT, Percentile
+from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, PodStart, TokenFacts
 from tritonop.render.objects import endpoint, selector_string
 
 CONDITION_ORDER = (
@@ -228,6 +230,7 @@ def compute_status(
         target_version=target,
         previous_version=previous_version,
         latency=latency,
+        token_latency=_token_status(md, facts.autoscale, previous),
         autoscaler=learned,
         integrity=facts.integrity,
         last_load=facts.last_load or previous.last_load,
@@ -338,6 +341,26 @@ def _autoscaler_status(
     return latency, last_scale_time, learned
 
 
+def _token_status(
+    md: ModelDeployment, auto: AutoscaleFacts | None, previous: ModelDeploymentStatus
+) -> TokenLatencyStatus | None:
+    """status.tokenLatency: kept between evaluations, gone when nothing was measured."""
+    if md.spec.autoscaling is None or md.spec.autoscaling.token_latency is None:
+        return None
+    if auto is None:
+        return previous.token_latency
+    tokens = auto.tokens
+    if tokens is None or (tokens.ttft is None and tokens.itl is None):
+        return None
+    return TokenLatencyStatus(
+        percentile=tokens.percentile,
+        time_to_first_token_ms=_rounded(tokens.ttft.ms if tokens.ttft else None),
+        inter_token_latency_ms=_rounded(tokens.itl.ms if tokens.itl else None),
+        source=tokens.source,
+        window_seconds=round(tokens.window_seconds),
+    )
+
+
 ROLLOUT_READY_REASONS = {"Waiting": "CanaryWaiting", "Paused": "CanaryPaused"}
 
 
@@ -398,13 +421,51 @@ def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previou
     if auto.latency_ms is None:
         reason = "MetricsUnavailable" if auto.unreadable else "NoTraffic"
         return condition(md, "LatencyWithinTarget", "Unknown", reason, f"no {auto.metric} latency measured{unreadable}")
-    measured = f"{auto.metric} {auto.latency_ms:.0f}ms, target {auto.target_ms}ms{unreadable}"
+    figures = [f"{auto.metric} {auto.latency_ms:.0f}ms, target {auto.target_ms}ms"]
+    verdicts: list[bool | None] = [auto.latency_ms <= auto.target_ms]
+    unmeasured: list[str] = []
+    # With spec.autoscaling.tokenLatency, TTFT and ITL must hold too (issue 24).
+    targets = md.spec.autoscaling.token_latency if md.spec.autoscaling is not None else None
+    if targets is not None:
+        tokens = auto.tokens or TokenFacts(targets.percentile)
+        for name, target, figure in (
+            ("TTFT", targets.time_to_first_token_ms, tokens.ttft),
+            ("ITL", targets.inter_token_latency_ms, tokens.itl),
+        ):
+            if target is None:
+                continue
+            if figure is None:
+                exported = tokens.ttft_exported if name == "TTFT" else tokens.itl_exported
+                unmeasured.append(f"no {name} in the window" if exported else _missing_family(name))
+                continue
+            figures.append(_token_figure(name, targets.percentile, figure, target))
+            verdicts.append(TokenFacts.judge(figure, target))
+    measured = "; ".join(figures) + unreadable
     if auto.unreachable:
         message = f"{auto.unreachable}; {measured}"
         return condition(md, "LatencyWithinTarget", "False", "TargetBelowServiceTime", message)
-    if auto.latency_ms <= auto.target_ms:
-        return condition(md, "LatencyWithinTarget", "True", "WithinTarget", measured)
-    return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)
+    if False in verdicts:
+        return condition(md, "LatencyWithinTarget", "False", "AboveTarget", measured)
+    if unmeasured or None in verdicts:
+        message = "; ".join([*unmeasured, measured])
+        return condition(md, "LatencyWithinTarget", "Unknown", "TokenLatencyNotMeasured", message)
+    return condition(md, "LatencyWithinTarget", "True", "WithinTarget", measured)
+
+
+def _token_figure(name: str, percentile: float, figure: Percentile, target: int) -> str:
+    if figure.beyond_range:  # the histogram's highest finite bucket is all that is known
+        return f"{name} p{percentile:g} above {figure.ms:.0f}ms (the histogram's highest bucket), target {target}ms"
+    return f"{name} p{percentile:g} {figure.ms:.0f}ms, target {target}ms"
+
+
+def _missing_family(name: str) -> str:
+    if name == "TTFT":
+        return (
+            f"no TTFT measured: the pods export neither {VLLM_TTFT} (Triton's vLLM backend with "
+            f"REPORT_CUSTOM_METRICS) nor {TRITON_FIRST_RESPONSE} (Triton 24.11+ with --metrics-config "
+            "histogram_latencies=true)"
+        )
+    return f"no ITL measured: the pods do not export {VLLM_ITL} (Triton's vLLM backend with REPORT_CUSTOM_METRICS)"
 
 
 def status_patch(old: dict[str, Any], new: ModelDeploymentStatus) -> dict[str, Any] | None:

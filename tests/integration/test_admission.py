@@ -26,6 +26,8 @@ SUBDOMAIN_MESSAGE = "must be a DNS-1123 subdomain: lowercase letters, digits, '-
 IMAGE_MESSAGE = "must be a container image reference such as nvcr.io/nvidia/tritonserver:25.10-py3"
 DOTDOT_MESSAGE = "must not contain a '..' path segment in a pvc:// or file:// path"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
+TOKEN_TARGET_MESSAGE = "must set timeToFirstTokenMs, interTokenLatencyMs or both"
+PERCENTILE_MESSAGE = "must be a percentile between 50 and 99.9, such as 90, 95, 99 or 99.9"
 
 
 def base(**spec: Any) -> dict[str, Any]:
@@ -34,6 +36,10 @@ def base(**spec: Any) -> dict[str, Any]:
 
 def server(**fields: Any) -> dict[str, Any]:
     return base(server=fields)
+
+
+def tokens(**targets: Any) -> dict[str, Any]:
+    return base(autoscaling={"maxReplicas": 4, "targetLatencyMs": 60000, "tokenLatency": targets})
 
 
 def batching(max_batch_size: int | None, preferred: list[int]) -> dict[str, Any]:
@@ -389,6 +395,43 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
         server(imagePullSecrets=["ngc"]),
         ["spec.server.imagePullSecrets[0]", "must be of type object"],
     ),
+    ("token-latency-empty", "bad", tokens(), ["spec.autoscaling.tokenLatency", TOKEN_TARGET_MESSAGE]),
+    (
+        "token-latency-percentile-only",
+        "bad",
+        tokens(percentile=99),
+        ["spec.autoscaling.tokenLatency", TOKEN_TARGET_MESSAGE],
+    ),
+    (
+        "token-latency-percentile-low",
+        "bad",
+        tokens(percentile=40, timeToFirstTokenMs=500),
+        ["spec.autoscaling.tokenLatency.percentile", PERCENTILE_MESSAGE],
+    ),
+    (
+        "token-latency-percentile-100",
+        "bad",
+        tokens(percentile=100, interTokenLatencyMs=50),
+        ["spec.autoscaling.tokenLatency.percentile", PERCENTILE_MESSAGE],
+    ),
+    (
+        "token-latency-ttft-zero",
+        "bad",
+        tokens(timeToFirstTokenMs=0),
+        ["spec.autoscaling.tokenLatency.timeToFirstTokenMs", "greater than or equal to 1"],
+    ),
+    (
+        "token-latency-itl-fraction",
+        "bad",
+        tokens(timeToFirstTokenMs=500, interTokenLatencyMs=12.5),
+        ["spec.autoscaling.tokenLatency.interTokenLatencyMs", "integer"],
+    ),
+    (
+        "token-latency-without-a-request-target",  # targetLatencyMs stays required (sizing reads it)
+        "bad",
+        base(autoscaling={"maxReplicas": 4, "tokenLatency": {"timeToFirstTokenMs": 500}}),
+        ["spec.autoscaling.targetLatencyMs", "Required value"],
+    ),
     ("name-starts-with-digit", "9lives", base(), ["metadata.name", "must be a DNS-1035 label"]),
     ("name-with-dot", "resnet.v2", base(), ["metadata.name", "must be a DNS-1035 label"]),
     *LATE_FAILURES,
@@ -418,6 +461,10 @@ GOOD_SPECS: list[tuple[str, dict[str, Any]]] = [
         "autoscaled-no-spare",
         base(autoscaling={"maxReplicas": 1, "targetLatencyMs": 400, "spareReplicas": 0}),
     ),
+    ("token-latency-both", tokens(timeToFirstTokenMs=500, interTokenLatencyMs=50)),
+    ("token-latency-ttft-only-p99", tokens(timeToFirstTokenMs=2000, percentile=99)),
+    ("token-latency-itl-only-p99.9", tokens(interTokenLatencyMs=40, percentile=99.9)),
+    ("token-latency-p50", tokens(timeToFirstTokenMs=300, interTokenLatencyMs=30, percentile=50)),
     (
         "everything",
         {
@@ -545,3 +592,8 @@ def test_good_spec_is_accepted_with_defaults(
     if "autoscaling" in spec:
         assert applied["spec"]["autoscaling"]["scaleDownStabilizationSeconds"] == 300
         assert "replicas" not in applied["spec"]
+        if "tokenLatency" in spec["autoscaling"]:  # the percentile defaults to 95
+            wanted = {"percentile": 95, **spec["autoscaling"]["tokenLatency"]}
+            assert applied["spec"]["autoscaling"]["tokenLatency"] == wanted
+        else:
+            assert "tokenLatency" not in applied["spec"]["autoscaling"], "absent unless set"

@@ -59,11 +59,17 @@ def test_names_columns_and_subresources() -> None:
         "Model",
         "Version",
         "Target-Lat",
+        "Target-TTFT",
+        "Target-ITL",
         "P95",
         "Rollout",
         "Reason",
         "Age",
     ]
+    wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority")}
+    assert set(wide) == {"Target-TTFT", "Target-ITL"}, "the token targets show with -o wide only"
+    assert wide["Target-TTFT"]["jsonPath"] == ".spec.autoscaling.tokenLatency.timeToFirstTokenMs"
+    assert wide["Target-ITL"]["jsonPath"] == ".spec.autoscaling.tokenLatency.interTokenLatencyMs"
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",
         "statusReplicasPath": ".status.replicas",
@@ -102,3 +108,28 @@ def test_service_account_and_pull_secrets_are_checked_at_admission() -> None:
     assert secrets["items"]["required"] == ["name"]
     assert secrets["items"]["properties"]["name"]["x-kubernetes-validations"] == subdomain
     assert "default" not in secrets and "default" not in account, "absent unless set: nothing to drift"
+
+
+def test_token_latency_targets_in_the_schema() -> None:
+    """spec.autoscaling.tokenLatency: at least one of the two targets (CEL, with the field names in
+    the message), a percentile between 50 and 99.9 (CEL, both bounds in the message), no default
+    object (absent unless set). test_admission.py sends bad values to a real API server."""
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    tokens = spec["properties"]["autoscaling"]["properties"]["tokenLatency"]
+    assert tokens["type"] == "object" and "default" not in tokens and tokens.get("nullable") is True
+    [one_at_least] = tokens["x-kubernetes-validations"]
+    assert one_at_least["rule"] == "has(self.timeToFirstTokenMs) || has(self.interTokenLatencyMs)"
+    assert "timeToFirstTokenMs, interTokenLatencyMs or both" in one_at_least["message"]
+    fields = tokens["properties"]
+    percentile = fields["percentile"]
+    assert (percentile["type"], percentile["default"]) == ("number", 95)
+    assert "minimum" not in percentile, "the CEL rule's message gives both bounds"
+    [bounds] = percentile["x-kubernetes-validations"]
+    assert bounds["rule"] == "self >= 50.0 && self <= 99.9"
+    assert bounds["message"].startswith("must be a percentile between 50 and 99.9")
+    for name in ("timeToFirstTokenMs", "interTokenLatencyMs"):
+        assert (fields[name]["type"], fields[name]["minimum"], fields[name]["maximum"]) == ("integer", 1, 3_600_000)
+        assert "default" not in fields[name]
+    status = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    measured = status["properties"]["tokenLatency"]["properties"]
+    assert set(measured) == {"percentile", "timeToFirstTokenMs", "interTokenLatencyMs", "source", "windowSeconds"}

@@ -35,6 +35,22 @@ PRINTER_COLUMNS = [
         "jsonPath": ".spec.autoscaling.targetLatencyMs",
         "description": "Latency target (ms).",
     },
+    # Generative models only: shown by `kubectl get md -o wide`, so other deployments keep the
+    # narrow table (and the examples in the docs stay true).
+    {
+        "name": "Target-TTFT",
+        "type": "integer",
+        "jsonPath": ".spec.autoscaling.tokenLatency.timeToFirstTokenMs",
+        "description": "Time-to-first-token target (ms) at spec.autoscaling.tokenLatency.percentile.",
+        "priority": 1,
+    },
+    {
+        "name": "Target-ITL",
+        "type": "integer",
+        "jsonPath": ".spec.autoscaling.tokenLatency.interTokenLatencyMs",
+        "description": "Inter-token latency target (ms) at spec.autoscaling.tokenLatency.percentile.",
+        "priority": 1,
+    },
     {"name": "P95", "type": "integer", "jsonPath": ".status.latency.p95Ms", "description": "Measured p95 (ms)."},
     {
         "name": "Rollout",

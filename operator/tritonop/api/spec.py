@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from tritonop.api.status import ModelDeploymentStatus
 from tritonop.api.validation import (
@@ -31,6 +31,7 @@ from tritonop.api.validation import (
     ImageReference,
     LabelValue,
     MemoryQuantity,
+    Percentile,
     PrometheusUrl,
     RepositoryUri,
     TolerationKey,
@@ -306,6 +307,59 @@ class PrometheusSource(ApiModel):
     url: PrometheusUrl = Field(..., description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.")
 
 
+TOKEN_TARGET_REQUIRED = (
+    "must set timeToFirstTokenMs, interTokenLatencyMs or both (milliseconds, at least 1): "
+    "a tokenLatency without either states no target"
+)
+
+
+class TokenLatencyTargets(ApiModel):
+    """Token-level targets of a generative model that streams its output, one response per token."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.timeToFirstTokenMs) || has(self.interTokenLatencyMs)", TOKEN_TARGET_REQUIRED)
+            ]
+        }
+    )
+
+    percentile: Percentile = Field(
+        95,
+        description=(
+            "The percentile both targets hold at, between 50 and 99.9 (default 95): e.g. 95 means 95% of first "
+            "tokens come within timeToFirstTokenMs and 95% of the gaps between tokens last at most "
+            "interTokenLatencyMs."
+        ),
+    )
+    time_to_first_token_ms: int | None = Field(
+        None,
+        alias="timeToFirstTokenMs",
+        ge=1,
+        le=3_600_000,
+        description=(
+            "Time to first token (TTFT) target in milliseconds: from the request's arrival to its first "
+            "response. Includes the wait for a batch slot or KV-cache room and the prompt's prefill."
+        ),
+    )
+    inter_token_latency_ms: int | None = Field(
+        None,
+        alias="interTokenLatencyMs",
+        ge=1,
+        le=3_600_000,
+        description=(
+            "Inter-token latency (ITL) target in milliseconds: the time between two tokens of one response "
+            "stream, which grows with the number of requests generated together."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_target_at_least(self) -> TokenLatencyTargets:
+        if self.time_to_first_token_ms is None and self.inter_token_latency_ms is None:
+            raise ValueError(TOKEN_TARGET_REQUIRED)
+        return self
+
+
 class AutoscalingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -375,6 +429,17 @@ class AutoscalingSpec(ApiModel):
     )
     prometheus: PrometheusSource | None = Field(
         None, description="Query this Prometheus instead of scraping the pods' metrics directly."
+    )
+    token_latency: TokenLatencyTargets | None = Field(
+        None,
+        alias="tokenLatency",
+        description=(
+            "Token-level targets for a generative model that streams its output (a decoupled model, e.g. on "
+            "Triton's vLLM or TensorRT-LLM backend): time to first token and inter-token latency at a percentile, "
+            "e.g. {percentile: 95, timeToFirstTokenMs: 500, interTokenLatencyMs: 50}. Measured from the backend's "
+            "metrics when the pods are scraped directly (status.tokenLatency) and judged with targetLatencyMs in "
+            "LatencyWithinTarget. Replicas are still sized from targetLatencyMs and metric."
+        ),
     )
 
 

@@ -35,6 +35,27 @@ class LatencyStatus(StatusModel):
     window_seconds: int | None = Field(None, alias="windowSeconds", description="Measurement window (s).")
 
 
+class TokenLatencyStatus(StatusModel):
+    """Token-level latency of a streaming model (spec.autoscaling.tokenLatency), at its percentile."""
+
+    percentile: float = Field(..., description="The percentile measured (spec.autoscaling.tokenLatency.percentile).")
+    time_to_first_token_ms: int | None = Field(
+        None, alias="timeToFirstTokenMs", description="Measured time to first token at the percentile (ms)."
+    )
+    inter_token_latency_ms: int | None = Field(
+        None, alias="interTokenLatencyMs", description="Measured inter-token latency at the percentile (ms)."
+    )
+    source: str | None = Field(
+        None,
+        description="The metric families read: vllm:time_to_first_token_seconds and "
+        "vllm:time_per_output_token_seconds (Triton's vLLM backend), or nv_inference_first_response_histogram_ms "
+        "(Triton core, 24.11 and later, for any decoupled backend; TTFT only).",
+    )
+    window_seconds: int | None = Field(
+        None, alias="windowSeconds", description="Measurement window (s): the histograms' growth over it."
+    )
+
+
 class AutoscalerStatus(StatusModel):
     """What the autoscaler learned about this deployment: shown for admins, and read back by a
     restarted operator (it never writes spec). Bounded: two demand profiles of 288 and 168 numbers."""
@@ -247,6 +268,11 @@ class ModelDeploymentStatus(StatusModel):
     target_version: int | None = Field(None, alias="targetVersion", description="Version being rolled out.")
     previous_version: int | None = Field(None, alias="previousVersion", description="Version served before.")
     latency: LatencyStatus | None = Field(None, description="Latest latency measurement.")
+    token_latency: TokenLatencyStatus | None = Field(
+        None,
+        alias="tokenLatency",
+        description="Latest time to first token and inter-token latency (with spec.autoscaling.tokenLatency).",
+    )
     autoscaler: AutoscalerStatus | None = Field(
         None, description="What the autoscaler learned: utilisation for the target, pod start, demand profile."
     )

@@ -19,6 +19,8 @@ MAX_GPUS_PER_REPLICA = 16
 MAX_REPLICAS = 1000
 MAX_SPARE_REPLICAS = 100
 MAX_IMAGE_PULL_SECRETS = 16
+MIN_PERCENTILE = 50
+MAX_PERCENTILE = 99.9
 REPOSITORY_SCHEMES = ("pvc", "s3", "gs", "file")
 # tritonserver flags the operator sets itself; extraArgs may not touch them.
 OWNED_FLAGS = (
@@ -178,6 +180,7 @@ if TYPE_CHECKING:  # the type checker sees the plain type
     TolerationKey = str
     ImageReference = str
     EnvName = str
+    Percentile = float
 else:
     RepositoryUri = matching(
         REPOSITORY_PATTERN,
@@ -256,6 +259,23 @@ else:
         ),
         pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
     )
+    # A CEL rule, not minimum/maximum: the API server's message then gives both bounds.
+    Percentile = Annotated[
+        float,
+        Field(ge=MIN_PERCENTILE, le=MAX_PERCENTILE),
+        WithJsonSchema(
+            {
+                "type": "number",
+                "x-kubernetes-validations": [
+                    cel(
+                        f"self >= {MIN_PERCENTILE:.1f} && self <= {MAX_PERCENTILE}",
+                        f"must be a percentile between {MIN_PERCENTILE:g} and {MAX_PERCENTILE:g}, "
+                        "such as 90, 95, 99 or 99.9",
+                    )
+                ],
+            }
+        ),
+    ]
 
 
 class ApiModel(BaseModel):

@@ -9,6 +9,7 @@ Prometheus URL, the same numbers are queried from Prometheus.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import deque
@@ -17,6 +18,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from tritonop.autoscale.tokens import TokenSample, TokenWindow
+from tritonop.autoscale.tokens import combine as combine_tokens
+from tritonop.autoscale.tokens import parse as parse_tokens
+from tritonop.autoscale.tokens import window as tokens_between
 from tritonop.names import METRICS_PORT
 from tritonop.promtext import samples
 
@@ -37,6 +42,7 @@ class CounterSample:
     compute_us: float = 0.0  # nv_inference_compute_infer_duration_us: per request, so a batch counts n times
     executions: float = 0.0  # nv_inference_exec_count: batches executed
     pending: float = 0.0  # nv_inference_pending_request_count: requests waiting right now (a gauge)
+    tokens: TokenSample | None = None  # a streaming model's token families (when asked for)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ class Measurement:
     # requests waiting on the most loaded pod now (Triton queues per pod). None: not measured.
     longest_queue: float | None = None
     service_ms: float | None = None  # mean compute time per request: the latency floor of one idle replica
+    # A streaming model's TTFT, ITL and token figures over the pods' token windows (None: not
+    # asked for, not exported, or not measured by this source).
+    tokens: TokenWindow | None = None
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -170,6 +179,16 @@ MIN_WINDOW_SECONDS = 3.0
 SAMPLES_KEPT = 16
 
 
+def token_window(history: deque[CounterSample], current: CounterSample) -> TokenWindow | None:
+    """A pod's token window: from its oldest kept sample with tokens read (about SAMPLES_KEPT
+    evaluations back, 16 s at the default cadence), so that a percentile rests on more than a few
+    seconds of tokens. None: nothing to start from, or the page has no token family."""
+    if current.tokens is None or current.tokens.empty:
+        return None
+    start = next((sample.tokens for sample in history if sample.tokens is not None), None)
+    return None if start is None else tokens_between(start, current.tokens)
+
+
 def baseline(history: deque[CounterSample], at: float) -> CounterSample | None:
     """The sample a window ending at `at` starts from: the newest at least MIN_WINDOW_SECONDS
     older, else the oldest there is (None for a pod's first sample: it only starts a window)."""
@@ -185,17 +204,26 @@ class PodMetricsReader:
     def __init__(self) -> None:
         self.samples: dict[str, deque[CounterSample]] = {}  # by pod uid
         self.session: aiohttp.ClientSession | None = None
+        self.read_tokens = False  # also read the token families (spec.autoscaling.tokenLatency)
 
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
 
-    async def _scrape(self, ip: str, model: str) -> CounterSample:
+    async def _page(self, ip: str) -> str:
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS))
         async with self.session.get(f"http://{ip}:{METRICS_PORT}/metrics") as response:
             response.raise_for_status()
-            return parse_sample(await response.text(), model, time.monotonic())
+            return await response.text()
+
+    async def _scrape(self, ip: str, model: str) -> CounterSample:
+        text = await self._page(ip)
+        at = time.monotonic()
+        sample = parse_sample(text, model, at)
+        if self.read_tokens:
+            sample = dataclasses.replace(sample, tokens=parse_tokens(text, model, at))
+        return sample
 
     async def measure(self, pods: dict[str, tuple[str, str]], model: str) -> Measurement:
         """pods: uid -> (name, ip) of ready pods. The first sample of a pod only starts its window."""
@@ -204,6 +232,7 @@ class PodMetricsReader:
             return NOTHING_MEASURED
         results = await asyncio.gather(*(self._scrape(ip, model) for _, ip in pods.values()), return_exceptions=True)
         stats: list[WindowStats] = []
+        token_windows: list[TokenWindow] = []
         unreadable: list[str] = []
         for (uid, (name, _)), result in zip(pods.items(), results, strict=True):
             if isinstance(result, BaseException):
@@ -211,13 +240,16 @@ class PodMetricsReader:
                 continue
             history = self.samples.setdefault(uid, deque(maxlen=SAMPLES_KEPT))
             start = baseline(history, result.at)
+            if (token_stats := token_window(history, result)) is not None:
+                token_windows.append(token_stats)
             history.append(result)
             if start is not None:
                 stats.append(window(start, result))
         for uid in list(self.samples):
             if uid not in pods:
                 del self.samples[uid]
-        return combine(stats, tuple(sorted(unreadable)))
+        measured = combine(stats, tuple(sorted(unreadable)))
+        return dataclasses.replace(measured, tokens=combine_tokens(token_windows)) if token_windows else measured
 
 
 class PrometheusReader:

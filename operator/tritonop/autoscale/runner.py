@@ -23,7 +23,7 @@ from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
 from tritonop.clock import Clock, SystemClock
 from tritonop.events import EventRecorder
-from tritonop.facts import AutoscaleFacts
+from tritonop.facts import AutoscaleFacts, TokenFacts
 from tritonop.serving import pod_facts
 
 LOG = logging.getLogger("tritonop.autoscale")
@@ -213,6 +213,9 @@ class Autoscalers:
                 if pod_facts(pod).ready and pod.get("status", {}).get("podIP")
             }
             state.ready_of = (pods, ready)
+        # Issue 24: the pods' token families are read only for a spec with tokenLatency.
+        if isinstance(state.reader, PodMetricsReader):
+            state.reader.read_tokens = spec.token_latency is not None
         try:
             measurement = await state.reader.measure(ready, md.model_name)
         except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count
@@ -242,12 +245,23 @@ class Autoscalers:
         state.replicas = decision.replicas
         state.last_gauges = record_decision(events, md, decision, current, observation, state.last_gauges)
         within = None if observation.latency_ms is None else observation.latency_ms <= spec.target_latency_ms
+        # Issue 24: TTFT and ITL go to status and LatencyWithinTarget (sizing does not read them yet).
+        targets = spec.token_latency
+        token_facts = None if targets is None else TokenFacts.of(measurement.tokens, targets.percentile)
+        if within and token_facts is not None and targets is not None:
+            within = token_facts.within(targets.time_to_first_token_ms, targets.inter_token_latency_ms)
         # As status shows them (whole ms): figures that would not change status are no news. The
         # window's length alone is not either: it moves between 3 and 4 s with the cadence, and
         # idle objects with running pods would otherwise write status every report period.
+        token_figures = (token_facts.ttft, token_facts.itl) if token_facts is not None else ()
         shown = tuple(
             None if value is None else round(value)
-            for value in (measurement.p95_ms, measurement.average_ms, measurement.queue_ms)
+            for value in (
+                measurement.p95_ms,
+                measurement.average_ms,
+                measurement.queue_ms,
+                *(None if figure is None else figure.ms for figure in token_figures),  # issue 24
+            )
         )
         if decision.unreachable != state.last_unreachable and decision.unreachable is not None:
             events.warning("TargetBelowServiceTime", decision.unreachable)
@@ -285,6 +299,7 @@ class Autoscalers:
             scaled=decision.direction != "none",
             unreachable=decision.unreachable,
             learned=learned,
+            tokens=token_facts,  # issue 24
         )
         return Scaling(decision.replicas, facts)
 

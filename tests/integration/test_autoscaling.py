@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -24,6 +25,15 @@ LOAD_RATE = 22.0  # requests/s: needs 3 replicas
 TARGET_MS = 400
 
 
+def autoscaled(repository: Path, **autoscaling: Any) -> dict[str, Any]:
+    """The spec of the fixed-time model `slow` at `repository`, autoscaled on p95 from 1 replica."""
+    return {
+        "model": {"name": "slow", "repository": f"file://{repository}"},
+        "server": {"gpus": 1},
+        "autoscaling": {"minReplicas": 1, "metric": "p95", **autoscaling},
+    }
+
+
 @pytest.mark.parametrize("source", ["pods", "prometheus"])
 def test_closed_loop_scale_up_then_down(
     cluster: DevCluster,
@@ -37,17 +47,7 @@ def test_closed_loop_scale_up_then_down(
 ) -> None:
     """Same loop with latency read from the pods directly, or from Prometheus scraping them."""
     repository = slow_repository(tmp_path / "repo", "slow", BATCH_DELAY_MS)
-    spec = {
-        "model": {"name": "slow", "repository": f"file://{repository}"},
-        "server": {"gpus": 1},
-        "autoscaling": {
-            "minReplicas": 1,
-            "maxReplicas": 5,
-            "metric": "p95",
-            "targetLatencyMs": TARGET_MS,
-            "scaleDownStabilizationSeconds": 15,
-        },
-    }
+    spec = autoscaled(repository, maxReplicas=5, targetLatencyMs=TARGET_MS, scaleDownStabilizationSeconds=15)
     if source == "prometheus":
         spec["autoscaling"]["prometheus"] = {"url": request.getfixturevalue("prometheus").url}
     apply_md(cluster, namespace, "slow", spec)
@@ -115,18 +115,9 @@ def test_the_target_drives_the_replicas(
     repository = slow_repository(tmp_path / "repo", "slow", BATCH_DELAY_MS)
     names = {"tight": TIGHT_MS, "loose": LOOSE_MS}
     for name, target in names.items():
-        spec = {
-            "model": {"name": "slow", "repository": f"file://{repository}"},
-            "server": {"gpus": 1},
-            "autoscaling": {
-                "minReplicas": 1,
-                "maxReplicas": 6,
-                "metric": "p95",
-                "targetLatencyMs": target,
-                "spareReplicas": 0,
-                "scaleDownStabilizationSeconds": 20,
-            },
-        }
+        spec = autoscaled(
+            repository, maxReplicas=6, targetLatencyMs=target, spareReplicas=0, scaleDownStabilizationSeconds=20
+        )
         apply_md(cluster, namespace, name, spec)
     for name in names:
         wait_for_condition(api, namespace, name, "Ready", "True")

@@ -202,11 +202,10 @@ def test_rollback_is_setting_the_old_version_again(
 
 def broken_copy(root: Path) -> Path:
     """model_repo with version 3 of sleepy corrupt (its model.py raises at load)."""
-    shutil.copytree(MODEL_REPO, root)
+    fresh_copy(root)
     (root / "sleepy" / "3" / "model.py").write_text(
         "raise ImportError('corrupt weights file: truncated at byte 4096')\n"
     )
-    root.parent.chmod(0o755)
     return root
 
 

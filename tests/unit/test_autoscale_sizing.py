@@ -174,17 +174,21 @@ def test_while_the_bursts_are_unknown_a_reserve_is_kept_that_a_looser_target_nee
     assert later.replicas == 1  # watched long enough: the forecast's own error decides
 
 
+# 28 req/s on 4 replicas of 10 req/s, 70% busy, arriving as fast as served: a steady window.
+STEADY = Observation(
+    latency_ms=200.0,
+    request_rate=28.0,
+    ready_replicas=4,
+    window_seconds=3,
+    busy=0.7,
+    arrival_rate=28.0,
+    queue_ms=70.0,  # Kingman with V = 0.3: 0.7/0.3 x 0.3 x 100 ms
+    service_ms=100.0,
+)
+
+
 def test_variability_is_learned_from_steady_windows_only() -> None:
-    steady = Observation(
-        latency_ms=200.0,
-        request_rate=28.0,
-        ready_replicas=4,
-        window_seconds=3,
-        busy=0.7,
-        arrival_rate=28.0,
-        queue_ms=70.0,  # Kingman with V = 0.3: 0.7/0.3 x 0.3 x 100 ms
-        service_ms=100.0,
-    )
+    steady = STEADY
     history = History(capacity_per_replica=10.0, variability=None)
     assert decide(steady, spec(), 4, history, 0.0).history.variability == pytest.approx(0.3)
     growing = Observation(**{**steady.__dict__, "arrival_rate": 40.0})  # a queue building: a transient
@@ -193,16 +197,7 @@ def test_variability_is_learned_from_steady_windows_only() -> None:
 
 def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
     """On the real servers single windows gave V from 0.2 to the bound (4): the median holds."""
-    steady = Observation(
-        latency_ms=200.0,
-        request_rate=28.0,
-        ready_replicas=4,
-        window_seconds=3,
-        busy=0.7,
-        arrival_rate=28.0,
-        queue_ms=70.0,  # V = 0.3
-        service_ms=100.0,
-    )
+    steady = STEADY
     burst = dataclasses.replace(steady, queue_ms=900.0)  # V = 3.9
     history = History(capacity_per_replica=10.0)
     for second in range(40):
@@ -215,16 +210,7 @@ def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
 def test_the_backlog_draining_after_a_scale_up_teaches_no_variability() -> None:
     """Served keeps up with arrivals while new pods drain the overload's queue: it looks steady,
     with the overload's queue times. Those windows are left out."""
-    draining = Observation(
-        latency_ms=900.0,
-        request_rate=28.0,
-        ready_replicas=4,
-        window_seconds=3,
-        busy=0.7,
-        arrival_rate=27.0,
-        queue_ms=800.0,
-        service_ms=100.0,
-    )
+    draining = dataclasses.replace(STEADY, latency_ms=900.0, arrival_rate=27.0, queue_ms=800.0)
     scaled = History(capacity_per_replica=10.0, last_scale_up=100.0)
     assert learn(draining, spec(), scaled, 105.0).variability_samples == ()
     assert learn(draining, spec(), scaled, 130.0).variability_samples != ()  # settled: learned again

@@ -13,6 +13,8 @@ request times:
 
     .venv/bin/python bench/autoscale_policies.py --traces step,spikes --runs 5 --out runs.jsonl
     .venv/bin/python bench/autoscale_policies.py --report runs.jsonl     # the table again, + simulator
+    .venv/bin/python bench/autoscale_policies.py --policies tritonop,knative --load-delay-s 60 \
+        --routing random --runs 3 --out slow-start.jsonl    # a large model's start: loads take 60 s
 
 Run order: for each seed, each trace, every policy (the order rotates with the seed), so slow
 drift of this shared machine falls on all policies alike. Each run is appended to --out as one
@@ -81,6 +83,8 @@ class Run:
     sent: int = 0
     failed: int = 0
     pod_starts: list[float] = field(default_factory=list)  # seconds, pod created -> Ready
+    routing: str = "round-robin"  # the clients' choice of pod: round robin, or random (kube-proxy's)
+    load_delay_s: float = 0.0  # the model's load time (a stand-in for a large model's start)
 
     def report(self) -> dict[str, Any]:
         within = sum(1 for latency in self.latencies if latency <= TARGET_MS)
@@ -103,6 +107,8 @@ class Run:
             "max_replicas": max(self.replicas, default=0),
             "pod_starts_s": self.pod_starts,
             "replicas": self.replicas,
+            "routing": self.routing,
+            "load_delay_s": self.load_delay_s,
         }
 
 
@@ -195,7 +201,9 @@ def tritonop_spec() -> dict[str, Any]:
     }
 
 
-def run_policy(env: Cluster, policy: str, repository: Path, trace: Trace, seed: int) -> Run:
+def run_policy(
+    env: Cluster, policy: str, repository: Path, trace: Trace, seed: int, routing: str, load_delay_s: float
+) -> Run:
     spec: dict[str, Any] = {"model": {"name": MODEL, "repository": f"file://{repository}"}}
     if policy == "tritonop":
         spec["autoscaling"] = tritonop_spec()
@@ -210,9 +218,12 @@ def run_policy(env: Cluster, policy: str, repository: Path, trace: Trace, seed: 
         "spec": spec,
     }
     env.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-    env.cluster.kubectl("wait", f"md/{MODEL}", "-n", NAMESPACE, "--for=condition=Ready", "--timeout=120s")
+    ready_timeout = 120 + 2 * load_delay_s
+    env.cluster.kubectl(
+        "wait", f"md/{MODEL}", "-n", NAMESPACE, "--for=condition=Ready", f"--timeout={ready_timeout:.0f}s"
+    )
 
-    run = Run(policy, trace.name, seed)
+    run = Run(policy, trace.name, seed, routing=routing, load_delay_s=load_delay_s)
     stop = threading.Event()
     ips: list[str] = env.ready_ips()
     first_pods = set(env.pod_times)
@@ -226,6 +237,7 @@ def run_policy(env: Cluster, policy: str, repository: Path, trace: Trace, seed: 
         max_seconds=trace.seconds + 60,
         max_in_flight=1024,
         schedule=arrivals(trace, seed),
+        routing=routing,
     )
     controllers: list[threading.Thread] = []
     if policy == "hpa-queue":
@@ -272,6 +284,7 @@ def pod_start_range(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
 def report(runs: list[dict[str, Any]], simulate: bool = True) -> None:
     starts = sorted(s for r in runs for s in r.get("pod_starts_s", []))
     start_range = pod_start_range(runs)
+    routing = runs[0].get("routing", "round-robin") if runs else "round-robin"
     if starts:
         print(
             f"pod start on the cluster (created -> Ready, {len(starts)} pods added during the runs): "
@@ -281,11 +294,19 @@ def report(runs: list[dict[str, Any]], simulate: bool = True) -> None:
     if starts:
         # The measured delays themselves (their spread is skewed: most pods start in seconds, a
         # few wait for the others when many start at once), bounded by their extremes.
-        settings = Settings(deletion="graceful", pod_start_s=(starts[0], starts[-1]), pod_start_samples=tuple(starts))
-        print(f"simulator settings: graceful removal, pod start drawn from the {len(starts)} measured delays")
+        settings = Settings(
+            deletion="graceful",
+            pod_start_s=(starts[0], starts[-1]),
+            pod_start_samples=tuple(starts),
+            routing=routing,
+        )
+        print(
+            f"simulator settings: graceful removal, {routing} routing, "
+            f"pod start drawn from the {len(starts)} measured delays"
+        )
     else:
-        settings = Settings(deletion="graceful")
-        print("simulator settings: graceful removal, pod start uniform 6-10 s (nothing measured)")
+        settings = Settings(deletion="graceful", routing=routing)
+        print(f"simulator settings: graceful removal, {routing} routing, pod start uniform 6-10 s (nothing measured)")
     header = (
         f"{'trace':<7} {'policy':<10} {'n':>2}  {'attainment % (cluster)':<28} {'replica-s (cluster)':<28} "
         f"{'failed':>7} {'changes':>7}"
@@ -350,6 +371,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append each run as a JSON line here")
     parser.add_argument("--report", type=Path, help="print the table of recorded runs (JSON lines) and exit")
     parser.add_argument("--no-simulator", action="store_true", help="leave the simulator's columns out")
+    parser.add_argument(
+        "--routing",
+        choices=("round-robin", "random"),
+        default="round-robin",
+        help="how the clients pick a ready pod per request (random: as kube-proxy picks a Service's backend)",
+    )
+    parser.add_argument(
+        "--load-delay-s",
+        type=float,
+        default=0.0,
+        help="the model's load takes this long, so a new pod starts in about that much more (a large model)",
+    )
     args = parser.parse_args()
     if args.report:
         report(load_runs(args.report), simulate=not args.no_simulator)
@@ -358,7 +391,7 @@ def main() -> None:
     traces = [get_trace(name) for name in args.traces.split(",")]
     results: list[dict[str, Any]] = []
     with running_cluster() as cluster, tempfile.TemporaryDirectory(dir=ROOT / ".devcluster") as tmp:
-        repository = slow_repository(Path(tmp) / "repo", MODEL, BATCH_MS)
+        repository = slow_repository(Path(tmp) / "repo", MODEL, BATCH_MS, load_delay_s=args.load_delay_s)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
         # A namespace left terminating by an earlier run would refuse the ModelDeployment.
         cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
@@ -387,7 +420,8 @@ def main() -> None:
                     shift = seed % len(policies)
                     for policy in policies[shift:] + policies[:shift]:
                         print(f"seed {seed}: {policy} on {trace.name} ({trace.seconds} s)...", flush=True)
-                        result = run_policy(env, policy, repository, trace, seed).report()
+                        run = run_policy(env, policy, repository, trace, seed, args.routing, args.load_delay_s)
+                        result = run.report()
                         results.append(result)
                         print(json.dumps({k: v for k, v in result.items() if k != "replicas"}), flush=True)
                         if args.out:

@@ -112,8 +112,9 @@ def test_the_queue_metric_has_no_service_floor() -> None:
 
 
 def test_burst_allowance_follows_the_target_and_the_lead_time() -> None:
-    assert burst_allowance("p95", 5000, 100.0, 10.0) == pytest.approx(1.49)
-    assert burst_allowance("p95", 400, 100.0, 300.0) == pytest.approx(1.001)
+    # A backlog grows for the lead time plus the reaction time (5 s): 4.9 s of budget over 15 s.
+    assert burst_allowance("p95", 5000, 100.0, 10.0) == pytest.approx(1 + 4.9 / 15)
+    assert burst_allowance("p95", 400, 100.0, 300.0) == pytest.approx(1 + 0.3 / 305)
     assert burst_allowance("p95", 50, 100.0, 10.0) == 1.0
 
 
@@ -168,8 +169,8 @@ def test_while_the_bursts_are_unknown_a_reserve_is_kept_that_a_looser_target_nee
     new = dataclasses.replace(LEARNED, forecast=dataclasses.replace(QUIET, watched_since=0.0), lead=LeadTime((10.0,)))
     early = decide(observed(5, 1), spec(), 1, new, now=60.0)
     assert early.replicas == 3 and "while learning the bursts" in early.reason  # 0.5 + 3 / 1.5
-    loose = decide(observed(5, 1), spec(targetLatencyMs=5000), 1, new, now=60.0)
-    assert loose.replicas < early.replicas  # a 5 s target lets a burst wait in the queue
+    loose = decide(observed(5, 1), spec(targetLatencyMs=10000), 1, new, now=60.0)
+    assert loose.replicas < early.replicas  # a 10 s target lets a burst wait in the queue
     later = decide(observed(5, 1), spec(), 1, new, now=WARM_UP_SECONDS + 1)
     assert later.replicas == 1  # watched long enough: the forecast's own error decides
 

@@ -1,5 +1,6 @@
 """Fixed-time model: every batch takes `batch_delay_ms` (config parameter), like a GPU kernel
-with constant cost per batch. OUTPUT0 = 2 * INPUT0; VERSION = the version that served it."""
+with constant cost per batch. OUTPUT0 = 2 * INPUT0; VERSION = the version that served it.
+`load_delay_s` (optional, default 0): loading takes that long, as a large model's weights do."""
 
 import json
 import time
@@ -14,6 +15,7 @@ class TritonPythonModel:
         parameters = config.get("parameters", {})
         self.delay = float(parameters.get("batch_delay_ms", {}).get("string_value", "20")) / 1000.0
         self.version = int(args["model_version"])
+        time.sleep(float(parameters.get("load_delay_s", {}).get("string_value", "0")))
 
     def execute(self, requests):
         time.sleep(self.delay)  # one batch, one fixed cost

@@ -35,6 +35,9 @@ UNREACHABLE_SLACK = 0.5  # target <= S: size as if the target were 1.5 S (the qu
 DEFAULT_VARIABILITY = 1.0  # V before any is learned: M/M/1 (conservative for fixed-time models)
 VARIABILITY_BOUNDS = (0.05, 4.0)
 QUANTILE = 0.95  # the p95 metric
+# A burst is noticed a policy window after it starts, and a pod that turned Ready gets traffic
+# once the endpoints reach the clients: the backlog grows this much longer than the pod's start.
+REACTION_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,9 @@ def variability_sample(queue_ms: float, busy: float, capacity: float) -> float:
 
 
 def burst_allowance(metric: str, target_ms: float, floor_ms: float, lead_s: float) -> float:
-    """How far past its capacity a replica may be driven for one lead time (a new pod's start)
-    before the queue that builds breaks the target: a backlog of (load - 1) * lead seconds of work
-    waits at most the target's queueing budget. 1: none (a tight target or a long start)."""
+    """How far past its capacity a replica may be driven until new pods serve (the lead time, a
+    new pod's start, plus the reaction time) before the queue that builds breaks the target: a
+    backlog of (load - 1) * that many seconds of work waits at most the target's queueing budget.
+    1: none (a tight target or a long start)."""
     budget_s = max(0.0, target_ms - floor_ms) / 1000.0
-    return 1.0 + budget_s / max(lead_s, 1.0)
+    return 1.0 + budget_s / (max(lead_s, 0.0) + REACTION_SECONDS)

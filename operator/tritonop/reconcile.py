@@ -120,7 +120,8 @@ async def repository(state: OperatorState, md: ModelDeployment) -> tuple[Reposit
         user=md.uid,
     )
     verification = await verify(state.kube, md, report, state.settings.verifier_image)
-    return verification.report, verification
+    # Integrity stays what the bytes say; loads are also gated on the model's declared parallelism.
+    return verification.report.fitted_to(md.spec.server.gpus), verification
 
 
 def desired_objects(md: ModelDeployment, inputs: RenderInputs) -> list[dict[str, Any]]:

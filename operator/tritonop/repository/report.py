@@ -9,7 +9,7 @@ Job where the bytes are (verification.py) or by Triton itself at load time.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 Tree: TypeAlias = "Path | S3Path"  # a folder, or a key prefix in S3
 
 VERDICT_LIMIT_BYTES = 4000  # a termination message is cut at 4096 bytes
+# Triton's vLLM backend reads its engine arguments from this file in the version folder.
+VLLM_ENGINE_ARGS = "model.json"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class RepositoryReport:
     pending: bool = False  # a verification Job is under way: nothing loads until it answers
     checked_by: str = "operator"  # "operator" or "job/<name>": who read the bytes
     version: int | None = None  # the version checked
+    # GPUs one server needs by the model's own files (vLLM's model.json: tensor x pipeline
+    # parallel size), and where that was read; None: the files do not say.
+    declared_gpus: int | None = None
+    declared_by: str = ""
 
     def to_verdict(self, version: int | None) -> str:
         """The JSON a verification Job leaves as its termination message (at most 4 KiB). The
@@ -52,6 +58,9 @@ class RepositoryReport:
             "verified": self.verified,
             "version": version,
         }
+        if self.declared_gpus is not None:
+            verdict["declaredGpus"] = self.declared_gpus
+            verdict["declaredBy"] = self.declared_by
         if self.config is not None:
             config = json.loads(to_json(self.config))
             if len(json.dumps({**verdict, "config": config})) <= VERDICT_LIMIT_BYTES:
@@ -70,10 +79,28 @@ class RepositoryReport:
                 verified=verdict.get("verified"),
                 checked_by=checked_by,
                 version=verdict.get("version"),
+                declared_gpus=verdict.get("declaredGpus"),
+                declared_by=str(verdict.get("declaredBy", "")),
                 config=from_json(verdict["config"]) if verdict.get("config") else None,
             )
         except (ValueError, TypeError, AttributeError, ModelConfigError) as error:
             return cls(True, "VerificationFailed", f"{checked_by} left no readable verdict ({error}): {text[:200]}")
+
+    def fitted_to(self, gpus: int) -> RepositoryReport:
+        """This report for servers of `gpus` GPUs each: a model whose files declare another
+        parallelism cannot load there (vLLM fails at start-up), so it is a problem, said before
+        anything loads."""
+        if self.problem is not None or self.declared_gpus is None or self.declared_gpus == gpus:
+            return self
+        return replace(
+            self,
+            problem="ParallelismMismatch",
+            message=(
+                f"{self.declared_by} asks for {self.declared_gpus} GPU(s) per server, "
+                f"spec.server.gpus is {gpus}: set spec.server.gpus to {self.declared_gpus} or change the model's "
+                f"parallelism"
+            ),
+        )
 
     @property
     def blocks_load(self) -> bool:
@@ -148,6 +175,7 @@ def inspect_tree(
         return RepositoryReport(True, "InvalidConfig", f"{config_path}: {error}", versions)
     target = version if version is not None else versions[-1]
     version_dir = model_dir / str(target)
+    declared_gpus, declared_by = declared_parallelism(config, version_dir) or (None, "")
     mismatch = verify_manifest(version_dir, manifests, user)
     if mismatch:
         return RepositoryReport(True, "ChecksumMismatch", mismatch, versions, config, verified=False, version=target)
@@ -156,6 +184,44 @@ def inspect_tree(
             f"{model_name} versions {versions} in {root}; version {target} has no {MANIFEST_NAME}: "
             "served unverified (write one with `tritonop repo manifest`)"
         )
-        return RepositoryReport(True, None, message, versions, config, verified=False, version=target)
+        return RepositoryReport(
+            True,
+            None,
+            message,
+            versions,
+            config,
+            verified=False,
+            version=target,
+            declared_gpus=declared_gpus,
+            declared_by=declared_by,
+        )
     message = f"{model_name} versions {versions} in {root}; version {target} matches its {MANIFEST_NAME}"
-    return RepositoryReport(True, None, message, versions, config, verified=True, version=target)
+    return RepositoryReport(
+        True,
+        None,
+        message,
+        versions,
+        config,
+        verified=True,
+        version=target,
+        declared_gpus=declared_gpus,
+        declared_by=declared_by,
+    )
+
+
+def declared_parallelism(config: model_config_pb2.ModelConfig, version_dir: Tree) -> tuple[int, str] | None:
+    """GPUs one server needs by the model's own files, and where it says so. Triton's vLLM
+    backend: tensor_parallel_size x pipeline_parallel_size in the version's model.json (vLLM's
+    engine arguments; 1 each when absent). Other backends: not read (None)."""
+    if config.backend != "vllm":
+        return None
+    path = version_dir / VLLM_ENGINE_ARGS
+    if not path.is_file():
+        return None
+    try:
+        engine = json.loads(path.read_text())
+        tensor = int(engine.get("tensor_parallel_size", 1))
+        pipeline = int(engine.get("pipeline_parallel_size", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None  # vLLM itself reports a model.json it cannot read, at load
+    return tensor * pipeline, f"{path.name} (tensor_parallel_size {tensor} x pipeline_parallel_size {pipeline})"

@@ -1,24 +1,30 @@
 """Generative models on the dev cluster with real Triton: what the operator checks before a
-large language model loads."""
+large language model loads, and a canary of a streaming model judged on its tokens."""
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from kubernetes import client
 
 from devcluster.cluster import DevCluster, wait_until
-from loadgen import write_model
+from loadgen import MODEL_REPO, write_model
 from tests.integration.conftest import OperatorProcess
 from tests.integration.helpers import (
     apply_md,
     events_for,
     get_md,
     md_condition,
+    ready_ips,
     wait_for_condition,
 )
+from tritonop.names import GRPC_PORT
 
 pytestmark = pytest.mark.integration
 MODEL = "llm"
@@ -76,3 +82,134 @@ def test_a_parallelism_the_servers_cannot_give_is_said_before_anything_loads(
     apply_md(cluster, namespace, MODEL, llm_spec(repository, gpus=2))
     md = wait_for_condition(api, namespace, MODEL, "RepositoryValid", "True")
     assert "ParallelismMismatch" not in md_condition(md, "RepositoryValid").get("reason", "")
+
+
+TOKENS = "tokens"
+TOKENS_DIR = MODEL_REPO / "tokens"
+CANARY = {
+    "steps": [{"weight": 50, "pauseSeconds": 20}],
+    "analysis": {"intervalSeconds": 10, "minRequests": 8, "maxLatencyIncreasePercent": 50, "failureLimit": 0},
+}
+
+
+def generator_repository(root: Path) -> Path:
+    """The token generator (model_repo/tokens) as version 1, and a version 2 whose decode steps
+    (those that admit no request, so produce no first token) take four times as long: a slower
+    decode kernel, the same prefill. Its inter-token latency regresses; its time to first token
+    barely moves (a new request waits for the step under way to end)."""
+    code = (TOKENS_DIR / "1" / "model.py").read_text()
+    step = "time.sleep(self.step_s + self.step_per_request_s * len(batch) + self.prefill_per_token_s * prefill)\n"
+    assert step in code
+    slower = code.replace(step, step + "            if not admitted:\n                time.sleep(3 * self.step_s)\n")
+    return write_model(root, TOKENS, (TOKENS_DIR / "config.pbtxt").read_text(), {1: code, 2: slower})
+
+
+class Streams:
+    """Streaming clients, one gRPC stream per pod (as gRPC clients pin to a connection), each
+    keeping `depth` requests of 16 prompt tokens and 24 generated tokens in flight."""
+
+    def __init__(self, ips: list[str], depth: int = 3) -> None:
+        self.finished = 0
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.workers = [threading.Thread(target=self._stream, args=(ip, depth), daemon=True) for ip in ips]
+
+    def __enter__(self) -> Streams:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=60)
+
+    def _stream(self, ip: str, depth: int) -> None:
+        client = grpcclient.InferenceServerClient(f"{ip}:{GRPC_PORT}")
+        done: queue.Queue[str] = queue.Queue()
+
+        def callback(result: object, error: object) -> None:
+            if error is not None:
+                with self.lock:
+                    self.failed.append(f"{ip}: {error}")
+                return
+            response = result.get_response()  # type: ignore[attr-defined]
+            if response.parameters["triton_final_response"].bool_param:
+                done.put(response.id)
+
+        client.start_stream(callback=callback)
+        sent, open_ids = 0, set()
+        try:
+            while not self.stop.is_set() or open_ids:
+                while not self.stop.is_set() and len(open_ids) < depth:
+                    inputs = []
+                    for name, value in (("PROMPT_TOKENS", 16), ("MAX_TOKENS", 24)):
+                        tensor = grpcclient.InferInput(name, [1], "INT32")
+                        tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+                        inputs.append(tensor)
+                    client.async_stream_infer(TOKENS, inputs, request_id=str(sent), enable_empty_final_response=True)
+                    open_ids.add(str(sent))
+                    sent += 1
+                try:
+                    open_ids.discard(done.get(timeout=30))
+                except queue.Empty:
+                    with self.lock:
+                        self.failed.append(f"{ip}: {len(open_ids)} stream(s) unanswered for 30 s")
+                    return
+                with self.lock:
+                    self.finished += 1
+        finally:
+            client.stop_stream()
+            client.close()
+
+
+def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed_stream(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Two replicas of the token generator stream under load; version 2's decode steps take
+    four times as long. Its canary (one of the two pods) has the same compute counters as ever
+    (Triton's per-request compute time means nothing for a streaming model) but a worse ITL, and
+    so a worse TTFT: the analysis says so and the pod switches back to version 1, and no stream
+    fails on either pod."""
+    repository = generator_repository(tmp_path / "repo")
+    spec: dict[str, object] = {
+        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "replicas": 2,
+        "rollout": {"strategy": "Canary", "canary": CANARY},
+    }
+    apply_md(cluster, namespace, TOKENS, spec)
+    wait_for_condition(api, namespace, TOKENS, "Ready", "True", timeout=180)
+    ips = ready_ips(core, namespace, TOKENS)
+    assert len(ips) == 2
+
+    with Streams(ips) as streams:
+        wait_until("streams flowing", lambda: streams.finished >= 10, timeout=60)
+        apply_md(cluster, namespace, TOKENS, {**spec, "model": {**spec["model"], "version": 2}})  # type: ignore[dict-item]
+        wait_until(
+            "the canary rolled back",
+            lambda: (get_md(api, namespace, TOKENS)["status"].get("rollout") or {}).get("phase") == "RolledBack",
+            timeout=180,
+        )
+        finished_at_rollback = streams.finished
+        wait_until("more streams after the rollback", lambda: streams.finished >= finished_at_rollback + 10, 60)
+    md = get_md(api, namespace, TOKENS)
+    analysis = md["status"]["rollout"]["lastAnalysis"]
+    print(f"\ncanary of a generator with 4x slower decode steps: {analysis['message']}; {streams.finished} streams")
+    # A slower decode step delays the first token too (a new request waits for the step under
+    # way, as in vLLM's continuous batching): the reason names the worse of the two, the message
+    # gives both, and the ITL regression alone exceeds the 50% bound.
+    assert analysis["reason"] in ("InterTokenLatencyRegression", "TimeToFirstTokenRegression"), analysis
+    assert analysis["canary"]["interTokenLatencyMs"] > 1.5 * analysis["stable"]["interTokenLatencyMs"], analysis
+    assert "ITL" in analysis["message"] and "TTFT" in analysis["message"], analysis
+    assert analysis["canary"]["computeMs"] < 5  # Triton's compute figure says nothing here
+    assert md_condition(md, "CanaryHealthy")["reason"] == analysis["reason"]
+    assert streams.failed == []
+    # Version 1 serves everywhere again; Ready says RolledBack until the spec changes.
+    assert md["status"]["activeVersion"] == 1
+    assert md_condition(md, "Ready")["reason"] == "RolledBack"

@@ -270,7 +270,13 @@ def test_parse_version_counters() -> None:
         2: VersionCounters(success=90, failure=0, compute_us=4_500_000),
         3: VersionCounters(success=10, failure=4, compute_us=810_000),
     }
-    assert parsed[3].figures().model_dump(by_alias=True) == {"requests": 14, "errors": 4, "computeMs": 81.0}
+    assert parsed[3].figures().model_dump(by_alias=True) == {
+        "requests": 14,
+        "errors": 4,
+        "computeMs": 81.0,
+        "timeToFirstTokenMs": None,  # a request/response model: no token figures
+        "interTokenLatencyMs": None,
+    }
 
 
 def model_deployment(status: dict[str, Any], version: int = 3, generation: int = 4) -> Any:

@@ -199,12 +199,26 @@ class SideFigures(StatusModel):
     requests: int = Field(0, description="Requests served (successes and failures).")
     errors: int = Field(0, description="Failed requests (Triton's nv_inference_request_failure).")
     compute_ms: float | None = Field(None, alias="computeMs", description="Compute time per request (ms).")
+    time_to_first_token_ms: float | None = Field(
+        None,
+        alias="timeToFirstTokenMs",
+        description="A streaming model's time to first token at the token percentile (ms), over the window.",
+    )
+    inter_token_latency_ms: float | None = Field(
+        None,
+        alias="interTokenLatencyMs",
+        description="A streaming model's inter-token latency at the token percentile (ms), over the window.",
+    )
 
 
 class AnalysisStatus(StatusModel):
     result: Literal["Passed", "Failed", "Inconclusive", "FastFailed"] = Field(..., description="The verdict.")
     reason: str = Field(
-        ..., description="Healthy, LatencyRegression, ErrorRegression, InsufficientTraffic or ErrorBurst."
+        ...,
+        description=(
+            "Healthy, LatencyRegression, TimeToFirstTokenRegression, InterTokenLatencyRegression, "
+            "ErrorRegression, InsufficientTraffic or ErrorBurst."
+        ),
     )
     message: str = Field("", description="The figures behind the verdict.")
     canary: SideFigures = Field(default_factory=lambda: SideFigures(), description="The canary side.")

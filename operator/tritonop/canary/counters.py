@@ -4,6 +4,10 @@ Triton labels every metric with {model, version}, so one server's page tells the
 version's traffic from the stable version's. An analysis window is the difference of two reads
 of the cumulative counters: the canary version on the canary pods, the stable version on the
 others.
+
+A streaming model (Triton's vLLM backend, or any decoupled model exporting its families) also
+has per-version time-to-first-token and inter-token-latency histograms (autoscale/tokens.py reads
+the families): taken over the same window, they are what the canary is judged on.
 """
 
 from __future__ import annotations
@@ -12,7 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tritonop.api.status import SideFigures
+from tritonop.autoscale.tokens import Histogram, Series, merged
+from tritonop.autoscale.tokens import parse as parse_tokens
 from tritonop.promtext import samples
+
+# A version's token histograms: the backend's own TTFT where it has one, else Triton core's
+# first-response histogram (24.11+); ITL only the vLLM backend measures.
+TTFT_FAMILIES = ("vllm:time_to_first_token_seconds", "nv_inference_first_response_histogram_ms")
+ITL_FAMILIES = ("vllm:time_per_output_token_seconds",)
 
 
 @dataclass(frozen=True)
@@ -22,31 +33,57 @@ class VersionCounters:
     success: float = 0.0
     failure: float = 0.0
     compute_us: float = 0.0  # nv_inference_compute_infer_duration_us
+    ttft: Histogram | None = None  # a streaming model's time to first token (ms)
+    itl: Histogram | None = None  # and its inter-token latency (ms)
 
     def __sub__(self, other: VersionCounters) -> VersionCounters:
         # A server restart resets its counters: a negative delta counts as a fresh start.
         if self.success < other.success or self.failure < other.failure:
             return self
         return VersionCounters(
-            self.success - other.success, self.failure - other.failure, self.compute_us - other.compute_us
+            self.success - other.success,
+            self.failure - other.failure,
+            self.compute_us - other.compute_us,
+            self.ttft.since(other.ttft) if self.ttft is not None else None,
+            self.itl.since(other.itl) if self.itl is not None else None,
         )
 
     def __add__(self, other: VersionCounters) -> VersionCounters:
         return VersionCounters(
-            self.success + other.success, self.failure + other.failure, self.compute_us + other.compute_us
+            self.success + other.success,
+            self.failure + other.failure,
+            self.compute_us + other.compute_us,
+            merged(h for h in (self.ttft, other.ttft) if h is not None),
+            merged(h for h in (self.itl, other.itl) if h is not None),
         )
+
+    @property
+    def streams(self) -> bool:
+        """Token figures were measured: the model streams, and they are what it is judged on."""
+        return any(h is not None and h.count > 0 for h in (self.ttft, self.itl))
+
+    def token_ms(self, quantile: float) -> tuple[float | None, float | None]:
+        """(TTFT, ITL) at this quantile over the window (None: not measured)."""
+
+        def at(histogram: Histogram | None) -> float | None:
+            return histogram.quantile(quantile) if histogram is not None else None
+
+        return at(self.ttft), at(self.itl)
 
     @property
     def requests(self) -> float:
         return self.success + self.failure
 
-    def figures(self) -> SideFigures:
+    def figures(self, quantile: float = 0.95) -> SideFigures:
         compute = self.compute_us / self.success / 1000.0 if self.success else None
+        ttft, itl = self.token_ms(quantile)
         return SideFigures.model_validate(
             {
                 "requests": round(self.requests),
                 "errors": round(self.failure),
                 "computeMs": None if compute is None else round(compute, 2),
+                "timeToFirstTokenMs": None if ttft is None else round(ttft, 1),
+                "interTokenLatencyMs": None if itl is None else round(itl, 2),
             }
         )
 
@@ -69,7 +106,28 @@ def parse_version_counters(text: str, model: str) -> dict[int, VersionCounters]:
             continue
         values = found.setdefault(int(version), {})
         values[names[name]] = values.get(names[name], 0.0) + value
-    return {version: VersionCounters(**values) for version, values in found.items()}
+    tokens = parse_tokens(text, model, 0.0)
+    ttft = _by_version(tokens.histograms, TTFT_FAMILIES)
+    itl = _by_version(tokens.histograms, ITL_FAMILIES)
+    return {
+        version: VersionCounters(**values, ttft=ttft.get(version), itl=itl.get(version))
+        for version, values in found.items()
+    }
+
+
+def _by_version(
+    histograms: Mapping[str, Mapping[Series, Histogram]], families: tuple[str, ...]
+) -> dict[int, Histogram]:
+    """The first of these families the page has, one histogram per version (series merged)."""
+    for family in families:
+        if family in histograms:
+            grouped: dict[int, list[Histogram]] = {}
+            for series, histogram in histograms[family].items():
+                version = dict(series).get("version", "")
+                if version.isdigit():
+                    grouped.setdefault(int(version), []).append(histogram)
+            return {v: h for v, items in grouped.items() if (h := merged(items)) is not None}
+    return {}
 
 
 def window_sides(

@@ -126,7 +126,9 @@ async def progress(
         ready_ips = {f.name: ips[f.name] for f in facts if f.ready and f.name in ips}
         current = await read_counters(ready_ips, md.model_name)  # servers that do not answer are left out
         window, age = memory.measure(clock, previous, current)
-    decision = advance(previous, spec, md.generation, target, active_version, views, window, age, now)
+    tokens = md.spec.autoscaling.token_latency if md.spec.autoscaling is not None else None
+    quantile = tokens.percentile / 100 if tokens is not None else 0.95
+    decision = advance(previous, spec, md.generation, target, active_version, views, window, age, now, quantile)
     memory.settle(clock, decision, current)
     record(md, previous, decision)
     return decision

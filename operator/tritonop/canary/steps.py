@@ -51,6 +51,7 @@ class StepInputs:
     window: Sides | None  # counters since the last analysis (None: no window yet, e.g. after a restart)
     age: float | None  # seconds since that window began
     now: str
+    token_quantile: float = 0.95  # a streaming model's TTFT/ITL percentile (spec.autoscaling.tokenLatency)
 
     @property
     def ready(self) -> list[str]:
@@ -113,9 +114,12 @@ def advance(
     window: Sides | None,
     last_check_age: float | None,
     now: str,
+    token_quantile: float = 0.95,
 ) -> StepOutcome:
     """The next rollout status (the fields are StepInputs')."""
-    inputs = StepInputs(previous, spec, generation, target, active_version, tuple(pods), window, last_check_age, now)
+    inputs = StepInputs(
+        previous, spec, generation, target, active_version, tuple(pods), window, last_check_age, now, token_quantile
+    )
     if previous is None or not previous.active:
         return _idle(inputs)
     redirected = _redirected(previous, inputs)
@@ -267,7 +271,7 @@ def _analysed(rollout: RolloutStatus, inputs: StepInputs) -> StepOutcome:
     due = inputs.age is not None and inputs.age >= analysis.interval_seconds
     if not due and canary.failure < analysis.fast_fail_errors:
         return StepOutcome(rollout)
-    verdict = judge(canary, stable, analysis)
+    verdict = judge(canary, stable, analysis, inputs.token_quantile)
     total = canary.requests + stable.requests
     judged = changed(
         rollout,

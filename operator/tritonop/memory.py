@@ -51,7 +51,9 @@ class ObjectMemory:
     carried: Carried | None = None  # a light evaluation's handover to the full reconcile
 
     async def close(self) -> None:
-        """Release what the record holds beyond memory (the autoscaler's HTTP session)."""
+        """Release what the record holds beyond memory (the autoscaler's HTTP session, loads
+        still under way)."""
+        self.serving.cancel_loads()
         autoscaler, self.autoscaler = self.autoscaler, None
         if autoscaler is not None:
             await autoscaler.reader.close()

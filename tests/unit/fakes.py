@@ -84,6 +84,7 @@ class FakeTriton:
     unloading_reads: int = 0  # index reads that still show UNLOADING after an unload
     writes_bytecode: bool = True  # the dev cluster's python models, the worst case
     load_seconds: float = 0.0  # how long a load request takes on `clock` (a successful one)
+    hold: asyncio.Event | None = None  # a load request waits for this (a large model's load, released by the test)
     clock: FakeClock | None = None
     ready: set[int] = field(default_factory=set)
     config: dict[str, Any] | None = None
@@ -159,6 +160,8 @@ class FakeTriton:
         broken = [self.broken[v] for v in loading if v in self.broken]
         if broken:
             raise TritonError(broken[0])
+        if self.hold is not None:
+            await self.hold.wait()
         if self.clock is not None:
             self.clock.advance(self.load_seconds)
         self._take(config, versions)

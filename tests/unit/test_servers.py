@@ -316,3 +316,66 @@ def test_after_a_restart_a_pod_the_swap_had_unloaded_loads_the_target_at_once() 
     facts = by_name(w.reconcile())
     assert w.server("b").calls == ["load [2]"] and facts["b"].serves(2)
     assert w.gate_patches() == [("b", "True")]
+
+
+def test_a_long_load_goes_on_in_the_background_and_a_new_pod_does_not_wait_for_it() -> None:
+    """A large model's load takes minutes. The reconcile waits for it only up to load_wait; then
+    the load goes on, the pod shows what its server serves meanwhile, and a pod that starts in
+    the meantime begins its own load at once (before, it waited for the first load to end)."""
+
+    async def scenario() -> None:
+        slow_a, slow_b = asyncio.Event(), asyncio.Event()
+        w = world(FakeTriton(hold=slow_a))
+        pods = w.kube.pod_list()
+
+        async def reconcile(pods: list[dict[str, Any]]) -> Converged:
+            recorder = EventRecorder(logging.LoggerAdapter(logging.getLogger("test")), "n/m")
+            servers = Servers(
+                w.kube, w.cache, w.memory, w.md, recorder, w.clock, w.tritons.connect, w.clock.sleep, load_wait=0.01
+            )
+            for pod in pods:
+                w.cache.store("Pod", pod)
+            converged = await servers.converge(pods, Target(2, w.repository, "key", "hash"))
+            w.events.extend(recorder.events)
+            return converged
+
+        facts = by_name(await reconcile(pods))
+        assert w.server("a").calls == ["load [2]"] and not facts["a"].serves(2)
+        assert w.reasons() == ["LoadingVersion"] and set(w.memory.loading) == {"uid-a"}
+        # Pod b starts while a's load goes on: its load is asked for in the next reconcile.
+        w.tritons.servers["10.0.0.2"] = FakeTriton(hold=slow_b)
+        w.kube.add(make_pod("b", "10.0.0.2", gate="False"))
+        pods = w.kube.pod_list()
+        facts = by_name(await reconcile(pods))
+        assert w.server("a").calls == ["load [2]"]  # not asked again while under way
+        assert w.server("b").calls == ["load [2]"] and not facts["b"].serves(2)
+        assert set(w.memory.loading) == {"uid-a", "uid-b"}
+        # a's load ends: the next reconcile takes its result and opens its gate, b still loads.
+        slow_a.set()
+        await asyncio.sleep(0)
+        facts = by_name(await reconcile(pods))
+        assert facts["a"].serves(2) and not facts["b"].serves(2) and set(w.memory.loading) == {"uid-b"}
+        assert w.server("a").calls == ["load [2]"] and w.memory.last_load is not None
+        slow_b.set()
+        await asyncio.sleep(0)
+        facts = by_name(await reconcile(pods))
+        assert facts["b"].serves(2) and w.memory.loading == {}
+        assert ("b", "True") in w.gate_patches()
+
+    asyncio.run(scenario())
+
+
+def test_a_pod_gone_mid_load_has_its_load_forgotten() -> None:
+    async def scenario() -> None:
+        w = world(FakeTriton(hold=asyncio.Event()))
+        recorder = EventRecorder(logging.LoggerAdapter(logging.getLogger("test")), "n/m")
+        servers = Servers(
+            w.kube, w.cache, w.memory, w.md, recorder, w.clock, w.tritons.connect, w.clock.sleep, load_wait=0.01
+        )
+        await servers.converge(w.kube.pod_list(), Target(2, w.repository, "key", "hash"))
+        task = w.memory.loading["uid-a"].task
+        await servers.converge([], Target(2, w.repository, "key", "hash"))
+        await asyncio.sleep(0)
+        assert w.memory.loading == {} and task.cancelled()
+
+    asyncio.run(scenario())

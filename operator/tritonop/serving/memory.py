@@ -1,15 +1,21 @@
 """What the process remembers about one ModelDeployment's servers (its part of tritonop.memory's
 record): the config learned from Triton, each pod's failed load, a swap that is needed, the
-latest timed load, each pod's start as it is measured. Memory only: an operator restart starts
-it empty."""
+latest timed load, each pod's start as it is measured, the loads that outlasted their reconcile.
+Memory only: an operator restart starts it empty."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tritonclient.grpc import model_config_pb2
 
 from tritonop.api.status import LoadStatus
+
+if TYPE_CHECKING:
+    from tritonop.events import EventRecorder
+    from tritonop.serving.plan import LoadResult
 
 # A load that failed is retried after this long, or at once when the config to load changes.
 FAILED_LOAD_RETRY_SECONDS = 20.0
@@ -36,6 +42,16 @@ class FailedLoad:
 
 
 @dataclass(frozen=True)
+class LoadInFlight:
+    """A load that outlasted the reconcile that asked for it (a large model takes minutes): it
+    goes on while later reconciles serve the other pods, and the first one after it ended takes
+    its result and posts what it said."""
+
+    task: asyncio.Task[LoadResult]
+    events: EventRecorder  # its own: the reconcile that started it has posted its events
+
+
+@dataclass(frozen=True)
 class StartWatch:
     """One pod's start as this process watches it (serving/startup.py)."""
 
@@ -53,6 +69,7 @@ class ServingMemory:
     swap: SwapNeed | None = None  # a switch that must go pod by pod
     last_load: LoadStatus | None = None  # the latest timed load
     starts: dict[str, StartWatch] = field(default_factory=dict)  # pod uid -> its start, watched once
+    loading: dict[str, LoadInFlight] = field(default_factory=dict)  # pod uid -> its load under way
 
     def timed_load(self, pod: str, uid: str, version: int | None, mode: str, seconds: float, at: str) -> None:
         """A load that succeeded; at: when it finished (metav1.Time). A watched pod's Initial load
@@ -71,3 +88,11 @@ class ServingMemory:
             del self.failed_loads[pod_uid]
         for pod_uid in [p for p in self.starts if p not in pod_uids]:
             del self.starts[pod_uid]
+        for pod_uid in [p for p in self.loading if p not in pod_uids]:
+            self.loading.pop(pod_uid).task.cancel()
+
+    def cancel_loads(self) -> None:
+        """The object is gone (or this process stops): nothing waits for these loads' results."""
+        for load in self.loading.values():
+            load.task.cancel()
+        self.loading.clear()

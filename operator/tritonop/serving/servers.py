@@ -21,8 +21,8 @@ from tritonop.names import ANNOTATION_ROLLOUT_HASH
 from tritonop.render.model_config import from_json, override_problem
 from tritonop.repository.report import RepositoryReport
 from tritonop.serving.gates import Gates, Sleep
-from tritonop.serving.memory import ServingMemory, SwapNeed
-from tritonop.serving.plan import Kind, LoadResult, Probe, config_is_current, plan, wanted_config
+from tritonop.serving.memory import LoadInFlight, ServingMemory, SwapNeed
+from tritonop.serving.plan import Action, Kind, LoadResult, Probe, config_is_current, plan, wanted_config
 from tritonop.serving.startup import measure_starts
 from tritonop.serving.steps import PodSteps
 from tritonop.serving.swap import SwapKind, SwapPod, next_swap_step, swap_blocked, swap_notice
@@ -42,6 +42,10 @@ class Target:
 
     def version_for(self, pod: dict[str, Any]) -> int | None:
         return wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
+
+
+# A reconcile waits this long for a load (tests and small models: the whole load).
+LOAD_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,10 @@ class Servers:
     clock: Clock
     connect: Callable[[str, str], TritonApi] = TritonServer  # (pod IP, control key) -> its server
     sleep: Sleep = asyncio.sleep  # the swap's waits
+    # A reconcile waits this long for a load; a longer one (a large model) goes on in the
+    # background while later reconciles serve the other pods (a new pod does not wait for another
+    # pod's load to end before its own begins).
+    load_wait: float = LOAD_WAIT_SECONDS
     gates: Gates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +219,7 @@ class Servers:
         """Plan one pod (steps 2-5), perform the action, open its gate once it serves (step 6)."""
         pod, probe = one.pod, one.probe
         in_place = self.md.spec.rollout.in_place
+        in_flight = self.loading(_uid(pod), probe)
         # With Recreate/Rolling, old pods keep their version until the Deployment replaces them.
         managed = in_place or pod["metadata"].get("annotations", {}).get(ANNOTATION_ROLLOUT_HASH) == target.rollout_hash
         version = target.version_for(pod)
@@ -234,10 +243,14 @@ class Servers:
         if action.kind is Kind.NOT_LIVE:
             return pod_facts(pod)
         result = LoadResult(probe.versions, probe.config)
-        if action.kind is Kind.BACK_OFF:
+        if in_flight is not None:
+            # A load under way, or just ended (the probe may predate its end): nothing new is asked
+            # of this server in this reconcile.
+            result = in_flight
+        elif action.kind is Kind.BACK_OFF:
             result = LoadResult(probe.versions, None, action.error)
         elif action.loads:
-            result = await self.steps(one).load(action, probe, wanted, version)
+            result = await self.load(one, action, probe, wanted, version)
         current = config_is_current(result.config, list(result.versions), wanted, version)
         facts = replace(
             pod_facts(pod),
@@ -252,8 +265,39 @@ class Servers:
             await self.gates.open_gate(pod, facts.ready_versions)
         return facts
 
-    def steps(self, one: Running) -> PodSteps:
-        return PodSteps(one.pod, one.server, self.md, self.memory, self.events, self.clock, self.gates)
+    def steps(self, one: Running, events: EventRecorder | None = None) -> PodSteps:
+        return PodSteps(one.pod, one.server, self.md, self.memory, events or self.events, self.clock, self.gates)
+
+    async def load(
+        self, one: Running, action: Action, probe: Probe, wanted: str | None, version: int | None
+    ) -> LoadResult:
+        """The load, waited for up to load_wait; past that it goes on in the background, and the
+        pod shows what its server serves meanwhile."""
+        events = EventRecorder(self.events.log, self.events.subject)
+        task = asyncio.create_task(self.steps(one, events).load(action, probe, wanted, version))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), self.load_wait)
+        except TimeoutError:
+            self.memory.loading[one.uid] = LoadInFlight(task, events)
+            self.events.record_all(events.events)  # said so far (LoadingVersion)
+            events.events.clear()
+            return LoadResult(probe.versions, probe.config)
+        self.events.record_all(events.events)
+        return result
+
+    def loading(self, uid: str, probe: Probe) -> LoadResult | None:
+        """A background load of this pod: still under way (the pod as probed shows), or its
+        result once it ended (taken once, with what it said); None: no load in the background."""
+        in_flight = self.memory.loading.get(uid)
+        if in_flight is None:
+            return None
+        if not in_flight.task.done():
+            return LoadResult(probe.versions, probe.config)
+        del self.memory.loading[uid]
+        self.events.record_all(in_flight.events.events)
+        if in_flight.task.cancelled() or in_flight.task.exception() is not None:
+            return None  # plan again from the probe
+        return in_flight.task.result()
 
 
 def _uid(pod: dict[str, Any]) -> str:

@@ -318,3 +318,58 @@ def test_the_autoscaler_does_not_scale_down_during_a_canary() -> None:
     assert hold_replicas(model_deployment(status), 6, deployment) == 6  # scaling up is fine
     done = {"rollout": rollout(phase="Succeeded").model_dump(by_alias=True, exclude_none=True)}
     assert hold_replicas(model_deployment(done), 2, deployment) == 2
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "weight", "explained"),
+    [
+        (250, 750, 25, False),  # the weight, as k of n pods give it
+        (320, 680, 25, False),  # within 10 points
+        (120, 880, 25, True),  # pinned connections: under its weight
+        (0, 500, 50, True),  # no traffic at all on the canary pods
+        (0, 0, 50, False),  # nothing to say yet
+    ],
+)
+def test_a_share_far_from_the_weight_is_explained(canary: int, stable: int, weight: int, explained: bool) -> None:
+    from tritonop.canary.steps import share_note
+
+    note = share_note(canary, stable, weight)
+    assert (note is not None) == explained
+    if note is not None:
+        assert f"served {100 * canary / (canary + stable):.0f}% of the requests for a {weight}% step" in note
+        assert "gRPC" in note
+
+
+def test_an_inconclusive_window_keeps_counting_until_it_has_the_traffic_to_judge() -> None:
+    from tests.unit.fakes import FakeClock
+    from tritonop.canary.runner import RolloutMemory
+    from tritonop.canary.steps import StepOutcome
+
+    clock, memory = FakeClock(), RolloutMemory()
+    rollout = RolloutStatus.model_validate(
+        {
+            "phase": "Paused",
+            "generation": 1,
+            "canaryVersion": 2,
+            "stableVersion": 1,
+            "step": 1,
+            "weight": 50,
+            "canaryPods": ["a"],
+        }
+    )
+
+    def read(canary: int, stable: int) -> dict[str, dict[int, VersionCounters]]:
+        return {"a": {2: counters(canary)}, "b": {1: counters(stable)}}
+
+    assert memory.measure(clock, rollout, read(0, 0)) == (None, None)  # the window starts
+    clock.advance(10)
+    sides, age = memory.measure(clock, rollout, read(60, 300))
+    assert sides is not None and sides[0].requests == 60 and age == 10
+    memory.settle(clock, StepOutcome(rollout, checked=True, counts=("Inconclusive",)), read(60, 300))
+    clock.advance(10)
+    sides, age = memory.measure(clock, rollout, read(120, 600))
+    # Still from the first read: 120 canary requests over 20 s; the next analysis is due 10 s on.
+    assert sides is not None and sides[0].requests == 120 and age == 10
+    memory.settle(clock, StepOutcome(rollout, checked=True, counts=("Passed",)), read(120, 600))
+    sides, _ = memory.measure(clock, rollout, read(130, 650))
+    assert sides is not None and sides[0].requests == 10  # a conclusive analysis restarts it

@@ -57,10 +57,17 @@ class RolloutMemory:
         return sides, clock.monotonic() - kept.started
 
     def settle(self, clock: Clock, decision: StepOutcome, current: Counters | None) -> None:
-        """An analysis restarts the window from this read; a rollout no longer under way drops it."""
+        """An analysis restarts the window from this read; an inconclusive one (too little
+        traffic) keeps counting from the same read, so a canary with little traffic gathers its
+        evidence over longer windows instead of pausing forever; the next analysis is due one
+        interval later. A rollout no longer under way drops the window."""
         rollout = decision.rollout
         if decision.checked and current is not None and rollout is not None:
-            self.window = Window(window_key(rollout), current, clock.monotonic())
+            kept = self.window
+            if decision.counts == ("Inconclusive",) and kept is not None and kept.key == window_key(rollout):
+                self.window = Window(kept.key, kept.baseline, clock.monotonic())
+            else:
+                self.window = Window(window_key(rollout), current, clock.monotonic())
         if rollout is None or not rollout.active:
             self.window = None
 

@@ -272,6 +272,9 @@ def _analysed(rollout: RolloutStatus, inputs: StepInputs) -> StepOutcome:
     if not due and canary.failure < analysis.fast_fail_errors:
         return StepOutcome(rollout)
     verdict = judge(canary, stable, analysis, inputs.token_quantile)
+    note = share_note(canary.requests, stable.requests, rollout.weight)
+    if note:
+        verdict = replace(verdict, message=f"{verdict.message}; {note}")
     total = canary.requests + stable.requests
     judged = changed(
         rollout,
@@ -280,6 +283,26 @@ def _analysed(rollout: RolloutStatus, inputs: StepInputs) -> StepOutcome:
     )
     decision = VERDICTS[verdict.result](judged, inputs, verdict)
     return replace(decision, checked=True, counts=(verdict.result,))
+
+
+SHARE_TOLERANCE_POINTS = 10.0  # a measured share further than this from the step's weight is explained
+
+
+def share_note(canary: float, stable: float, weight: int) -> str | None:
+    """Why the canary's share of the requests is not its step's weight, when it is not: the pods
+    are switched k of n, so each gets an even share only where clients pick a pod per request."""
+    total = canary + stable
+    if total <= 0:
+        return None
+    share = 100.0 * canary / total
+    if abs(share - weight) <= SHARE_TOLERANCE_POINTS:
+        return None
+    return (
+        f"the canary pods served {share:.0f}% of the requests for a {weight}% step: clients that keep "
+        "connections open (gRPC, HTTP keep-alive) stay on the pods they reached first, and a pod's share "
+        "follows its speed under closed-loop load; balance per request on the client side (gRPC round_robin "
+        "over a headless Service) or with a mesh for the weight to hold"
+    )
 
 
 # -- the verdicts: (status.rollout with the analysis, inputs, verdict) -> decision ---------------

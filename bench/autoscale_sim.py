@@ -35,6 +35,7 @@ they change what the simulator feeds the real code or how often it calls it, nev
 - aligned: every pod's window starts at the same moment (a pod that joined counts from zero then);
 - nocap: decide() gets max_up_factor=1000 (no 3x step cap);
 - nodrain: decide() is fed pending=0 and no longest queue (no backlog-drain term);
+- noidle: decide() is fed idle_replicas=0 (no hold when clients do not reach some replicas);
 - spareN: spec.autoscaling.spareReplicas N instead of the bench's 3.
 
 Printed: per trace and policy, mean over paired seeds with 95% confidence half-widths (t
@@ -89,7 +90,7 @@ from tritonop.memory import ObjectMemory  # noqa: E402
 
 LOG = logging.getLogger("autoscale_sim")
 POLICIES = ("tritonop", "knative", "hpa-queue", "reactive-ideal", "clairvoyant")
-VARIANTS = ("period1", "aligned", "nocap", "nodrain")  # and p95winN
+VARIANTS = ("period1", "aligned", "nocap", "nodrain", "noidle")  # and p95winN
 MODEL = "slow"
 RECORD_UP_TO_SECONDS = 3_600
 SUMMARY_BUCKETS = 5  # prometheus-cpp's default age buckets
@@ -105,7 +106,10 @@ class Settings:
     pod_start_s: tuple[float, float] = (6.0, 10.0)  # uniform between these: replica write -> Ready
     pod_start_samples: tuple[float, ...] = ()  # else: drawn from these (delays measured on the cluster)
     target_ms: float = 400.0
-    routing: str = "round-robin"  # or "random"; "least" (an ideal least-loaded balancer) for experiments
+    routing: str = "round-robin"  # or "random"; "least" (an ideal least-loaded balancer) for experiments;
+    # "pinned": `connections` client connections (gRPC channels, keep-alive HTTP), requests round
+    # robin over them, each staying on the pod it reached first (a new pod only if that one went)
+    connections: int = 4
     deletion: str = "abrupt"  # or "graceful"
     client_timeout_s: float = 30.0  # the autoscale bench's LoadGenerator(timeout=30)
     client_refresh_s: float = 1.0  # the client copies the bench's ready-pod list this often
@@ -135,6 +139,7 @@ class Variant:
     aligned: bool = False
     nocap: bool = False
     nodrain: bool = False
+    noidle: bool = False  # decide() is fed idle_replicas=0 (no hold for replicas clients do not reach)
     spare: int | None = None  # spec.autoscaling.spareReplicas (None: the spec's default)
 
 
@@ -313,6 +318,8 @@ def variant_policy(variant: Variant, record: list[tuple[float, Observation, int,
     def decide(observation: Observation, spec: Any, current: int, history: History, now: float) -> Decision:
         if variant.nodrain:
             observation = dataclasses.replace(observation, pending=0.0, longest_queue=0.0)
+        if variant.noidle:
+            observation = dataclasses.replace(observation, idle_replicas=0)
         cap = 1000.0 if variant.nocap else policy.MAX_UP_FACTOR
         decision = policy.decide(observation, spec, current, history, now, max_up_factor=cap)
         if record is not None:
@@ -345,6 +352,7 @@ class Simulation:
         self.bench_list: list[Pod] = []  # the bench's ready-pod list (refreshed every second)
         self.client_list: list[Pod] = []  # the load generator's copy
         self.next_target = 0
+        self.pins: dict[int, Pod] = {}  # pinned routing: connection -> its pod
         self.open_requests: deque[Request] = deque()  # in arrival order, for timeouts
         self.in_flight = 0
         self.clock = SimClock()
@@ -464,6 +472,12 @@ class Simulation:
             pod = targets[self.rng.randrange(len(targets))]
         elif self.settings.routing == "least":
             pod = min(targets, key=lambda p: len(p.queue) + (p.in_service is not None))
+        elif self.settings.routing == "pinned":
+            connection = self.next_target % self.settings.connections
+            self.next_target += 1
+            pod = self.pins.get(connection)
+            if pod is None or pod.deleted:
+                pod = self.pins[connection] = targets[self.rng.randrange(len(targets))]
         else:
             pod = targets[self.next_target % len(targets)]
             self.next_target += 1
@@ -761,6 +775,10 @@ def summarize(runs: list[RunResult], clairvoyant: list[RunResult] | None) -> dic
         "replica_seconds_range": [min(r.replica_seconds for r in runs), max(r.replica_seconds for r in runs)],
         "requests": round(statistics.fmean(r.sent for r in runs), 1),
         "max_replicas": max(r.max_replicas for r in runs),
+        # Each seed's figures, for paired comparisons across invocations (e.g. two targets).
+        "per_seed": [
+            {"seed": r.seed, "attainment": round(r.attainment, 3), "replica_seconds": r.replica_seconds} for r in runs
+        ],
     }
     if clairvoyant:
         row["x_clairvoyant"] = round(replica_seconds[0] / statistics.fmean(r.replica_seconds for r in clairvoyant), 2)
@@ -835,9 +853,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target-ms", type=float, default=400.0)
     parser.add_argument(
         "--routing",
-        choices=("round-robin", "random", "least"),
+        choices=("round-robin", "random", "least", "pinned"),
         default="round-robin",
-        help="the bench client's round robin, kube-proxy's random, or an ideal least-loaded balancer (experiments)",
+        help=(
+            "the bench client's round robin, kube-proxy's random, an ideal least-loaded balancer (experiments), "
+            "or 4 pinned connections (gRPC channels: each stays on the pod it reached first)"
+        ),
     )
     parser.add_argument("--min-replicas", type=int, default=1, help="minReplicas for every policy")
     parser.add_argument("--deletion", choices=("abrupt", "graceful"), default="abrupt")

@@ -370,3 +370,33 @@ def test_before_its_own_scale_up_the_lead_time_is_the_pod_starts_status_measured
     asyncio.run(Autoscalers().scale(md, [], None, events, held))
     assert held.autoscaler is not None and held.autoscaler.history.lead.seconds == 151.0
     asyncio.run(held.autoscaler.reader.close())
+
+
+# -- replicas that clients do not reach ------------------------------------------------------
+
+
+def test_a_scale_up_is_held_while_ready_replicas_get_no_request_and_the_others_are_short() -> None:
+    # 4 ready, 2 of them idle for 10 s (pinned gRPC connections), 30 req/s on the other two.
+    pinned = dataclasses.replace(observed(30, 4), idle_replicas=2, busy=0.75)
+    held = decide(pinned, spec(), 4, LEARNED, now=0.0)
+    assert (held.replicas, held.direction) == (4, "none")
+    assert held.unused is not None and "2 of 4 ready replica(s) got no request in 10s" in held.unused
+    assert "gRPC" in held.unused and held.unused in held.reason
+    # The same load spread over every replica: scaled up as before.
+    spread = decide(observed(30, 4), spec(), 4, LEARNED, now=0.0)
+    assert spread.replicas > 4 and spread.unused is None
+
+
+@pytest.mark.parametrize(
+    ("idle", "demand", "held"),
+    [
+        (0, 30.0, False),  # every replica gets traffic
+        (2, 8.0, False),  # idle replicas, but the others are not short: nothing to hold
+        (2, 30.0, True),
+        (4, 30.0, False),  # nothing measured as used: no conclusion
+    ],
+)
+def test_unused_replicas_hold_only_a_scale_up_they_would_not_serve(idle: int, demand: float, held: bool) -> None:
+    observation = dataclasses.replace(observed(demand, 4), idle_replicas=idle)
+    decision = decide(observation, spec(spareReplicas=0), 4, LEARNED, now=0.0)
+    assert (decision.unused is not None) == held

@@ -82,6 +82,8 @@ class Measurement:
     # A streaming model's TTFT, ITL and token figures over the pods' token windows (None: not
     # asked for, not exported, or not measured by this source).
     tokens: TokenWindow | None = None
+    # Ready pods that got no request for IDLE_SECONDS while measured (clients pinned elsewhere).
+    idle_pods: int = 0
 
     def latency(self, metric: str) -> float | None:
         return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
@@ -177,6 +179,17 @@ NOTHING_MEASURED = combine([], ())
 # queue's drain and the counters' timing make demand swing by a third.
 MIN_WINDOW_SECONDS = 3.0
 SAMPLES_KEPT = 16
+# A pod measured this long with no request at all gets none: its clients are elsewhere. Longer
+# than the time a new pod takes to reach clients that pick a pod per request (endpoints, ~2 s).
+IDLE_SECONDS = 10.0
+
+
+def idle(history: deque[CounterSample], current: CounterSample) -> bool:
+    """No request arrived at this pod over its kept samples, at least IDLE_SECONDS of them."""
+    if not history or current.at - history[0].at < IDLE_SECONDS:
+        return False
+    first = history[0]
+    return current.success == first.success and current.pending == 0 and first.pending == 0
 
 
 def token_window(history: deque[CounterSample], current: CounterSample) -> TokenWindow | None:
@@ -234,11 +247,13 @@ class PodMetricsReader:
         stats: list[WindowStats] = []
         token_windows: list[TokenWindow] = []
         unreadable: list[str] = []
+        idle_pods = 0
         for (uid, (name, _)), result in zip(pods.items(), results, strict=True):
             if isinstance(result, BaseException):
                 unreadable.append(name)
                 continue
             history = self.samples.setdefault(uid, deque(maxlen=SAMPLES_KEPT))
+            idle_pods += idle(history, result)
             start = baseline(history, result.at)
             if (token_stats := token_window(history, result)) is not None:
                 token_windows.append(token_stats)
@@ -248,7 +263,7 @@ class PodMetricsReader:
         for uid in list(self.samples):
             if uid not in pods:
                 del self.samples[uid]
-        measured = combine(stats, tuple(sorted(unreadable)))
+        measured = dataclasses.replace(combine(stats, tuple(sorted(unreadable))), idle_pods=idle_pods)
         return dataclasses.replace(measured, tokens=combine_tokens(token_windows)) if token_windows else measured
 
 

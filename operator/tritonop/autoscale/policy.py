@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 
 from tritonop.api.spec import AutoscalingSpec
 from tritonop.autoscale.forecast import Forecast, LeadTime
+from tritonop.autoscale.metrics import IDLE_SECONDS
 from tritonop.autoscale.queueing import (
     DEFAULT_VARIABILITY,
     Utilisation,
@@ -91,6 +92,7 @@ class Observation:
     queue_ms: float | None = None  # mean queue time per request over this window
     service_ms: float | None = None  # mean compute time per request over this window
     wall_time: float | None = None  # seconds since the epoch (UTC): where in the day and week now is
+    idle_replicas: int = 0  # ready replicas that got no request for metrics.IDLE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Decision:
     history: History = field(default_factory=History)
     unreachable: str | None = None  # the target no replica can meet, and what is sized for instead
     utilisation: float | None = None  # the busy fraction the target allows (None: not sized)
+    unused: str | None = None  # why a scale-up is held: replicas that clients do not reach
 
 
 def _learn_capacity(observation: Observation, target_ms: int, history: History) -> float | None:
@@ -348,6 +351,9 @@ def decide(
     learned = learn(observation, spec, history, now)
     raw, reason, util = recommend(observation, spec, current, learned, now, max_up_factor)
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
+    unused = unused_replicas(observation, learned.capacity_per_replica, util, current) if raw > current else None
+    if unused is not None:
+        raw, reason = current, f"{reason}; held at {current}: {unused}"
     up = _window(history.up_candidates, now, raw, spec.scale_up_stabilization_seconds, keep=lambda r: r < raw)
     down = _window(history.down_candidates, now, raw, spec.scale_down_stabilization_seconds, keep=lambda r: r > raw)
     replicas = current
@@ -377,7 +383,29 @@ def decide(
         learned, up_candidates=up, down_candidates=down, last_scale_up=last_up, last_scale_down=last_down, lead=lead
     )
     rho = util.rho if util is not None else None
-    return Decision(replicas, raw, direction, reason, remembered, unreachable_message(spec, util), rho)
+    return Decision(replicas, raw, direction, reason, remembered, unreachable_message(spec, util), rho, unused)
+
+
+def unused_replicas(
+    observation: Observation, capacity: float | None, util: Utilisation | None, current: int
+) -> str | None:
+    """Why more replicas would not help: some ready replicas got no request at all for a while
+    when the others run past the target's busy fraction. Clients that keep connections (gRPC,
+    HTTP keep-alive) stay on the pods they reached first; new pods get none of their requests.
+    None: every replica gets traffic, or the others are not short of capacity."""
+    idle = observation.idle_replicas
+    used = observation.ready_replicas - idle
+    if idle <= 0 or used <= 0 or capacity is None or util is None or current > observation.ready_replicas:
+        return None
+    demand = demand_of(observation)
+    if demand <= used * capacity * util.rho:
+        return None
+    return (
+        f"{idle} of {observation.ready_replicas} ready replica(s) got no request in "
+        f"{IDLE_SECONDS:.0f}s while the others serve {demand:.1f} req/s ({demand / (used * capacity):.0%} of their "
+        "capacity): clients keep their connections (gRPC, HTTP keep-alive) to the pods they reached first, so new "
+        "replicas would not be used; balance per request (gRPC round_robin over a headless Service) or use a mesh"
+    )
 
 
 def _window(

@@ -121,6 +121,7 @@ class AutoscalerState:
     # list object while no pod changed, and readiness is then the same too.
     ready_of: tuple[list[dict[str, Any]], dict[str, tuple[str, str]]] | None = None
     last_unreachable: str | None = None  # the unreachable-target message last reported
+    last_unused: str | None = None  # the unused-replicas hold last said
     last_learned: tuple[object, ...] | None = None  # when status last got the learned memory
 
 
@@ -239,6 +240,7 @@ class Autoscalers:
             queue_ms=measurement.queue_ms,
             service_ms=measurement.service_ms,
             wall_time=self.clock.time(),
+            idle_replicas=measurement.idle_pods,
         )
         decision = self.decide(observation, spec, current, state.history, now)
         state.history = decision.history
@@ -265,6 +267,9 @@ class Autoscalers:
         )
         if decision.unreachable != state.last_unreachable and decision.unreachable is not None:
             events.warning("TargetBelowServiceTime", decision.unreachable)
+        if decision.unused is not None and state.last_unused is None:
+            events.warning("ReplicasUnused", decision.unused)
+        state.last_unused = decision.unused
         # The learned memory goes to status when something a restart needs changed: a profile
         # bucket closed (every 5 minutes), a pod start was measured, the verdict on the target moved.
         history = decision.history

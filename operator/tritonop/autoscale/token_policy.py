@@ -64,6 +64,7 @@ KV_MIN_FILL = 0.5
 KV_DURATION_CAP = 2.0  # requests grow longer at the planned ITL by at most this factor
 KV_FULL = 0.9  # waiting requests with the caches this full: pressure
 DOWN_STEPS_PER_WINDOW = 3
+RATE_SECONDS = 120.0  # the per-request costs average over this long
 FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
 
 
@@ -150,12 +151,26 @@ class TokenHistory:
     model: StepModel = field(default_factory=StepModel)
     itl_ratios: tuple[float, ...] = ()
     ttft_ratios: tuple[float, ...] = ()
-    prompt_per_request: float | None = None  # mean prompt tokens per request (smoothed)
+    # Smoothed rates (RATE_SECONDS): requests/s, prompt and generation tokens/s, KV caches in use;
+    # per request, their ratios: what one more request per second costs.
+    rates: tuple[float, float, float, float] | None = None
+    rates_at: float | None = None
     forecast: Forecast = field(default_factory=Forecast)
     lead: LeadTime = field(default_factory=LeadTime)
     recommendations: tuple[tuple[float, int], ...] = ()  # within the scale-down window
     last_scale_up: float = float("-inf")
     last_scale_down: float = float("-inf")
+
+    def per_request(self) -> tuple[float, float, float]:
+        """Prompt tokens, generation tokens and KV caches (x seconds) per request/s."""
+        if self.rates is None or self.rates[0] <= 0:
+            return 0.0, 0.0, 0.0
+        rate, prompt, generation, caches = self.rates
+        return prompt / rate, generation / rate, caches / rate
+
+    @property
+    def prompt_per_request(self) -> float | None:
+        return self.per_request()[0] if self.rates is not None and self.rates[0] > 0 else None
 
     @property
     def itl_ratio(self) -> float:
@@ -265,7 +280,6 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
     """What one window teaches: the step model, the percentile ratios, the prompt size, the forecast."""
     o = observation
     model, itl_ratios, ttft_ratios = history.model, history.itl_ratios, history.ttft_ratios
-    prompt_per_request = history.prompt_per_request
     if o.ready_replicas > 0 and o.itl_mean_ms:
         g = o.generation_tokens_per_second / o.ready_replicas / 1000.0  # tokens/ms per replica
         p = o.prompt_tokens_per_second / o.ready_replicas / 1000.0
@@ -273,9 +287,22 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
             model = model.observe(now, 1.0 / o.itl_mean_ms, g, p)
         if o.itl_ms is not None:
             itl_ratios = (*itl_ratios, _bounded(o.itl_ms / o.itl_mean_ms))[-RATIO_SAMPLES:]
-    if o.arrival_rate > 0 and o.prompt_tokens_per_second > 0:
-        sample = o.prompt_tokens_per_second / o.arrival_rate
-        prompt_per_request = sample if prompt_per_request is None else 0.8 * prompt_per_request + 0.2 * sample
+    rates, rates_at = history.rates, history.rates_at
+    if o.ready_replicas > 0:
+        sample = (
+            o.arrival_rate,
+            o.prompt_tokens_per_second,
+            o.generation_tokens_per_second,
+            (o.kv_cache_usage or 0.0) * o.ready_replicas,
+        )
+        if rates is None or rates_at is None:
+            rates = sample
+        else:
+            weight = 1.0 - math.exp(-max(0.0, now - rates_at) / RATE_SECONDS)
+            rates = tuple(old + weight * (new - old) for old, new in zip(rates, sample, strict=True))  # type: ignore[assignment]
+        rates_at = now
+    history = replace(history, rates=rates, rates_at=rates_at)
+    prompt_per_request = history.prompt_per_request
     if o.ttft_ms is not None and o.itl_mean_ms and o.waiting == 0 and prompt_per_request is not None:
         _, _, c = model.solve()
         expected = TTFT_STEPS * o.itl_mean_ms + c * prompt_per_request
@@ -288,7 +315,6 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
         model=model,
         itl_ratios=itl_ratios,
         ttft_ratios=ttft_ratios,
-        prompt_per_request=prompt_per_request,
         forecast=forecast,
     )
 
@@ -311,7 +337,9 @@ def _fallback(observation: TokenObservation, targets: TokenTargets, current: int
     return current, f"{worst:.2f}x the target, model not learned"
 
 
-def recommend(observation: TokenObservation, targets: TokenTargets, current: int, history: TokenHistory, now: float):
+def recommend(
+    observation: TokenObservation, targets: TokenTargets, current: int, history: TokenHistory, now: float
+) -> tuple[int, str, Allowed | None]:
     """Replicas wanted now (before stabilization), why, and the allowed busy fraction."""
     o = observation
     if o.ready_replicas == 0:
@@ -322,20 +350,23 @@ def recommend(observation: TokenObservation, targets: TokenTargets, current: int
     if o.arrival_rate == 0 and o.running == 0 and o.waiting == 0:
         return targets.min_replicas, "no traffic", None
     lead = history.lead.seconds
-    level = max(history.forecast.level(), o.arrival_rate, 1e-9)
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)
-    headroom = history.forecast.headroom(peak)
-    growth = (peak + headroom) / level
+    planned = peak + history.forecast.headroom(peak)  # requests/s to serve one lead time ahead
+    prompt_each, generation_each, caches_each = history.per_request()
     model = history.model.solve()
     a = model[0]
-    # KV: the caches in use, with the waiting requests' share, at the longer requests the planned
-    # ITL makes (the planned rho against the one measured now).
+    # Tokens: what the window saw, or the planned rate at the recent cost per request.
+    generation = max(o.generation_tokens_per_second, planned * generation_each)
+    prompt = max(o.prompt_tokens_per_second, planned * prompt_each)
+    # KV: the caches in use, with the waiting requests' share, or the planned rate's; at the longer
+    # requests the planned ITL makes (the planned rho against the ITL measured now).
     caches = (o.kv_cache_usage or 0.0) * o.ready_replicas
     if o.running > 0:
         caches *= (o.running + o.waiting) / o.running
+    caches = max(caches, planned * caches_each)
     fill = kv_fill(o.running / o.ready_replicas, o.kv_cache_usage or 0.0)
-    prompt_per_request = history.prompt_per_request or 0.0
+    prompt_per_request = prompt_each or (o.prompt_tokens_per_second / o.arrival_rate if o.arrival_rate else 0.0)
     allowed = allowed_utilisation(targets, a, model[2], prompt_per_request, history.itl_ratio, history.ttft_ratio)
     duration = 1.0
     if o.itl_mean_ms:
@@ -343,16 +374,16 @@ def recommend(observation: TokenObservation, targets: TokenTargets, current: int
     wanted, reason, allowed = size(
         targets,
         model,
-        o.generation_tokens_per_second * growth,
-        o.prompt_tokens_per_second * growth,
+        generation,
+        prompt,
         prompt_per_request,
         history.itl_ratio,
         history.ttft_ratio,
-        caches * growth,
+        caches,
         fill,
         duration,
     )
-    reason = f"{o.arrival_rate:.1f} req/s, {source} x{growth:.2f} within {lead:.0f}s: " + reason
+    reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
     if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
         reason += f"; {o.waiting:.0f} waiting with the KV caches {o.kv_cache_usage:.0%} full"

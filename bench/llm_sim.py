@@ -81,7 +81,7 @@ class Engine:
     step_ms: float = 15.03
     step_ms_per_request: float = 1.84
     prefill_ms_per_token: float = 0.0100
-    first_token_overhead_ms: float = 1.6  # TTFT alone at 0 prompt tokens minus one batch-1 step
+    token_overhead_ms: float = 1.6  # each response's way to the client (TTFT alone at 0 prompt tokens - a step)
     kv_tokens: int = 32768
     max_running: int = 64
 
@@ -329,7 +329,7 @@ class Simulation:
         batch = pod.running
         self.generation_tokens += batch
         fresh = len(pod.admitted)
-        overhead = self.engine.first_token_overhead_ms / 1000
+        overhead = self.engine.token_overhead_ms / 1000
         for request in pod.admitted:
             request.first = self.now + overhead
             self.prompt_tokens += request.prompt
@@ -340,7 +340,7 @@ class Simulation:
         finished = 0
         while pod.finishing and pod.finishing[0][0] <= pod.steps:
             _, _, request = heapq.heappop(pod.finishing)
-            request.last = self.now + (overhead if request.generated == 1 else 0.0)
+            request.last = self.now + overhead
             pod.running -= 1
             pod.reserved -= request.reserved
             finished += 1
@@ -591,8 +591,24 @@ class Clairvoyant(Controller):
         return 1.0
 
 
+class Fixed(Controller):
+    """N replicas throughout (for experiments and tests)."""
+
+    def __init__(self, sim: Simulation, replicas: int) -> None:
+        super().__init__(sim)
+        self.replicas = replicas
+
+    def initial(self) -> int:
+        return self.replicas
+
+    def step(self) -> float:
+        return 60.0
+
+
 def make_controller(sim: Simulation, policy: str) -> Controller:
     s = sim.settings
+    if policy.startswith("fixed-") and policy.removeprefix("fixed-").isdigit():
+        return Fixed(sim, int(policy.removeprefix("fixed-")))
     if policy == "tritonop":
         return Tritonop(sim)
     if policy == "keda-waiting":
@@ -603,7 +619,7 @@ def make_controller(sim: Simulation, policy: str) -> Controller:
         return Hpa(sim, lambda: (sim.utilisation(s.hpa_sync_s), True), s.gpu_target)
     if policy == "clairvoyant":
         return Clairvoyant(sim)
-    raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
+    raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)} or fixed-N")
 
 
 def simulate(trace: list[TraceRequest], name: str, policy: str, seed: int, settings: Settings) -> RunResult:

@@ -52,7 +52,7 @@ MAX_UTILISATION = 0.9
 MIN_UTILISATION = 0.1
 TTFT_STEPS = 1.5  # a request waits for half a running step, then its own step
 PRIOR = (20.0, 1.0, 0.05)  # a (ms), b (ms/token), c (ms/prompt token): a weak start
-PRIOR_WEIGHT = 0.5  # the prior counts as this many windows
+PRIOR_WEIGHT = 0.05  # the prior counts as this many (typical) windows: it only steadies the start
 FORGET_SECONDS = 1800.0  # a window's weight halves every FORGET_SECONDS x ln 2
 MIN_BATCH_FOR_MODEL = 2.0  # learn the step model only from windows where the engine was busy
 MIN_WINDOWS = 5  # learned windows before sizing from the model; before: the latency fallback
@@ -61,11 +61,12 @@ ITL_RATIO_PRIOR, TTFT_RATIO_PRIOR = 1.5, 2.0
 RATIO_BOUNDS = (1.0, 10.0)
 KV_Z = 1.65  # a cache of M requests is filled to M - z sqrt(M) on average (Poisson occupancy)
 KV_MIN_FILL = 0.5
-KV_DURATION_CAP = 2.0  # requests grow longer at the planned ITL by at most this factor
+KV_DURATION_CAP = 2.0  # requests grow longer (or shorter) at the planned ITL by at most this factor
 KV_FULL = 0.9  # waiting requests with the caches this full: pressure
 DOWN_STEPS_PER_WINDOW = 3
 RATE_SECONDS = 120.0  # the per-request costs average over this long
-FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
+FALLBACK_UP = 2.0
+MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)  # before the model is learned: above target, scale by the ratio, at most 2x
 
 
 @dataclass(frozen=True)
@@ -107,21 +108,25 @@ class StepModel:
     xty: tuple[float, ...] = (0.0,) * 3
     windows: int = 0
     at: float | None = None
+    weight: float = 0.0  # the windows' total weight after forgetting
 
     def observe(self, now: float, inverse_itl: float, generation: float, prompt: float) -> StepModel:
         decay = 1.0 if self.at is None else math.exp(-max(0.0, now - self.at) / FORGET_SECONDS)
         x = (inverse_itl, generation, prompt)
         xtx = tuple(decay * self.xtx[3 * i + j] + x[i] * x[j] for i in range(3) for j in range(3))
         xty = tuple(decay * self.xty[i] + x[i] for i in range(3))
-        return StepModel(xtx, xty, self.windows + 1, now)
+        return StepModel(xtx, xty, self.windows + 1, now, decay * self.weight + 1.0)
 
     def solve(self) -> tuple[float, float, float]:
         """(a, b, c) in ms; ridge towards PRIOR, scaled per coefficient; never negative."""
         matrix = [list(self.xtx[3 * i : 3 * i + 3]) for i in range(3)]
         vector = list(self.xty)
+        if self.weight <= 0:
+            return PRIOR
         for i, prior in enumerate(PRIOR):
-            # The prior as PRIOR_WEIGHT pseudo-windows whose feature i makes 1 = prior x feature.
-            weight = PRIOR_WEIGHT / prior**2
+            # The prior as PRIOR_WEIGHT windows of feature i's mean square, all saying coefficient
+            # i is its prior (a ridge towards it, on the data's own scale).
+            weight = PRIOR_WEIGHT * max(self.xtx[4 * i] / self.weight, 1e-12)
             matrix[i][i] += weight
             vector[i] += weight * prior
         solution = _solve3(matrix, vector)
@@ -257,22 +262,33 @@ def size(
     ttft_ratio: float = TTFT_RATIO_PRIOR,
     kv_caches: float = 0.0,
     kv_fill_target: float = 1.0,
-    kv_duration: float = 1.0,
+    kv_step_ms: float | None = None,
 ) -> tuple[int, str, Allowed]:
-    """Replicas for G generation and P prompt tokens/s (already the planned peak), and the KV
-    caches the requests hold (in caches, already grown by waiting requests)."""
+    """Replicas for G generation and P prompt tokens/s (already the planned peak), and for the KV
+    caches the requests hold (in caches; already grown by waiting requests and the plan), measured
+    while steps took kv_step_ms (None: as long as they will): with n replicas each runs
+    rho = work / n busy, a step takes a / (1 - rho), and requests hold their cache that much longer
+    or shorter; the fewest n whose caches then stay at kv_fill_target."""
     a, b, c = model
     allowed = allowed_utilisation(targets, a, c, prompt_per_request, itl_ratio, ttft_ratio)
     work = b * generation / 1000.0 + c * prompt / 1000.0
-    by_work = math.ceil(work / allowed.rho - 1e-9)
-    by_kv = math.ceil(kv_caches * kv_duration / kv_fill_target - 1e-9) if kv_caches > 0 else 0
-    wanted = max(1, by_work, by_kv)
+    by_work = max(1, math.ceil(work / allowed.rho - 1e-9))
+    wanted = by_work
+    if kv_caches > 0:
+        while wanted < MAX_SEARCH:
+            stretch = 1.0
+            if kv_step_ms:
+                step = a / max(1.0 - work / wanted, 1.0 - MAX_UTILISATION)
+                stretch = min(KV_DURATION_CAP, max(1.0 / KV_DURATION_CAP, step / kv_step_ms))
+            if kv_caches * stretch / wanted <= kv_fill_target:
+                break
+            wanted += 1
     reason = (
         f"{generation:.0f}+{prompt:.0f} tok/s (gen+prompt) = {work:.2f} replicas of work at "
         f"a={a:.1f}ms b={b:.2f}ms c={c:.3f}ms, {allowed.rho:.0%} busy for the {allowed.limit} target"
     )
-    if by_kv > by_work:
-        reason += f"; KV cache {kv_caches * kv_duration:.2f} caches at {kv_fill_target:.0%} fill"
+    if wanted > by_work:
+        reason += f"; KV cache {kv_caches:.2f} caches, {kv_fill_target:.0%} full each"
     return wanted, reason, allowed
 
 
@@ -355,22 +371,17 @@ def recommend(
     planned = peak + history.forecast.headroom(peak)  # requests/s to serve one lead time ahead
     prompt_each, generation_each, caches_each = history.per_request()
     model = history.model.solve()
-    a = model[0]
     # Tokens: what the window saw, or the planned rate at the recent cost per request.
     generation = max(o.generation_tokens_per_second, planned * generation_each)
     prompt = max(o.prompt_tokens_per_second, planned * prompt_each)
-    # KV: the caches in use, with the waiting requests' share, or the planned rate's; at the longer
-    # requests the planned ITL makes (the planned rho against the ITL measured now).
+    # KV: the caches in use, with the waiting requests' share, or the planned rate's (measured
+    # while a step took the window's mean ITL).
     caches = (o.kv_cache_usage or 0.0) * o.ready_replicas
     if o.running > 0:
         caches *= (o.running + o.waiting) / o.running
     caches = max(caches, planned * caches_each)
     fill = kv_fill(o.running / o.ready_replicas, o.kv_cache_usage or 0.0)
     prompt_per_request = prompt_each or (o.prompt_tokens_per_second / o.arrival_rate if o.arrival_rate else 0.0)
-    allowed = allowed_utilisation(targets, a, model[2], prompt_per_request, history.itl_ratio, history.ttft_ratio)
-    duration = 1.0
-    if o.itl_mean_ms:
-        duration = min(KV_DURATION_CAP, max(1.0, a / (1.0 - allowed.rho) / o.itl_mean_ms))
     wanted, reason, allowed = size(
         targets,
         model,
@@ -381,7 +392,7 @@ def recommend(
         history.ttft_ratio,
         caches,
         fill,
-        duration,
+        o.itl_mean_ms,
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
     if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:

@@ -16,6 +16,7 @@ About a minute; single process (the server is a child).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import queue
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +110,7 @@ def stream(address: str, requests: list[tuple[int, int]]) -> list[list[float]]:
         client.close()
 
 
-def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+def fit(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares intercept and slope."""
     xs, ys = [x for x, _ in points], [y for _, y in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -122,7 +124,7 @@ def measure(address: str) -> dict[str, object]:
     for batch in BATCHES:
         times = stream(address, [(1, STEP_TOKENS)] * batch)
         # Gaps while every request runs: from the third token to the last but two.
-        gaps = [b - a for t in times for a, b in zip(t[3:-3], t[4:-2], strict=True)]
+        gaps = [b - a for t in times for a, b in itertools.pairwise(t[3:-2])]
         steps.append((batch, 1000 * statistics.median(gaps)))
     prefills = []
     for prompt in PROMPTS:

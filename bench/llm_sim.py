@@ -32,6 +32,8 @@ What is simulated:
   - clairvoyant: knows the trace and the true engine; each second, sizes with token_policy.size
     for the most tokens any 10 s within the next longest pod start + 10 s bring (no error);
     a cost bound, not a latency guarantee.
+  A rule's target can be named in the policy: keda-waiting-1 (threshold 1 waiting request per
+  replica), kv-cache-50 (50% KV-cache usage), hpa-gpu-50 (50% GPU utilisation); fixed-N: N replicas.
 
 Printed: per trace and policy, mean over paired seeds with 95% confidence half-widths: the share
 of requests meeting both targets (TTFT <= --ttft-ms, the request's mean ITL <= --itl-ms), its p95
@@ -256,6 +258,7 @@ class Simulation:
             pod = self._new_pod(0.0)
             pod.ready = True
         self.desired = initial
+        self.controller.started(initial)
         for request in self.requests:
             self.at(request.arrival, Simulation.ARRIVAL, request)
         self.at(0.0, Simulation.SAMPLE)
@@ -484,6 +487,10 @@ class Controller:
     def first_delay(self) -> float:
         return 1.0
 
+    def started(self, replicas: int) -> None:
+        """The initial replicas are running (a scale-down window starts holding them now, as the
+        HPA's does when it first sees a target: its recommendations begin with the current count)."""
+
     def step(self) -> float:
         raise NotImplementedError
 
@@ -505,6 +512,9 @@ class Tritonop(Controller):
         self.history = TokenHistory()
         self.targets = targets_of(sim.settings, sim.settings.tritonop_down_window_s)
 
+    def started(self, replicas: int) -> None:
+        self.history = TokenHistory(recommendations=((0.0, replicas),))
+
     def step(self) -> float:
         sim = self.sim
         decision: TokenDecision = token_policy.decide(
@@ -525,6 +535,9 @@ class Hpa(Controller):
         self.signal = signal  # () -> (value, average-per-pod?) ; False: a total (AverageValue)
         self.target = target
         self.recommendations: list[tuple[float, int]] = []
+
+    def started(self, replicas: int) -> None:
+        self.recommendations = [(0.0, replicas)]
 
     def first_delay(self) -> float:
         return self.sim.settings.hpa_sync_s
@@ -611,15 +624,20 @@ def make_controller(sim: Simulation, policy: str) -> Controller:
         return Fixed(sim, int(policy.removeprefix("fixed-")))
     if policy == "tritonop":
         return Tritonop(sim)
-    if policy == "keda-waiting":
-        return Hpa(sim, lambda: (sim.gauges()[1], False), s.keda_threshold)
-    if policy == "kv-cache":
-        return Hpa(sim, lambda: (sim.gauges()[2], True), s.kv_target)
-    if policy == "hpa-gpu":
-        return Hpa(sim, lambda: (sim.utilisation(s.hpa_sync_s), True), s.gpu_target)
+    base, _, suffix = policy.rpartition("-")
+    if not (base in ("keda-waiting", "kv-cache", "hpa-gpu") and suffix.isdigit()):
+        base, suffix = policy, ""
+    if base == "keda-waiting":
+        threshold = float(suffix) if suffix else s.keda_threshold
+        return Hpa(sim, lambda: (sim.gauges()[1], False), threshold)
+    if base == "kv-cache":
+        return Hpa(sim, lambda: (sim.gauges()[2], True), int(suffix) / 100 if suffix else s.kv_target)
+    if base == "hpa-gpu":
+        target = int(suffix) / 100 if suffix else s.gpu_target
+        return Hpa(sim, lambda: (sim.utilisation(s.hpa_sync_s), True), target)
     if policy == "clairvoyant":
         return Clairvoyant(sim)
-    raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)} or fixed-N")
+    raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}, fixed-N, or a rule with its target")
 
 
 def simulate(trace: list[TraceRequest], name: str, policy: str, seed: int, settings: Settings) -> RunResult:
@@ -663,13 +681,16 @@ def paired(runs: list[RunResult], baseline: list[RunResult]) -> dict[str, Any]:
 
 
 def print_tables(rows: list[dict[str, Any]], diffs: list[dict[str, Any]]) -> None:
-    print("| trace | policy | both targets met, % | GPU-seconds | x clairvoyant | p95 TTFT ms | p95 ITL ms | max pods |")
+    print(
+        "| trace | policy | both targets met, % | GPU-seconds | x clairvoyant | p95 TTFT ms | p95 ITL ms | max pods |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['trace']} | {r['policy']} | {r['attainment']:.2f} ± {r['attainment_ci95']:.2f} | "
             f"{r['gpu_seconds']:.0f} ± {r['gpu_seconds_ci95']:.0f} | {r.get('x_clairvoyant', '')} | "
-            f"{r['ttft_p95_ms']:.0f} ± {r['ttft_p95_ms_ci95']:.0f} | {r['itl_p95_ms']:.1f} ± {r['itl_p95_ms_ci95']:.1f} | "
+            f"{r['ttft_p95_ms']:.0f} ± {r['ttft_p95_ms_ci95']:.0f} | "
+            f"{r['itl_p95_ms']:.1f} ± {r['itl_p95_ms_ci95']:.1f} | "
             f"{r['max_replicas']} |"
         )
     if diffs:

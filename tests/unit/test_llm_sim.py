@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_the_derived_traces_hold_every_request_of_the_source() -> None:
     code, conv = llm_sim.load_trace("code"), llm_sim.load_trace("conv")
     assert (len(code), len(conv)) == (8819, 19366)
     assert code[0] == TraceRequest(0.0, 4808, 10)
-    assert all(a.at <= b.at for a, b in zip(conv, conv[1:], strict=False))
+    assert all(a.at <= b.at for a, b in itertools.pairwise(conv))
 
 
 def test_a_short_replay_runs_every_policy() -> None:

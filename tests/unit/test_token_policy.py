@@ -51,7 +51,12 @@ def test_without_windows_the_step_model_is_its_prior() -> None:
     [
         # ITL: 1.5 x 15 ms idle; 1 - 22.5 / 50. TTFT: 1 - 22.5 / (500/2 - 10): looser, not the limit.
         ("the_itl_target_limits", TARGETS, 1000, Allowed(0.55, "itl")),
-        ("a_looser_itl_target_allows_busier_replicas", dataclasses.replace(TARGETS, itl_ms=100), 1000, Allowed(0.775, "itl")),
+        (
+            "a_looser_itl_target_allows_busier_replicas",
+            dataclasses.replace(TARGETS, itl_ms=100),
+            1000,
+            Allowed(0.775, "itl"),
+        ),
         # 10,000-token prompts: 100 ms of prefill; 1 - 22.5 / (250 - 100) = 0.85 < ITL's 0.8875.
         (
             "long_prompts_make_the_ttft_target_limit",

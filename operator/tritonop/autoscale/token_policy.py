@@ -65,8 +65,8 @@ KV_DURATION_CAP = 2.0  # requests grow longer (or shorter) at the planned ITL by
 KV_FULL = 0.9  # waiting requests with the caches this full: pressure
 DOWN_STEPS_PER_WINDOW = 3
 RATE_SECONDS = 120.0  # the per-request costs average over this long
-FALLBACK_UP = 2.0
-MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)  # before the model is learned: above target, scale by the ratio, at most 2x
+FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
+MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)
 
 
 @dataclass(frozen=True)
@@ -426,9 +426,7 @@ def decide(
     direction = "up" if replicas > current else "down" if replicas < current else "none"
     last_up = now if direction == "up" else learned.last_scale_up
     lead = learned.lead.observe(now, observation.ready_replicas, current, replicas)
-    remembered = replace(
-        learned, recommendations=recent, last_scale_up=last_up, last_scale_down=last_down, lead=lead
-    )
+    remembered = replace(learned, recommendations=recent, last_scale_up=last_up, last_scale_down=last_down, lead=lead)
     return TokenDecision(
         replicas,
         raw,

@@ -36,6 +36,8 @@ Replicas wanted = the most of:
   overflowing one time in twenty (1 - 1.65 / sqrt(M));
 - pressure: requests waiting while the caches are near full mean demand not yet served: at least
   one replica more than ready.
+- spare, while the forecast has watched the traffic for less than its warm-up (10 minutes): the
+  request/response policy's reserve, WARM_UP_SPARE replicas shrinking with the load.
 Scale-up is immediate; scale-down waits for the stabilization window (the highest recommendation
 in it) and then removes half of the surplus at most every third of the window.
 """
@@ -47,6 +49,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 
 from tritonop.autoscale.forecast import Forecast, LeadTime
+from tritonop.autoscale.policy import SPARE_DECAY, WARM_UP_SPARE
 
 MAX_UTILISATION = 0.9
 MIN_UTILISATION = 0.1
@@ -395,6 +398,14 @@ def recommend(
         o.itl_mean_ms,
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
+    if history.forecast.warming(now):
+        # Bursts not known yet: a reserve of replicas, shrinking with the load, as the
+        # request/response policy keeps (policy.WARM_UP_SPARE).
+        load = o.generation_tokens_per_second * model[1] / 1000.0 + o.prompt_tokens_per_second * model[2] / 1000.0
+        spare = math.ceil(load + WARM_UP_SPARE / (1 + SPARE_DECAY * load) - 1e-9)
+        if spare > wanted:
+            wanted = spare
+            reason += f"; {WARM_UP_SPARE:.0f} spare while learning the bursts"
     if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
         reason += f"; {o.waiting:.0f} waiting with the KV caches {o.kv_cache_usage:.0%} full"

@@ -661,6 +661,8 @@ def summarize(runs: list[RunResult], clairvoyant: list[RunResult] | None) -> dic
     ):
         row[key], row[f"{key}_ci95"] = figure(values, digits)
     row["max_replicas"] = max(r.max_replicas for r in runs)
+    row["attainment_by_seed"] = [round(r.attainment, 2) for r in runs]
+    row["gpu_seconds_by_seed"] = [r.gpu_seconds for r in runs]
     row["requests"] = runs[0].requests
     if clairvoyant:
         row["x_clairvoyant"] = round(row["gpu_seconds"] / statistics.fmean(r.gpu_seconds for r in clairvoyant), 2)

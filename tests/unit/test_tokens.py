@@ -386,6 +386,12 @@ def test_the_autoscaler_hands_ttft_and_itl_to_status() -> None:
             reported.append(scaling.facts)
         clock.advance(1.0)
     assert isinstance(held.autoscaler.reader, PodMetricsReader) and held.autoscaler.reader.read_tokens
+    # Sized by token_policy from TTFT and ITL (not from the 3 s requests against 60 s): ITL p90 at
+    # 1.6x its target, before the step model is learned, scales by that ratio (to maxReplicas 2).
+    assert held.autoscaler.token_history is not None
+    assert held.autoscaler.replicas == 2
+    scaled = [e.message for e in events.events if e.reason == "Scaled"]
+    assert scaled and "x the target, model not learned" in scaled[0], scaled
     assert reported and reported[-1].tokens is not None
     facts = reported[-1].tokens
     assert facts.ttft is not None and facts.ttft.ms == pytest.approx(235, rel=0.01)  # p90 of 100..250 ms

@@ -18,9 +18,12 @@ from prometheus_client import Counter, Gauge
 
 from tritonop.api.spec import AutoscalingSpec, ModelDeployment
 from tritonop.api.status import AutoscalerStatus, StartupStatus
+from tritonop.autoscale import token_policy
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
-from tritonop.autoscale.metrics import PodMetricsReader, PrometheusReader
+from tritonop.autoscale.metrics import Measurement, PodMetricsReader, PrometheusReader
 from tritonop.autoscale.policy import Decision, History, Observation, decide
+from tritonop.autoscale.token_policy import TokenHistory, TokenObservation, TokenTargets
+from tritonop.autoscale.tokens import TokenWindow
 from tritonop.clock import Clock, SystemClock
 from tritonop.events import EventRecorder
 from tritonop.facts import AutoscaleFacts, TokenFacts
@@ -111,6 +114,8 @@ class AutoscalerState:
     source: str
     period: float  # seconds between evaluations
     history: History = field(default_factory=History)
+    # A streaming model with tokenLatency targets is sized by token_policy, which learns this.
+    token_history: TokenHistory | None = None
     last_evaluation: float = float("-inf")
     replicas: int | None = None
     last_report: float = float("-inf")  # when status last got this autoscaler's measurement
@@ -167,6 +172,47 @@ class Autoscalers:
         self.report_period = report_every
         self.clock = clock or SystemClock()
         self.decide = decide
+
+    @staticmethod
+    def decide_tokens(
+        state: AutoscalerState,
+        measurement: Measurement,
+        observation: Observation,
+        spec: AutoscalingSpec,
+        current: int,
+        now: float,
+    ) -> Decision:
+        """A streaming model with TTFT/ITL targets: token_policy sizes it from the token figures
+        (its lead time starts from what the request policy learned of pod starts)."""
+        tokens, targets = measurement.tokens, spec.token_latency
+        assert tokens is not None and targets is not None
+        if state.token_history is None:
+            state.token_history = TokenHistory(lead=state.history.lead)
+        decided = token_policy.decide(
+            token_observation(tokens, observation, targets.percentile),
+            TokenTargets(
+                targets.time_to_first_token_ms,
+                targets.inter_token_latency_ms,
+                targets.percentile,
+                spec.min_replicas,
+                spec.max_replicas,
+                spec.scale_down_stabilization_seconds,
+            ),
+            current,
+            state.token_history,
+            now,
+        )
+        state.token_history = decided.history
+        history = dataclasses.replace(state.history, lead=decided.history.lead)
+        return Decision(
+            decided.replicas,
+            decided.recommendation,
+            decided.direction,
+            decided.reason,
+            history,
+            decided.unreachable,
+            decided.utilisation,
+        )
 
     @staticmethod
     def next_evaluation_in(md: ModelDeployment, held: HoldsAutoscaler) -> float | None:
@@ -242,7 +288,10 @@ class Autoscalers:
             wall_time=self.clock.time(),
             idle_replicas=measurement.idle_pods,
         )
-        decision = self.decide(observation, spec, current, state.history, now)
+        if spec.token_latency is not None and measurement.tokens is not None:
+            decision = self.decide_tokens(state, measurement, observation, spec, current, now)
+        else:
+            decision = self.decide(observation, spec, current, state.history, now)
         state.history = decision.history
         state.replicas = decision.replicas
         state.last_gauges = record_decision(events, md, decision, current, observation, state.last_gauges)
@@ -375,3 +424,23 @@ def forget_metrics(namespace: str, name: str) -> None:
     for metric in ("p95", "average", "queue"):
         with contextlib.suppress(KeyError):
             OBSERVED_LATENCY.remove(namespace, name, metric)
+
+
+def token_observation(tokens: TokenWindow, observation: Observation, percentile: float) -> TokenObservation:
+    """What token_policy reads: the deployment's token window and its request rate."""
+    ttft, itl = tokens.ttft_percentile(percentile), tokens.itl_percentile(percentile)
+    return TokenObservation(
+        window_seconds=tokens.seconds,
+        ready_replicas=observation.ready_replicas,
+        arrival_rate=observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate,
+        prompt_tokens_per_second=tokens.prompt_tokens_per_second or 0.0,
+        generation_tokens_per_second=tokens.generation_tokens_per_second or 0.0,
+        ttft_ms=ttft.ms if ttft is not None else None,
+        itl_ms=itl.ms if itl is not None else None,
+        ttft_mean_ms=tokens.ttft.mean if tokens.ttft is not None else None,
+        itl_mean_ms=tokens.itl.mean if tokens.itl is not None else None,
+        running=tokens.running or 0.0,
+        waiting=tokens.waiting or 0.0,
+        kv_cache_usage=tokens.kv_cache_usage,
+        wall_time=observation.wall_time,
+    )

@@ -252,3 +252,14 @@ def test_the_step_model_needs_busy_windows_before_sizing() -> None:
     idle = observed(ready=2, generation=10.0)  # a batch well under MIN_BATCH_FOR_MODEL
     assert decide(idle, TARGETS, 2, history, 10.0).history.model.windows == MIN_WINDOWS - 1
     assert decide(observed(ready=2), TARGETS, 2, history, 10.0).history.model.windows == MIN_WINDOWS
+
+
+def test_spare_replicas_set_in_the_spec_replace_the_warm_up_reserve() -> None:
+    warming = dataclasses.replace(LEARNED, forecast=dataclasses.replace(QUIET, watched_since=0.0))
+    light = observed(ready=1, generation=100.0)
+    reserve = decide(light, TARGETS, 1, warming, 60.0)
+    assert reserve.replicas > 1 and "spare while learning the bursts" in reserve.reason
+    none = decide(light, dataclasses.replace(TARGETS, spare_replicas=0), 1, warming, 60.0)
+    assert none.replicas == 1 and "spare" not in none.reason
+    floor = decide(light, dataclasses.replace(TARGETS, spare_replicas=2), 1, LEARNED, 60.0)
+    assert floor.replicas == 2 and "; 2 spare" in floor.reason  # a light load + 2 / (1 + load), rounded up

@@ -197,6 +197,7 @@ class Autoscalers:
                 spec.min_replicas,
                 spec.max_replicas,
                 spec.scale_down_stabilization_seconds,
+                spec.spare_replicas,
             ),
             current,
             state.token_history,

@@ -82,6 +82,7 @@ class TokenTargets:
     min_replicas: int = 1
     max_replicas: int = 8
     scale_down_stabilization_seconds: float = 300.0
+    spare_replicas: int | None = None  # spec.autoscaling.spareReplicas: a floor (0: none); unset: the warm-up reserve
 
 
 @dataclass(frozen=True)
@@ -398,14 +399,17 @@ def recommend(
         o.itl_mean_ms,
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
-    if history.forecast.warming(now):
-        # Bursts not known yet: a reserve of replicas, shrinking with the load, as the
-        # request/response policy keeps (policy.WARM_UP_SPARE).
+    floor: float | None = targets.spare_replicas
+    if floor is None and history.forecast.warming(now):
+        floor = WARM_UP_SPARE  # bursts not known yet: the request/response policy's reserve
+    if floor:
+        # That many replicas' worth idle, shrinking with the load (as policy.sized does).
         load = o.generation_tokens_per_second * model[1] / 1000.0 + o.prompt_tokens_per_second * model[2] / 1000.0
-        spare = math.ceil(load + WARM_UP_SPARE / (1 + SPARE_DECAY * load) - 1e-9)
+        spare = math.ceil(load + floor / (1 + SPARE_DECAY * load) - 1e-9)
         if spare > wanted:
             wanted = spare
-            reason += f"; {WARM_UP_SPARE:.0f} spare while learning the bursts"
+            learning = " while learning the bursts" if targets.spare_replicas is None else ""
+            reason += f"; {floor:g} spare{learning}"
     if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
         reason += f"; {o.waiting:.0f} waiting with the KV caches {o.kv_cache_usage:.0%} full"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import queue
+import random
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +216,142 @@ def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed
     # Version 1 serves everywhere again; Ready says RolledBack until the spec changes.
     assert md["status"]["activeVersion"] == 1
     assert md_condition(md, "Ready")["reason"] == "RolledBack"
+
+
+class OpenStreams:
+    """An open-loop streaming client: `rate` requests/s (changeable), each sent to a ready pod
+    picked at random (as kube-proxy picks per connection; one gRPC stream per pod, multiplexing
+    its requests), recording each request's TTFT and inter-token gaps as the client sees them."""
+
+    def __init__(self, pods: Callable[[], list[str]], rate: float, prompt: int = 32, tokens: int = 24) -> None:
+        self.pods, self.rate, self.prompt, self.tokens = pods, rate, prompt, tokens
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.clients: dict[str, grpcclient.InferenceServerClient] = {}
+        self.sent: dict[str, float] = {}  # request id -> when sent
+        self.last: dict[str, float] = {}  # request id -> its latest token
+        self.ttft: list[tuple[float, float]] = []  # (when, ms)
+        self.itl: list[tuple[float, float]] = []
+        self.failed: list[str] = []
+        self.thread = threading.Thread(target=self._send, daemon=True)
+
+    def __enter__(self) -> OpenStreams:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        wait_until("streams finished", lambda: not self.sent, timeout=60)
+        for stream in self.clients.values():
+            stream.stop_stream()
+            stream.close()
+
+    def _client(self, ip: str) -> grpcclient.InferenceServerClient:
+        client = self.clients.get(ip)
+        if client is None:
+            client = grpcclient.InferenceServerClient(f"{ip}:{GRPC_PORT}")
+            client.start_stream(callback=self._received)
+            self.clients[ip] = client
+        return client
+
+    def _received(self, result: object, error: object) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if error is not None:
+                self.failed.append(str(error))
+                return
+            response = result.get_response()  # type: ignore[attr-defined]
+            rid = response.id
+            if result.as_numpy("TOKEN") is not None:  # type: ignore[attr-defined]
+                previous = self.last.get(rid)
+                if previous is None:
+                    self.ttft.append((now, 1000 * (now - self.sent[rid])))
+                else:
+                    self.itl.append((now, 1000 * (now - previous)))
+                self.last[rid] = now
+            if response.parameters["triton_final_response"].bool_param:
+                self.sent.pop(rid, None)
+                self.last.pop(rid, None)
+
+    def _send(self) -> None:
+        count, due = 0, time.monotonic()
+        while not self.stop.is_set():
+            pods = self.pods()
+            if pods:
+                inputs = []
+                for name, value in (("PROMPT_TOKENS", self.prompt), ("MAX_TOKENS", self.tokens)):
+                    tensor = grpcclient.InferInput(name, [1], "INT32")
+                    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+                    inputs.append(tensor)
+                rid = str(count)
+                count += 1
+                with self.lock:
+                    self.sent[rid] = time.monotonic()
+                self._client(random.choice(pods)).async_stream_infer(
+                    TOKENS, inputs, request_id=rid, enable_empty_final_response=True
+                )
+            due += 1.0 / self.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def p95(self, since: float) -> tuple[float, float]:
+        """Client-side p95 TTFT and ITL (ms) of what arrived since `since`."""
+        with self.lock:
+            ttft = sorted(ms for at, ms in self.ttft if at >= since)
+            itl = sorted(ms for at, ms in self.itl if at >= since)
+        return ttft[int(0.95 * (len(ttft) - 1))], itl[int(0.95 * (len(itl) - 1))]
+
+
+def test_ttft_and_itl_targets_size_the_replicas_through_a_load_step(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The token generator with p95 targets TTFT 1000 ms and ITL 60 ms; load steps from 2 to 16
+    streams/s of 24 tokens. One replica then runs ~15 requests per engine step and its ITL passes
+    the target: the operator scales on the token figures (token_policy), and once the new replicas
+    serve, the p95 TTFT and ITL are back within target, at the client and in status."""
+    repository = write_model(
+        tmp_path / "repo",
+        TOKENS,
+        (TOKENS_DIR / "config.pbtxt").read_text(),
+        {1: (TOKENS_DIR / "1" / "model.py").read_text()},
+    )
+    targets = {"percentile": 95, "timeToFirstTokenMs": 1000, "interTokenLatencyMs": 60}
+    spec = {
+        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "targetLatencyMs": 60000,
+            "spareReplicas": 0,  # no warm-up reserve: the step has to be met by sizing on tokens
+            "scaleDownStabilizationSeconds": 60,
+            "tokenLatency": targets,
+        },
+    }
+    apply_md(cluster, namespace, TOKENS, spec)
+    wait_for_condition(api, namespace, TOKENS, "Ready", "True", timeout=180)
+
+    with OpenStreams(lambda: ready_ips(core, namespace, TOKENS), rate=2) as streams:
+        wait_until(
+            "token figures in status", lambda: bool(get_md(api, namespace, TOKENS)["status"].get("tokenLatency")), 60
+        )
+        streams.rate = 16
+        wait_until("scaled up", lambda: len(ready_ips(core, namespace, TOKENS)) >= 2, timeout=120)
+        md = get_md(api, namespace, TOKENS)
+        scaled = [e.message for e in events_for(core, namespace, TOKENS) if e.reason == "Scaled"]
+        settled = time.monotonic()
+        wait_until("30 s of load on the new replicas", lambda: time.monotonic() - settled >= 30, timeout=40)
+        ttft, itl = streams.p95(since=settled + 10)
+        status = get_md(api, namespace, TOKENS)["status"]["tokenLatency"]
+    print(
+        f"\nload step 2 -> 16 streams/s: {len(ready_ips(core, namespace, TOKENS))} replicas; client p95 "
+        f"TTFT {ttft:.0f} ms, ITL {itl:.0f} ms after the scale-up; status {status}; {scaled}"
+    )
+    assert any("x the target" in m or "planned" in m for m in scaled), scaled  # token_policy's reasons
+    assert ttft <= targets["timeToFirstTokenMs"] and itl <= targets["interTokenLatencyMs"], (ttft, itl)
+    assert status["interTokenLatencyMs"] <= targets["interTokenLatencyMs"], status
+    assert streams.failed == [] and md["status"]["desiredReplicas"] >= 2

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import queue
-import random
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from kubernetes import client
 
 from devcluster.cluster import DevCluster, wait_until
 from loadgen import MODEL_REPO, write_model
+from loadgen.streams import OpenStreams
 from tests.integration.conftest import OperatorProcess
 from tests.integration.helpers import (
     apply_md,
@@ -218,90 +217,6 @@ def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed
     assert md_condition(md, "Ready")["reason"] == "RolledBack"
 
 
-class OpenStreams:
-    """An open-loop streaming client: `rate` requests/s (changeable), each sent to a ready pod
-    picked at random (as kube-proxy picks per connection; one gRPC stream per pod, multiplexing
-    its requests), recording each request's TTFT and inter-token gaps as the client sees them."""
-
-    def __init__(self, pods: Callable[[], list[str]], rate: float, prompt: int = 32, tokens: int = 24) -> None:
-        self.pods, self.rate, self.prompt, self.tokens = pods, rate, prompt, tokens
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.clients: dict[str, grpcclient.InferenceServerClient] = {}
-        self.sent: dict[str, float] = {}  # request id -> when sent
-        self.last: dict[str, float] = {}  # request id -> its latest token
-        self.ttft: list[tuple[float, float]] = []  # (when, ms)
-        self.itl: list[tuple[float, float]] = []
-        self.failed: list[str] = []
-        self.thread = threading.Thread(target=self._send, daemon=True)
-
-    def __enter__(self) -> OpenStreams:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        wait_until("streams finished", lambda: not self.sent, timeout=60)
-        for stream in self.clients.values():
-            stream.stop_stream()
-            stream.close()
-
-    def _client(self, ip: str) -> grpcclient.InferenceServerClient:
-        client = self.clients.get(ip)
-        if client is None:
-            client = grpcclient.InferenceServerClient(f"{ip}:{GRPC_PORT}")
-            client.start_stream(callback=self._received)
-            self.clients[ip] = client
-        return client
-
-    def _received(self, result: object, error: object) -> None:
-        now = time.monotonic()
-        with self.lock:
-            if error is not None:
-                self.failed.append(str(error))
-                return
-            response = result.get_response()  # type: ignore[attr-defined]
-            rid = response.id
-            if result.as_numpy("TOKEN") is not None:  # type: ignore[attr-defined]
-                previous = self.last.get(rid)
-                if previous is None:
-                    self.ttft.append((now, 1000 * (now - self.sent[rid])))
-                else:
-                    self.itl.append((now, 1000 * (now - previous)))
-                self.last[rid] = now
-            if response.parameters["triton_final_response"].bool_param:
-                self.sent.pop(rid, None)
-                self.last.pop(rid, None)
-
-    def _send(self) -> None:
-        count, due = 0, time.monotonic()
-        while not self.stop.is_set():
-            pods = self.pods()
-            if pods:
-                inputs = []
-                for name, value in (("PROMPT_TOKENS", self.prompt), ("MAX_TOKENS", self.tokens)):
-                    tensor = grpcclient.InferInput(name, [1], "INT32")
-                    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
-                    inputs.append(tensor)
-                rid = str(count)
-                count += 1
-                with self.lock:
-                    self.sent[rid] = time.monotonic()
-                self._client(random.choice(pods)).async_stream_infer(
-                    TOKENS, inputs, request_id=rid, enable_empty_final_response=True
-                )
-            due += 1.0 / self.rate
-            time.sleep(max(0.0, due - time.monotonic()))
-
-    def p95(self, since: float) -> tuple[float, float]:
-        """Client-side p95 TTFT and ITL (ms) of what arrived since `since`."""
-        with self.lock:
-            ttft = sorted(ms for at, ms in self.ttft if at >= since)
-            itl = sorted(ms for at, ms in self.itl if at >= since)
-        return ttft[int(0.95 * (len(ttft) - 1))], itl[int(0.95 * (len(itl) - 1))]
-
-
 def test_ttft_and_itl_targets_size_the_replicas_through_a_load_step(
     cluster: DevCluster,
     operator: OperatorProcess,
@@ -335,7 +250,7 @@ def test_ttft_and_itl_targets_size_the_replicas_through_a_load_step(
     apply_md(cluster, namespace, TOKENS, spec)
     wait_for_condition(api, namespace, TOKENS, "Ready", "True", timeout=180)
 
-    with OpenStreams(lambda: ready_ips(core, namespace, TOKENS), rate=2) as streams:
+    with OpenStreams(lambda: ready_ips(core, namespace, TOKENS), TOKENS, rate=2) as streams:
         wait_until(
             "token figures in status", lambda: bool(get_md(api, namespace, TOKENS)["status"].get("tokenLatency")), 60
         )

@@ -62,12 +62,16 @@ def test_names_columns_and_subresources() -> None:
         "Target-TTFT",
         "Target-ITL",
         "P95",
+        "TTFT",
+        "ITL",
         "Rollout",
         "Reason",
         "Age",
     ]
     wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority")}
-    assert set(wide) == {"Target-TTFT", "Target-ITL"}, "the token targets show with -o wide only"
+    assert set(wide) == {"Target-TTFT", "Target-ITL", "TTFT", "ITL"}, "the token columns show with -o wide only"
+    assert wide["TTFT"]["jsonPath"] == ".status.tokenLatency.timeToFirstTokenMs"
+    assert wide["ITL"]["jsonPath"] == ".status.tokenLatency.interTokenLatencyMs"
     assert wide["Target-TTFT"]["jsonPath"] == ".spec.autoscaling.tokenLatency.timeToFirstTokenMs"
     assert wide["Target-ITL"]["jsonPath"] == ".spec.autoscaling.tokenLatency.interTokenLatencyMs"
     assert version["subresources"]["scale"] == {

@@ -53,6 +53,20 @@ PRINTER_COLUMNS = [
     },
     {"name": "P95", "type": "integer", "jsonPath": ".status.latency.p95Ms", "description": "Measured p95 (ms)."},
     {
+        "name": "TTFT",
+        "type": "integer",
+        "jsonPath": ".status.tokenLatency.timeToFirstTokenMs",
+        "description": "Measured time to first token (ms) at the token percentile.",
+        "priority": 1,
+    },
+    {
+        "name": "ITL",
+        "type": "integer",
+        "jsonPath": ".status.tokenLatency.interTokenLatencyMs",
+        "description": "Measured inter-token latency (ms) at the token percentile.",
+        "priority": 1,
+    },
+    {
         "name": "Rollout",
         "type": "string",
         "jsonPath": ".status.rollout.summary",

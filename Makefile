@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-down kind-up clean
+.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-llm demo-down kind-up clean
 
 help:
 	@echo "make demo           export a PyTorch model, serve it with real Triton, switch versions in place (the main job)"
 	@echo "make demo-autoscale the autoscaler: load rises, replicas grow; load stops, replicas shrink (~2 min)"
+	@echo "make demo-llm       a streaming model sized from TTFT and ITL targets as token streams rise and stop (~3 min)"
 	@echo "make demo-down      stop what the demos started (load, their ModelDeployments, the demo operator)"
 	@echo "make test           lint + unit + integration tests on the local cluster (CI runs it)"
 	@echo "make test-chaos     fault scenarios: operator killed, control plane restarted, fuzzing (CI runs it)"
@@ -99,6 +100,9 @@ demo: cluster-up
 
 demo-autoscale: cluster-up
 	@bash scripts/demo_autoscale.sh
+
+demo-llm: cluster-up
+	@bash scripts/demo_llm.sh
 
 demo-down:
 	@bash scripts/demo.sh stop

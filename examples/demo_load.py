@@ -13,6 +13,13 @@
         ModelDeployment's printer columns (`kubectl get md`); ends by itself once the replicas are
         back at minReplicas, with a summary. Exits 1 on failed requests or if it never scaled.
 
+    python -m examples.demo_load llm --namespace demo-llm --name tokens
+        The same story for a streaming model (the token generator, model_repo/tokens): one
+        answer streamed token by token, then open-loop gRPC streams at the ready pods, low, high,
+        then none; every 2 s the client's p95 time to first token and inter-token latency, and
+        `kubectl get md -o wide` (measured TTFT and ITL next to their targets). Exits 1 on failed
+        streams or if it never scaled.
+
 Talks to the pods by pod IP because the dev cluster's Services have no endpoints (loopback pod IPs).
 """
 
@@ -247,6 +254,83 @@ def autoscale(args: argparse.Namespace) -> int:
     return 1 if stats.failed or max_replicas <= args.min_replicas or unsettled or stop.is_set() else 0
 
 
+def stream_one(ip: str, model: str, prompt: int, tokens: int) -> None:
+    """One request, its tokens printed as they arrive (with the time since it was sent)."""
+    from loadgen.streams import OpenStreams
+
+    done = threading.Event()
+    streams = OpenStreams(lambda: [ip], model, rate=0, prompt=prompt, tokens=tokens)
+    started = time.monotonic()
+    arrived: list[float] = []
+
+    def on_token(at: float) -> None:
+        arrived.append(at)
+        print(f"  token {len(arrived):>2} at {1000 * (at - started):6.0f} ms", flush=True)
+
+    streams.on_token, streams.on_final = on_token, done.set
+    streams.send_one()
+    done.wait(timeout=30)
+    streams.close()
+    if len(arrived) > 1:
+        gap_ms = 1000 * (arrived[-1] - arrived[0]) / (len(arrived) - 1)
+        print(f"  first token after {1000 * (arrived[0] - started):.0f} ms, then one every {gap_ms:.0f} ms")
+
+
+def llm(args: argparse.Namespace) -> int:
+    from loadgen.streams import OpenStreams
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = Cluster(args.namespace, args.name)
+    print("one answer, streamed:", flush=True)
+    stream_one(cluster.ready_pod_ips()[0], args.name, args.prompt, args.tokens)
+    md = ["md", args.name, "-n", args.namespace, "-o", "wide"]
+    names, _ = printer_columns(*md)
+    keep = [n for n in names if n not in ("MODEL", "VERSION", "TARGET-LAT", "P95", "ROLLOUT", "AGE")]
+    print(f"\n{'TIME':>5} {'LOAD':>6} {'CLIENT-TTFT':>11} {'CLIENT-ITL':>10} | {table_line(keep, keep)}", flush=True)
+    schedule, end = [], time.monotonic()
+    for seconds, rate in ((args.low_seconds, args.low_rate), (args.high_seconds, args.high_rate)):
+        end += seconds
+        schedule.append((end, rate))
+    max_ready, unsettled = 0, False
+    streams = OpenStreams(cluster.ready_pod_ips, args.name, rate=args.low_rate, prompt=args.prompt, tokens=args.tokens)
+    started = time.monotonic()
+    with streams:
+        while not stop.is_set():
+            now = time.monotonic()
+            rate = next((r for e, r in schedule if now < e), 0.0)
+            streams.rate = rate
+            status = cluster.status()
+            max_ready = max(max_ready, int(status.get("readyReplicas") or 0))
+            names, cells = printer_columns(*md)
+            shown = [c for n, c in zip(names, cells, strict=True) if n in keep]
+            ttft, itl = streams.p95(since=now - 4)
+            ttft_text = "-" if ttft != ttft else f"{ttft:.0f}ms"
+            itl_text = "-" if itl != itl else f"{itl:.0f}ms"
+            print(
+                f"{now - started:4.0f}s {rate:4.0f}/s {ttft_text:>11} {itl_text:>10} | {table_line(keep, shown)}",
+                flush=True,
+            )
+            if rate == 0 and now >= end:
+                if int(status.get("replicas") or 0) <= args.min_replicas:
+                    break
+                if now - end > args.settle_seconds:
+                    print(f"replicas did not come back to {args.min_replicas} within {args.settle_seconds:g}s")
+                    unsettled = True
+                    break
+            stop.wait(max(0.0, args.interval - (time.monotonic() - now)))
+    final = cluster.status()
+    print(
+        f"\nsummary{' (interrupted)' if stop.is_set() else ''}: {time.monotonic() - started:.0f}s; load "
+        f"{args.low_rate:g} -> {args.high_rate:g} -> 0 streams/s of {args.tokens} tokens; max ready replicas "
+        f"{max_ready}, final replicas {final.get('replicas')}; streams {streams.streams}, failed {len(streams.failed)}"
+    )
+    for error in streams.failed[:3]:
+        print(f"  {error}")
+    return 1 if streams.failed or max_ready <= args.min_replicas or unsettled or stop.is_set() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.demo_load", description=__doc__.split("\n\n")[0])
     actions = parser.add_subparsers(dest="action", required=True)
@@ -266,8 +350,21 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--min-replicas", type=int, default=1)
     au.add_argument("--settle-seconds", type=float, default=120.0, help="most time allowed for the scale-down")
     au.add_argument("--interval", type=float, default=2.0)
+    lm = actions.add_parser("llm", help="a streamed answer, then low, high and no streams; md -o wide")
+    lm.add_argument("--namespace", required=True)
+    lm.add_argument("--name", required=True, help="ModelDeployment (and model) name")
+    lm.add_argument("--low-rate", type=float, default=2.0, help="streams started per second")
+    lm.add_argument("--low-seconds", type=float, default=15.0)
+    lm.add_argument("--high-rate", type=float, default=16.0)
+    lm.add_argument("--high-seconds", type=float, default=60.0)
+    lm.add_argument("--prompt", type=int, default=32, help="prompt tokens per request")
+    lm.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
+    lm.add_argument("--min-replicas", type=int, default=1)
+    lm.add_argument("--settle-seconds", type=float, default=120.0)
+    lm.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args(argv)
-    return switch(args) if args.action == "switch" else autoscale(args)
+    actions_by_name = {"switch": switch, "autoscale": autoscale, "llm": llm}
+    return actions_by_name[args.action](args)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ GRPC_PORT = 8001  # Triton's gRPC port (tritonop.names.GRPC_PORT; loadgen import
 class OpenStreams:
     """An open-loop streaming client: `rate` requests/s (changeable), each sent to a ready pod
     picked at random (as kube-proxy picks per connection; one gRPC stream per pod, multiplexing
-    its requests), recording each request's TTFT and inter-token gaps as the client sees them."""
+    its requests), recording each request's TTFT and inter-token gaps as the client sees them.
+    As a context manager it sends at `rate` (0: none) until the block ends, then waits for the
+    streams under way; `send_one` sends a single request (on_token / on_final see it arrive)."""
 
     def __init__(
         self, pods: Callable[[], list[str]], model: str, rate: float, prompt: int = 32, tokens: int = 24
@@ -33,6 +35,9 @@ class OpenStreams:
         self.ttft: list[tuple[float, float]] = []  # (when, ms)
         self.itl: list[tuple[float, float]] = []
         self.failed: list[str] = []
+        self.on_token: Callable[[float], None] | None = None  # each token's arrival (monotonic)
+        self.on_final: Callable[[], None] | None = None  # a request's last response
+        self.count = 0
         self.thread = threading.Thread(target=self._send, daemon=True)
 
     def __enter__(self) -> OpenStreams:
@@ -47,9 +52,13 @@ class OpenStreams:
             time.sleep(0.1)
         if self.sent:
             self.failed.append(f"{len(self.sent)} stream(s) unfinished 60 s after the load stopped")
+        self.close()
+
+    def close(self) -> None:
         for stream in self.clients.values():
             stream.stop_stream()
             stream.close()
+        self.clients.clear()
 
     def _client(self, ip: str) -> grpcclient.InferenceServerClient:
         client = self.clients.get(ip)
@@ -74,27 +83,40 @@ class OpenStreams:
                 else:
                     self.itl.append((now, 1000 * (now - previous)))
                 self.last[rid] = now
+                if self.on_token is not None:
+                    self.on_token(now)
             if response.parameters["triton_final_response"].bool_param:
                 self.sent.pop(rid, None)
                 self.last.pop(rid, None)
+                if self.on_final is not None:
+                    self.on_final()
+
+    def send_one(self) -> None:
+        """One request to a ready pod picked at random (none known: skipped, as a client would fail)."""
+        pods = self.pods()
+        if not pods:
+            return
+        inputs = []
+        for name, value in (("PROMPT_TOKENS", self.prompt), ("MAX_TOKENS", self.tokens)):
+            tensor = grpcclient.InferInput(name, [1], "INT32")
+            tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+            inputs.append(tensor)
+        rid = str(self.count)
+        self.count += 1
+        with self.lock:
+            self.sent[rid] = time.monotonic()
+        self._client(random.choice(pods)).async_stream_infer(
+            self.model, inputs, request_id=rid, enable_empty_final_response=True
+        )
 
     def _send(self) -> None:
-        count, due = 0, time.monotonic()
+        due = time.monotonic()
         while not self.stop.is_set():
-            pods = self.pods()
-            if pods:
-                inputs = []
-                for name, value in (("PROMPT_TOKENS", self.prompt), ("MAX_TOKENS", self.tokens)):
-                    tensor = grpcclient.InferInput(name, [1], "INT32")
-                    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
-                    inputs.append(tensor)
-                rid = str(count)
-                count += 1
-                with self.lock:
-                    self.sent[rid] = time.monotonic()
-                self._client(random.choice(pods)).async_stream_infer(
-                    self.model, inputs, request_id=rid, enable_empty_final_response=True
-                )
+            if self.rate <= 0:
+                due = time.monotonic() + 0.1
+                time.sleep(0.1)
+                continue
+            self.send_one()
             due += 1.0 / self.rate
             time.sleep(max(0.0, due - time.monotonic()))
 

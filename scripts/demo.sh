@@ -9,10 +9,12 @@ source "$(dirname "$0")/demo_lib.sh"
 
 if [[ "${1:-}" == "stop" ]]; then
   stop_pidfile "$DEMO_DIR/autoscale.pid" "examples.demo_load autoscale" "autoscale demo"
+  stop_pidfile "$DEMO_DIR/llm.pid" "examples.demo_load llm" "LLM demo"
   stop_pidfile "$LOAD_PIDFILE" "examples.demo_load" "demo load generator"
   if $PY -m devcluster status >/dev/null 2>&1; then
     $K delete md mlp -n demo --ignore-not-found --wait=true
     $K delete md sleepy100 -n demo-autoscale --ignore-not-found --wait=true
+    $K delete md tokens -n demo-llm --ignore-not-found --wait=true
   fi
   stop_pidfile "$OPERATOR_PIDFILE" "-m tritonop run" "demo operator"
   exit 0

@@ -303,6 +303,9 @@ class RealNode:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.pod_cidr}]],
+                        # Pods route only the reserved range (pods, Services, node links) via
+                        # cni0; no default route, so nothing a pod sends leaves the machine.
+                        "routes": [{"dst": "198.18.0.0/15"}],
                         "dataDir": str(self.dir / "cni" / "ipam"),
                     },
                 },

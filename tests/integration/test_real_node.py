@@ -1,0 +1,179 @@
+"""A real node next to the kwok nodes: kubelet, containerd 2.x, runc, CNI bridge and kube-proxy
+(nftables) run real containers; a Service's ClusterIP routes to them (docs/real-node.md).
+
+The node needs root (network namespaces, cgroups, mounts) and Debian's nftables, socat and
+busybox-static; the tests are skipped, with the reason, where those are missing. A node already
+up (python -m devcluster node-up) is reused and left running.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from devcluster import DevCluster, versions
+from devcluster.cluster import SERVICE_CIDR, kubectl_binary, wait_until
+from devcluster.realnode import BUSYBOX_IMAGE, TAINT_KEY, RealNode
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root (netns, cgroups, mounts)"),
+    pytest.mark.skipif(
+        any(shutil.which(tool) is None for tool in ("nft", "socat", "nsenter")) or not Path("/bin/busybox").exists(),
+        reason="a real node needs Debian's nftables, socat, util-linux and busybox-static",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: DevCluster) -> Iterator[RealNode]:
+    node = RealNode(cluster)
+    started = not node.is_up()
+    if started:
+        node.up()
+    yield node
+    if started:
+        node.down()
+
+
+def web_pod(name: str, app: str) -> client.V1Pod:
+    """busybox httpd on 8080 answering "hello from <pod name>", on the real node only."""
+    script = f"echo hello from {name} > /www/index.html && exec httpd -f -v -p 8080 -h /www"
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": app}),
+        spec=client.V1PodSpec(
+            node_selector={"tritonop.dev/node-kind": "real"},
+            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
+            termination_grace_period_seconds=2,
+            containers=[
+                client.V1Container(
+                    name="httpd",
+                    image=BUSYBOX_IMAGE,
+                    image_pull_policy="Never",  # imported into the node's containerd; no registry
+                    command=["/bin/sh", "-c", script],
+                    ports=[client.V1ContainerPort(container_port=8080)],
+                    readiness_probe=client.V1Probe(
+                        http_get=client.V1HTTPGetAction(path="/index.html", port=8080), period_seconds=1
+                    ),
+                )
+            ],
+        ),
+    )
+
+
+def get_in_netns(node: RealNode, url: str, netns: str | None = None) -> str:
+    """GET url from inside a network namespace (the clients' by default), a new connection each time."""
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"
+    argv = node.in_netns(sys.executable, "-c", code, netns=netns or node.client_netns)
+    return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def create_web(core: client.CoreV1Api, namespace: str, pods: int) -> tuple[list[str], str]:
+    app = f"web-{uuid.uuid4().hex[:6]}"
+    names = [f"{app}-{index}" for index in range(pods)]
+    for name in names:
+        core.create_namespaced_pod(namespace, web_pod(name, app))
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name=app),
+        spec=client.V1ServiceSpec(selector={"app": app}, ports=[client.V1ServicePort(port=80, target_port=8080)]),
+    )
+    cluster_ip = core.create_namespaced_service(namespace, service).spec.cluster_ip
+    return names, cluster_ip
+
+
+def wait_ready(core: client.CoreV1Api, namespace: str, names: list[str]) -> list[client.V1Pod]:
+    def ready() -> bool:
+        for name in names:
+            pod = core.read_namespaced_pod(name, namespace)
+            conditions = {c.type: c.status for c in pod.status.conditions or []}
+            if conditions.get("Ready") != "True":
+                return False
+        return True
+
+    wait_until(f"pods {names} Ready (probed by the kubelet)", ready, timeout=90, interval=0.5)
+    return [core.read_namespaced_pod(name, namespace) for name in names]
+
+
+def test_real_node_registers_next_to_kwok_nodes(real_node: RealNode, core: client.CoreV1Api) -> None:
+    node = core.read_node(real_node.name)
+    info = node.status.node_info
+    assert info.kubelet_version == versions.KUBERNETES
+    assert info.container_runtime_version == f"containerd://{versions.CONTAINERD.lstrip('v')}"
+    addresses = {a.type: a.address for a in node.status.addresses}
+    assert addresses["InternalIP"] == real_node.node_ip
+    assert any(t.key == TAINT_KEY and t.effect == "NoSchedule" for t in node.spec.taints or [])
+    kwok_nodes = [n for n in core.list_node().items if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node")]
+    assert kwok_nodes, "the kwok nodes are still there"
+
+
+def test_pod_runs_and_service_routes_through_cluster_ip(
+    real_node: RealNode, cluster: DevCluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    started = time.monotonic()
+    (name,), cluster_ip = create_web(core, namespace, pods=1)
+    (pod,) = wait_ready(core, namespace, [name])
+    ready_after = time.monotonic() - started
+    assert pod.spec.node_name == real_node.name
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(real_node.pod_cidr)
+    assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network(SERVICE_CIDR)
+    # The EndpointSlice controller publishes the pod (kwok's loopback pod IPs are refused there).
+    discovery = client.DiscoveryV1Api(core.api_client)
+
+    def published() -> bool:
+        slices = discovery.list_namespaced_endpoint_slice(namespace).items
+        return any(pod.status.pod_ip in e.addresses and e.conditions.ready for s in slices for e in s.endpoints or [])
+
+    wait_until("the pod in the Service's EndpointSlice", published, timeout=30)
+    # From a client network namespace, through kube-proxy's DNAT: retried while kube-proxy
+    # programs the new endpoint (it rejects a ClusterIP with no endpoints).
+    answers: list[str] = []
+
+    def answered() -> bool:
+        answers.append(get_in_netns(real_node, f"http://{cluster_ip}/index.html"))
+        return True
+
+    wait_until(f"an answer through ClusterIP {cluster_ip}", answered, timeout=30, interval=0.5)
+    assert answers[-1] == f"hello from {name}\n"
+    print(f"pod Ready {ready_after:.1f}s after create; answered through {cluster_ip}")
+    # From the node itself (kube-proxy's output hook) and from inside a pod (hairpin: the pod
+    # reaches itself through its own Service).
+    assert get_in_netns(real_node, f"http://{cluster_ip}/index.html", netns=real_node.netns) == f"hello from {name}\n"
+    request = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 80"
+    exec_result = subprocess.run(
+        [kubectl_binary(), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", namespace, name, "--", "/bin/sh",
+         "-c", request],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert exec_result.returncode == 0, exec_result.stderr
+    assert exec_result.stdout.startswith("HTTP/1.1 200 OK") and f"hello from {name}" in exec_result.stdout
+    # The apiserver reaches the kubelet for logs: httpd -v logged the requests above.
+    logs = core.read_namespaced_pod_log(name, namespace)
+    assert "response:200" in logs
+
+
+def test_service_balances_new_connections_across_pods(
+    real_node: RealNode, core: client.CoreV1Api, namespace: str
+) -> None:
+    names, cluster_ip = create_web(core, namespace, pods=2)
+    wait_ready(core, namespace, names)
+    expected = {f"hello from {name}\n" for name in names}
+    seen: set[str] = set()
+
+    def both_endpoints_answer() -> bool:
+        # kube-proxy picks an endpoint at random per new connection; until it has both, only one answers.
+        for _ in range(10):
+            seen.add(get_in_netns(real_node, f"http://{cluster_ip}/index.html"))
+        return seen == expected
+
+    wait_until("answers from both pods through the ClusterIP", both_endpoints_answer, timeout=60, interval=0.5)
+    assert seen == expected

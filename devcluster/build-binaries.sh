@@ -20,7 +20,8 @@ CACHE="${TRITONOP_CACHE:-$HOME/.cache/tritonop}"
 BIN="$CACHE/bin"
 SRC="$CACHE/src"
 mkdir -p "$BIN" "$SRC"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+# GOFLAGS from the caller are kept (e.g. GOFLAGS=-p=1 on a busy machine).
+export CGO_ENABLED=0 GOFLAGS="-mod=mod${GOFLAGS:+ $GOFLAGS}"
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -193,6 +193,10 @@ class RealNode:
         self.build()
         self.down()  # whatever a crashed run left behind
         started = time.monotonic()
+        # A fresh node each time, as the control plane's etcd: the last run's containers, pod
+        # volumes and IP leases are gone (down() killed and unmounted them); images are re-imported.
+        for stale in ("containerd", "kubelet", "cni"):
+            shutil.rmtree(self.dir / stale, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         state = NodeState(name=self.name, started_at=time.time(), cgroup_root=self.cgroup_root)
         state.save(self.state_file)
@@ -312,22 +316,27 @@ class RealNode:
                 {"type": "portmap", "capabilities": {"portMappings": True}},
             ],
         }, indent=2))
-        config = f"""version = 3
+        # Config version 4 (containerd 2.4's own; a version 3 file is migrated with a warning, and
+        # version 4 has no top-level [grpc]: servers are plugins). No imports: nothing from the
+        # host's /etc/containerd/conf.d. Every path under the node's dir, except the shims'
+        # sockets: containerd keeps them in /run/containerd/s (a socket path must stay short).
+        config = f"""version = 4
+imports = []
 root = "{root / 'root'}"
 state = "{root / 'state'}"
-oom_score = -999
+oom_score = 0  # -999 needs CAP_SYS_RESOURCE, which no process here has
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
 
-[grpc]
+[plugins."io.containerd.server.v1.grpc"]
   address = "{self.containerd_socket}"
 
-[ttrpc]
+[plugins."io.containerd.server.v1.ttrpc"]
   address = "{self.containerd_socket}.ttrpc"
 
-[debug]
-  address = "{root / 'debug.sock'}"
+[plugins."io.containerd.server.v1.debug"]
+  address = ""
 
-[metrics]
+[plugins."io.containerd.server.v1.metrics"]
   address = ""
 
 [plugins."io.containerd.internal.v1.opt"]
@@ -340,17 +349,18 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
 
 [plugins."io.containerd.cri.v1.runtime"]
   netns_mounts_under_state_dir = true
+  enable_selinux = false
   # This machine's processes lack CAP_SYS_RESOURCE (not in the bounding set), so no process may
   # lower an oom_score_adj: runc failed the pause container's -998 with "nsexec: failed to update
   # /proc/self/oom_score_adj: Permission denied". Clamp scores to containerd's own (0) instead.
   restrict_oom_score_adj = true
-  enable_selinux = false
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = "{self.runc_bin / 'runc'}"
+        Root = "{root / 'state' / 'runc'}"
         SystemdCgroup = false
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{self.cni_bin}"]
@@ -512,6 +522,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
         self._kill_cgroup_processes(state.cgroup_root)
         self._kill_shims()
         self._unmount_under(self.dir)
+        # The shims' socket dir containerd made in /run (their sockets go with them); only if empty.
+        for directory in (Path("/run/containerd/s"), Path("/run/containerd")):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         for netns in reversed(state.netns):
             run("ip", "netns", "delete", netns, check=False)
         run("ip", "link", "delete", self.host_veth, check=False)  # gone with the netns; to be sure

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.podrunner import (
+    on_fake_node,
     Probe,
     TritonInstall,
     drop_flags,
@@ -162,3 +163,11 @@ def test_a_running_container_reports_when_its_process_started(tmp_path: Path, mo
     finally:
         runner.stop_pod("u1", "test over")
     assert not pid_alive(pod.process.pid)
+
+
+def test_only_pods_of_fake_nodes_are_run_and_probed() -> None:
+    # kwok's pod IPs are loopback addresses; a real node's (devcluster/realnode.py) are 198.18.x,
+    # and its kubelet, not the pod runner, runs and probes them.
+    assert on_fake_node("127.5.0.3")
+    assert not on_fake_node("198.18.1.7")
+    assert not on_fake_node("not an address")

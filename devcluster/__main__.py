@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         node = RealNode(cluster)
         node_state = node.state
         if node_state is not None:
-            print(f"real node {node_state.name} ({'up' if node.is_up() else 'NOT all up'}): node IP {node.node_ip}, "
-                  f"pods {node.pod_cidr}, netns {node.netns}, clients' netns {node.client_netns}")
+            print(
+                f"real node {node_state.name} ({'up' if node.is_up() else 'NOT all up'}): node IP {node.node_ip}, "
+                f"pods {node.pod_cidr}, netns {node.netns}, clients' netns {node.client_netns}"
+            )
             for name, pid in node_state.pids.items():
                 print(f"  {name:<24} pid {pid:<8} {resident_kib(pid) / 1024:7.1f} MiB")
     return 0

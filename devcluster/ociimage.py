@@ -128,9 +128,7 @@ def write_oci_archive(
 
 def pause_image(out: Path, reference: str, pause_binary: Path) -> str:
     """The pod sandbox image: kubernetes' own pause binary (built static by build-binaries.sh)."""
-    return write_oci_archive(
-        out, reference, [Entry("pause", data=pause_binary.read_bytes())], entrypoint=["/pause"]
-    )
+    return write_oci_archive(out, reference, [Entry("pause", data=pause_binary.read_bytes())], entrypoint=["/pause"])
 
 
 def busybox_image(out: Path, reference: str, busybox_binary: Path, applets: list[str]) -> str:
@@ -139,6 +137,7 @@ def busybox_image(out: Path, reference: str, busybox_binary: Path, applets: list
     entries = [Entry("bin"), Entry("tmp", mode=0o1777), Entry("www"), Entry("etc")]
     entries.append(Entry("bin/busybox", data=busybox_binary.read_bytes()))
     entries += [Entry(f"bin/{applet}", link="busybox") for applet in applets if applet != "busybox"]
-    entries.append(Entry("etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n", mode=0o644))
+    passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    entries.append(Entry("etc/passwd", data=passwd, mode=0o644))
     entries.append(Entry("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n", mode=0o644))
     return write_oci_archive(out, reference, entries, cmd=["/bin/sh"])

@@ -158,8 +158,9 @@ class RealNode:
         return ["nsenter", f"--net=/run/netns/{netns or self.netns}", "--", *argv]
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(str(self.containerd_bin / "ctr"), f"--address={self.containerd_socket}", "-n", "k8s.io", *args,
-                   check=check)
+        return run(
+            str(self.containerd_bin / "ctr"), f"--address={self.containerd_socket}", "-n", "k8s.io", *args, check=check
+        )
 
     # -- build ---------------------------------------------------------------------------
     def build(self) -> None:
@@ -213,13 +214,19 @@ class RealNode:
             log(f"real node start failed; logs are in {self.log_dir}")
             self.down()
             raise
-        log(f"real node {self.name} Ready in {time.monotonic() - started:.1f}s (node IP {self.node_ip}, pods {self.pod_cidr})")
+        took = time.monotonic() - started
+        log(f"real node {self.name} Ready in {took:.1f}s (node IP {self.node_ip}, pods {self.pod_cidr})")
 
     def _spawn(self, state: NodeState, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
-                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env, cwd=self.dir,
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=self.dir,
             )
         state.pids[name] = process.pid
         state.save(self.state_file)
@@ -243,8 +250,21 @@ class RealNode:
         run("ip", "-n", self.netns, "addr", "add", f"{self.node_ip}/30", "dev", "uplink")
         run("ip", "-n", self.netns, "link", "set", "uplink", "up")
         # node <-> client: clients in their own namespace, routed through the node to ClusterIPs.
-        run("ip", "-n", self.netns, "link", "add", "client0", "type", "veth", "peer", "name", "eth0",
-            "netns", self.client_netns)
+        run(
+            "ip",
+            "-n",
+            self.netns,
+            "link",
+            "add",
+            "client0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.client_netns,
+        )
         run("ip", "-n", self.netns, "addr", "add", f"{self.client_gateway}/30", "dev", "client0")
         run("ip", "-n", self.netns, "link", "set", "client0", "up")
         run("ip", "-n", self.client_netns, "addr", "add", f"{self.client_ip}/30", "dev", "eth0")
@@ -276,9 +296,15 @@ class RealNode:
         assert cluster_state is not None
         self.relay_port = free_port()
         api = cluster_state.ports["apiserver"]
-        self._spawn(state, "relay", [
-            "socat", f"TCP-LISTEN:{self.relay_port},bind={self.host_ip},fork,reuseaddr", f"TCP:127.0.0.1:{api}",
-        ])
+        self._spawn(
+            state,
+            "relay",
+            [
+                "socat",
+                f"TCP-LISTEN:{self.relay_port},bind={self.host_ip},fork,reuseaddr",
+                f"TCP:127.0.0.1:{api}",
+            ],
+        )
         # The apiserver's certificate names 127.0.0.1, not the relay's address.
         server = f"https://{self.host_ip}:{self.relay_port}"
         for who in (f"node-{self.name}", "kube-proxy"):
@@ -294,38 +320,47 @@ class RealNode:
             (root / sub).mkdir(parents=True, exist_ok=True)
         cni_conf = self.dir / "cni" / "net.d"
         cni_conf.mkdir(parents=True, exist_ok=True)
-        (cni_conf / "10-devcluster.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0",
-            "name": "devcluster",
-            "plugins": [
+        (cni_conf / "10-devcluster.conflist").write_text(
+            json.dumps(
                 {
-                    "type": "bridge",
-                    "bridge": "cni0",
-                    "isGateway": True,
-                    "ipMasq": False,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": self.pod_cidr}]],
-                        # Pods route only the reserved range (pods, Services, node links) via
-                        # cni0; no default route, so nothing a pod sends leaves the machine.
-                        "routes": [{"dst": "198.18.0.0/15"}],
-                        "dataDir": str(self.dir / "cni" / "ipam"),
-                    },
+                    "cniVersion": "1.0.0",
+                    "name": "devcluster",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": "cni0",
+                            "isGateway": True,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": self.pod_cidr}]],
+                                # Pods route only the reserved range (pods, Services, node links) via
+                                # cni0; no default route, so nothing a pod sends leaves the machine.
+                                "routes": [{"dst": "198.18.0.0/15"}],
+                                "dataDir": str(self.dir / "cni" / "ipam"),
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
                 },
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }, indent=2))
+                indent=2,
+            )
+        )
         # Config version 4 (containerd 2.4's own; a version 3 file is migrated with a warning, and
         # version 4 has no top-level [grpc]: servers are plugins). No imports: nothing from the
         # host's /etc/containerd/conf.d. Every path under the node's dir, except the shims'
         # sockets: containerd keeps them in /run/containerd/s (a socket path must stay short).
         config = f"""version = 4
 imports = []
-root = "{root / 'root'}"
-state = "{root / 'state'}"
+root = "{root / "root"}"
+state = "{root / "state"}"
 oom_score = 0  # -999 needs CAP_SYS_RESOURCE, which no process here has
-disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+disabled_plugins = [
+  "io.containerd.nri.v1.nri",
+  "io.containerd.internal.v1.tracing",
+  "io.containerd.tracing.processor.v1.otlp",
+]
 
 [plugins."io.containerd.server.v1.grpc"]
   address = "{self.containerd_socket}"
@@ -340,7 +375,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
   address = ""
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{root / 'opt'}"
+  path = "{root / "opt"}"
 
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
@@ -359,8 +394,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = "{self.runc_bin / 'runc'}"
-        Root = "{root / 'state' / 'runc'}"
+        BinaryName = "{self.runc_bin / "runc"}"
+        Root = "{root / "state" / "runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{self.cni_bin}"]
@@ -374,9 +409,16 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
         (root / "config.toml").write_text(config)
         # The shim is found on PATH, and runs runc by the BinaryName above.
         env = dict(os.environ, PATH=f"{self.containerd_bin}:{self.runc_bin}:{os.environ['PATH']}")
-        self._spawn(state, "containerd", self.in_netns(
-            str(self.containerd_bin / "containerd"), f"--config={root / 'config.toml'}", "--log-level=info",
-        ), env=env)
+        self._spawn(
+            state,
+            "containerd",
+            self.in_netns(
+                str(self.containerd_bin / "containerd"),
+                f"--config={root / 'config.toml'}",
+                "--log-level=info",
+            ),
+            env=env,
+        )
 
         def serving() -> bool:
             self._alive(state, "containerd")
@@ -452,17 +494,22 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
         config_file = self.dir / "kubelet.yaml"
         config_file.write_text(json.dumps(config, indent=2))
         env = dict(os.environ, PATH=f"{self.containerd_bin}:{self.runc_bin}:{os.environ['PATH']}")
-        self._spawn(state, "kubelet", self.in_netns(
-            str(self.kube_bin / "kubelet"),
-            f"--config={config_file}",
-            f"--kubeconfig={self.dir / f'node-{self.name}.kubeconfig'}",
-            f"--root-dir={root_dir}",
-            f"--cert-dir={self.dir / 'kubelet-pki'}",
-            f"--hostname-override={self.name}",
-            f"--node-ip={self.node_ip}",
-            "--node-labels=tritonop.dev/node-kind=real",
-            "--v=2",
-        ), env=env)
+        self._spawn(
+            state,
+            "kubelet",
+            self.in_netns(
+                str(self.kube_bin / "kubelet"),
+                f"--config={config_file}",
+                f"--kubeconfig={self.dir / f'node-{self.name}.kubeconfig'}",
+                f"--root-dir={root_dir}",
+                f"--cert-dir={self.dir / 'kubelet-pki'}",
+                f"--hostname-override={self.name}",
+                f"--node-ip={self.node_ip}",
+                "--node-labels=tritonop.dev/node-kind=real",
+                "--v=2",
+            ),
+            env=env,
+        )
 
     def _start_kube_proxy(self, state: NodeState) -> None:
         config = {
@@ -481,9 +528,15 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
         }
         config_file = self.dir / "kube-proxy.yaml"
         config_file.write_text(json.dumps(config, indent=2))
-        self._spawn(state, "kube-proxy", self.in_netns(
-            str(self.kube_bin / "kube-proxy"), f"--config={config_file}", "--v=2",
-        ))
+        self._spawn(
+            state,
+            "kube-proxy",
+            self.in_netns(
+                str(self.kube_bin / "kube-proxy"),
+                f"--config={config_file}",
+                "--v=2",
+            ),
+        )
 
     def _wait_ready(self) -> None:
         state = self.state
@@ -514,8 +567,16 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
             return
         if self.cluster.is_up() and state.name:
             # Pods bound to a node that is going away would stay Terminating; remove them.
-            self.cluster.kubectl("delete", "pods", "--all-namespaces", "--field-selector",
-                                 f"spec.nodeName={state.name}", "--force", "--grace-period=0", check=False)
+            self.cluster.kubectl(
+                "delete",
+                "pods",
+                "--all-namespaces",
+                "--field-selector",
+                f"spec.nodeName={state.name}",
+                "--force",
+                "--grace-period=0",
+                check=False,
+            )
         for name in STOP_ORDER:
             if name in state.pids:
                 stop_pid(state.pids[name])
@@ -546,13 +607,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.traci
             top = hierarchy / cgroup_root.lstrip("/")
             if top.is_dir():
                 # deepest first, so rmdir works bottom-up
-                found += sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]
+                found += [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]
         return found
 
     def _kill_cgroup_processes(self, cgroup_root: str) -> None:
         """Containers (and their shims' children) live in the node's cgroups; stop what is left."""
         for _ in range(50):
-            pids = set()
+            pids: set[int] = set()
             for directory in self._cgroup_dirs(cgroup_root):
                 with contextlib.suppress(OSError):
                     pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())

@@ -150,9 +150,21 @@ def test_pod_runs_and_service_routes_through_cluster_ip(
     assert get_in_netns(real_node, f"http://{cluster_ip}/index.html", netns=real_node.netns) == f"hello from {name}\n"
     request = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {cluster_ip} 80"
     exec_result = subprocess.run(
-        [kubectl_binary(), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", namespace, name, "--", "/bin/sh",
-         "-c", request],
-        capture_output=True, text=True, timeout=60,
+        [
+            kubectl_binary(),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "exec",
+            "-n",
+            namespace,
+            name,
+            "--",
+            "/bin/sh",
+            "-c",
+            request,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert exec_result.returncode == 0, exec_result.stderr
     assert exec_result.stdout.startswith("HTTP/1.1 200 OK") and f"hello from {name}" in exec_result.stdout

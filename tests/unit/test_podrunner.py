@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from devcluster.podrunner import (
-    on_fake_node,
     Probe,
     TritonInstall,
     drop_flags,
     expand_k8s_vars,
     is_triton_container,
     map_path,
+    on_fake_node,
     triton_argv,
 )
 

@@ -189,3 +189,25 @@ def test_service_balances_new_connections_across_pods(
 
     wait_until("answers from both pods through the ClusterIP", both_endpoints_answer, timeout=60, interval=0.5)
     assert seen == expected
+
+
+def test_kubelet_runs_liveness_probes_and_restarts_the_container(
+    real_node: RealNode, core: client.CoreV1Api, namespace: str
+) -> None:
+    # httpd serves no /healthz: the kubelet's liveness probe fails, it kills the container
+    # (SIGTERM within the grace period) and runc starts it again.
+    pod = web_pod("unhealthy", "unhealthy")
+    container = pod.spec.containers[0]  # type: ignore[union-attr]
+    container.liveness_probe = client.V1Probe(
+        http_get=client.V1HTTPGetAction(path="/healthz", port=8080), period_seconds=1, failure_threshold=2
+    )
+    core.create_namespaced_pod(namespace, pod)
+
+    def restarted() -> bool:
+        status = core.read_namespaced_pod("unhealthy", namespace).status
+        statuses = (status.container_statuses if status else None) or []
+        return bool(statuses) and statuses[0].restart_count >= 1
+
+    wait_until("a restart after failed liveness probes", restarted, timeout=90, interval=1)
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=unhealthy").items
+    assert any("Liveness probe failed" in (event.message or "") for event in events)

@@ -162,6 +162,12 @@ class RealNode:
             str(self.containerd_bin / "ctr"), f"--address={self.containerd_socket}", "-n", "k8s.io", *args, check=check
         )
 
+    def pod_netns(self, container_id: str) -> str:
+        """The network namespace (a /proc/<pid>/ns/net path) of a pod, from one of its containers'
+        IDs (status.containerStatuses[].containerID), for running a host tool "inside" the pod."""
+        info = json.loads(self.ctr("containers", "info", container_id.removeprefix("containerd://")).stdout)
+        return next(n["path"] for n in info["Spec"]["linux"]["namespaces"] if n["type"] == "network")
+
     # -- build ---------------------------------------------------------------------------
     def build(self) -> None:
         env = dict(
@@ -209,6 +215,7 @@ class RealNode:
             self._import_images()
             self._start_kubelet(state)
             self._start_kube_proxy(state)
+            self._publish_apiserver()
             self._wait_ready()
         except BaseException:
             log(f"real node start failed; logs are in {self.log_dir}")
@@ -538,6 +545,38 @@ disabled_plugins = [
             ),
         )
 
+    def _publish_apiserver(self) -> None:
+        """Pods reach the apiserver as in any cluster: the `kubernetes` Service (198.19.0.1:443).
+
+        The apiserver runs with --endpoint-reconciler-type=none (it listens on 127.0.0.1, which an
+        EndpointSlice refuses), so the Service has no endpoints; this publishes the relay at the
+        host end of the node's veth as its endpoint. Traffic from pods to it leaves the node netns
+        by the uplink, masqueraded to the node IP (the host has no route to pod addresses)."""
+        nft = f"""table ip tritonop-node {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "uplink" ip saddr != {self.node_ip} masquerade
+  }}
+}}
+"""
+        run(*self.in_netns("nft", "-f", "-"), input=nft)
+        endpoint_slice = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes-devcluster-relay",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "devcluster.tritonop.dev",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [self.host_ip], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": self.relay_port, "protocol": "TCP"}],
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(endpoint_slice))
+
     def _wait_ready(self) -> None:
         state = self.state
         assert state is not None
@@ -596,6 +635,15 @@ disabled_plugins = [
                 Path("/proc/sys", name).write_text(value)
         if self.cluster.is_up() and state.name:
             self.cluster.kubectl("delete", "node", state.name, "--ignore-not-found", check=False)
+            self.cluster.kubectl(
+                "delete",
+                "endpointslice",
+                "-n",
+                "default",
+                "kubernetes-devcluster-relay",
+                "--ignore-not-found",
+                check=False,
+            )
         self.state_file.unlink(missing_ok=True)
         log(f"real node {state.name} stopped and cleaned up")
 

@@ -211,3 +211,73 @@ def test_kubelet_runs_liveness_probes_and_restarts_the_container(
     wait_until("a restart after failed liveness probes", restarted, timeout=90, interval=1)
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=unhealthy").items
     assert any("Liveness probe failed" in (event.message or "") for event in events)
+
+
+def test_pod_reaches_the_apiserver_through_the_kubernetes_service(
+    real_node: RealNode, core: client.CoreV1Api, namespace: str
+) -> None:
+    # What the operator will do from its pod: KUBERNETES_SERVICE_HOST (198.19.0.1, a ClusterIP)
+    # with the pod's projected ServiceAccount token, verified against the mounted CA.
+    core.create_namespaced_pod(namespace, web_pod("caller", "caller"))
+    (pod,) = wait_ready(core, namespace, ["caller"])
+    secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
+    token, ca = (
+        subprocess.run(
+            [
+                kubectl_binary(),
+                f"--kubeconfig={real_node.cluster.kubeconfig}",
+                "exec",
+                "-n",
+                namespace,
+                "caller",
+                "--",
+                "cat",
+                f"{secrets}/{name}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        for name in ("token", "ca.crt")
+    )
+    env = subprocess.run(
+        [
+            kubectl_binary(),
+            f"--kubeconfig={real_node.cluster.kubeconfig}",
+            "exec",
+            "-n",
+            namespace,
+            "caller",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $KUBERNETES_SERVICE_HOST",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    assert env == "198.19.0.1"
+    ca_file = real_node.dir / f"ca-{namespace}.crt"
+    ca_file.write_text(ca)
+    code = (
+        "import ssl, sys, urllib.error, urllib.request\n"
+        f"context = ssl.create_default_context(cafile={str(ca_file)!r})\n"
+        f"request = urllib.request.Request('https://{env}/api/v1/namespaces/{namespace}/pods',"
+        f" headers={{'Authorization': 'Bearer ' + {token!r}}})\n"
+        "try:\n"
+        "    urllib.request.urlopen(request, context=context, timeout=10)\n"
+        "except urllib.error.HTTPError as error:\n"
+        "    print(error.code, error.read().decode())\n"
+    )
+    container_id = pod.status.container_statuses[0].container_id  # type: ignore[union-attr,index]
+    argv = ["nsenter", f"--net={real_node.pod_netns(container_id)}", "--", sys.executable, "-c", code]
+    try:
+        answer = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+    finally:
+        ca_file.unlink()
+    # Authenticated as the pod's ServiceAccount (a bad token would be 401), refused by RBAC.
+    assert answer.startswith("403 "), answer
+    assert f"system:serviceaccount:{namespace}:default" in answer

@@ -166,7 +166,7 @@ class RealNode:
         """The network namespace (a /proc/<pid>/ns/net path) of a pod, from one of its containers'
         IDs (status.containerStatuses[].containerID), for running a host tool "inside" the pod."""
         info = json.loads(self.ctr("containers", "info", container_id.removeprefix("containerd://")).stdout)
-        return next(n["path"] for n in info["Spec"]["linux"]["namespaces"] if n["type"] == "network")
+        return str(next(n["path"] for n in info["Spec"]["linux"]["namespaces"] if n["type"] == "network"))
 
     # -- build ---------------------------------------------------------------------------
     def build(self) -> None:

@@ -182,7 +182,9 @@ class RealNode:
         subprocess.run(["bash", str(script), "node"], env=env, check=True)
 
     def check_host(self) -> None:
-        """The tools the node needs from Debian, named if missing."""
+        """Root, and the tools the node needs from Debian, named if missing."""
+        if os.geteuid() != 0:
+            raise RuntimeError("a real node needs root: network namespaces, cgroups, mounts")
         missing = [tool for tool in ("nft", "nsenter", "socat", "ip", "mount") if shutil.which(tool) is None]
         if missing:
             raise RuntimeError(f"missing host tools {missing}: apt-get install nftables socat util-linux iproute2")
@@ -245,6 +247,8 @@ class RealNode:
 
     def _network(self, state: NodeState) -> None:
         for netns in (self.netns, self.client_netns):
+            # Named after this cluster's state dir: one left by a run that lost its node.json is ours.
+            run("ip", "netns", "delete", netns, check=False)
             run("ip", "netns", "add", netns)
             state.netns.append(netns)
             state.save(self.state_file)

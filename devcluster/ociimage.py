@@ -57,14 +57,15 @@ def _digest(blob: bytes) -> str:
 def write_oci_archive(
     out: Path,
     reference: str,
-    entries: list[Entry],
+    entries: list[Entry] | None = None,
     entrypoint: list[str] | None = None,
     cmd: list[str] | None = None,
     env: list[str] | None = None,
+    base_layers: list[bytes] | None = None,
 ) -> str:
-    """Write an OCI image-layout tar for one linux/amd64 image named reference; returns the
-    manifest digest."""
-    layer = _layer(entries)
+    """Write an OCI image-layout tar for one linux/amd64 image named reference: base_layers
+    (uncompressed tars, bottom first) then one layer of entries; returns the manifest digest."""
+    layers = list(base_layers or []) + ([_layer(entries)] if entries else [])
     config = {
         "architecture": "amd64",
         "os": "linux",
@@ -74,8 +75,8 @@ def write_oci_archive(
             "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "WorkingDir": "/",
         },
-        "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
-        "history": [{"created_by": "devcluster.ociimage"}],
+        "rootfs": {"type": "layers", "diff_ids": [_digest(layer) for layer in layers]},
+        "history": [{"created_by": "devcluster.ociimage"} for _ in layers],
     }
     config_blob = json.dumps(config, sort_keys=True).encode()
     manifest = {
@@ -88,6 +89,7 @@ def write_oci_archive(
         },
         "layers": [
             {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer), "size": len(layer)}
+            for layer in layers
         ],
     }
     manifest_blob = json.dumps(manifest, sort_keys=True).encode()
@@ -109,7 +111,7 @@ def write_oci_archive(
         "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
         "index.json": json.dumps(index, sort_keys=True).encode(),
     }
-    for blob in (layer, config_blob, manifest_blob):
+    for blob in (*layers, config_blob, manifest_blob):
         files["blobs/sha256/" + _digest(blob).split(":", 1)[1]] = blob
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -141,3 +143,46 @@ def busybox_image(out: Path, reference: str, busybox_binary: Path, applets: list
     entries.append(Entry("etc/passwd", data=passwd, mode=0o644))
     entries.append(Entry("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n", mode=0o644))
     return write_oci_archive(out, reference, entries, cmd=["/bin/sh"])
+
+
+def directory_layer(files: dict[str, Path]) -> bytes:
+    """A layer holding local files and directory trees: {path in the image: local path}."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = EPOCH
+            return info
+
+        for inside, local in files.items():
+            tar.add(local, arcname=inside.lstrip("/"), filter=normalize)
+    return buffer.getvalue()
+
+
+def triton_cpu_image(out: Path, reference: str, debian_rootfs_tar: Path, site_packages: Path) -> str:
+    """A CPU Triton image without Docker or NGC: a Debian bookworm minbase with python3, numpy and
+    libpython3.11 (a tar from mmdebstrap), plus tritonserver, its backends and caches, and the
+    libraries it links, from the nvidia-pytriton wheel, laid out as NGC's image does
+    (/opt/tritonserver/{bin,backends,caches}; the wheel's libraries in /opt/tritonserver/lib)."""
+    dist = site_packages / "pytriton" / "tritonserver"
+    layer = directory_layer(
+        {
+            "opt/tritonserver/bin": dist / "bin",
+            "opt/tritonserver/backends": dist / "backends",
+            "opt/tritonserver/caches": dist / "caches",
+            # The python backend's stub for the image's Python (Debian bookworm: 3.11), where
+            # tritonserver looks for it, as pytriton copies it at start-up.
+            "opt/tritonserver/backends/python/triton_python_backend_stub": dist
+            / "python_backend_stubs"
+            / "3.11"
+            / "triton_python_backend_stub",
+            "opt/tritonserver/lib": site_packages / "nvidia_pytriton.libs",
+        }
+    )
+    env = [
+        "PATH=/opt/tritonserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LD_LIBRARY_PATH=/opt/tritonserver/lib",
+    ]
+    return write_oci_archive(out, reference, env=env, base_layers=[debian_rootfs_tar.read_bytes(), layer])

@@ -448,6 +448,22 @@ disabled_plugins = [
             self.ctr("images", "import", "--platform=linux/amd64", str(archive))
         log(f"images imported into the node's containerd: {PAUSE_IMAGE}, {BUSYBOX_IMAGE}")
 
+    def ensure_image(self, archive: Path, reference: str) -> str:
+        """Import an OCI archive into the node's containerd unless the image is there already."""
+        listed = self.ctr("images", "ls", "-q", check=False).stdout.split()
+        if reference not in listed:
+            started = time.monotonic()
+            self.ctr("images", "import", "--platform=linux/amd64", str(archive))
+            log(f"{reference} imported into the node's containerd in {time.monotonic() - started:.0f}s")
+        return reference
+
+    def triton_image(self) -> str:
+        """The CPU Triton image (devcluster/images.py) in the node's containerd; its reference."""
+        from . import images
+
+        archive, reference = images.triton_cpu_image(self.cluster.cache_dir)
+        return self.ensure_image(archive, reference)
+
     def _create_cgroups(self) -> None:
         """The kubelet's cgroupRoot must exist in every v1 hierarchy it uses."""
         for hierarchy in CGROUP_V1_ROOT.iterdir():

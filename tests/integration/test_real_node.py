@@ -9,6 +9,7 @@ up (python -m devcluster node-up) is reused and left running.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -281,3 +283,95 @@ def test_pod_reaches_the_apiserver_through_the_kubernetes_service(
     # Authenticated as the pod's ServiceAccount (a bad token would be 401), refused by RBAC.
     assert answer.startswith("403 "), answer
     assert f"system:serviceaccount:{namespace}:default" in answer
+
+
+TRITON_CLIENTS = """
+import http.client, json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+host = sys.argv[1]
+body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+connection = http.client.HTTPConnection(host, 8000, timeout=10)  # one connection, kept alive
+http_outputs = []
+for _ in range(10):
+    connection.request("POST", "/v2/models/sleepy/infer", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    http_outputs.append((response.status, json.loads(response.read())["outputs"][0]["data"]))
+grpc = grpcclient.InferenceServerClient(f"{host}:8001")
+tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+tensor.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
+result = grpc.infer("sleepy", [tensor])
+print(json.dumps({"http": http_outputs, "grpc": result.as_numpy("OUTPUT0").tolist()}))
+"""
+
+
+def test_triton_container_serves_through_the_service_with_keep_alive_http_and_grpc(
+    real_node: RealNode, core: client.CoreV1Api, namespace: str
+) -> None:
+    # The CPU Triton image (Debian base from mmdebstrap + the pytriton wheel's tritonserver) is
+    # built once and cached; the first run takes about two minutes more.
+    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
+        pytest.skip("the CPU Triton image's Debian base needs mmdebstrap (apt-get install mmdebstrap)")
+    image = real_node.triton_image()
+    model_repo = Path(__file__).resolve().parents[2] / "model_repo"
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="triton", labels={"app": "triton"}),
+        spec=client.V1PodSpec(
+            node_selector={"tritonop.dev/node-kind": "real"},
+            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
+            termination_grace_period_seconds=5,
+            containers=[
+                client.V1Container(
+                    name="tritonserver",
+                    image=image,
+                    image_pull_policy="Never",
+                    command=[
+                        "tritonserver",
+                        "--model-repository=/models",
+                        "--model-control-mode=explicit",
+                        "--load-model=sleepy",
+                    ],
+                    ports=[client.V1ContainerPort(container_port=port) for port in (8000, 8001, 8002)],
+                    readiness_probe=client.V1Probe(
+                        http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=8000), period_seconds=1
+                    ),
+                    volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models", read_only=True)],
+                )
+            ],
+            volumes=[
+                client.V1Volume(
+                    name="models", host_path=client.V1HostPathVolumeSource(path=str(model_repo), type="Directory")
+                )
+            ],
+        ),
+    )
+    started = time.monotonic()
+    core.create_namespaced_pod(namespace, pod)
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="triton"),
+        spec=client.V1ServiceSpec(
+            selector={"app": "triton"},
+            ports=[
+                client.V1ServicePort(name=name, port=port, target_port=port)
+                for name, port in (("http", 8000), ("grpc", 8001))
+            ],
+        ),
+    )
+    cluster_ip = core.create_namespaced_service(namespace, service).spec.cluster_ip  # type: ignore[union-attr]
+    wait_ready(core, namespace, ["triton"])
+    print(f"Triton container Ready {time.monotonic() - started:.1f}s after create")
+    answers: list[dict[str, Any]] = []
+
+    def served() -> bool:
+        argv = real_node.in_netns(sys.executable, "-c", TRITON_CLIENTS, cluster_ip, netns=real_node.client_netns)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        answers.append(json.loads(done.stdout))
+        return True
+
+    # retried while kube-proxy programs the new endpoint
+    wait_until("inference through the Service", served, timeout=30, interval=1)
+    assert answers[-1]["http"] == [[200, [2.0, 4.0, 6.0, 8.0]]] * 10
+    assert answers[-1]["grpc"] == [[2.0, 4.0, 6.0, 8.0]]

@@ -62,6 +62,7 @@ def write_oci_archive(
     cmd: list[str] | None = None,
     env: list[str] | None = None,
     base_layers: list[bytes] | None = None,
+    user: str | None = None,
 ) -> str:
     """Write an OCI image-layout tar for one linux/amd64 image named reference: base_layers
     (uncompressed tars, bottom first) then one layer of entries; returns the manifest digest."""
@@ -74,6 +75,7 @@ def write_oci_archive(
             "Cmd": cmd,
             "Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "WorkingDir": "/",
+            **({"User": user} if user else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": [_digest(layer) for layer in layers]},
         "history": [{"created_by": "devcluster.ociimage"} for _ in layers],

@@ -464,6 +464,14 @@ disabled_plugins = [
         archive, reference = images.triton_cpu_image(self.cluster.cache_dir)
         return self.ensure_image(archive, reference)
 
+    def operator_image(self) -> str:
+        """The operator image (devcluster/images.py, from this checkout) in the node's containerd."""
+        from . import images
+        from .cluster import REPO_ROOT
+
+        archive, reference = images.operator_image(self.cluster.cache_dir, REPO_ROOT)
+        return self.ensure_image(archive, reference)
+
     def _create_cgroups(self) -> None:
         """The kubelet's cgroupRoot must exist in every v1 hierarchy it uses."""
         for hierarchy in CGROUP_V1_ROOT.iterdir():

@@ -375,3 +375,41 @@ def test_triton_container_serves_through_the_service_with_keep_alive_http_and_gr
     wait_until("inference through the Service", served, timeout=30, interval=1)
     assert answers[-1]["http"] == [[200, [2.0, 4.0, 6.0, 8.0]]] * 10
     assert answers[-1]["grpc"] == [[2.0, 4.0, 6.0, 8.0]]
+
+
+def test_operator_image_runs_and_reaches_the_apiserver_in_cluster(
+    real_node: RealNode, core: client.CoreV1Api, namespace: str
+) -> None:
+    # The operator image (operator/Dockerfile's recipe on the Debian base, built here): its
+    # entrypoint, its user, and the in-cluster config the operator uses from its pod.
+    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
+        pytest.skip("the operator image's Debian base needs mmdebstrap (apt-get install mmdebstrap)")
+    image = real_node.operator_image()
+    check = (
+        "id -u; tritonop --version; python3 -c 'from kubernetes import client, config; "
+        "config.load_incluster_config(); print(client.VersionApi().get_code().git_version)'"
+    )
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="operator-image"),
+        spec=client.V1PodSpec(
+            restart_policy="Never",
+            node_selector={"tritonop.dev/node-kind": "real"},
+            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
+            containers=[
+                client.V1Container(
+                    name="check", image=image, image_pull_policy="Never", command=["/bin/sh", "-c", check]
+                )
+            ],
+        ),
+    )
+    core.create_namespaced_pod(namespace, pod)
+
+    def finished() -> bool:
+        status = core.read_namespaced_pod("operator-image", namespace).status
+        return status is not None and status.phase in ("Succeeded", "Failed")
+
+    wait_until("the operator image's pod to finish", finished, timeout=90, interval=1)
+    logs = core.read_namespaced_pod_log("operator-image", namespace).split()
+    assert core.read_namespaced_pod("operator-image", namespace).status.phase == "Succeeded", logs  # type: ignore[union-attr]
+    assert logs[0] == "1000"  # USER 1000:1000, as in operator/Dockerfile
+    assert logs[-1] == versions.KUBERNETES

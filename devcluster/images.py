@@ -160,6 +160,9 @@ def operator_image(cache_dir: Path, repo_root: Path) -> tuple[Path, str]:
         base_layers=[base.read_bytes(), layer, entry.getvalue()],
     )
     log(f"{reference} written in {time.monotonic() - started:.0f}s: {out}")
+    for older in out.parent.glob("tritonop-*.oci.tar"):
+        if older != out:
+            older.unlink()  # built from earlier sources; about 500 MB each
     return out, reference
 
 

@@ -8,14 +8,15 @@ with addresses from 198.18.0.0/15 (reserved for benchmarking, never routed off t
                           cni0 198.18.k.1/24 ── pods 198.18.k.2..254
                           198.19.253.4k+1 ── veth ── client netns 198.19.253.4k+2 (test clients)
 
-k is derived from the cluster's state dir, so two dev clusters on one machine get different
-names and addresses. The node netns has no default route, so nothing a pod sends can leave the
+k (0..59) is derived from the cluster's state dir, so two dev clusters on one machine get
+different names and addresses (unless their hashes collide, 1 in 60). The node netns has no default route, so nothing a pod sends can leave the
 machine. The kubelet and kube-proxy reach the apiserver (which listens on 127.0.0.1 of the host)
-through a socat relay bound to the host end of the veth. kube-proxy runs in nftables mode: its
-rules are a table in the node netns, gone with the netns.
+through a socat relay bound to the host end of the veth; pods reach it the same way through the
+`kubernetes` Service (an EndpointSlice for the relay, masqueraded out of the node netns).
+kube-proxy runs in nftables mode: its rules are a table in the node netns, gone with the netns.
 
 Outside the namespaces the node changes what any kubelet changes, and node-down puts back:
-cgroups under /tritonop-node-k in every cgroup v1 hierarchy, the kernel tunables the kubelet
+cgroups under /tritonop-node<k> in every cgroup hierarchy, the kernel tunables the kubelet
 sets (vm.overcommit_memory, kernel.panic, ...; saved before and restored after), and the bind
 mount the kubelet makes of its root dir.
 

@@ -413,3 +413,76 @@ def test_operator_image_runs_and_reaches_the_apiserver_in_cluster(
     assert core.read_namespaced_pod("operator-image", namespace).status.phase == "Succeeded", logs  # type: ignore[union-attr]
     assert logs[0] == "1000"  # USER 1000:1000, as in operator/Dockerfile
     assert logs[-1] == versions.KUBERNETES
+
+
+def test_helm_install_serves_a_model_deployment_on_the_real_node(
+    real_node: RealNode, cluster: DevCluster, crd: None, api: client.ApiClient, unwatched_namespace: str
+) -> None:
+    # The product as a user installs it: `helm install` runs the operator from its image (two
+    # replicas, leader election, its ServiceAccount, the restricted Pod Security level); a
+    # ModelDeployment's verification Job (operator image) and Triton replicas (CPU Triton image)
+    # run as containers; a client calls the model through the Service. The operator watches only
+    # this test's namespace (x-*: no other test's operator does).
+    from ..unit.test_chart import CHART, helm
+    from .helpers import apply_md, sleepy_spec, wait_for_condition
+
+    if not (real_node.cluster.cache_dir / "bin" / f"helm-{versions.HELM}" / "helm").exists():
+        pytest.skip("helm is not built (make helm)")
+    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
+        pytest.skip("the images' Debian base needs mmdebstrap (apt-get install mmdebstrap)")
+    operator_image, triton_image = real_node.operator_image(), real_node.triton_image()
+    on_real_node = {
+        "nodeSelector": {"tritonop.dev/node-kind": "real"},
+        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    suffix = uuid.uuid4().hex[:6]
+    release, operator_namespace = f"tritonop-real-{suffix}", f"real-{suffix}"
+    repository, tag = operator_image.rsplit(":", 1)
+    started = time.monotonic()
+    helm(
+        "install", release, str(CHART), "-n", "default",
+        "--set", f"namespace.name={operator_namespace},watchNamespaces={{{unwatched_namespace}}}",
+        "--set", f"image.repository={repository},image.tag={tag},image.pullPolicy=Never",
+        "--set-json", f"nodeSelector={json.dumps(on_real_node['nodeSelector'])}",
+        "--set-json", f"tolerations={json.dumps(on_real_node['tolerations'])}",
+        "--wait", "--timeout=120s",
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    try:
+        installed = time.monotonic() - started
+        wait_until(
+            "a leader among the operator's pods",
+            lambda: any(
+                lease.spec.holder_identity
+                for lease in client.CoordinationV1Api(api).list_namespaced_lease(operator_namespace).items
+            ),
+            timeout=30,
+        )
+        spec = sleepy_spec(server={"gpus": 0, "image": triton_image, **on_real_node}, replicas=2)
+        apply_md(cluster, unwatched_namespace, "sleepy", spec)
+        wait_for_condition(api, unwatched_namespace, "sleepy", "Ready", "True", timeout=120)
+        ready = time.monotonic() - started
+        print(f"helm install {installed:.1f}s; ModelDeployment Ready {ready:.1f}s after helm install began")
+        assert ready <= 60, "the issue's goal: helm install to a Ready ModelDeployment in 60 s (images cached)"
+        core = client.CoreV1Api(api)
+        pods = core.list_namespaced_pod(unwatched_namespace).items
+        assert pods and all(pod.spec.node_name == real_node.name for pod in pods)  # type: ignore[union-attr]
+        cluster_ip = core.read_namespaced_service("sleepy", unwatched_namespace).spec.cluster_ip  # type: ignore[union-attr]
+        argv = real_node.in_netns(sys.executable, "-c", TRITON_CLIENTS, cluster_ip, netns=real_node.client_netns)
+        answer: dict[str, Any] = {}
+
+        def served() -> bool:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            answer.update(json.loads(done.stdout))
+            return True
+
+        wait_until("inference through the ModelDeployment's Service", served, timeout=30, interval=1)
+        assert answer["http"] == [[200, [2.0, 4.0, 6.0, 8.0]]] * 10
+        assert answer["grpc"] == [[2.0, 4.0, 6.0, 8.0]]
+    finally:
+        cluster.kubectl("delete", "modeldeployment", "sleepy", "-n", unwatched_namespace, "--wait=true",
+                        "--timeout=60s", check=False)  # fmt: skip
+        helm("uninstall", release, "-n", "default", "--wait", "--timeout=60s", check=False,
+             kubeconfig=cluster.kubeconfig)  # fmt: skip

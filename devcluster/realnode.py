@@ -9,11 +9,12 @@ with addresses from 198.18.0.0/15 (reserved for benchmarking, never routed off t
                           198.19.253.4k+1 ── veth ── client netns 198.19.253.4k+2 (test clients)
 
 k (0..59) is derived from the cluster's state dir, so two dev clusters on one machine get
-different names and addresses (unless their hashes collide, 1 in 60). The node netns has no default route, so nothing a pod sends can leave the
-machine. The kubelet and kube-proxy reach the apiserver (which listens on 127.0.0.1 of the host)
-through a socat relay bound to the host end of the veth; pods reach it the same way through the
-`kubernetes` Service (an EndpointSlice for the relay, masqueraded out of the node netns).
-kube-proxy runs in nftables mode: its rules are a table in the node netns, gone with the netns.
+different names and addresses (unless their hashes collide, 1 in 60). The node netns has no
+default route, so nothing a pod sends can leave the machine. The kubelet and kube-proxy reach
+the apiserver (which listens on 127.0.0.1 of the host) through a socat relay bound to the host
+end of the veth; pods reach it the same way through the `kubernetes` Service (an EndpointSlice
+for the relay, masqueraded out of the node netns). kube-proxy runs in nftables mode: its rules
+are a table in the node netns, gone with the netns.
 
 Outside the namespaces the node changes what any kubelet changes, and node-down puts back:
 cgroups under /tritonop-node<k> in every cgroup hierarchy, the kernel tunables the kubelet

@@ -31,12 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="devcluster", description="Local Kubernetes with fake GPU nodes and real Triton pods."
     )
-    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "build", "node-up", "node-down", "node-build"))
     parser.add_argument("--gpu-nodes", type=int, default=2)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--cpu-nodes", type=int, default=1)
     args = parser.parse_args(argv)
     cluster = DevCluster(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node, cpu_nodes=args.cpu_nodes)
+    if args.command.startswith("node-"):
+        from .realnode import RealNode
+
+        node = RealNode(cluster)
+        if args.command == "node-build":
+            started = time.monotonic()
+            node.build()
+            print(f"node binaries ready in {time.monotonic() - started:.1f}s under {cluster.cache_dir / 'bin'}")
+        elif args.command == "node-up":
+            node.up()
+            print(f"real node {node.name} is up: node IP {node.node_ip}, pods {node.pod_cidr}, netns {node.netns}")
+        else:
+            node.down()
+        return 0
     if args.command == "build":
         started = time.monotonic()
         cluster.build()
@@ -60,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             total += rss
             print(f"  {name:<24} pid {pid:<8} {rss / 1024:7.1f} MiB")
         print(f"  {'total':<24} {'':<12} {total / 1024:7.1f} MiB resident")
+        from .realnode import RealNode
+
+        node = RealNode(cluster)
+        node_state = node.state
+        if node_state is not None:
+            print(
+                f"real node {node_state.name} ({'up' if node.is_up() else 'NOT all up'}): node IP {node.node_ip}, "
+                f"pods {node.pod_cidr}, netns {node.netns}, clients' netns {node.client_netns}"
+            )
+            for name, pid in node_state.pids.items():
+                print(f"  {name:<24} pid {pid:<8} {resident_kib(pid) / 1024:7.1f} MiB")
     return 0
 
 

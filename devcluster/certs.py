@@ -21,7 +21,8 @@ API_SERVER_DNS_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-API_SERVER_IPS = ("127.0.0.1", "10.96.0.1")
+# 198.19.0.1: the `kubernetes` Service in SERVICE_CIDR (cluster.py); 10.96.0.1 for older clusters' certificates
+API_SERVER_IPS = ("127.0.0.1", "198.19.0.1", "10.96.0.1")
 
 # (file stem, common name, organization): the identities RBAC's bootstrap policy knows.
 CLIENT_IDENTITIES = (
@@ -195,3 +196,19 @@ def ensure_certificates(directory: Path) -> ClusterCertificates:
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return certs
+
+
+def ensure_client_certificate(directory: Path, who: str, common_name: str, organization: str | None) -> Path:
+    """A client certificate from the cluster's CA for an identity outside CLIENT_IDENTITIES (the
+    real node's kubelet, kube-proxy), kept if it exists; returns the certificate's path."""
+    certs = ClusterCertificates(directory)
+    if certs.client_cert(who).exists() and certs.client_key(who).exists():
+        return certs.client_cert(who)
+    ca_cert = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _new_key()
+    cert = _issue(_name(common_name, organization), key.public_key(), ca_cert, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_key(key, certs.client_key(who))
+    _write_cert(cert, certs.client_cert(who))
+    return certs.client_cert(who)

@@ -44,7 +44,10 @@ def pod_cidr(state_dir: Path) -> str:
     return f"127.{2 + digest[0] % 250}.0.0/16"
 
 
-SERVICE_CIDR = "10.96.0.0/16"
+# Service ClusterIPs: inside 198.18.0.0/15 (reserved for benchmarking, never routed off this
+# machine), so that a real node's kube-proxy (devcluster/realnode.py) routes them only inside its
+# network namespaces; 198.18.x/24 are the real nodes' pod subnets, 198.19.25x their links.
+SERVICE_CIDR = "198.19.0.0/17"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -337,6 +340,10 @@ class DevCluster:
         log(f"up in {time.monotonic() - started:.1f}s: {self.server}; kubeconfig {self.kubeconfig}")
 
     def down(self) -> None:
+        if (self.state_dir / "node" / "node.json").exists():
+            from .realnode import RealNode  # a real node (node-up) goes first, while the apiserver is up
+
+            RealNode(self).down()
         state = self.state
         if state is not None:
             for name in STOP_ORDER:
@@ -472,6 +479,11 @@ class DevCluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # EndpointSlices refuse loopback addresses, so the apiserver cannot publish its own.
                 "--endpoint-reconciler-type=none",
+                # How the apiserver authenticates to a real node's kubelet (logs, exec).
+                f"--kubelet-client-certificate={certs.client_cert('admin')}",
+                f"--kubelet-client-key={certs.client_key('admin')}",
+                # A real node's name does not resolve; its InternalIP does not need to.
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 f"--cert-dir={self.state_dir / 'apiserver-certs'}",
                 "--profiling=false",
                 "--v=1",

@@ -25,6 +25,7 @@ import argparse
 import base64
 import datetime
 import importlib.util
+import ipaddress
 import logging
 import os
 import queue
@@ -247,6 +248,15 @@ class PodProcess:
     stop_at: float | None = None  # deleted: SIGTERM once the preStop sleep is over
 
 
+def on_fake_node(pod_ip: str) -> bool:
+    """kwok's pods have loopback IPs (the dev cluster's kwok --cidr is inside 127.0.0.0/8); a real
+    node's pods have addresses in 198.18.0.0/15."""
+    try:
+        return ipaddress.ip_address(pod_ip).is_loopback
+    except ValueError:
+        return False
+
+
 class PodRunner:
     def __init__(self, core: client.CoreV1Api, pods_dir: Path, install: TritonInstall) -> None:
         self.core = core
@@ -328,6 +338,10 @@ class PodRunner:
             self.refresh_ready(tracked)
             return
         if status.get("phase") != "Running" or not status.get("podIP"):
+            return
+        if not on_fake_node(status["podIP"]):
+            # A real node's pod (devcluster/realnode.py): its kubelet runs and probes it, and
+            # reports its status; the pod runner must not write a second Ready condition.
             return
         containers = spec.get("containers", [])
         task = next((c for c in containers if is_task_container(c, spec.get("restartPolicy"))), None)

@@ -28,6 +28,11 @@ BINARIES = frozenset(
         "kube-controller-manager",
         "kube-scheduler",
         "kwok",
+        # a real node (devcluster/realnode.py)
+        "kubelet",
+        "kube-proxy",
+        "containerd",
+        "containerd-shim-runc-v2",
         "tritonop",  # the console script, when run directly
     }
 )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -261,6 +262,15 @@ def own_pod() -> tuple[str, str] | None:
     return (namespace, name) if namespace and name else None
 
 
+def kopf_identity() -> str:
+    """The identity handed to kopf.run. kopf computes one at start even with standalone=True, and its
+    default calls getpass.getuser(), which raises KeyError("getpwuid(): uid not found: 1000") when
+    the uid has no passwd entry: the operator image runs as USER 1000:1000 on python:3.11-slim,
+    which has none. That crashed every operator pod at start (found on the dev cluster's real node)."""
+    pod = own_pod()
+    return pod[1] if pod else f"tritonop@{socket.gethostname()}"
+
+
 async def run_preflight(settings: Settings, pod: tuple[str, str] | None, verifier_image_given: bool) -> Settings:
     """preflight() with a client of its own (kopf's handlers make theirs once kopf runs)."""
     from tritonop.k8s import KubeClient
@@ -301,6 +311,7 @@ def run_operator(args: argparse.Namespace) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=True,  # coordination is our own Lease (--leader-elect), not kopf peering
+        identity=kopf_identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
         memo=kopf.Memo(settings=settings),
     )

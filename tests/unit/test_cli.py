@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tritonop.cli import JsonFormatter, build_parser
+from tritonop.cli import JsonFormatter, build_parser, kopf_identity
 from tritonop.leader import ElectionConfig
 
 
@@ -46,3 +46,21 @@ def test_leader_election_timings_must_nest() -> None:
     assert "retry period < renew deadline < lease duration" in result.stderr
     with pytest.raises(ValueError, match="got 2 / 10 / 10"):
         ElectionConfig("ns", lease_duration=10, renew_deadline=10, retry_period=2)
+
+
+def test_kopf_identity_needs_no_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The image runs as uid 1000 with no /etc/passwd entry: kopf's default identity
+    # (getpass.getuser) raised KeyError there and every operator pod crashed at start.
+    import pwd
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POD_NAMESPACE", "tritonop-system")
+    monkeypatch.setenv("POD_NAME", "tritonop-5d9c-abcde")
+    assert kopf_identity() == "tritonop-5d9c-abcde"
+    monkeypatch.delenv("POD_NAME")
+    assert kopf_identity().startswith("tritonop@")

@@ -13,6 +13,7 @@ from devcluster.podrunner import (
     expand_k8s_vars,
     is_triton_container,
     map_path,
+    on_fake_node,
     triton_argv,
 )
 
@@ -162,3 +163,11 @@ def test_a_running_container_reports_when_its_process_started(tmp_path: Path, mo
     finally:
         runner.stop_pod("u1", "test over")
     assert not pid_alive(pod.process.pid)
+
+
+def test_only_pods_of_fake_nodes_are_run_and_probed() -> None:
+    # kwok's pod IPs are loopback addresses; a real node's (devcluster/realnode.py) are 198.18.x,
+    # and its kubelet, not the pod runner, runs and probes them.
+    assert on_fake_node("127.5.0.3")
+    assert not on_fake_node("198.18.1.7")
+    assert not on_fake_node("not an address")

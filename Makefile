@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-llm demo-down kind-up clean
+.PHONY: help venv tools node-build model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-llm demo-down kind-up clean
 
 help:
 	@echo "make demo           export a PyTorch model, serve it with real Triton, switch versions in place (the main job)"
@@ -29,10 +29,22 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Debian's prometheus (+ promtool): the autoscaler's Prometheus source is tested against it.
+# The real node (docs/real-node.md): nftables, socat, util-linux (nsenter), iproute2, conntrack and
+# iptables (kube-proxy), busybox-static (the test image), gcc + libseccomp-dev (runc's build),
+# mmdebstrap (the Triton and operator images' Debian base).
+REAL_NODE_PACKAGES := nftables socat util-linux iproute2 conntrack iptables busybox-static gcc libc6-dev libseccomp-dev mmdebstrap
 tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing Debian's prometheus for the integration tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@missing=$$(for p in $(REAL_NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's $$missing for the real node's tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# The real node's kubelet, kube-proxy, containerd, runc and CNI plugins (cached once per version).
+node-build: venv tools
+	$(PY) -m devcluster node-build
 
 # model_repo/mlp is exported from PyTorch code (examples/models/mlp.py); sleepy is plain Python.
 MLP_VERSIONS := model_repo/mlp/1 model_repo/mlp/2 model_repo/mlp/3
@@ -87,7 +99,7 @@ unit: venv helm
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The session fixture reuses a cluster from `make cluster-up`, or starts one and stops it.
-test: lint tools cluster-build helm minio model-repo
+test: lint tools cluster-build node-build helm minio model-repo
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
 
 # Fault scenarios (operator killed, control plane restarted, admission fuzzing): slow; CI runs them too.

@@ -9,7 +9,7 @@ does) with the token generator configured as bench/llm_sim.py's defaults (MODEL_
   them) while all B run, for each B in BATCHES; a least-squares line a + b x B through them;
 - prefill: one request alone with P prompt tokens and 2 output tokens, the time to its first token
   (median of REPEATS), for each P in PROMPTS; the slope per prompt token and the intercept.
-The figures printed are the ones bench/llm_sim.py's Engine defaults are set from (see bench/LLM.md).
+The figures printed are the ones bench/llm_sim.py's Engine defaults are set from (see bench/README.md).
 About a minute; single process (the server is a child).
 """
 

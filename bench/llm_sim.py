@@ -9,7 +9,7 @@ What is simulated:
   for every policy); a gateway sends each to the ready replica with the fewest requests (running
   + waiting; `--routing round-robin` for a plain Service);
 - each replica: the engine loop of model_repo/tokens, calibrated against it on the real
-  tritonserver (bench/llm_calibrate.py; figures in bench/LLM.md): continuous batching, one step
+  tritonserver (bench/llm_calibrate.py; figures in bench/README.md): continuous batching, one step
   serves every running request one token, a step takes step_ms + step_ms_per_request x batch +
   prefill_ms_per_token x the prompt tokens admitted in it, whose first token ends that step; a
   request runs only while prompt + generated tokens fit the KV-cache budget (and max_running),
@@ -78,7 +78,7 @@ CLAIRVOYANT_BUCKET_S = 10.0
 
 @dataclass(frozen=True)
 class Engine:
-    """model_repo/tokens as measured on tritonserver (bench/llm_calibrate.py; see bench/LLM.md)."""
+    """model_repo/tokens as measured on tritonserver (bench/llm_calibrate.py; see bench/README.md)."""
 
     step_ms: float = 15.03
     step_ms_per_request: float = 1.84

@@ -22,7 +22,7 @@ from tritonop.autoscale.token_policy import (
     size,
 )
 
-A, B, C = 15.0, 1.84, 0.01  # model_repo/tokens as measured (bench/LLM.md)
+A, B, C = 15.0, 1.84, 0.01  # model_repo/tokens as measured (bench/README.md, llm_sim.py)
 TARGETS = TokenTargets(ttft_ms=500, itl_ms=50, percentile=95, min_replicas=1, max_replicas=8)
 QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES, watched_since=-WARM_UP_SECONDS)
 

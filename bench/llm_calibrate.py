@@ -18,17 +18,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import queue
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,10 +35,8 @@ for entry in (ROOT, ROOT / "operator"):
 
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from devcluster.cluster import stop_pid  # noqa: E402
-from devcluster.podrunner import TritonInstall  # noqa: E402
+from devcluster.tokens_server import tokens_server  # noqa: E402
 
-MODEL = ROOT / "model_repo" / "tokens"
 # The token generator as the simulator models it (bench/llm_sim.py Engine.configured()).
 MODEL_PARAMETERS = {
     "step_ms": "15",
@@ -58,25 +50,6 @@ BATCHES = (1, 4, 8, 16, 32, 48)
 STEP_TOKENS = 40
 PROMPTS = (1, 4000, 8000, 16000)
 REPEATS = 3
-
-
-def with_parameters(config: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        config, found = re.subn(
-            rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\1"{value}"', config, flags=re.S
-        )
-        assert found == 1, key
-    return config
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def stream(address: str, requests: list[tuple[int, int]]) -> list[list[float]]:
@@ -145,49 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as temp:
-        root = Path(temp)
-        repository = root / "repo"
-        shutil.copytree(MODEL, repository / "tokens", ignore=shutil.ignore_patterns("__pycache__"))
-        config = repository / "tokens" / "config.pbtxt"
-        config.write_text(with_parameters(config.read_text(), MODEL_PARAMETERS))
-        install = TritonInstall.prepare(root / "install")
-        http, grpc, metrics = free_ports(3)
-        log = (root / "triton.log").open("w")
-        process = subprocess.Popen(
-            [
-                str(install.binary),
-                f"--model-repository={repository}",
-                "--model-control-mode=explicit",
-                "--load-model=tokens",
-                "--http-address=127.0.0.1",
-                "--grpc-address=127.0.0.1",
-                "--metrics-address=127.0.0.1",
-                f"--http-port={http}",
-                f"--grpc-port={grpc}",
-                f"--metrics-port={metrics}",
-                f"--backend-directory={install.backends}",
-                f"--cache-directory={install.caches}",
-            ],
-            env={**os.environ, **install.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/tokens/ready", timeout=1)
-                    break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit((root / "triton.log").read_text()) from None
-                    time.sleep(0.2)
-            result = measure(f"127.0.0.1:{grpc}")
-        finally:
-            stop_pid(process.pid)
-            log.close()
+    with tempfile.TemporaryDirectory() as temp, tokens_server(Path(temp), MODEL_PARAMETERS) as (grpc, _):
+        result = measure(grpc)
     if args.json:
         print(json.dumps(result))
         return

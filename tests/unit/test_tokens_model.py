@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import queue
 import re
-import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devcluster.cluster import stop_pid
-from devcluster.podrunner import TritonInstall
+from devcluster.tokens_server import tokens_server
 from tritonop.autoscale import tokens
 
-MODEL = Path(__file__).resolve().parents[2] / "model_repo" / "tokens"
 pytest.importorskip("pytriton")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
@@ -40,70 +33,10 @@ PARAMETERS = {
 }
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def with_parameters(config: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        config, found = re.subn(
-            rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\1"{value}"', config, flags=re.S
-        )
-        assert found == 1, key
-    return config
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("tokens")
-    repository = root / "repo"
-    shutil.copytree(MODEL, repository / "tokens", ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "tokens" / "config.pbtxt"
-    config.write_text(with_parameters(config.read_text(), PARAMETERS))
-    install = TritonInstall.prepare(root / "install")
-    http, grpc, metrics = free_ports(3)
-    log = (root / "triton.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(install.binary),
-            f"--model-repository={repository}",
-            "--model-control-mode=explicit",
-            "--load-model=tokens",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
-            f"--http-port={http}",
-            f"--grpc-port={grpc}",
-            f"--metrics-port={metrics}",
-            f"--backend-directory={install.backends}",
-            f"--cache-directory={install.caches}",
-        ],
-        env={**os.environ, **install.env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/tokens/ready", timeout=1)
-                urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=1)  # starts last
-                break
-            except OSError:
-                assert process.poll() is None, (root / "triton.log").read_text()
-                assert time.monotonic() < deadline, (root / "triton.log").read_text()
-                time.sleep(0.2)
-        yield f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics"
-    finally:
-        stop_pid(process.pid)
-        log.close()
+    with tokens_server(tmp_path_factory.mktemp("tokens"), PARAMETERS, timeout=30) as addresses:
+        yield addresses
 
 
 def page(url: str) -> str:

@@ -179,30 +179,20 @@ def inspect_tree(
     mismatch = verify_manifest(version_dir, manifests, user)
     if mismatch:
         return RepositoryReport(True, "ChecksumMismatch", mismatch, versions, config, verified=False, version=target)
-    if not (version_dir / MANIFEST_NAME).exists():
+    verified = (version_dir / MANIFEST_NAME).exists()
+    message = f"{model_name} versions {versions} in {root}; version {target} matches its {MANIFEST_NAME}"
+    if not verified:
         message = (
             f"{model_name} versions {versions} in {root}; version {target} has no {MANIFEST_NAME}: "
             "served unverified (write one with `tritonop repo manifest`)"
         )
-        return RepositoryReport(
-            True,
-            None,
-            message,
-            versions,
-            config,
-            verified=False,
-            version=target,
-            declared_gpus=declared_gpus,
-            declared_by=declared_by,
-        )
-    message = f"{model_name} versions {versions} in {root}; version {target} matches its {MANIFEST_NAME}"
     return RepositoryReport(
         True,
         None,
         message,
         versions,
         config,
-        verified=True,
+        verified=verified,
         version=target,
         declared_gpus=declared_gpus,
         declared_by=declared_by,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 from . import versions
 from .certs import ClusterCertificates, ensure_certificates
@@ -192,8 +193,24 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
         _wait_gone(lambda: bool(_group_members(pid)), 10.0)
 
 
+class JsonState:
+    """A dataclass kept as JSON in a state file, written atomically."""
+
+    @classmethod
+    def load(cls, path: Path) -> Self | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))  # type: ignore[call-overload]
+        tmp.replace(path)
+
+
 @dataclass
-class ClusterState:
+class ClusterState(JsonState):
     """What `up` started, saved so that `down` (maybe from another process) can stop it."""
 
     ports: dict[str, int] = field(default_factory=dict)
@@ -203,18 +220,6 @@ class ClusterState:
     # How each component was started (argv, extra env), so restart() can do it again.
     commands: dict[str, list[str]] = field(default_factory=dict)
     environments: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> ClusterState | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
 
 
 class DevCluster:

@@ -34,12 +34,22 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ociimage, versions
 from .certs import ensure_client_certificate
-from .cluster import SERVICE_CIDR, DevCluster, free_port, log, pid_alive, stop_pid, wait_until, write_kubeconfig
+from .cluster import (
+    SERVICE_CIDR,
+    DevCluster,
+    JsonState,
+    free_port,
+    log,
+    pid_alive,
+    stop_pid,
+    wait_until,
+    write_kubeconfig,
+)
 
 PAUSE_IMAGE = "localhost/tritonop/pause:3.10"
 BUSYBOX_IMAGE = "localhost/tritonop/busybox:1.35"
@@ -62,25 +72,13 @@ def run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.
 
 
 @dataclass
-class NodeState:
+class NodeState(JsonState):
     name: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
     netns: list[str] = field(default_factory=list)
     cgroup_root: str = ""
     started_at: float = 0.0
-
-    @classmethod
-    def load(cls, path: Path) -> NodeState | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
 
 
 class RealNode:

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools node-build model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-llm demo-down kind-up clean
+.PHONY: help venv tools node-build image model-repo crds cluster-build cluster-up cluster-down cluster-status lint unit test test-chaos demo demo-autoscale demo-llm demo-down kind-up clean
 
 help:
 	@echo "make demo           export a PyTorch model, serve it with real Triton, switch versions in place (the main job)"
@@ -41,6 +41,11 @@ tools:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian's $$missing for the real node's tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# The operator image without Docker (operator/Dockerfile's recipe on a Debian base from mmdebstrap),
+# as an OCI archive in dist/ to push (skopeo) or load (kind, podman). Cached per source digest.
+image: venv tools
+	$(PY) -m devcluster image --out dist
 
 # The real node's kubelet, kube-proxy, containerd, runc and CNI plugins (cached once per version).
 node-build: venv tools

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,16 +28,36 @@ def resident_kib(pid: int) -> int:
     return total
 
 
+def write_operator_image(cluster: DevCluster, out_dir: Path) -> int:
+    """make image: the operator image (operator/Dockerfile's recipe on a Debian base, built
+    without Docker) as an OCI archive under out_dir, with how to load or push it."""
+    from .images import operator_image
+
+    archive, reference = operator_image(cluster.cache_dir, Path(__file__).resolve().parents[1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "tritonop-image.oci.tar"
+    shutil.copyfile(archive, target)
+    print(f"{target} ({target.stat().st_size / 1e6:.0f} MB): OCI image layout archive of {reference}")
+    print(f"  push it:   skopeo copy oci-archive:{target} docker://REGISTRY/tritonop:0.1.0")
+    print(f"  or load:   kind load image-archive {target}   |   podman load -i {target}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="devcluster", description="Local Kubernetes with fake GPU nodes and real Triton pods."
     )
-    parser.add_argument("command", choices=("up", "down", "status", "build", "node-up", "node-down", "node-build"))
+    parser.add_argument(
+        "command", choices=("up", "down", "status", "build", "node-up", "node-down", "node-build", "image")
+    )
+    parser.add_argument("--out", type=Path, default=Path("dist"), help="image: where the archive goes")
     parser.add_argument("--gpu-nodes", type=int, default=2)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--cpu-nodes", type=int, default=1)
     args = parser.parse_args(argv)
     cluster = DevCluster(gpu_nodes=args.gpu_nodes, gpus_per_node=args.gpus_per_node, cpu_nodes=args.cpu_nodes)
+    if args.command == "image":
+        return write_operator_image(cluster, args.out)
     if args.command.startswith("node-"):
         from .realnode import RealNode
 

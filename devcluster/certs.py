@@ -134,11 +134,42 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def _issue_apiserver_cert(
+    certs: ClusterCertificates, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+) -> None:
+    serving_key = _new_key()
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in API_SERVER_DNS_NAMES]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in API_SERVER_IPS]
+    serving = _issue(
+        _name("kube-apiserver"), serving_key.public_key(), ca_cert, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, sans
+    )
+    _write_key(serving_key, certs.apiserver_key)
+    _write_cert(serving, certs.apiserver_cert)
+
+
+def _names_every_address(path: Path) -> bool:
+    """The API server certificate at path names every address and DNS name it must."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    names = set(sans.get_values_for_type(x509.DNSName))
+    return set(API_SERVER_IPS) <= ips and set(API_SERVER_DNS_NAMES) <= names
+
+
 def ensure_certificates(directory: Path) -> ClusterCertificates:
-    """Create every certificate the cluster needs, keeping the ones already there."""
+    """Create every certificate the cluster needs, keeping the ones already there (an API server
+    certificate that lacks an address it must name, e.g. the Service range's first IP after the
+    range moved, is issued again by the same CA)."""
     directory.mkdir(parents=True, exist_ok=True)
     certs = ClusterCertificates(directory)
     if certs.ca_cert.exists() and all(certs.client_cert(who).exists() for who, _, _ in CLIENT_IDENTITIES):
+        if not _names_every_address(certs.apiserver_cert):
+            ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
+            assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+            _issue_apiserver_cert(certs, ca_key, x509.load_pem_x509_certificate(certs.ca_cert.read_bytes()))
         return certs
 
     now = datetime.datetime.now(datetime.UTC)
@@ -172,14 +203,7 @@ def ensure_certificates(directory: Path) -> ClusterCertificates:
     _write_key(ca_key, certs.ca_key)
     _write_cert(ca_cert, certs.ca_cert)
 
-    serving_key = _new_key()
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in API_SERVER_DNS_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in API_SERVER_IPS]
-    serving = _issue(
-        _name("kube-apiserver"), serving_key.public_key(), ca_cert, ca_key, ExtendedKeyUsageOID.SERVER_AUTH, sans
-    )
-    _write_key(serving_key, certs.apiserver_key)
-    _write_cert(serving, certs.apiserver_cert)
+    _issue_apiserver_cert(certs, ca_key, ca_cert)
 
     for who, common_name, organization in CLIENT_IDENTITIES:
         key = _new_key()

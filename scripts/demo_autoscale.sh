@@ -23,27 +23,11 @@ mkdir -p "$REPO/$MODEL/1"
 sed -e 's/max_batch_size: 8/max_batch_size: 1/' -e 's/string_value: "20"/string_value: "100"/' \
   model_repo/sleepy/config.pbtxt >"$REPO/$MODEL/config.pbtxt"
 cp model_repo/sleepy/1/model.py "$REPO/$MODEL/1/"
-$PY -m tritonop repo manifest "$REPO" $MODEL 1
-$PY -m tritonop repo validate "$REPO"
-
 step "kubectl apply a ModelDeployment with autoscaling: 1 to 8 replicas, p95 target 400 ms (examples/sleepy-autoscale.yaml)"
-sed -n '/^spec:/,$p' examples/sleepy-autoscale.yaml
-wait_previous_gone $NS $MODEL
-sed "s|/DEMO_REPO|$REPO|" examples/sleepy-autoscale.yaml | $K apply -f -
-$K wait md/$MODEL -n $NS --for=condition=Ready --timeout=120s
+apply_example examples/sleepy-autoscale.yaml
 
 step "load: 4 requests/s for 10 s, 25 requests/s for 45 s (needs 3+ replicas), then none; the md every 2 s"
 echo "(P95 is Triton's own summary over its last minute, as status reports it; CLIENT-P95 is the last 2 s at the client)"
-$PY -m examples.demo_load autoscale --namespace $NS --name $MODEL \
-  --low-rate 4 --low-seconds 10 --high-rate 25 --high-seconds 45 --min-replicas 1 &
-echo $! >"$PIDFILE"
-wait "$(cat "$PIDFILE")" || { echo "the autoscale demo did not go as expected (see above)" >&2; exit 1; }
-rm -f "$PIDFILE"
-
-step "the autoscaler's decisions (Events)"
-MD_UID=$($K get md $MODEL -n $NS -o jsonpath='{.metadata.uid}')
-$K get events -n $NS --field-selector "involvedObject.uid=$MD_UID,reason=Scaled" \
-  --sort-by=.lastTimestamp -o custom-columns=LAST:.lastTimestamp,MESSAGE:.message
-
-print_total "make demo-autoscale"
-echo "make demo-down stops the demos (operator, load, ModelDeployments)"
+run_load autoscale $PY -m examples.demo_load autoscale --namespace $NS --name $MODEL \
+  --low-rate 4 --low-seconds 10 --high-rate 25 --high-seconds 45 --min-replicas 1
+scaled_events "make demo-autoscale"

@@ -131,3 +131,36 @@ wait_previous_gone() {
 print_total() {
   printf '\n\033[1m=== %s finished in %.1f s\033[0m\n' "$1" "$(elapsed)"
 }
+
+# The autoscaling demos' shared steps (make demo-autoscale, make demo-llm), with NS, MODEL, REPO
+# and PIDFILE set by the script.
+# apply_example EXAMPLE: the model's manifest written and the repository validated, then the
+# example ModelDeployment (its /DEMO_REPO pointed at REPO) applied, once the previous run's pods
+# are gone, and Ready.
+apply_example() {
+  $PY -m tritonop repo manifest "$REPO" "$MODEL" 1
+  $PY -m tritonop repo validate "$REPO"
+  sed -n '/^spec:/,$p' "$1"
+  wait_previous_gone "$NS" "$MODEL"
+  sed "s|/DEMO_REPO|$REPO|" "$1" | $K apply -f -
+  $K wait "md/$MODEL" -n "$NS" --for=condition=Ready --timeout=120s
+}
+# run_load WHAT COMMAND...: the load generator in the background (recorded in PIDFILE), waited for.
+run_load() {
+  local what=$1
+  shift
+  "$@" &
+  echo $! >"$PIDFILE"
+  wait "$(cat "$PIDFILE")" || { echo "the $what demo did not go as expected (see above)" >&2; exit 1; }
+  rm -f "$PIDFILE"
+}
+# scaled_events DEMO: the autoscaler's decisions (Events), then the demo's total time.
+scaled_events() {
+  step "the autoscaler's decisions (Events)"
+  local md_uid
+  md_uid=$($K get md "$MODEL" -n "$NS" -o jsonpath='{.metadata.uid}')
+  $K get events -n "$NS" --field-selector "involvedObject.uid=$md_uid,reason=Scaled" \
+    --sort-by=.lastTimestamp -o custom-columns=LAST:.lastTimestamp,MESSAGE:.message
+  print_total "$1"
+  echo "make demo-down stops the demos (operator, load, ModelDeployments)"
+}

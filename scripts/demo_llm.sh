@@ -24,26 +24,10 @@ rm -rf "${REPO:?}/$MODEL"
 mkdir -p "$REPO/$MODEL/1"
 cp model_repo/tokens/config.pbtxt "$REPO/$MODEL/"
 cp model_repo/tokens/1/model.py "$REPO/$MODEL/1/"
-$PY -m tritonop repo manifest "$REPO" $MODEL 1
-$PY -m tritonop repo validate "$REPO"
-
 step "kubectl apply a ModelDeployment with token targets: p95 TTFT 1000 ms, ITL 60 ms, 1 to 4 replicas (examples/tokens-autoscale.yaml)"
-sed -n '/^spec:/,$p' examples/tokens-autoscale.yaml
-wait_previous_gone $NS $MODEL
-sed "s|/DEMO_REPO|$REPO|" examples/tokens-autoscale.yaml | $K apply -f -
-$K wait md/$MODEL -n $NS --for=condition=Ready --timeout=120s
+apply_example examples/tokens-autoscale.yaml
 
 step "one answer streamed, then 2 streams/s for 15 s, 16 streams/s for 60 s (24 tokens each), then none; md -o wide every 2 s"
 echo "(CLIENT-TTFT and CLIENT-ITL: p95 over the last 4 s at the client; TTFT and ITL: the operator's, from the pods' histograms)"
-$PY -m examples.demo_load llm --namespace $NS --name $MODEL &
-echo $! >"$PIDFILE"
-wait "$(cat "$PIDFILE")" || { echo "the LLM demo did not go as expected (see above)" >&2; exit 1; }
-rm -f "$PIDFILE"
-
-step "the autoscaler's decisions (Events)"
-MD_UID=$($K get md $MODEL -n $NS -o jsonpath='{.metadata.uid}')
-$K get events -n $NS --field-selector "involvedObject.uid=$MD_UID,reason=Scaled" \
-  --sort-by=.lastTimestamp -o custom-columns=LAST:.lastTimestamp,MESSAGE:.message
-
-print_total "make demo-llm"
-echo "make demo-down stops the demos (operator, load, ModelDeployments)"
+run_load LLM $PY -m examples.demo_load llm --namespace $NS --name $MODEL
+scaled_events "make demo-llm"

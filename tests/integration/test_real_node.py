@@ -48,29 +48,34 @@ def real_node(cluster: DevCluster) -> Iterator[RealNode]:
         node.down()
 
 
-def web_pod(name: str, app: str) -> client.V1Pod:
-    """busybox httpd on 8080 answering "hello from <pod name>", on the real node only."""
-    script = f"echo hello from {name} > /www/index.html && exec httpd -f -v -p 8080 -h /www"
+def real_node_pod(metadata: client.V1ObjectMeta, container: client.V1Container, **spec: Any) -> client.V1Pod:
+    """A pod of one container on the real node only (its selector and its taint's toleration);
+    the image is imported into the node's containerd, never pulled (no registry)."""
+    container.image_pull_policy = "Never"
     return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name, labels={"app": app}),
+        metadata=metadata,
         spec=client.V1PodSpec(
             node_selector={"tritonop.dev/node-kind": "real"},
             tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
-            termination_grace_period_seconds=2,
-            containers=[
-                client.V1Container(
-                    name="httpd",
-                    image=BUSYBOX_IMAGE,
-                    image_pull_policy="Never",  # imported into the node's containerd; no registry
-                    command=["/bin/sh", "-c", script],
-                    ports=[client.V1ContainerPort(container_port=8080)],
-                    readiness_probe=client.V1Probe(
-                        http_get=client.V1HTTPGetAction(path="/index.html", port=8080), period_seconds=1
-                    ),
-                )
-            ],
+            containers=[container],
+            **spec,
         ),
     )
+
+
+def web_pod(name: str, app: str) -> client.V1Pod:
+    """busybox httpd on 8080 answering "hello from <pod name>", on the real node only."""
+    script = f"echo hello from {name} > /www/index.html && exec httpd -f -v -p 8080 -h /www"
+    httpd = client.V1Container(
+        name="httpd",
+        image=BUSYBOX_IMAGE,
+        command=["/bin/sh", "-c", script],
+        ports=[client.V1ContainerPort(container_port=8080)],
+        readiness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path="/index.html", port=8080), period_seconds=1
+        ),
+    )
+    return real_node_pod(client.V1ObjectMeta(name=name, labels={"app": app}), httpd, termination_grace_period_seconds=2)
 
 
 def get_in_netns(node: RealNode, url: str, netns: str | None = None) -> str:
@@ -315,36 +320,24 @@ def test_triton_container_serves_through_the_service_with_keep_alive_http_and_gr
         pytest.skip("the CPU Triton image's Debian base needs mmdebstrap (apt-get install mmdebstrap)")
     image = real_node.triton_image()
     model_repo = Path(__file__).resolve().parents[2] / "model_repo"
-    pod = client.V1Pod(
-        metadata=client.V1ObjectMeta(name="triton", labels={"app": "triton"}),
-        spec=client.V1PodSpec(
-            node_selector={"tritonop.dev/node-kind": "real"},
-            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
-            termination_grace_period_seconds=5,
-            containers=[
-                client.V1Container(
-                    name="tritonserver",
-                    image=image,
-                    image_pull_policy="Never",
-                    command=[
-                        "tritonserver",
-                        "--model-repository=/models",
-                        "--model-control-mode=explicit",
-                        "--load-model=sleepy",
-                    ],
-                    ports=[client.V1ContainerPort(container_port=port) for port in (8000, 8001, 8002)],
-                    readiness_probe=client.V1Probe(
-                        http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=8000), period_seconds=1
-                    ),
-                    volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models", read_only=True)],
-                )
-            ],
-            volumes=[
-                client.V1Volume(
-                    name="models", host_path=client.V1HostPathVolumeSource(path=str(model_repo), type="Directory")
-                )
-            ],
+    tritonserver = client.V1Container(
+        name="tritonserver",
+        image=image,
+        command=["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", "--load-model=sleepy"],
+        ports=[client.V1ContainerPort(container_port=port) for port in (8000, 8001, 8002)],
+        readiness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=8000), period_seconds=1
         ),
+        volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models", read_only=True)],
+    )
+    models = client.V1Volume(
+        name="models", host_path=client.V1HostPathVolumeSource(path=str(model_repo), type="Directory")
+    )
+    pod = real_node_pod(
+        client.V1ObjectMeta(name="triton", labels={"app": "triton"}),
+        tritonserver,
+        termination_grace_period_seconds=5,
+        volumes=[models],
     )
     started = time.monotonic()
     core.create_namespaced_pod(namespace, pod)
@@ -389,19 +382,8 @@ def test_operator_image_runs_and_reaches_the_apiserver_in_cluster(
         "id -u; tritonop --version; python3 -c 'from kubernetes import client, config; "
         "config.load_incluster_config(); print(client.VersionApi().get_code().git_version)'"
     )
-    pod = client.V1Pod(
-        metadata=client.V1ObjectMeta(name="operator-image"),
-        spec=client.V1PodSpec(
-            restart_policy="Never",
-            node_selector={"tritonop.dev/node-kind": "real"},
-            tolerations=[client.V1Toleration(key=TAINT_KEY, operator="Exists", effect="NoSchedule")],
-            containers=[
-                client.V1Container(
-                    name="check", image=image, image_pull_policy="Never", command=["/bin/sh", "-c", check]
-                )
-            ],
-        ),
-    )
+    checker = client.V1Container(name="check", image=image, command=["/bin/sh", "-c", check])
+    pod = real_node_pod(client.V1ObjectMeta(name="operator-image"), checker, restart_policy="Never")
     core.create_namespaced_pod(namespace, pod)
 
     def finished() -> bool:

@@ -21,6 +21,7 @@ from kubernetes import client, config
 
 from devcluster import DevCluster, running_cluster
 from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
+from devcluster.realnode import RealNode
 from loadgen import scrape_metrics
 from tests import leftover_processes
 
@@ -312,3 +313,16 @@ def prometheus(
     finally:  # also when it never became ready
         stop.set()
         stop_pid(process.pid)
+
+
+@pytest.fixture(scope="module")
+def real_node(cluster: DevCluster) -> Iterator[RealNode]:
+    """The real node (tests/integration/real_node_helpers.py): one already up (`python -m
+    devcluster node-up`) is reused and left running."""
+    node = RealNode(cluster)
+    started = not node.is_up()
+    if started:
+        node.up()
+    yield node
+    if started:
+        node.down()

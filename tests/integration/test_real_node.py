@@ -10,42 +10,27 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from devcluster import DevCluster, versions
 from devcluster.cluster import SERVICE_CIDR, kubectl_binary, wait_until
 from devcluster.realnode import BUSYBOX_IMAGE, TAINT_KEY, RealNode
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root (netns, cgroups, mounts)"),
-    pytest.mark.skipif(
-        any(shutil.which(tool) is None for tool in ("nft", "socat", "nsenter")) or not Path("/bin/busybox").exists(),
-        reason="a real node needs Debian's nftables, socat, util-linux and busybox-static",
-    ),
-]
+from .real_node_helpers import (
+    NEEDS_ROOT_AND_TOOLS,
+    ON_REAL_NODE,
+    helm_operator,
+    skip_without_image_tools,
+)
 
-
-@pytest.fixture(scope="module")
-def real_node(cluster: DevCluster) -> Iterator[RealNode]:
-    node = RealNode(cluster)
-    started = not node.is_up()
-    if started:
-        node.up()
-    yield node
-    if started:
-        node.down()
+pytestmark = NEEDS_ROOT_AND_TOOLS
 
 
 def real_node_pod(metadata: client.V1ObjectMeta, container: client.V1Container, **spec: Any) -> client.V1Pod:
@@ -316,8 +301,7 @@ def test_triton_container_serves_through_the_service_with_keep_alive_http_and_gr
 ) -> None:
     # The CPU Triton image (Debian base from mmdebstrap + the pytriton wheel's tritonserver) is
     # built once and cached; the first run takes about two minutes more.
-    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
-        pytest.skip("the CPU Triton image's Debian base needs mmdebstrap (apt-get install mmdebstrap)")
+    skip_without_image_tools(real_node)
     image = real_node.triton_image()
     model_repo = Path(__file__).resolve().parents[2] / "model_repo"
     tritonserver = client.V1Container(
@@ -375,8 +359,7 @@ def test_operator_image_runs_and_reaches_the_apiserver_in_cluster(
 ) -> None:
     # The operator image (operator/Dockerfile's recipe on the Debian base, built here): its
     # entrypoint, its user, and the in-cluster config the operator uses from its pod.
-    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
-        pytest.skip("the operator image's Debian base needs mmdebstrap (apt-get install mmdebstrap)")
+    skip_without_image_tools(real_node)
     image = real_node.operator_image()
     check = (
         "id -u; tritonop --version; python3 -c 'from kubernetes import client, config; "
@@ -405,42 +388,12 @@ def test_helm_install_serves_a_model_deployment_on_the_real_node(
     # ModelDeployment's verification Job (operator image) and Triton replicas (CPU Triton image)
     # run as containers; a client calls the model through the Service. The operator watches only
     # this test's namespace (x-*: no other test's operator does).
-    from ..unit.test_chart import CHART, helm
     from .helpers import apply_md, sleepy_spec, wait_for_condition
 
-    if not (real_node.cluster.cache_dir / "bin" / f"helm-{versions.HELM}" / "helm").exists():
-        pytest.skip("helm is not built (make helm)")
-    if shutil.which("mmdebstrap") is None and not any((real_node.cluster.cache_dir / "images").glob("debian-*")):
-        pytest.skip("the images' Debian base needs mmdebstrap (apt-get install mmdebstrap)")
-    operator_image, triton_image = real_node.operator_image(), real_node.triton_image()
-    on_real_node = {
-        "nodeSelector": {"tritonop.dev/node-kind": "real"},
-        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
-    }
-    suffix = uuid.uuid4().hex[:6]
-    release, operator_namespace = f"tritonop-real-{suffix}", f"real-{suffix}"
-    repository, tag = operator_image.rsplit(":", 1)
     started = time.monotonic()
-    helm(
-        "install", release, str(CHART), "-n", "default",
-        "--set", f"namespace.name={operator_namespace},watchNamespaces={{{unwatched_namespace}}}",
-        "--set", f"image.repository={repository},image.tag={tag},image.pullPolicy=Never",
-        "--set-json", f"nodeSelector={json.dumps(on_real_node['nodeSelector'])}",
-        "--set-json", f"tolerations={json.dumps(on_real_node['tolerations'])}",
-        "--wait", "--timeout=120s",
-        kubeconfig=cluster.kubeconfig,
-    )  # fmt: skip
-    try:
+    with helm_operator(real_node, api, unwatched_namespace):
         installed = time.monotonic() - started
-        wait_until(
-            "a leader among the operator's pods",
-            lambda: any(
-                lease.spec.holder_identity
-                for lease in client.CoordinationV1Api(api).list_namespaced_lease(operator_namespace).items
-            ),
-            timeout=30,
-        )
-        spec = sleepy_spec(server={"gpus": 0, "image": triton_image, **on_real_node}, replicas=2)
+        spec = sleepy_spec(server={"gpus": 0, "image": real_node.triton_image(), **ON_REAL_NODE}, replicas=2)
         apply_md(cluster, unwatched_namespace, "sleepy", spec)
         wait_for_condition(api, unwatched_namespace, "sleepy", "Ready", "True", timeout=120)
         ready = time.monotonic() - started
@@ -463,8 +416,3 @@ def test_helm_install_serves_a_model_deployment_on_the_real_node(
         wait_until("inference through the ModelDeployment's Service", served, timeout=30, interval=1)
         assert answer["http"] == [[200, [2.0, 4.0, 6.0, 8.0]]] * 10
         assert answer["grpc"] == [[2.0, 4.0, 6.0, 8.0]]
-    finally:
-        cluster.kubectl("delete", "modeldeployment", "sleepy", "-n", unwatched_namespace, "--wait=true",
-                        "--timeout=60s", check=False)  # fmt: skip
-        helm("uninstall", release, "-n", "default", "--wait", "--timeout=60s", check=False,
-             kubeconfig=cluster.kubeconfig)  # fmt: skip

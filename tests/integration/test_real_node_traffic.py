@@ -1,0 +1,122 @@
+"""Users' traffic through a ModelDeployment's Service on the real node, while the operator (run
+from its image, installed with Helm) switches versions, runs canaries and scales: HTTP clients
+that keep their connection open and gRPC clients that keep their channel, in their own network
+namespace, calling the Service's ClusterIP through kube-proxy (loadgen/service_clients.py).
+
+Each phase's failed requests are counted from the clients' own record, per whole second, between
+the moment the test changed the spec and the moment the change was complete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devcluster import DevCluster
+from devcluster.cluster import wait_until
+from devcluster.realnode import RealNode
+
+from .conftest import fresh_namespace
+from .helpers import apply_md, get_md, md_pods, sleepy_spec, wait_for_condition
+from .real_node_helpers import (
+    NEEDS_ROOT_AND_TOOLS,
+    ON_REAL_NODE,
+    ServiceClients,
+    failures,
+    helm_operator,
+)
+
+pytestmark = NEEDS_ROOT_AND_TOOLS
+
+
+@pytest.fixture(scope="module")
+def watched(real_node: RealNode, cluster: DevCluster, crd: None, api: client.ApiClient) -> Iterator[str]:
+    """A namespace (x-*: no other test's operator watches it) that the Helm-installed operator watches."""
+    core = client.CoreV1Api(api)
+    namespace = fresh_namespace(core, prefix="x")
+    try:
+        with helm_operator(real_node, api, namespace):
+            yield namespace
+    finally:
+        core.delete_namespace(namespace)
+
+
+def server(node: RealNode) -> dict[str, Any]:
+    return {"gpus": 0, "image": node.triton_image(), **ON_REAL_NODE}
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, model: str) -> list[str]:
+    return [
+        pod.metadata.name
+        for pod in md_pods(core, namespace, model)
+        if pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
+def only_pods(core: client.CoreV1Api, namespace: str, model: str, count: int) -> None:
+    """Until exactly `count` pods of the model exist, all Ready (the others gone, not terminating)."""
+    wait_until(
+        f"{count} pods of {model}, all Ready",
+        lambda: len(md_pods(core, namespace, model)) == count == len(ready_pods(core, namespace, model)),
+        timeout=150,
+        interval=0.5,
+    )
+
+
+def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    spec = sleepy_spec(server=server(real_node), replicas=2)
+    spec["model"]["version"] = 1
+    apply_md(cluster, watched, "sleepy", spec)
+    wait_for_condition(api, watched, "sleepy", "Ready", "True", timeout=180)
+    cluster_ip = core.read_namespaced_service("sleepy", watched).spec.cluster_ip  # type: ignore[union-attr]
+    phases: dict[str, tuple[float, float]] = {}
+
+    def phase(name: str, change: dict[str, Any], done: Any) -> None:
+        spec.update(change)
+        began = time.time()
+        apply_md(cluster, watched, "sleepy", spec)
+        done()
+        clients.wait_answers(20)
+        phases[name] = (began, time.time())
+
+    with ServiceClients(real_node, cluster_ip, "sleepy", tmp_path / "clients.json", http=6, grpc=2, rate=4) as clients:
+        clients.wait_answers(20, timeout=90)  # kube-proxy has the endpoints; both kinds answered
+        pods = set(ready_pods(core, watched, "sleepy"))
+
+        def switched() -> None:
+            clients.wait_only("2")
+            wait_for_condition(api, watched, "sleepy", "Ready", "True", timeout=60)
+
+        phase("in-place switch v1 -> v2", {"model": {**spec["model"], "version": 2}}, switched)
+        assert set(ready_pods(core, watched, "sleepy")) == pods, "an in-place switch keeps the pods"
+
+        def rolled() -> None:
+            clients.wait_only("3", timeout=180)
+            only_pods(core, watched, "sleepy", 2)
+            wait_for_condition(api, watched, "sleepy", "Ready", "True", timeout=60)
+
+        phase(
+            "Rolling v2 -> v3", {"model": {**spec["model"], "version": 3}, "rollout": {"strategy": "Rolling"}}, rolled
+        )
+        phase("scale-down 2 -> 1", {"replicas": 1}, lambda: only_pods(core, watched, "sleepy", 1))
+        seen = clients.stop()
+
+    report = {name: failures(seen, *window) for name, window in phases.items()}
+    for name, (began, ended) in phases.items():
+        answered = {
+            kind: sum(v for k, v in part.counts(began, ended).items() if k != "failed") for kind, part in seen.items()
+        }
+        print(f"{name}: {ended - began:.1f}s, answered {answered}, failed {report[name]}")
+    print({kind: part.record["errors"] for kind, part in seen.items()})
+    assert get_md(api, watched, "sleepy")["status"]["conditions"]
+    assert report["in-place switch v1 -> v2"] == {"http": 0, "grpc": 0}
+    assert report["scale-down 2 -> 1"] == {"http": 0, "grpc": 0}
+    assert report["Rolling v2 -> v3"] == {"http": 0, "grpc": 0}

@@ -1,22 +1,22 @@
 """Clients of a model's Service as users run them: HTTP clients that keep one connection open
-(keep-alive) and gRPC clients that keep one channel, each sending at a steady rate to the
+(keep-alive; renewed every --http-renew-seconds, or never with --http-forever) and gRPC clients
+that keep one channel, each sending at a steady rate to the
 Service's address, so kube-proxy picks a pod per connection, not per request.
 
 Run as a program inside the clients' network namespace of the real node:
 
-    python -m loadgen.service_clients HOST MODEL --http 6 --grpc 2 --rate 4 --out FILE
+    python -m loadgen.service_clients HOST MODEL --http 6 --http-forever 2 --grpc 2 --rate 4 --out FILE
 
 Every second it rewrites FILE (atomically) with what each kind of client saw so far: requests,
 failures (with the first error texts) and, per second, how many answers came from each version
 (the model's `model_version` in the answer). SIGTERM or SIGINT stops it after a last write.
-A failed request is counted, never retried: an HTTP client reconnects for its next request, as
-Python's requests or Go's net/http do for a POST, and a gRPC channel reconnects on its own.
+A failed request is counted, never retried (a POST is not idempotent): an HTTP client reconnects
+for its next request, and a gRPC channel reconnects on its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
@@ -75,27 +75,32 @@ def paced(rate: float, stop: threading.Event, offset: float) -> Any:
         due += period
 
 
-def http_client(host: str, model: str, rate: float, record: Record, stop: threading.Event, offset: float) -> None:
-    connection: http.client.HTTPConnection | None = None
+def http_client(
+    host: str, model: str, rate: float, record: Record, stop: threading.Event, offset: float, renew_seconds: float
+) -> None:
+    """One keep-alive connection as Python's requests keeps it (urllib3: a connection the server
+    closed while idle is noticed and replaced before the next request; a POST is never retried).
+    With renew_seconds, the connection is closed after a response once it is that old."""
+    import urllib3
+
+    def new_pool() -> Any:
+        return urllib3.HTTPConnectionPool(host, 8000, maxsize=1, block=True, retries=False, timeout=TIMEOUT_SECONDS)
+
+    pool, opened = new_pool(), time.monotonic()
     for _ in paced(rate, stop, offset):
         second = int(time.time())
+        if renew_seconds and time.monotonic() - opened >= renew_seconds:
+            pool.close()
+            pool, opened = new_pool(), time.monotonic()
         try:
-            if connection is None:
-                connection = http.client.HTTPConnection(host, 8000, timeout=TIMEOUT_SECONDS)
-            connection.request("POST", f"/v2/models/{model}/infer", BODY, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            payload = response.read()
+            response = pool.urlopen(
+                "POST", f"/v2/models/{model}/infer", body=BODY, headers={"Content-Type": "application/json"}
+            )
             if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status} {payload[:120]!r}")
-            record.answered(second, str(json.loads(payload)["model_version"]))
-            if response.will_close:
-                connection.close()
-                connection = None
+                raise RuntimeError(f"HTTP {response.status} {response.data[:120]!r}")
+            record.answered(second, str(json.loads(response.data)["model_version"]))
         except Exception as error:
             record.failure(second, error)
-            if connection is not None:
-                connection.close()
-            connection = None
 
 
 def grpc_client(host: str, model: str, rate: float, record: Record, stop: threading.Event, offset: float) -> None:
@@ -128,6 +133,13 @@ def main() -> None:
     parser.add_argument("host", help="the Service's ClusterIP")
     parser.add_argument("model")
     parser.add_argument("--http", type=int, default=6, help="HTTP clients, one kept-alive connection each")
+    parser.add_argument(
+        "--http-renew-seconds",
+        type=float,
+        default=20.0,
+        help="the --http clients open a new connection once theirs is this old (0: never)",
+    )
+    parser.add_argument("--http-forever", type=int, default=0, help="HTTP clients that never renew their connection")
     parser.add_argument("--grpc", type=int, default=2, help="gRPC clients, one channel each")
     parser.add_argument("--rate", type=float, default=4.0, help="requests/s per client")
     parser.add_argument("--out", type=Path, required=True)
@@ -136,14 +148,19 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    records = {"http": Record(), "grpc": Record()}
-    clients = [(http_client, records["http"]) for _ in range(args.http)]
-    clients += [(grpc_client, records["grpc"]) for _ in range(args.grpc)]
+    records = {"http": Record(), "http-forever": Record(), "grpc": Record()}
+    clients: list[tuple[Any, Record, tuple[Any, ...]]] = [
+        *[(http_client, records["http"], (args.http_renew_seconds,)) for _ in range(args.http)],
+        *[(http_client, records["http-forever"], (0.0,)) for _ in range(args.http_forever)],
+        *[(grpc_client, records["grpc"], ()) for _ in range(args.grpc)],
+    ]
     threads = [
         threading.Thread(
-            target=run, args=(args.host, args.model, args.rate, record, stop, index / len(clients)), daemon=True
+            target=run,
+            args=(args.host, args.model, args.rate, record, stop, index / len(clients), *extra),
+            daemon=True,
         )
-        for index, (run, record) in enumerate(clients)
+        for index, (run, record, extra) in enumerate(clients)
     ]
     for thread in threads:
         thread.start()

@@ -15,8 +15,14 @@ GCS_CREDENTIALS_DIR = "/var/run/secrets/tritonop/gcs"
 # Header (HTTP) / metadata key (gRPC) that unlocks Triton's model control API.
 CONTROL_KEY_HEADER = "tritonop-control-key"
 CONTROL_KEY_ENV = OPERATOR_ENV
-# Seconds a leaving pod keeps serving before SIGTERM: endpoints and kube-proxy need a moment.
-PRESTOP_SLEEP_SECONDS = 5
+# Every gRPC connection gets a GOAWAY this long after it opened (gRPC adds up to 10% jitter):
+# clients reconnect through the Service, so kube-proxy's per-connection choice is made again
+# (new replicas and canary pods get their share) and a leaving pod's channels move elsewhere.
+# No grace period: RPCs in flight (LLM streams) finish on the old connection.
+GRPC_MAX_CONNECTION_AGE_SECONDS = 10
+# Seconds a leaving pod keeps serving before SIGTERM: endpoints and kube-proxy drop it, and every
+# gRPC channel on it has reached its maximum age and reconnected to another pod.
+PRESTOP_SLEEP_SECONDS = GRPC_MAX_CONNECTION_AGE_SECONDS * 11 // 10 + 1
 CONTROL_KEY_SECRET_KEY = "control-key"
 # Pod condition the operator sets once a new pod serves the target version; until then the
 # pod is not Ready and receives no traffic (a readiness gate, as Kubernetes intends).

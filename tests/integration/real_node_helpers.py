@@ -128,9 +128,11 @@ class ServiceClients:
     """loadgen.service_clients in the clients' network namespace: keep-alive HTTP and gRPC
     clients of a Service's ClusterIP. `seen()` reads what they wrote last (every second)."""
 
-    def __init__(self, node: RealNode, cluster_ip: str, model: str, out: Path, **counts: int) -> None:
+    def __init__(self, node: RealNode, cluster_ip: str, model: str, out: Path, **flags_: float) -> None:
         self.out = out
-        flags = [f"--{name}={value}" for name, value in counts.items()]
+        # the kinds of client that run: http, http-forever, grpc
+        self.kinds = [name.replace("_", "-") for name in ("http", "http_forever", "grpc") if flags_.get(name)]
+        flags = [f"--{name.replace('_', '-')}={value}" for name, value in flags_.items()]
         argv = node.in_netns(
             sys.executable, "-m", "loadgen.service_clients", cluster_ip, model, *flags, f"--out={out}",
             netns=node.client_netns,
@@ -149,7 +151,7 @@ class ServiceClients:
 
     def wait_answers(self, more: int, timeout: float = 60) -> None:
         """Until each kind of client has had `more` answers beyond what it has now."""
-        now = {kind: self.answered(kind) for kind in ("http", "grpc")}
+        now = {kind: self.answered(kind) for kind in self.kinds}
         wait_until(
             f"{more} more answers to each kind of client",
             lambda: all(self.answered(kind) >= now[kind] + more for kind in now),

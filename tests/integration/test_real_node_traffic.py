@@ -59,10 +59,16 @@ def ready_pods(core: client.CoreV1Api, namespace: str, model: str) -> list[str]:
 
 
 def only_pods(core: client.CoreV1Api, namespace: str, model: str, count: int) -> None:
-    """Until exactly `count` pods of the model exist, all Ready (the others gone, not terminating)."""
+    """Until exactly `count` pods of the model exist, all Ready: the others are gone, not only
+    terminating (a leaving pod serves its connections until tritonserver exits)."""
+    selector = f"app.kubernetes.io/instance={model},app.kubernetes.io/name=tritonserver"
     wait_until(
-        f"{count} pods of {model}, all Ready",
-        lambda: len(md_pods(core, namespace, model)) == count == len(ready_pods(core, namespace, model)),
+        f"{count} pods of {model}, all Ready, none terminating",
+        lambda: (
+            len(core.list_namespaced_pod(namespace, label_selector=selector).items)
+            == count
+            == len(ready_pods(core, namespace, model))
+        ),
         timeout=150,
         interval=0.5,
     )
@@ -87,7 +93,8 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
         clients.wait_answers(20)
         phases[name] = (began, time.time())
 
-    with ServiceClients(real_node, cluster_ip, "sleepy", tmp_path / "clients.json", http=6, grpc=2, rate=4) as clients:
+    out = tmp_path / "clients.json"
+    with ServiceClients(real_node, cluster_ip, "sleepy", out, http=6, http_forever=2, grpc=2, rate=4) as clients:
         clients.wait_answers(20, timeout=90)  # kube-proxy has the endpoints; both kinds answered
         pods = set(ready_pods(core, watched, "sleepy"))
 
@@ -117,6 +124,10 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
         print(f"{name}: {ended - began:.1f}s, answered {answered}, failed {report[name]}")
     print({kind: part.record["errors"] for kind, part in seen.items()})
     assert get_md(api, watched, "sleepy")["status"]["conditions"]
-    assert report["in-place switch v1 -> v2"] == {"http": 0, "grpc": 0}
-    assert report["scale-down 2 -> 1"] == {"http": 0, "grpc": 0}
-    assert report["Rolling v2 -> v3"] == {"http": 0, "grpc": 0}
+    # An in-place switch keeps the pods: no client notices, whatever it does with its connection.
+    assert report["in-place switch v1 -> v2"] == {"http": 0, "http-forever": 0, "grpc": 0}
+    # A leaving pod: gRPC channels reach their maximum age and move during the preStop sleep;
+    # HTTP clients that renew their connection move during tritonserver's exit timeout. HTTP
+    # clients that never renew theirs are cut when it ends (measured, docs/real-node.md).
+    for name in ("Rolling v2 -> v3", "scale-down 2 -> 1"):
+        assert {kind: report[name][kind] for kind in ("http", "grpc")} == {"http": 0, "grpc": 0}, name

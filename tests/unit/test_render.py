@@ -100,6 +100,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             f"--http-restricted-api=model-repository:tritonop-control-key={KEY}",
                             f"--grpc-restricted-protocol=model-repository:tritonop-control-key={KEY}",
                             "--metrics-config=summary_latencies=true",
+                            "--grpc-max-connection-age=10000",
                         ],
                         "ports": [
                             {"name": "http", "containerPort": 8000, "protocol": "TCP"},
@@ -114,7 +115,7 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                         ],
                         "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         "startupProbe": probe("/v2/health/live", 5, 120),
-                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 12}}},
                         "livenessProbe": probe("/v2/health/live", 10, 3),
                         "readinessProbe": probe("/v2/models/resnet50/ready", 2, 3),
                         "volumeMounts": [
@@ -203,6 +204,15 @@ def test_deployment_pvc_with_subpath_and_server_settings() -> None:
     pod["priorityClassName"] = "inference"
     pod["runtimeClassName"] = "nvidia"
     assert render_deployment(md, RenderInputs(replicas=2, target_version=None)) == want
+
+
+def test_a_maximum_grpc_connection_age_in_extra_args_replaces_the_default() -> None:
+    md = model_deployment(server={"extraArgs": ["--grpc-max-connection-age=60000", "--log-verbose=1"]})
+    want = expected()
+    args = want["spec"]["template"]["spec"]["containers"][0]["args"]
+    args.remove("--grpc-max-connection-age=10000")
+    args += ["--grpc-max-connection-age=60000", "--log-verbose=1"]
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=3)) == want
 
 
 def test_deployment_s3_with_credentials_and_cpu_only() -> None:

@@ -21,6 +21,7 @@ from tritonop.names import (
     CONTROL_KEY_HEADER,
     CONTROL_KEY_SECRET_KEY,
     GCS_CREDENTIALS_DIR,
+    GRPC_MAX_CONNECTION_AGE_SECONDS,
     GRPC_PORT,
     HTTP_PORT,
     LABEL_INSTANCE,
@@ -116,6 +117,12 @@ def rollout_hash(md: ModelDeployment, inputs: RenderInputs) -> str:
 
 def tritonserver_args(md: ModelDeployment, repository: str) -> list[str]:
     key = f"{CONTROL_KEY_HEADER}=$({CONTROL_KEY_ENV})"
+    extra = md.spec.server.extra_args
+    user_set = {arg.split("=", 1)[0] for arg in extra}
+    defaults = [
+        # gRPC pins a client to the pod its connection reached: a maximum age makes it reconnect.
+        f"--grpc-max-connection-age={GRPC_MAX_CONNECTION_AGE_SECONDS * 1000}",
+    ]
     return [
         f"--model-repository={repository}",
         "--model-control-mode=explicit",
@@ -127,7 +134,8 @@ def tritonserver_args(md: ModelDeployment, repository: str) -> list[str]:
         f"--grpc-restricted-protocol=model-repository:{key}",
         # p95 for the autoscaler comes from Triton's summary quantiles.
         "--metrics-config=summary_latencies=true",
-        *md.spec.server.extra_args,
+        *[arg for arg in defaults if arg.split("=", 1)[0] not in user_set],
+        *extra,
     ]
 
 
@@ -181,8 +189,10 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         "startupProbe": http_probe("/v2/health/live", 5, 120),
         "livenessProbe": http_probe("/v2/health/live", 10, 3),
         "readinessProbe": http_probe(f"/v2/models/{md.model_name}/ready", 2, 3),
-        # A pod leaving (scale-down, rollout) keeps serving while load balancers drop it, then
-        # tritonserver's SIGTERM finishes in-flight requests (exit timeout 30 s, in the grace period).
+        # A pod leaving (scale-down, rollout) keeps serving while load balancers drop it and its
+        # gRPC channels reach their maximum age; on SIGTERM tritonserver serves the HTTP
+        # connections still open and in-flight requests for up to its exit timeout (30 s), in
+        # the grace period.
         # The sleep action needs no shell in the image (Kubernetes >= 1.30).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],

@@ -21,13 +21,14 @@ from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
 
 from .conftest import fresh_namespace
-from .helpers import apply_md, get_md, md_pods, sleepy_spec, wait_for_condition
+from .helpers import apply_md, canary_repository, get_md, md_pods, sleepy_spec, wait_for_condition
 from .real_node_helpers import (
     NEEDS_ROOT_AND_TOOLS,
     ON_REAL_NODE,
     ServiceClients,
     failures,
     helm_operator,
+    readable_folder,
 )
 
 pytestmark = NEEDS_ROOT_AND_TOOLS
@@ -131,3 +132,81 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
     # clients that never renew theirs are cut when it ends (measured, docs/real-node.md).
     for name in ("Rolling v2 -> v3", "scale-down 2 -> 1"):
         assert {kind: report[name][kind] for kind in ("http", "grpc")} == {"http": 0, "grpc": 0}, name
+
+
+CANARY = {
+    "steps": [{"weight": 25, "pauseSeconds": 20}, {"weight": 50, "pauseSeconds": 10}],
+    "analysis": {"intervalSeconds": 5, "minRequests": 20, "maxLatencyIncreasePercent": 50, "failureLimit": 0},
+}
+
+
+def test_canary_promoted_and_rolled_back_fail_no_request_through_the_service(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    # A healthy canary (v2) is promoted and a slow one (v3) rolled back, in place, while clients
+    # call the Service: none of their requests fails. Each analysis window's measured share is
+    # within 10 points of its step's weight, or its message says why (clients' connections).
+    core = client.CoreV1Api(api)
+    with readable_folder("canary-repo-") as folder:
+        repository = canary_repository(folder / "repo")
+        for path in [repository, *repository.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        spec = {
+            "model": {"name": "canary", "repository": f"file://{repository}", "version": 1},
+            "replicas": 4,
+            "rollout": {"strategy": "Canary", "canary": CANARY},
+            "server": server(real_node),
+        }
+        apply_md(cluster, watched, "canary", spec)
+        wait_for_condition(api, watched, "canary", "Ready", "True", timeout=240)
+        cluster_ip = core.read_namespaced_service("canary", watched).spec.cluster_ip  # type: ignore[union-attr]
+        pods = set(ready_pods(core, watched, "canary"))
+        windows: list[dict[str, Any]] = []  # every analysis the rollout recorded, with its step's weight
+        steps: dict[int, list[float]] = {}  # step -> [first seen analysing, last seen]
+
+        def rollout_reaches(phase: str) -> bool:
+            rollout = get_md(api, watched, "canary")["status"].get("rollout") or {}
+            analysis = rollout.get("lastAnalysis")
+            if analysis and (not windows or windows[-1]["analysis"] != analysis):
+                windows.append(
+                    {"analysis": analysis, "weight": rollout.get("weight"), "share": rollout.get("measuredShare")}
+                )
+            if rollout.get("phase") == "Progressing" and rollout.get("stepStartedAt"):
+                steps.setdefault(rollout["step"], [time.time(), time.time()])[1] = time.time()
+            return rollout.get("phase") == phase
+
+        out = tmp_path / "clients.json"
+        with ServiceClients(real_node, cluster_ip, "canary", out, http=12, grpc=4, rate=2) as clients:
+            clients.wait_answers(20, timeout=90)
+            healthy_began = time.time()
+            apply_md(cluster, watched, "canary", {**spec, "model": {**spec["model"], "version": 2}})
+            wait_until("v2 promoted", lambda: rollout_reaches("Succeeded"), timeout=300, interval=0.5)
+            clients.wait_only("2")
+            healthy = (healthy_began, time.time())
+            healthy_windows, windows[:] = list(windows), []
+            bad_began = time.time()
+            apply_md(cluster, watched, "canary", {**spec, "model": {**spec["model"], "version": 3}})
+            wait_until("v3 rolled back", lambda: rollout_reaches("RolledBack"), timeout=300, interval=0.5)
+            clients.wait_only("2")
+            rolled_back = (bad_began, time.time())
+            seen = clients.stop()
+
+    for name, (began, ended) in (("healthy canary v1 -> v2", healthy), ("canary v2 -> v3 rolled back", rolled_back)):
+        print(f"{name}: {ended - began:.1f}s, failed {failures(seen, began, ended)}")
+    for step, (began, ended) in sorted(steps.items()):
+        shares = {
+            kind: round(part.share("2", began, ended), 1) for kind, part in seen.items() if kind != "http-forever"
+        }
+        print(f"step {step}: the clients' share of v2 answers {shares}")
+    for window in healthy_windows:
+        print(
+            f"analysis at weight {window['weight']}: measured share {window['share']}: {window['analysis']['message']}"
+        )
+    assert failures(seen, *healthy) == {"http": 0, "http-forever": 0, "grpc": 0}
+    assert failures(seen, *rolled_back) == {"http": 0, "http-forever": 0, "grpc": 0}
+    assert set(ready_pods(core, watched, "canary")) == pods, "a canary switches in place: the pods stay"
+    assert sorted(steps) == [1, 2]
+    for window in healthy_windows:
+        if window["share"] is not None and window["weight"]:
+            off = abs(window["share"] - window["weight"])
+            assert off <= 10 or "clients that keep connections open" in window["analysis"]["message"], window

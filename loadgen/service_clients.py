@@ -107,7 +107,9 @@ def grpc_client(host: str, model: str, rate: float, record: Record, stop: thread
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(f"{host}:8001")
+    # Its own connection, as a client process of its own has: gRPC shares one connection among a
+    # process's channels to the same address unless each keeps a local subchannel pool.
+    client = grpcclient.InferenceServerClient(f"{host}:8001", channel_args=[("grpc.use_local_subchannel_pool", 1)])
     tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))
     try:

@@ -160,14 +160,22 @@ class ServiceClients:
         )
 
     def wait_only(self, version: str, seconds: int = 3, timeout: float = 120) -> None:
-        """Until, for `seconds` whole seconds, every answer to both kinds came from `version`."""
+        """Until, for `seconds` whole seconds, every answer to every kind of client that runs came
+        from `version` (failures are counted apart)."""
 
         def only() -> bool:
             end = int(time.time()) - 1
             seen = self.seen()
-            return bool(seen) and all(set(part.counts(end - seconds + 1, end)) == {version} for part in seen.values())
+            return all(
+                kind in seen and set(seen[kind].counts(end - seconds + 1, end)) - {"failed"} == {version}
+                for kind in self.kinds
+            )
 
-        wait_until(f"every answer from version {version} for {seconds}s", only, timeout=timeout, interval=0.5)
+        try:
+            wait_until(f"every answer from version {version} for {seconds}s", only, timeout=timeout, interval=0.5)
+        except TimeoutError as error:
+            last = {kind: part.counts(time.time() - seconds - 1, time.time()) for kind, part in self.seen().items()}
+            raise TimeoutError(f"{error}; the last seconds: {last} at {time.time():.0f}") from None
 
     def stop(self) -> dict[str, Seen]:
         if self.process.poll() is None:

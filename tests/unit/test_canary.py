@@ -172,6 +172,9 @@ def test_passing_before_the_pause_ends_keeps_the_step() -> None:
     status = decision.rollout
     assert decision.checked and status.step == 1 and status.last_analysis.result == "Passed"
     assert status.measured_share == 25.0 and "30s of its pause left" in status.message
+    # The analysis names its own step, weight and share: the rollout moves on, the record stays.
+    analysis = status.last_analysis
+    assert (analysis.step, analysis.weight, analysis.measured_share) == (1, 25, 25.0)
 
 
 def test_a_step_passes_when_its_pause_elapsed_and_the_check_passed() -> None:

@@ -224,6 +224,14 @@ class AnalysisStatus(StatusModel):
     canary: SideFigures = Field(default_factory=lambda: SideFigures(), description="The canary side.")
     stable: SideFigures = Field(default_factory=lambda: SideFigures(), description="The stable side.")
     at: str | None = Field(None, description="When it was reached.")
+    step: int | None = Field(None, description="The step whose window was judged.")
+    weight: int | None = Field(None, description="That step's weight, in percent.")
+    measured_share: float | None = Field(
+        None,
+        alias="measuredShare",
+        description="The canary pods' share of the window's requests, in percent (clients that keep connections "
+        "open can make it differ from the weight; the message then says so).",
+    )
 
 
 class RolloutStatus(StatusModel):

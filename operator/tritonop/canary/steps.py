@@ -276,11 +276,11 @@ def _analysed(rollout: RolloutStatus, inputs: StepInputs) -> StepOutcome:
     if note:
         verdict = replace(verdict, message=f"{verdict.message}; {note}")
     total = canary.requests + stable.requests
-    judged = changed(
-        rollout,
-        last_analysis=verdict.status(inputs.now),
-        measured_share=round(100.0 * canary.requests / total, 1) if total else None,
+    share = round(100.0 * canary.requests / total, 1) if total else None
+    analysed = verdict.status(inputs.now).model_copy(
+        update={"step": rollout.step, "weight": rollout.weight, "measured_share": share}
     )
+    judged = changed(rollout, last_analysis=analysed, measured_share=share)
     decision = VERDICTS[verdict.result](judged, inputs, verdict)
     return replace(decision, checked=True, counts=(verdict.result,))
 

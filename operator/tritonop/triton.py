@@ -63,6 +63,14 @@ class VersionState:
     reason: str
 
 
+@dataclass(frozen=True)
+class RequestActivity:
+    """A model's requests on one server: queued now, and finished (succeeded or failed) so far."""
+
+    pending: float
+    finished: float
+
+
 class TritonApi(Protocol):
     """The calls serving makes on one server: what TritonServer offers (tests give a fake)."""
 
@@ -78,7 +86,7 @@ class TritonApi(Protocol):
 
     async def unload(self, model: str) -> None: ...
 
-    async def pending_requests(self, model: str) -> float: ...
+    async def request_activity(self, model: str) -> RequestActivity: ...
 
 
 class TritonServer:
@@ -131,11 +139,20 @@ class TritonServer:
             response.raise_for_status()
             return await response.text()
 
-    async def pending_requests(self, model: str) -> float:
-        """Requests queued for `model` now (Triton's pending-request gauge, all versions)."""
+    async def request_activity(self, model: str) -> RequestActivity:
+        """`model`'s requests queued now and finished so far, all versions (one metrics page)."""
         text = await self.metrics_text()
-        found = samples(text, ["nv_inference_pending_request_count"])
-        return sum(value for _, labels, value in found if labels.get("model") == model)
+        found = samples(
+            text, ["nv_inference_pending_request_count", "nv_inference_request_success", "nv_inference_request_failure"]
+        )
+        pending = finished = 0.0
+        for name, labels, value in found:
+            if labels.get("model") == model:
+                if name == "nv_inference_pending_request_count":
+                    pending += value
+                else:
+                    finished += value
+        return RequestActivity(pending=pending, finished=finished)
 
     async def unload(self, model: str) -> None:
         async with calling("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:

@@ -197,9 +197,8 @@ def test_canary_promoted_and_rolled_back_fail_no_request_through_the_service(
         }
         print(f"step {step}: the clients' share of v2 answers {shares}")
     for window in healthy_windows:
-        print(
-            f"analysis at weight {window['weight']}: measured share {window['share']}: {window['analysis']['message']}"
-        )
+        share, message = window["measuredShare"], window["message"]
+        print(f"step {window['step']} at {window['weight']}%: measured share {share}%: {message}")
     assert failures(seen, *healthy) == {"http": 0, "http-forever": 0, "grpc": 0}
     assert failures(seen, *rolled_back) == {"http": 0, "http-forever": 0, "grpc": 0}
     assert set(ready_pods(core, watched, "canary")) == pods, "a canary switches in place: the pods stay"

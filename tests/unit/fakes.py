@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.clock import rfc3339
 from tritonop.names import ANNOTATION_ROLLOUT_HASH, CONTAINER_NAME, MODEL_READY_GATE
 from tritonop.render.model_config import parse_pbtxt, served_versions, to_json
-from tritonop.triton import ServerUnreachable, TritonError, VersionState
+from tritonop.triton import RequestActivity, ServerUnreachable, TritonError, VersionState
 
 # The repository's config.pbtxt (as the operator reads it, and as Triton loads it as-is).
 BASE_PBTXT = """
@@ -81,6 +81,7 @@ class FakeTriton:
     no_answer: set[str] = field(default_factory=set)  # calls that get no answer (e.g. {"load"})
     broken: dict[int, str] = field(default_factory=dict)  # version -> Triton's message when it fails to load
     pending: list[float] = field(default_factory=list)  # the pending-request gauge, read by read (the last stays)
+    finished: list[float] = field(default_factory=list)  # requests finished so far, read by read (the last stays)
     unloading_reads: int = 0  # index reads that still show UNLOADING after an unload
     writes_bytecode: bool = True  # the dev cluster's python models, the worst case
     load_seconds: float = 0.0  # how long a load request takes on `clock` (a successful one)
@@ -199,11 +200,11 @@ class FakeTriton:
         self.loaded_with = {}
         self.polled = {}  # Triton forgets an unloaded model: the next load reads the repository afresh
 
-    async def pending_requests(self, model: str) -> float:
+    async def request_activity(self, model: str) -> RequestActivity:
         self._answer("metrics")
-        if not self.pending:
-            return 0.0
-        return self.pending.pop(0) if len(self.pending) > 1 else self.pending[0]
+        pending = (self.pending.pop(0) if len(self.pending) > 1 else self.pending[0]) if self.pending else 0.0
+        finished = (self.finished.pop(0) if len(self.finished) > 1 else self.finished[0]) if self.finished else 0.0
+        return RequestActivity(pending=pending, finished=finished)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from tritonop.serving import (
     FAILED_LOAD_RETRY_SECONDS,
     SWAP_DRAIN_TIMEOUT_SECONDS,
     SWAP_GRACE_SECONDS,
+    SWAP_POLL_SECONDS,
+    SWAP_QUIET_SECONDS,
     Converged,
     Servers,
     ServingMemory,
@@ -218,6 +220,7 @@ def test_overrides_that_cannot_load_load_nothing() -> None:
 def test_a_version_that_does_not_fit_twice_is_swapped_pod_by_pod() -> None:
     w = world(*(FakeTriton(capacity=1).serve(1) for _ in range(3)))
     w.server("b").pending = [3.0, 1.0, 0.0]  # requests still queued when b leaves the Service
+    w.server("b").finished = [10.0, 14.0, 15.0]  # kept-alive clients still sending, then gone
     first = w.reconcile()
     assert all(w.server(name).calls == ["load [2]"] for name in "abc")
     assert w.reasons().count("VersionDoesNotFitTwice") == 3
@@ -235,7 +238,7 @@ def test_a_version_that_does_not_fit_twice_is_swapped_pod_by_pod() -> None:
         assert w.kube.condition(name, "Ready") == "True"
     # One gate closed at a time, reopened before the next pod's.
     assert w.gate_patches() == [(name, status) for name in "abc" for status in ("False", "True")]
-    assert w.server("b").pending == [0.0]  # drained: polled until the queue was empty
+    assert w.server("b").pending == [0.0] and w.server("b").finished == [15.0]  # drained: queue empty, clients gone
     assert w.memory.last_load is not None and (w.memory.last_load.mode, w.memory.last_load.pod) == ("Swap", "c")
     done = w.reconcile()
     assert done.swap is None and w.memory.swap is None and w.reasons() == ["VersionSwapped"]
@@ -254,6 +257,20 @@ def test_a_swap_waits_for_ready_false_and_the_queue_at_most_the_drain_timeout() 
     assert SWAP_GRACE_SECONDS in w.clock.slept
     waited = w.clock.monotonic() - started
     assert SWAP_DRAIN_TIMEOUT_SECONDS <= waited < SWAP_DRAIN_TIMEOUT_SECONDS + SWAP_GRACE_SECONDS + 2
+
+
+def test_a_swap_unloads_only_once_kept_alive_clients_have_stopped_sending() -> None:
+    # Out of the Service, the pod still gets requests over connections opened before (HTTP
+    # keep-alive, gRPC channels until their maximum age): 40 polls with a request finished each.
+    w = world(*(FakeTriton(capacity=1).serve(1) for _ in range(2)))
+    w.server("a").finished = [float(count) for count in range(1, 41)]
+    w.reconcile()
+    w.reconcile()
+    started = w.clock.monotonic()
+    w.reconcile()
+    assert w.server("a").calls == ["load [2]", "unload", "load [2]"] and w.server("a").finished == [40.0]
+    waited = w.clock.monotonic() - started
+    assert waited >= SWAP_GRACE_SECONDS + 39 * SWAP_POLL_SECONDS + SWAP_QUIET_SECONDS
 
 
 def test_one_replica_swaps_only_when_downtime_is_allowed() -> None:

@@ -46,8 +46,9 @@ swap, from the next reconcile on (`Servers.converge_by_swap`, the pod next in tu
 `next_swap_step`):
 a. one pod at a time, and only while every other pod is Ready (the PodDisruptionBudget's
    maxUnavailable is 1), close that pod's readiness gate (`Gates.close_gate`);
-b. wait until Kubernetes shows it not Ready (load balancers drop it), then until its queue is
-   empty (Triton's pending-request gauge) (`Gates.drained`);
+b. wait until Kubernetes shows it not Ready (load balancers drop it), then until its clients
+   have moved: nothing queued and no request finished for 2 s (kept-alive connections keep
+   sending until they reconnect) (`Gates.drained`);
 c. unload the old version (Triton finishes the requests in flight first; `Gates.unloaded`), load
    the target alone (`PodSteps.swap`), and reopen the gate (step 6). If the target fails to load,
    the old version is loaded back (`PodSteps.load_back`) and the gate reopened: the pod serves
@@ -71,7 +72,13 @@ With Recreate/Rolling, pods whose template is older than the spec keep their ver
 Deployment replaces them (`plan` -> AWAITING_REPLACEMENT); new pods are brought to the target.
 """
 
-from tritonop.serving.gates import SWAP_DRAIN_TIMEOUT_SECONDS, SWAP_GRACE_SECONDS, SWAP_POLL_SECONDS, Gates
+from tritonop.serving.gates import (
+    SWAP_DRAIN_TIMEOUT_SECONDS,
+    SWAP_GRACE_SECONDS,
+    SWAP_POLL_SECONDS,
+    SWAP_QUIET_SECONDS,
+    Gates,
+)
 from tritonop.serving.memory import FAILED_LOAD_RETRY_SECONDS, FailedLoad, ServingMemory, SwapNeed
 from tritonop.serving.plan import OUT_OF_MEMORY, Action, Kind, LoadResult, Probe, config_is_current, plan
 from tritonop.serving.servers import Converged, Servers, Target, pod_facts
@@ -83,6 +90,7 @@ __all__ = [
     "SWAP_DRAIN_TIMEOUT_SECONDS",
     "SWAP_GRACE_SECONDS",
     "SWAP_POLL_SECONDS",
+    "SWAP_QUIET_SECONDS",
     "Action",
     "Converged",
     "FailedLoad",

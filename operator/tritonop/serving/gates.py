@@ -1,6 +1,6 @@
 """The pods' readiness gates (tritonop.dev/model-ready) and waiting for a pod taken out of
 service: opening a gate (step 6), closing one for a swap (step a), waiting until the pod is not
-Ready and its queue is empty (step b) and until its versions are unloaded (step c)."""
+Ready and its clients have moved (step b) and until its versions are unloaded (step c)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tritonop.triton import TritonApi
 SWAP_DRAIN_TIMEOUT_SECONDS = 120.0  # a swapping pod's queue and gate: at most this long
 SWAP_GRACE_SECONDS = float(PRESTOP_SLEEP_SECONDS)  # after the pod shows not Ready: load balancers catch up
 SWAP_POLL_SECONDS = 0.25
+SWAP_QUIET_SECONDS = 2.0  # no request finished on a swapping pod for this long: its clients have moved
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -65,15 +66,24 @@ class Gates:
             self.cache.store("Pod", {**patched, "kind": "Pod"})
 
     async def drained(self, pod: dict[str, Any], server: TritonApi) -> None:
-        """Step b: Kubernetes shows the pod not Ready (load balancers drop it), and its queue is
-        empty; at most SWAP_DRAIN_TIMEOUT_SECONDS for both."""
+        """Step b: Kubernetes shows the pod not Ready (load balancers drop it), then the pod's
+        clients have gone: nothing queued and no request finished for SWAP_QUIET_SECONDS. A
+        Service drops a pod for new connections only; kept-alive connections (HTTP keep-alive,
+        gRPC channels until their maximum age) go on sending to it until they reconnect. At
+        most SWAP_DRAIN_TIMEOUT_SECONDS for all of it."""
         deadline = self.clock.monotonic() + SWAP_DRAIN_TIMEOUT_SECONDS
         while self.clock.monotonic() < deadline:
             if self.conditions(pod).get("Ready") != "True":
                 break
             await self.sleep(SWAP_POLL_SECONDS)
         await self.sleep(SWAP_GRACE_SECONDS)
-        while self.clock.monotonic() < deadline and await server.pending_requests(self.model) > 0:
+        finished, quiet_since = None, self.clock.monotonic()
+        while self.clock.monotonic() < deadline:
+            activity = await server.request_activity(self.model)
+            if activity.finished != finished:
+                finished, quiet_since = activity.finished, self.clock.monotonic()
+            elif activity.pending == 0 and self.clock.monotonic() - quiet_since >= SWAP_QUIET_SECONDS:
+                return
             await self.sleep(SWAP_POLL_SECONDS)
 
     async def unloaded(self, server: TritonApi) -> None:

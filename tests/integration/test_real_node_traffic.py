@@ -21,7 +21,15 @@ from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
 
 from .conftest import fresh_namespace
-from .helpers import apply_md, canary_repository, get_md, md_pods, sleepy_spec, wait_for_condition
+from .helpers import (
+    apply_md,
+    canary_repository,
+    get_md,
+    md_pods,
+    one_copy_repository,
+    sleepy_spec,
+    wait_for_condition,
+)
 from .real_node_helpers import (
     NEEDS_ROOT_AND_TOOLS,
     ON_REAL_NODE,
@@ -208,3 +216,45 @@ def test_canary_promoted_and_rolled_back_fail_no_request_through_the_service(
         if window.get("measuredShare") is not None:
             off = abs(window["measuredShare"] - window["weight"])
             assert off <= 10 or "clients that keep connections open" in window["message"], window
+
+
+def test_a_pod_by_pod_swap_fails_no_request_of_clients_that_reconnect(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    # A version that does not fit beside the old one is switched pod by pod: a pod leaves the
+    # Service (its gate closed), its clients move, then it unloads and loads. gRPC channels move
+    # at their maximum age; HTTP clients that renew their connection move when they do.
+    core = client.CoreV1Api(api)
+    with readable_folder("onecopy-repo-") as folder:
+        repository = one_copy_repository(folder / "repo")
+        for path in [repository, *repository.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        spec = {
+            "model": {"name": "onecopy", "repository": f"file://{repository}", "version": 1},
+            "replicas": 2,
+            "rollout": {"strategy": "InPlace"},
+            "server": server(real_node),
+        }
+        apply_md(cluster, watched, "onecopy", spec)
+        wait_for_condition(api, watched, "onecopy", "Ready", "True", timeout=240)
+        cluster_ip = core.read_namespaced_service("onecopy", watched).spec.cluster_ip  # type: ignore[union-attr]
+        pods = set(ready_pods(core, watched, "onecopy"))
+        out = tmp_path / "clients.json"
+        with ServiceClients(real_node, cluster_ip, "onecopy", out, http=6, grpc=2, rate=4) as clients:
+            clients.wait_answers(20, timeout=90)
+            began = time.time()
+            apply_md(cluster, watched, "onecopy", {**spec, "model": {**spec["model"], "version": 2}})
+            clients.wait_only("2", timeout=300)
+            wait_for_condition(api, watched, "onecopy", "Ready", "True", timeout=120)
+            clients.wait_answers(20)
+            ended = time.time()
+            seen = clients.stop()
+    md = get_md(api, watched, "onecopy")
+    reasons = [
+        event.reason for event in core.list_namespaced_event(watched).items if event.involved_object.name == "onecopy"
+    ]
+    print(f"pod-by-pod swap v1 -> v2: {ended - began:.1f}s, failed {failures(seen, began, ended)}")
+    assert "VersionDoesNotFitTwice" in reasons and reasons.count("VersionSwapped") >= 2, reasons
+    assert md["status"]["activeVersion"] == 2
+    assert set(ready_pods(core, watched, "onecopy")) == pods, "a swap keeps the pods"
+    assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0}

@@ -19,6 +19,7 @@ from kubernetes import client
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
+from loadgen import slow_repository
 
 from .conftest import fresh_namespace
 from .helpers import (
@@ -258,3 +259,51 @@ def test_a_pod_by_pod_swap_fails_no_request_of_clients_that_reconnect(
     assert md["status"]["activeVersion"] == 2
     assert set(ready_pods(core, watched, "onecopy")) == pods, "a swap keeps the pods"
     assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0}
+
+
+def test_a_model_that_loads_for_a_minute_is_not_restarted_by_the_kubelets_probes(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str
+) -> None:
+    # The kubelet runs the startup, liveness and readiness probes the operator renders. A large
+    # model loads for minutes: its server must stay live (no restart) and the pod must not be
+    # Ready until it serves. 60 s is twice what liveness alone tolerates (3 x 10 s).
+    core = client.CoreV1Api(api)
+    with readable_folder("slow-repo-") as folder:
+        repository = slow_repository(folder / "repo", "slowload", batch_ms=20, load_delay_s=60)
+        for path in [repository, *repository.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        spec = {
+            "model": {"name": "slowload", "repository": f"file://{repository}"},
+            "replicas": 1,
+            "server": server(real_node),
+        }
+        created = time.monotonic()
+        apply_md(cluster, watched, "slowload", spec)
+        wait_until("the pod's container running", lambda: bool(ready_or_running(core, watched)), timeout=120)
+        running = time.monotonic()
+        assert not ready_pods(core, watched, "slowload"), "Ready before the model loaded"
+        wait_for_condition(api, watched, "slowload", "Ready", "True", timeout=240)
+        ready = time.monotonic()
+    pod = md_pods(core, watched, "slowload")[0]
+    restarts = pod.status.container_statuses[0].restart_count  # type: ignore[index,union-attr]
+    probe_events = [
+        event.message
+        for event in core.list_namespaced_event(watched).items
+        if event.involved_object.name == pod.metadata.name and event.reason in ("Unhealthy", "Killing")
+    ]
+    print(
+        f"slow load: container running {running - created:.1f}s, Ready {ready - created:.1f}s after apply;",
+        probe_events,
+    )
+    assert ready - running >= 55, "the pod was Ready before its 60 s load ended"
+    assert restarts == 0 and not any("Liveness" in message or "Startup" in message for message in probe_events)
+    cluster.kubectl("delete", "modeldeployment", "slowload", "-n", watched, "--wait=true", "--timeout=90s")
+
+
+def ready_or_running(core: client.CoreV1Api, namespace: str) -> list[str]:
+    """Names of the model's pods whose container runs (started, Ready or not)."""
+    return [
+        pod.metadata.name
+        for pod in md_pods(core, namespace, "slowload")
+        if any(status.state.running for status in pod.status.container_statuses or [])
+    ]

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import tritonclient.grpc.aio as triton_grpc
 import tritonclient.http.aio as triton_http
 from prometheus_client import Histogram
 from tritonclient.utils import InferenceServerException
 
-from tritonop.names import CONTROL_KEY_HEADER, HTTP_PORT, METRICS_PORT
+from tritonop.names import CONTROL_KEY_HEADER, GRPC_PORT, HTTP_PORT, METRICS_PORT
 from tritonop.promtext import samples
 
 STATUS_TIMEOUT_SECONDS = 5.0
@@ -25,10 +26,14 @@ LOAD_TIMEOUT_SECONDS = 900.0
 
 TRITON_CALLS = Histogram(
     "tritonop_triton_request_duration_seconds",
-    "Calls the operator made to Triton's HTTP API, by operation and outcome.",
+    "Calls the operator made to Triton's HTTP and gRPC APIs, by operation and outcome.",
     ["operation", "outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+
+
+# gRPC statuses that mean no server answered (tritonclient.grpc puts the code in status()).
+GRPC_UNREACHABLE = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
 
 
 class TritonError(Exception):
@@ -48,6 +53,9 @@ async def calling(operation: str) -> AsyncIterator[None]:
         yield
         outcome = "ok"
     except InferenceServerException as error:
+        if error.status() in GRPC_UNREACHABLE:
+            outcome = "unreachable"
+            raise ServerUnreachable(f"{operation}: {error.status()}: {error.message()}") from error
         raise TritonError(error.message()) from error
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         outcome = "unreachable"
@@ -92,9 +100,21 @@ class TritonApi(Protocol):
 class TritonServer:
     """One tritonserver, at a pod IP, with the deployment's model-control key."""
 
-    def __init__(self, host: str, control_key: str, port: int = HTTP_PORT) -> None:
+    def __init__(self, host: str, control_key: str, port: int = HTTP_PORT, grpc_port: int = GRPC_PORT) -> None:
         self.url = f"{host}:{port}"
+        self.grpc_url = f"{host}:{grpc_port}"
         self.headers = {CONTROL_KEY_HEADER: control_key}
+
+    @contextlib.asynccontextmanager
+    async def _control(self) -> AsyncIterator[triton_grpc.InferenceServerClient]:
+        """Loads and unloads go over gRPC: while Triton 2.51 serves a load requested over HTTP,
+        the inference requests of HTTP connections already open wait until the load ends (a
+        model that loads for minutes would hold them that long; bench/switch_loads.py)."""
+        client = triton_grpc.InferenceServerClient(self.grpc_url)
+        try:
+            yield client
+        finally:
+            await client.close()
 
     def _client(self, timeout: float = STATUS_TIMEOUT_SECONDS) -> triton_http.InferenceServerClient:
         return triton_http.InferenceServerClient(self.url, conn_timeout=timeout)
@@ -125,8 +145,10 @@ class TritonServer:
 
     async def load(self, model: str, config_json: str | None) -> None:
         """Load (or reload with a new config) and wait until Triton answers; raises Triton's error."""
-        async with calling("load"), self._client(LOAD_TIMEOUT_SECONDS) as client:
-            await client.load_model(model, headers=self.headers, config=config_json)
+        async with calling("load"), self._control() as client:
+            await client.load_model(
+                model, headers=self.headers, config=config_json, client_timeout=LOAD_TIMEOUT_SECONDS
+            )
 
     async def metrics_text(self) -> str:
         """The server's Prometheus metrics page (per-version counters for a canary's analysis)."""
@@ -155,5 +177,5 @@ class TritonServer:
         return RequestActivity(pending=pending, finished=finished)
 
     async def unload(self, model: str) -> None:
-        async with calling("unload"), self._client(LOAD_TIMEOUT_SECONDS) as client:
-            await client.unload_model(model, headers=self.headers)
+        async with calling("unload"), self._control() as client:
+            await client.unload_model(model, headers=self.headers, client_timeout=LOAD_TIMEOUT_SECONDS)

@@ -164,8 +164,8 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return selector["matchLabels"].items() <= labels.items()
 
 
-def test_networkpolicy_lets_the_operator_reach_triton_on_8000_and_8002_only() -> None:
-    from tritonop.names import HTTP_PORT, METRICS_PORT
+def test_networkpolicy_lets_the_operator_reach_triton_on_8000_to_8002_only() -> None:
+    from tritonop.names import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
     (policy,) = yaml.safe_load_all((EXAMPLES / "networkpolicy-triton-ingress.yaml").read_text())
     assert (policy["apiVersion"], policy["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
@@ -186,8 +186,8 @@ def test_networkpolicy_lets_the_operator_reach_triton_on_8000_and_8002_only() ->
     assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "tritonop-system"}}
     assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == operator["metadata"]["namespace"]
     assert selects(peer["podSelector"], operator["spec"]["template"]["metadata"]["labels"])
-    assert rule["ports"] == [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": METRICS_PORT}]
-    assert (HTTP_PORT, METRICS_PORT) == (8000, 8002)
+    assert rule["ports"] == [{"protocol": "TCP", "port": port} for port in (HTTP_PORT, GRPC_PORT, METRICS_PORT)]
+    assert (HTTP_PORT, GRPC_PORT, METRICS_PORT) == (8000, 8001, 8002)
 
 
 def test_networkpolicy_egress_counterpart_is_for_the_operator_only() -> None:

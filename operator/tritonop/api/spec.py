@@ -438,7 +438,9 @@ class AutoscalingSpec(ApiModel):
             "Triton's vLLM or TensorRT-LLM backend): time to first token and inter-token latency at a percentile, "
             "e.g. {percentile: 95, timeToFirstTokenMs: 500, interTokenLatencyMs: 50}. Measured from the backend's "
             "metrics when the pods are scraped directly (status.tokenLatency) and judged with targetLatencyMs in "
-            "LatencyWithinTarget. Replicas are still sized from targetLatencyMs and metric."
+            "LatencyWithinTarget; where measured, they size the replicas. On tritonserver images tagged 24.11 or "
+            "later the operator adds --metrics-config=histogram_latencies=true (Triton's first-response "
+            "histogram, the TTFT of backends without their own)."
         ),
     )
 

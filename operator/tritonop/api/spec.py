@@ -425,7 +425,11 @@ class AutoscalingSpec(ApiModel):
         alias="scaleDownStabilizationSeconds",
         ge=0,
         le=3600,
-        description="Scale down only to the highest recommendation of this many past seconds.",
+        description=(
+            "Scale down only to the highest recommendation of this many past seconds. With tokenLatency sizing a "
+            "generative model, at most this many: down to a fifth of it while the demand forecast has been right "
+            "within two Poisson sigmas (smooth traffic), all of it for bursty traffic."
+        ),
     )
     prometheus: PrometheusSource | None = Field(
         None, description="Query this Prometheus instead of scraping the pods' metrics directly."

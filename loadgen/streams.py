@@ -4,6 +4,7 @@ own dependencies), so `loadgen/__init__` does not import it: `from loadgen.strea
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import threading
@@ -21,7 +22,11 @@ class OpenStreams:
     picked at random (as kube-proxy picks per connection; one gRPC stream per pod, multiplexing
     its requests), recording each request's TTFT and inter-token gaps as the client sees them.
     As a context manager it sends at `rate` (0: none) until the block ends, then waits for the
-    streams under way; `send_one` sends a single request (on_token / on_final see it arrive)."""
+    streams under way; `send_one` sends a single request (on_token / on_final see it arrive).
+
+    A stream that ends with an error fails the requests still open on it (`failed`). One that ends
+    with none open, as a removed pod's server closes its connections when it exits, is only noted
+    (`closed`): nothing was lost, and the next request to that address opens a new stream."""
 
     def __init__(
         self, pods: Callable[[], list[str]], model: str, rate: float, prompt: int = 32, tokens: int = 24
@@ -31,10 +36,13 @@ class OpenStreams:
         self.stop = threading.Event()
         self.clients: dict[str, grpcclient.InferenceServerClient] = {}
         self.sent: dict[str, float] = {}  # request id -> when sent
+        self.sent_to: dict[str, str] = {}  # request id -> the pod IP whose stream carries it
         self.last: dict[str, float] = {}  # request id -> its latest token
         self.ttft: list[tuple[float, float]] = []  # (when, ms)
         self.itl: list[tuple[float, float]] = []
         self.failed: list[str] = []
+        self.closed: list[str] = []  # streams ended by the server with no request open on them
+        self.ended: list[grpcclient.InferenceServerClient] = []  # their clients, closed at the end
         self.on_token: Callable[[float], None] | None = None  # each token's arrival (monotonic)
         self.on_final: Callable[[], None] | None = None  # a request's last response
         self.count = 0
@@ -55,24 +63,42 @@ class OpenStreams:
         self.close()
 
     def close(self) -> None:
-        for stream in self.clients.values():
+        with self.lock:
+            clients = [*self.clients.values(), *self.ended]
+            self.clients.clear()
+            self.ended.clear()
+        for stream in clients:
             stream.stop_stream()
             stream.close()
-        self.clients.clear()
 
     def _client(self, ip: str) -> grpcclient.InferenceServerClient:
-        client = self.clients.get(ip)
+        with self.lock:
+            client = self.clients.get(ip)
         if client is None:
             client = grpcclient.InferenceServerClient(f"{ip}:{GRPC_PORT}")
-            client.start_stream(callback=self._received)
-            self.clients[ip] = client
+            client.start_stream(callback=functools.partial(self._received, ip, client))
+            with self.lock:
+                self.clients[ip] = client
         return client
 
-    def _received(self, result: object, error: object) -> None:
+    def _received(self, ip: str, client: grpcclient.InferenceServerClient, result: object, error: object) -> None:
         now = time.monotonic()
         with self.lock:
             if error is not None:
-                self.failed.append(str(error))
+                # The stream has ended: its requests still open fail; the next request to this
+                # address opens a new stream.
+                if self.clients.get(ip) is client:
+                    del self.clients[ip]
+                    self.ended.append(client)
+                lost = [rid for rid, pod in self.sent_to.items() if pod == ip and rid in self.sent]
+                for rid in lost:
+                    self.sent.pop(rid, None)
+                    self.last.pop(rid, None)
+                    self.sent_to.pop(rid, None)
+                if lost:
+                    self.failed.append(f"{ip}: {error} ({len(lost)} request(s) open)")
+                else:
+                    self.closed.append(f"{ip}: {error}")
                 return
             response = result.get_response()  # type: ignore[attr-defined]
             rid = response.id
@@ -88,6 +114,7 @@ class OpenStreams:
             if response.parameters["triton_final_response"].bool_param:
                 self.sent.pop(rid, None)
                 self.last.pop(rid, None)
+                self.sent_to.pop(rid, None)
                 if self.on_final is not None:
                     self.on_final()
 
@@ -103,11 +130,12 @@ class OpenStreams:
             inputs.append(tensor)
         rid = str(self.count)
         self.count += 1
+        ip = random.choice(pods)
+        client = self._client(ip)
         with self.lock:
             self.sent[rid] = time.monotonic()
-        self._client(random.choice(pods)).async_stream_infer(
-            self.model, inputs, request_id=rid, enable_empty_final_response=True
-        )
+            self.sent_to[rid] = ip
+        client.async_stream_infer(self.model, inputs, request_id=rid, enable_empty_final_response=True)
 
     def _send(self) -> None:
         due = time.monotonic()

@@ -22,6 +22,7 @@ from tritonop.api.status import (
 from tritonop.autoscale.tokens import TRITON_FIRST_RESPONSE, VLLM_ITL, VLLM_TTFT, Percentile
 from tritonop.facts import FAILING_WAIT_REASONS, AutoscaleFacts, Facts, PodFacts, PodStart, TokenFacts
 from tritonop.render.objects import endpoint, selector_string
+from tritonop.render.triton_release import first_response_histogram
 
 CONDITION_ORDER = (
     "Ready",
@@ -436,7 +437,7 @@ def _latency_condition(md: ModelDeployment, auto: AutoscaleFacts | None, previou
                 continue
             if figure is None:
                 exported = tokens.ttft_exported if name == "TTFT" else tokens.itl_exported
-                unmeasured.append(f"no {name} in the window" if exported else _missing_family(name))
+                unmeasured.append(f"no {name} in the window" if exported else _missing_family(md, name))
                 continue
             figures.append(_token_figure(name, targets.percentile, figure, target))
             verdicts.append(TokenFacts.judge(figure, target))
@@ -458,12 +459,12 @@ def _token_figure(name: str, percentile: float, figure: Percentile, target: int)
     return f"{name} p{percentile:g} {figure.ms:.0f}ms, target {target}ms"
 
 
-def _missing_family(name: str) -> str:
+def _missing_family(md: ModelDeployment, name: str) -> str:
     if name == "TTFT":
         return (
             f"no TTFT measured: the pods export neither {VLLM_TTFT} (Triton's vLLM backend with "
-            f"REPORT_CUSTOM_METRICS) nor {TRITON_FIRST_RESPONSE} (Triton 24.11+ with --metrics-config "
-            "histogram_latencies=true)"
+            f"REPORT_CUSTOM_METRICS) nor {TRITON_FIRST_RESPONSE} (Triton 24.11+ with --metrics-config="
+            f"histogram_latencies=true; {first_response_histogram(md).why})"
         )
     return f"no ITL measured: the pods do not export {VLLM_ITL} (Triton's vLLM backend with REPORT_CUSTOM_METRICS)"
 

@@ -290,6 +290,62 @@ def test_deployment_gcs_credentials_are_mounted() -> None:
     }
 
 
+TOKEN_TARGETS = {"timeToFirstTokenMs": 500, "interTokenLatencyMs": 50}
+HISTOGRAM_FLAG = "--metrics-config=histogram_latencies=true"
+
+
+def llm_deployment(image: str | None, extra_args: list[str], token_latency: dict[str, Any] | None) -> ModelDeployment:
+    autoscaling: dict[str, Any] = {"minReplicas": 2, "maxReplicas": 4, "targetLatencyMs": 60000}
+    if token_latency is not None:
+        autoscaling["tokenLatency"] = token_latency
+    server: dict[str, Any] = {"extraArgs": extra_args}
+    if image is not None:
+        server["image"] = image
+    body = {"model": {"repository": "file:///srv/models", "version": 3}, "server": server, "autoscaling": autoscaling}
+    return ModelDeployment.from_body(
+        {"metadata": {"name": "resnet50", "namespace": "vision", "uid": "uid-1", "generation": 4}, "spec": body}
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "extra_args", "token_latency", "added"),
+    [
+        # Token targets on the default image (25.10): Triton core's first-response histogram on.
+        (None, [], TOKEN_TARGETS, [HISTOGRAM_FLAG]),
+        (
+            "nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3",
+            ["--log-verbose=1"],
+            {"interTokenLatencyMs": 50},
+            [HISTOGRAM_FLAG],
+        ),
+        ("registry.local:5000/mirror/tritonserver:24.11-trtllm-python-py3", [], TOKEN_TARGETS, [HISTOGRAM_FLAG]),
+        # No token targets: the servers run as before.
+        ("nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3", [], None, []),
+        # Before 24.11 the family does not exist.
+        ("nvcr.io/nvidia/tritonserver:24.10-vllm-python-py3", [], TOKEN_TARGETS, []),
+        # Releases the tag does not tell: nothing added (status says how to add it).
+        ("registry.local/llm/vllm-server:1.4", [], TOKEN_TARGETS, []),
+        ("nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64, [], TOKEN_TARGETS, []),
+        ("nvcr.io/nvidia/tritonserver:latest", [], TOKEN_TARGETS, []),
+        # The user set it already, in either form, to either value: not twice.
+        (None, [HISTOGRAM_FLAG], TOKEN_TARGETS, []),
+        (None, ["--metrics-config", "histogram_latencies=false"], TOKEN_TARGETS, []),
+        (None, ["--metrics-conf=histogram_latencies=true"], TOKEN_TARGETS, []),
+        # Another metrics-config key of the user's does not stop it.
+        (None, ["--metrics-config=summary_quantiles=0.5:0.05,0.95:0.001"], TOKEN_TARGETS, [HISTOGRAM_FLAG]),
+    ],
+)
+def test_token_targets_turn_on_the_first_response_histogram_on_releases_that_have_it(
+    image: str | None, extra_args: list[str], token_latency: dict[str, Any] | None, added: list[str]
+) -> None:
+    md = llm_deployment(image, extra_args, token_latency)
+    want = expected(spec__replicas=2)
+    container = want["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = image or container["image"]
+    container["args"] = [*container["args"], *added, *extra_args]
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=3)) == want
+
+
 @pytest.mark.parametrize("strategy", ["Recreate", "Rolling"])
 def test_replacing_strategies_roll_pods_on_version_change(strategy: str) -> None:
     md = model_deployment(rollout={"strategy": strategy})

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tritonop.api.spec import ModelDeployment, TokenLatencyTargets
 from tritonop.api.status import ModelDeploymentStatus
-from tritonop.autoscale.tokens import VLLM_ITL, VLLM_TTFT, Histogram, Percentile, TokenWindow
+from tritonop.autoscale.tokens import TRITON_FIRST_RESPONSE, VLLM_ITL, VLLM_TTFT, Histogram, Percentile, TokenWindow
 from tritonop.facts import AutoscaleFacts, Facts, PodFacts, TokenFacts
 from tritonop.repository.report import RepositoryReport
 from tritonop.status import compute_status
@@ -175,6 +175,32 @@ def test_latency_within_target_covers_ttft_and_itl(
     assert found is not None and (found.status, found.reason) == (want, reason), found
     for fragment in fragments:
         assert fragment in found.message, (fragment, found.message)
+
+
+@pytest.mark.parametrize(
+    ("image", "extra_args", "says"),
+    [
+        (None, [], "the operator sets --metrics-config=histogram_latencies=true (image release 25.10)"),
+        (
+            "registry.local/llm/triton-custom:2025-11",
+            [],
+            "the operator cannot tell the Triton release from the image registry.local/llm/triton-custom:2025-11 "
+            "(it reads NGC's tritonserver:YY.MM-... tags): if it is 24.11 or later, add "
+            "--metrics-config=histogram_latencies=true to spec.server.extraArgs",
+        ),
+        (None, ["--metrics-config=histogram_latencies=false"], "spec.server.extraArgs sets histogram_latencies"),
+    ],
+)
+def test_without_a_ttft_family_the_message_says_how_the_first_response_histogram_is_turned_on(
+    image: str | None, extra_args: list[str], says: str
+) -> None:
+    spec = md(BOTH)
+    server = spec.spec.server.model_copy(update={"extra_args": extra_args, **({"image": image} if image else {})})
+    spec = spec.model_copy(update={"spec": spec.spec.model_copy(update={"server": server})})
+    found = status(spec, auto(tokens=None)).condition("LatencyWithinTarget")
+    assert found is not None and found.reason == "TokenLatencyNotMeasured"
+    want = f"{TRITON_FIRST_RESPONSE} (Triton 24.11+ with --metrics-config=histogram_latencies=true; {says})"
+    assert want in found.message, found.message
 
 
 def test_without_token_targets_the_token_figures_are_ignored() -> None:

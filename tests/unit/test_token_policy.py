@@ -25,6 +25,10 @@ from tritonop.autoscale.token_policy import (
 A, B, C = 15.0, 1.84, 0.01  # model_repo/tokens as measured (bench/README.md, llm_sim.py)
 TARGETS = TokenTargets(ttft_ms=500, itl_ms=50, percentile=95, min_replicas=1, max_replicas=8)
 QUIET = Forecast(errors=(0.0,) * MIN_ERROR_SAMPLES, watched_since=-WARM_UP_SECONDS)
+# A forecast that missed by 6 Poisson sigmas (code's bursts): the whole scale-down window holds.
+BURSTY = dataclasses.replace(QUIET, errors=(6.0,) * MIN_ERROR_SAMPLES)
+# One that missed by 1 sigma (conv's smooth traffic): half the window (1 / ERROR_PRIOR's 2).
+STEADY = dataclasses.replace(QUIET, errors=(1.0,) * MIN_ERROR_SAMPLES)
 
 
 def exact_model(windows: int = 40) -> StepModel:
@@ -188,12 +192,12 @@ def observed(ready: int = 4, generation: float = 800.0, **changes: float) -> Tok
             (5, "up", None),
         ),
         (
-            # The scale-down window (300 s) still holds the 8 recommended just before.
+            # Bursty traffic: the scale-down window (300 s) still holds the 8 recommended 100 s ago.
             "a_scale_down_waits_for_the_window",
             observed(ready=8),
             TARGETS,
             8,
-            dataclasses.replace(LEARNED, recommendations=((900.0, 8),)),
+            dataclasses.replace(LEARNED, recommendations=((900.0, 8),), forecast=BURSTY),
             1000.0,
             (8, "none", None),
         ),
@@ -203,9 +207,52 @@ def observed(ready: int = 4, generation: float = 800.0, **changes: float) -> Tok
             observed(ready=8),
             TARGETS,
             8,
-            dataclasses.replace(LEARNED, recommendations=((600.0, 8),)),
+            dataclasses.replace(LEARNED, recommendations=((600.0, 8),), forecast=BURSTY),
             1000.0,
             (5, "down", None),
+        ),
+        (
+            # Steady traffic, forecast within 1 sigma: the window holds for 150 s, so the 8 of
+            # 100 s ago still hold...
+            "a_confident_forecast_shortens_the_window",
+            observed(ready=8),
+            TARGETS,
+            8,
+            dataclasses.replace(LEARNED, recommendations=((900.0, 8),), forecast=STEADY),
+            1000.0,
+            (8, "none", None),
+        ),
+        (
+            # ...and those of 200 s ago no longer do.
+            "a_confident_forecast_gives_replicas_back_sooner",
+            observed(ready=8),
+            TARGETS,
+            8,
+            dataclasses.replace(LEARNED, recommendations=((800.0, 8),), forecast=STEADY),
+            1000.0,
+            (5, "down", None),
+        ),
+        (
+            # An exact forecast shortens it to MIN_HOLD_FRACTION (60 s), never to nothing.
+            "never_shorter_than_a_fifth_of_the_window",
+            observed(ready=8),
+            TARGETS,
+            8,
+            dataclasses.replace(LEARNED, recommendations=((945.0, 8),), forecast=QUIET),
+            1000.0,
+            (8, "none", None),
+        ),
+        (
+            # Before enough forecasts were checked the error is the prior: the whole window.
+            "an_unchecked_forecast_keeps_the_whole_window",
+            observed(ready=8),
+            TARGETS,
+            8,
+            dataclasses.replace(
+                LEARNED, recommendations=((750.0, 8),), forecast=Forecast(watched_since=-WARM_UP_SECONDS)
+            ),
+            1000.0,
+            (8, "none", None),
         ),
         (
             # 0.95 x 2 caches for 4 running, 6 more waiting: 4.75 caches, kept half full at the

@@ -425,7 +425,11 @@ class AutoscalingSpec(ApiModel):
         alias="scaleDownStabilizationSeconds",
         ge=0,
         le=3600,
-        description="Scale down only to the highest recommendation of this many past seconds.",
+        description=(
+            "Scale down only to the highest recommendation of this many past seconds. With tokenLatency sizing a "
+            "generative model, at most this many: down to a fifth of it while the demand forecast has been right "
+            "within two Poisson sigmas (smooth traffic), all of it for bursty traffic."
+        ),
     )
     prometheus: PrometheusSource | None = Field(
         None, description="Query this Prometheus instead of scraping the pods' metrics directly."
@@ -438,7 +442,9 @@ class AutoscalingSpec(ApiModel):
             "Triton's vLLM or TensorRT-LLM backend): time to first token and inter-token latency at a percentile, "
             "e.g. {percentile: 95, timeToFirstTokenMs: 500, interTokenLatencyMs: 50}. Measured from the backend's "
             "metrics when the pods are scraped directly (status.tokenLatency) and judged with targetLatencyMs in "
-            "LatencyWithinTarget. Replicas are still sized from targetLatencyMs and metric."
+            "LatencyWithinTarget; where measured, they size the replicas. On tritonserver images tagged 24.11 or "
+            "later the operator adds --metrics-config=histogram_latencies=true (Triton's first-response "
+            "histogram, the TTFT of backends without their own)."
         ),
     )
 

@@ -39,7 +39,12 @@ Replicas wanted = the most of:
 - spare, while the forecast has watched the traffic for less than its warm-up (10 minutes): the
   request/response policy's reserve, WARM_UP_SPARE replicas shrinking with the load.
 Scale-up is immediate; scale-down waits for the stabilization window (the highest recommendation
-in it) and then removes half of the surplus at most every third of the window.
+in it) and then removes half of the surplus at most every third of the window. The window is the
+spec's at most: it shrinks, down to MIN_HOLD_FRACTION of it, while the demand forecast has been
+right, i.e. while its learned error (the shortfalls' quantile, in Poisson sigmas) stays under
+the prior's two sigmas (`hold_seconds`). Smooth traffic then gives back replicas sooner; bursty
+traffic, whose forecast misses by many sigmas, keeps the whole window, which is what holds
+replicas between its bursts.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
-from tritonop.autoscale.forecast import Forecast, LeadTime
+from tritonop.autoscale.forecast import ERROR_PRIOR, Forecast, LeadTime
 from tritonop.autoscale.policy import SPARE_DECAY, WARM_UP_SPARE
 
 MAX_UTILISATION = 0.9
@@ -67,6 +72,7 @@ KV_MIN_FILL = 0.5
 KV_DURATION_CAP = 2.0  # requests grow longer (or shorter) at the planned ITL by at most this factor
 KV_FULL = 0.9  # waiting requests with the caches this full: pressure
 DOWN_STEPS_PER_WINDOW = 3
+MIN_HOLD_FRACTION = 0.2  # a confident forecast shortens the scale-down window at most to this share
 RATE_SECONDS = 120.0  # the per-request costs average over this long
 FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
 MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)
@@ -416,6 +422,14 @@ def recommend(
     return wanted, reason, allowed
 
 
+def hold_seconds(targets: TokenTargets, forecast: Forecast) -> float:
+    """The scale-down window to apply: the spec's, times the forecast's learned error over the
+    prior's (two Poisson sigmas), between MIN_HOLD_FRACTION and 1. Before enough forecasts were
+    checked the error is the prior itself: the whole window."""
+    window = targets.scale_down_stabilization_seconds
+    return window * min(1.0, max(MIN_HOLD_FRACTION, forecast.error / ERROR_PRIOR))
+
+
 def decide(
     observation: TokenObservation, targets: TokenTargets, current: int, history: TokenHistory, now: float
 ) -> TokenDecision:
@@ -423,13 +437,15 @@ def decide(
     learned = learn(observation, history, now)
     raw, reason, allowed = recommend(observation, targets, current, learned, now)
     raw = max(targets.min_replicas, min(targets.max_replicas, raw))
+    # Kept for the spec's whole window (the forecast may lose its confidence), applied over the hold.
     window = targets.scale_down_stabilization_seconds
     recent = (*((t, r) for t, r in learned.recommendations if now - t <= window), (now, raw))
+    window = hold_seconds(targets, learned.forecast)
     replicas, last_down = current, learned.last_scale_down
     if raw > current:
         replicas = raw
     elif raw < current:
-        held = max(r for _, r in recent)
+        held = max(r for t, r in recent if now - t <= window)
         if held >= current:
             reason += f" (held by the {window:.0f}s scale-down window)"
         elif now - max(last_down, learned.last_scale_up) < window / DOWN_STEPS_PER_WINDOW:

@@ -36,6 +36,7 @@ from tritonop.names import (
     VERIFY_DEADLINE_SECONDS,
     VERIFY_JOB_TTL_SECONDS,
 )
+from tritonop.render.triton_release import HISTOGRAM_LATENCIES_FLAG, first_response_histogram
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def tritonserver_args(md: ModelDeployment, repository: str) -> list[str]:
         # p95 for the autoscaler comes from Triton's summary quantiles.
         "--metrics-config=summary_latencies=true",
         *[arg for arg in defaults if arg.split("=", 1)[0] not in user_set],
+        # TTFT from Triton core's first-response histogram (24.11+), for token targets.
+        *([HISTOGRAM_LATENCIES_FLAG] if first_response_histogram(md).add_flag else []),
         *extra,
     ]
 

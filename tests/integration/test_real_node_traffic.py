@@ -8,6 +8,8 @@ the moment the test changed the spec and the moment the change was complete."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +126,25 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
             "Rolling v2 -> v3", {"model": {**spec["model"], "version": 3}, "rollout": {"strategy": "Rolling"}}, rolled
         )
         phase("scale-down 2 -> 1", {"replicas": 1}, lambda: only_pods(core, watched, "sleepy", 1))
+        staying = set(ready_pods(core, watched, "sleepy"))
+        new_pod_served: list[float] = []
+
+        def new_pod_serves() -> None:
+            # A new replica gets only new connections: gRPC channels at their maximum age, HTTP
+            # clients when they renew. Until its Triton has answered 40 requests.
+            only_pods(core, watched, "sleepy", 2)
+            ready_at = time.monotonic()
+            (new,) = set(ready_pods(core, watched, "sleepy")) - staying
+            ip = core.read_namespaced_pod(new, watched).status.pod_ip  # type: ignore[union-attr]
+            wait_until(
+                f"the new replica {new} serving 40 requests",
+                lambda: served_requests(real_node, ip, "sleepy") >= 40,
+                timeout=60,
+                interval=1,
+            )
+            new_pod_served.append(time.monotonic() - ready_at)
+
+        phase("scale-up 1 -> 2", {"replicas": 2}, new_pod_serves)
         seen = clients.stop()
 
     report = {name: failures(seen, *window) for name, window in phases.items()}
@@ -141,6 +162,22 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
     # clients that never renew theirs are cut when it ends (measured, docs/real-node.md).
     for name in ("Rolling v2 -> v3", "scale-down 2 -> 1"):
         assert {kind: report[name][kind] for kind in ("http", "grpc")} == {"http": 0, "grpc": 0}, name
+    print(f"scale-up: the new replica served 40 requests {new_pod_served[0]:.1f}s after it was Ready")
+    assert report["scale-up 1 -> 2"] == {"http": 0, "http-forever": 0, "grpc": 0}
+
+
+def served_requests(node: RealNode, pod_ip: str, model: str) -> float:
+    """The model's successful requests on one pod, from its Triton's metrics (read from the
+    clients' network namespace: the operator's view, not the clients')."""
+    from tritonop.promtext import samples
+
+    url = f"http://{pod_ip}:8002/metrics"
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    argv = node.in_netns(sys.executable, "-c", code, netns=node.client_netns)
+    page = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+    return sum(
+        value for _, labels, value in samples(page, ["nv_inference_request_success"]) if labels["model"] == model
+    )
 
 
 CANARY = {

@@ -10,9 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,15 +90,27 @@ def helm_operator(node: RealNode, api: client.ApiClient, watch_namespace: str) -
 
 
 @contextlib.contextmanager
-def readable_folder(prefix: str) -> Iterator[Path]:
-    """A folder the servers' containers can read: they run as a non-root user, and pytest's
-    temporary folders are root's alone (0700)."""
-    folder = Path(__import__("tempfile").mkdtemp(prefix=prefix, dir="/var/tmp"))
-    folder.chmod(0o755)
+def readable_repository(prefix: str, write: Callable[[Path], Path]) -> Iterator[Path]:
+    """A model repository written by `write(root)` where the servers' containers can read it:
+    they run as a non-root user, and pytest's temporary folders are root's alone (0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     try:
-        yield folder
+        repository = write(folder / "repo")
+        for path in [folder, repository, *repository.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield repository
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def model_spec(node: RealNode, model: str, repository: Path, replicas: int, **rest: Any) -> dict[str, Any]:
+    """A ModelDeployment's spec serving `model` from `repository` on the real node (CPU Triton image)."""
+    return {
+        "model": {"name": model, "repository": f"file://{repository}", "version": 1},
+        "replicas": replicas,
+        "server": {"gpus": 0, "image": node.triton_image(), **ON_REAL_NODE},
+        **rest,
+    }
 
 
 @dataclass

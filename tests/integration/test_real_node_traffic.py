@@ -21,7 +21,7 @@ from kubernetes import client
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
-from loadgen import slow_repository
+from loadgen import MODEL_REPO, slow_repository
 
 from .conftest import fresh_namespace
 from .helpers import (
@@ -30,16 +30,15 @@ from .helpers import (
     get_md,
     md_pods,
     one_copy_repository,
-    sleepy_spec,
     wait_for_condition,
 )
 from .real_node_helpers import (
     NEEDS_ROOT_AND_TOOLS,
-    ON_REAL_NODE,
     ServiceClients,
     failures,
     helm_operator,
-    readable_folder,
+    model_spec,
+    readable_repository,
 )
 
 pytestmark = NEEDS_ROOT_AND_TOOLS
@@ -55,10 +54,6 @@ def watched(real_node: RealNode, cluster: DevCluster, crd: None, api: client.Api
             yield namespace
     finally:
         core.delete_namespace(namespace)
-
-
-def server(node: RealNode) -> dict[str, Any]:
-    return {"gpus": 0, "image": node.triton_image(), **ON_REAL_NODE}
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, model: str) -> list[str]:
@@ -90,8 +85,7 @@ def test_switch_rolling_and_scale_down_fail_no_request_through_the_service(
     real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
 ) -> None:
     core = client.CoreV1Api(api)
-    spec = sleepy_spec(server=server(real_node), replicas=2)
-    spec["model"]["version"] = 1
+    spec = model_spec(real_node, "sleepy", MODEL_REPO, 2)
     apply_md(cluster, watched, "sleepy", spec)
     wait_for_condition(api, watched, "sleepy", "Ready", "True", timeout=180)
     cluster_ip = core.read_namespaced_service("sleepy", watched).spec.cluster_ip  # type: ignore[union-attr]
@@ -193,16 +187,8 @@ def test_canary_promoted_and_rolled_back_fail_no_request_through_the_service(
     # call the Service: none of their requests fails. Each analysis window's measured share is
     # within 10 points of its step's weight, or its message says why (clients' connections).
     core = client.CoreV1Api(api)
-    with readable_folder("canary-repo-") as folder:
-        repository = canary_repository(folder / "repo")
-        for path in [repository, *repository.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        spec = {
-            "model": {"name": "canary", "repository": f"file://{repository}", "version": 1},
-            "replicas": 4,
-            "rollout": {"strategy": "Canary", "canary": CANARY},
-            "server": server(real_node),
-        }
+    with readable_repository("canary-repo-", canary_repository) as repository:
+        spec = model_spec(real_node, "canary", repository, 4, rollout={"strategy": "Canary", "canary": CANARY})
         apply_md(cluster, watched, "canary", spec)
         wait_for_condition(api, watched, "canary", "Ready", "True", timeout=240)
         cluster_ip = core.read_namespaced_service("canary", watched).spec.cluster_ip  # type: ignore[union-attr]
@@ -263,16 +249,8 @@ def test_a_pod_by_pod_swap_fails_no_request_of_clients_that_reconnect(
     # Service (its gate closed), its clients move, then it unloads and loads. gRPC channels move
     # at their maximum age; HTTP clients that renew their connection move when they do.
     core = client.CoreV1Api(api)
-    with readable_folder("onecopy-repo-") as folder:
-        repository = one_copy_repository(folder / "repo")
-        for path in [repository, *repository.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        spec = {
-            "model": {"name": "onecopy", "repository": f"file://{repository}", "version": 1},
-            "replicas": 2,
-            "rollout": {"strategy": "InPlace"},
-            "server": server(real_node),
-        }
+    with readable_repository("onecopy-repo-", one_copy_repository) as repository:
+        spec = model_spec(real_node, "onecopy", repository, 2, rollout={"strategy": "InPlace"})
         apply_md(cluster, watched, "onecopy", spec)
         wait_for_condition(api, watched, "onecopy", "Ready", "True", timeout=240)
         cluster_ip = core.read_namespaced_service("onecopy", watched).spec.cluster_ip  # type: ignore[union-attr]
@@ -305,15 +283,13 @@ def test_a_model_that_loads_for_a_minute_is_not_restarted_by_the_kubelets_probes
     # model loads for minutes: its server must stay live (no restart) and the pod must not be
     # Ready until it serves. 60 s is twice what liveness alone tolerates (3 x 10 s).
     core = client.CoreV1Api(api)
-    with readable_folder("slow-repo-") as folder:
-        repository = slow_repository(folder / "repo", "slowload", batch_ms=20, load_delay_s=60)
-        for path in [repository, *repository.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        spec = {
-            "model": {"name": "slowload", "repository": f"file://{repository}"},
-            "replicas": 1,
-            "server": server(real_node),
-        }
+
+    def slow(root: Path) -> Path:
+        return slow_repository(root, "slowload", batch_ms=20, load_delay_s=60)
+
+    with readable_repository("slow-repo-", slow) as repository:
+        spec = model_spec(real_node, "slowload", repository, 1)
+        del spec["model"]["version"]  # the repository's highest
         created = time.monotonic()
         apply_md(cluster, watched, "slowload", spec)
         wait_until("the pod's container running", lambda: bool(ready_or_running(core, watched)), timeout=120)

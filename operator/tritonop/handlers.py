@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -24,6 +25,7 @@ from tritonop.owned import ModelDeploymentGone
 from tritonop.reconcile import reconcile
 from tritonop.settings import Settings
 from tritonop.state import EntriesCollector, OperatorState
+from tritonop.triton import CONTROL_THREADS
 
 OWNED = {LABEL_MANAGED_BY: MANAGER}
 OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
@@ -38,6 +40,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     # Events are posted by the reconciler itself, one per meaningful step.
     settings.posting.enabled = False
+    # Triton loads run in threads (tritonop.triton), each blocked for as long as a model loads:
+    # enough of them that many pods starting at once do not queue behind one another.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=CONTROL_THREADS, thread_name_prefix="tritonop")
+    )
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     # The CLI puts its Settings in the memo; without them (kopf run), the defaults.

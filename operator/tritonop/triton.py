@@ -23,6 +23,8 @@ from tritonop.promtext import samples
 STATUS_TIMEOUT_SECONDS = 5.0
 # A large model can take many minutes to load; the caller decides how long to wait overall.
 LOAD_TIMEOUT_SECONDS = 900.0
+# Threads for loads and unloads in flight at once (the operator's default executor).
+CONTROL_THREADS = 64
 
 
 TRITON_CALLS = Histogram(
@@ -112,8 +114,9 @@ class TritonServer:
         """Loads and unloads go over gRPC: while Triton 2.51 serves a load requested over HTTP,
         the inference requests of HTTP connections already open wait until the load ends (a
         model that loads for minutes would hold them that long; bench/switch_loads.py). The
-        blocking client runs in a thread: tritonclient.grpc.aio sends its metadata in a form
-        Triton's restricted-protocol check does not find (checked against 2.51)."""
+        blocking client runs in a thread (the loop's default executor, CONTROL_THREADS):
+        tritonclient.grpc.aio passes its headers as a dict view, which grpc.aio (not a
+        Sequence) drops, so Triton's restricted-protocol check never sees the key."""
 
         def call() -> None:
             client = triton_grpc.InferenceServerClient(self.grpc_url)

@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from tritonop.api.spec import AutoscalingSpec
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, WARM_UP_SECONDS, Forecast
-from tritonop.autoscale.metrics import CounterSample, WindowStats, baseline, combine, idle, parse_sample, window
+from tritonop.autoscale.metrics import (
+    IDLE_SECONDS,
+    CounterSample,
+    WindowStats,
+    baseline,
+    combine,
+    idle,
+    parse_sample,
+    window,
+)
 from tritonop.autoscale.policy import History, Observation, _window, decide
 
 
@@ -309,15 +318,18 @@ def test_window_candidates_give_the_same_extremes_as_every_recommendation(
         assert down[0][1] == max(r for t, r in every if now - t <= down_seconds)
 
 
-def test_a_pod_is_idle_once_measured_ten_seconds_without_a_request() -> None:
+def test_a_pod_is_idle_once_measured_fifteen_seconds_without_a_request() -> None:
     from collections import deque
 
     def sample(at: float, success: float, pending: float = 0.0) -> CounterSample:
         return CounterSample(at, success, 0.0, 0.0, None, pending=pending)
 
+    # Longer than a gRPC channel's maximum age (10 s + 10% jitter) plus endpoints' propagation:
+    # a new pod's gRPC clients reach it only when their channels reconnect.
+    assert IDLE_SECONDS == 15.0
     quiet = deque([sample(0.0, 40), sample(5.0, 40)])
-    assert idle(quiet, sample(10.0, 40))
-    assert not idle(quiet, sample(9.0, 40))  # too short a look: a new pod's clients may not know it yet
-    assert not idle(quiet, sample(10.0, 41))  # one request: it is reached
-    assert not idle(quiet, sample(10.0, 40, pending=2))  # requests waiting: it is reached
-    assert not idle(deque(), sample(10.0, 0))
+    assert idle(quiet, sample(15.0, 40))
+    assert not idle(quiet, sample(12.0, 40))  # too short a look: its gRPC clients may not have reconnected yet
+    assert not idle(quiet, sample(15.0, 41))  # one request: it is reached
+    assert not idle(quiet, sample(15.0, 40, pending=2))  # requests waiting: it is reached
+    assert not idle(deque(), sample(15.0, 0))

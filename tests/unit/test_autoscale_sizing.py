@@ -380,7 +380,7 @@ def test_a_scale_up_is_held_while_ready_replicas_get_no_request_and_the_others_a
     pinned = dataclasses.replace(observed(30, 4), idle_replicas=2, busy=0.75)
     held = decide(pinned, spec(), 4, LEARNED, now=0.0)
     assert (held.replicas, held.direction) == (4, "none")
-    assert held.unused is not None and "2 of 4 ready replica(s) got no request in 10s" in held.unused
+    assert held.unused is not None and "2 of 4 ready replica(s) got no request in 15s" in held.unused
     assert "gRPC" in held.unused and held.unused in held.reason
     # The same load spread over every replica: scaled up as before.
     spread = decide(observed(30, 4), spec(), 4, LEARNED, now=0.0)

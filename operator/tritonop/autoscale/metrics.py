@@ -22,7 +22,7 @@ from tritonop.autoscale.tokens import TokenSample, TokenWindow
 from tritonop.autoscale.tokens import combine as combine_tokens
 from tritonop.autoscale.tokens import parse as parse_tokens
 from tritonop.autoscale.tokens import window as tokens_between
-from tritonop.names import METRICS_PORT
+from tritonop.names import GRPC_MAX_CONNECTION_AGE_SECONDS, METRICS_PORT
 from tritonop.promtext import samples
 
 SCRAPE_TIMEOUT_SECONDS = 3.0
@@ -180,8 +180,10 @@ NOTHING_MEASURED = combine([], ())
 MIN_WINDOW_SECONDS = 3.0
 SAMPLES_KEPT = 16
 # A pod measured this long with no request at all gets none: its clients are elsewhere. Longer
-# than the time a new pod takes to reach clients that pick a pod per request (endpoints, ~2 s).
-IDLE_SECONDS = 10.0
+# than a new pod takes to reach clients that pick a pod per request (endpoints, ~2 s) and gRPC
+# clients, whose channels reconnect at their maximum age (10 s + 10% jitter, names.py); within
+# the SAMPLES_KEPT samples a pod keeps at the default cadence (1 s).
+IDLE_SECONDS = GRPC_MAX_CONNECTION_AGE_SECONDS * 1.1 + 4.0
 
 
 def idle(history: deque[CounterSample], current: CounterSample) -> bool:

@@ -56,6 +56,7 @@ async def calling(operation: str) -> AsyncIterator[None]:
         yield
         outcome = "ok"
     except InferenceServerException as error:
+        # Triton also answers a missing restricted-protocol key with UNAVAILABLE: a refusal.
         if error.status() in GRPC_UNREACHABLE and "restricted" not in (error.message() or ""):
             outcome = "unreachable"
             raise ServerUnreachable(f"{operation}: {error.status()}: {error.message()}") from error

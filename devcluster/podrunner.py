@@ -362,7 +362,7 @@ class PodRunner:
         if triton is not None:
             try:
                 env = self.container_env(pod, triton)
-                mounts = self.materialize_volumes(pod, triton, work_dir)
+                mounts = self.materialize_volumes(pod, triton, work_dir, env)
                 env = {key: map_path(value, mounts) for key, value in env.items()}
                 argv = triton_argv(triton, env, mounts, status["podIP"], self.install)
             except Exception as error:
@@ -424,8 +424,11 @@ class PodRunner:
                 env[item["name"]] = str(field_value(pod, ref["fieldRef"]["fieldPath"]))
         return env
 
-    def materialize_volumes(self, pod: dict[str, Any], container: dict[str, Any], work_dir: Path) -> dict[str, Path]:
-        """Local directories standing in for each volumeMount's mountPath."""
+    def materialize_volumes(
+        self, pod: dict[str, Any], container: dict[str, Any], work_dir: Path, env: dict[str, str] | None = None
+    ) -> dict[str, Path]:
+        """Local directories standing in for each volumeMount's mountPath. A subPath or subPathExpr
+        (expanded with the container's env) that does not exist is created, as a kubelet does."""
         namespace = pod["metadata"]["namespace"]
         volumes = {v["name"]: v for v in pod.get("spec", {}).get("volumes") or []}
         mounts: dict[str, Path] = {}
@@ -445,8 +448,10 @@ class PodRunner:
                 elif "secret" in volume:
                     data = self.secret_data(volume["secret"]["secretName"], namespace)
                     write_items(local, data, volume["secret"].get("items"))
-            if mount.get("subPath"):
-                local = local / mount["subPath"]
+            sub = mount.get("subPath") or expand_k8s_vars(mount.get("subPathExpr") or "", env or {})
+            if sub:
+                local = local / sub
+                local.mkdir(parents=True, exist_ok=True)
             mounts[mount["mountPath"]] = local
         return mounts
 
@@ -480,7 +485,7 @@ class PodRunner:
         log_path = self.pods_dir / f"{base}.log"
         try:
             env = self.container_env(pod, container)
-            mounts = self.materialize_volumes(pod, container, work_dir)
+            mounts = self.materialize_volumes(pod, container, work_dir, env)
             argv = task_argv(container, env, mounts, work_dir)
         except Exception as error:
             LOG.error("%s/%s: cannot prepare %s: %s", meta["namespace"], meta["name"], container["name"], error)

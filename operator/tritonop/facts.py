@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, RolloutStatus
+from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, NodeCacheStatus, RolloutStatus
 from tritonop.autoscale.tokens import VLLM_ITL, Percentile, TokenWindow
 from tritonop.repository.report import RepositoryReport
 
@@ -39,11 +39,29 @@ class PodFacts:
     load_error: str | None = None
     awaiting_replacement: bool = False  # Recreate/Rolling: an old pod the Deployment will replace
     unreachable: bool = False  # live, but the load call got no answer (server restarting)
+    awaiting_staging: bool = False  # spec.model.cache: its version is not on its node (or every node) yet
 
     def serves(self, version: int | None) -> bool:
         if version is None:
             return bool(self.ready_versions) and self.config_current
         return version in self.ready_versions and self.config_current
+
+
+@dataclass(frozen=True)
+class StagingGate:
+    """spec.model.cache: which versions are in which nodes' caches, ready to load (staging.py).
+
+    A new server loads once its own node holds the version; a server that already serves
+    switches once every node that needs the version holds it (the switch was prefetched: it
+    then takes one load time, and all pods switch together)."""
+
+    ready: frozenset[tuple[str, int]]  # (node, version) staged or found there
+    needed: Mapping[int, frozenset[str]]  # version -> the nodes whose pods need it
+
+    def blocks(self, node: str, version: int | None, serving: bool) -> bool:
+        if version is None or (node, version) not in self.ready:
+            return True
+        return serving and any((other, version) not in self.ready for other in self.needed.get(version, ()))
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,7 @@ class Facts:
     rollout: RolloutStatus | None = None  # strategy Canary: the rollout after this reconcile (canary/)
     pod_versions: Mapping[str, int | None] | None = None  # a canary: what each pod should serve
     pod_starts: tuple[PodStart, ...] = ()  # new pods' starts measured in this reconcile (serving/startup.py)
+    cache: tuple[NodeCacheStatus, ...] | None = None  # spec.model.cache: each node's copy (staging.py)
 
     def wanted(self, pod: PodFacts) -> int | None:
         """The version this pod should serve (a canary's pods differ from the rest)."""

@@ -11,6 +11,11 @@ GRPC_PORT = 8001
 METRICS_PORT = 8002
 CONTAINER_NAME = "tritonserver"
 MODEL_MOUNT_PATH = "/models"
+# The node-local model cache (spec.model.cache): the claim's volume, each node's subfolder mounted here.
+CACHE_VOLUME = "tritonop-cache"
+CACHE_MOUNT_PATH = "/tritonop-cache"
+NODE_NAME_ENV = "TRITONOP_NODE_NAME"  # the pod's node, for the cache mount's subPathExpr
+STAGE_DEADLINE_SECONDS = 3600  # copying tens of GB from a slow store takes minutes, not hours
 GCS_CREDENTIALS_DIR = "/var/run/secrets/tritonop/gcs"
 # Header (HTTP) / metadata key (gRPC) that unlocks Triton's model control API.
 CONTROL_KEY_HEADER = "tritonop-control-key"

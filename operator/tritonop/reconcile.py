@@ -37,6 +37,7 @@ from tritonop.repository.report import RepositoryReport, inspect
 from tritonop.serving import Converged, Servers, Target
 from tritonop.state import READY, OperatorState
 from tritonop.status import active_version, compute_status, status_patch
+from tritonop.staging import Staging, cache_events, stage
 from tritonop.verification import Verification, verify
 
 LOG = logging.getLogger("tritonop.reconcile")
@@ -69,9 +70,14 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
     # 3. render (pure) and apply what differs
     inputs = RenderInputs(replicas=scaling.replicas, target_version=target_version)
     refused = await owned.converge(desired_objects(md, inputs), observed)
-    # 4. bring each Triton to the target version and config (a canary: some pods to the new one)
+    # 4. with a node cache, each pod's version on its node first (a switch: on every node);
+    # then bring each Triton to the target version and config (a canary: some pods to the new one)
     pod_versions = canary_runner.pod_versions(md, observed.pods, target_version)
-    target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions)
+    staging = await stage(state.kube, md, observed.pods, pod_versions, target_version, state.settings.verifier_image)
+    if staging is not None:
+        events.record_all(cache_events(md.status.cache or [], staging.nodes))
+    gate = staging.gate if staging is not None else None
+    target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions, gate)
     servers = Servers(state.kube, state.cache, record.serving, md, events, state.clock, state.triton)
     converged = await servers.converge(observed.pods, target)
     # 5. a canary's next step
@@ -82,11 +88,12 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
     )  # fmt: skip
     events.record_all(canary.events)
     # 6. status (pure), written only if it changed; events for what changed
-    facts = facts_of(md, scaling, target, observed, refused, converged, verification, record, canary)
+    facts = facts_of(md, scaling, target, observed, refused, converged, verification, record, canary, staging)
     status = compute_status(md, facts, md.status, stamp)
     await publish(state, md, body, status, events)
     # 7. when to look again
-    after = next_look(facts, converged, canary, verification, state.autoscalers.next_evaluation_in(md, record))
+    evaluation_in = state.autoscalers.next_evaluation_in(md, record)
+    after = next_look(facts, converged, canary, verification, evaluation_in, staging)
     if after.settles:
         as_left = md.model_copy(update={"status": status})
         record.settled = Settled(seen, scaling.replicas, state.clock.monotonic(), as_left, observed)
@@ -147,6 +154,7 @@ def facts_of(
     verification: Verification,
     record: ObjectMemory,
     canary: StepOutcome,
+    staging: Staging | None = None,
 ) -> Facts:
     """Everything status is computed from, gathered from this reconcile's steps."""
     return Facts(
@@ -166,6 +174,7 @@ def facts_of(
         rollout=canary.rollout,
         pod_versions=target.pod_versions,
         pod_starts=converged.starts,
+        cache=staging.nodes if staging is not None else None,
     )
 
 
@@ -191,7 +200,12 @@ class Look:
 
 
 def next_look(
-    facts: Facts, converged: Converged, canary: StepOutcome, verification: Verification, evaluation_in: float | None
+    facts: Facts,
+    converged: Converged,
+    canary: StepOutcome,
+    verification: Verification,
+    evaluation_in: float | None,
+    staging: Staging | None = None,
 ) -> Look:
     """When to look again: soon while something converges (servers starting, loads under way, a
     canary's steps and analyses, which run on time), when verification or the autoscaler is due."""
@@ -202,8 +216,9 @@ def next_look(
         soon = CONVERGING_REQUEUE_SECONDS
     # Failed loads are retried on a timer; a swap or a refused apply waits on one too.
     unsettled = converged.swap or facts.apply_refused or any(pod.load_error for pod in pods)
-    settles = soon is None and verification.requeue_after is None and not unsettled
-    looks = [t for t in (soon, verification.requeue_after, evaluation_in) if t is not None]
+    staging_in = staging.requeue_after if staging is not None else None
+    settles = soon is None and verification.requeue_after is None and staging_in is None and not unsettled
+    looks = [t for t in (soon, verification.requeue_after, staging_in, evaluation_in) if t is not None]
     return Look(Next(min(looks) if looks else None), settles)
 
 

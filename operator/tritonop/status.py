@@ -29,6 +29,7 @@ CONDITION_ORDER = (
     "RepositoryValid",
     "Scheduled",
     "ModelLoaded",
+    "ModelCached",
     "Progressing",
     "CanaryHealthy",
     "LatencyWithinTarget",
@@ -124,6 +125,27 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
             f"version {version} not loaded on {', '.join(behind)} until its files are verified "
             f"({facts.repository.checked_by}); the loaded version keeps serving",
         )
+    staging = sorted(pod.name for pod in live if pod.awaiting_staging and pod.name in behind)
+    failed_staging = [entry for entry in facts.cache or () if entry.state == "Failed"]
+    if staging and failed_staging:
+        first = failed_staging[0]
+        return condition(
+            md,
+            "ModelLoaded",
+            "False",
+            "StagingFailed",
+            f"version {first.version} not loaded on {', '.join(staging)}: staging it on node {first.node} failed "
+            f"({first.reason}: {first.message}); the loaded version keeps serving",
+        )
+    if staging:
+        return condition(
+            md,
+            "ModelLoaded",
+            "False",
+            "AwaitingStaging",
+            f"version {version} not loaded on {', '.join(staging)} until it is in their nodes' caches "
+            "(status.cache); the loaded version keeps serving",
+        )
     if behind and facts.config_problem:
         return condition(
             md, "ModelLoaded", "False", "InvalidConfig", f"version {version} not loaded: {facts.config_problem}"
@@ -150,6 +172,28 @@ def _loaded_condition(md: ModelDeployment, facts: Facts) -> Condition:
     )
 
 
+def _cached_condition(md: ModelDeployment, facts: Facts) -> Condition:
+    """spec.model.cache: whether every version the pods need is on their nodes."""
+    entries = facts.cache or ()
+    for state in ("Failed", "NoRoom"):
+        bad = [entry for entry in entries if entry.state == state]
+        if bad:
+            first = bad[0]
+            where = f"version {first.version} on node {first.node}"
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            return condition(md, "ModelCached", "False", first.reason or state, f"{where}: {first.message}{more}")
+    staging = [entry for entry in entries if entry.state == "Staging"]
+    if staging:
+        names = ", ".join(f"{e.version} on {e.node}" for e in staging)
+        return condition(md, "ModelCached", "False", "Staging", f"staging version {names}")
+    if not entries:
+        return condition(md, "ModelCached", "Unknown", "NoPodPlaced", "no pod is on a node yet")
+    nodes = sorted({entry.node for entry in entries})
+    return condition(
+        md, "ModelCached", "True", "Cached", f"every needed version is in the cache of {len(nodes)} node(s)"
+    )
+
+
 def active_version(ready_pods: list[PodFacts], target: int | None) -> int | None:
     """The version every ready replica serves (during a switch: the one they still share)."""
     if not ready_pods:
@@ -171,6 +215,8 @@ PROGRESS_REASONS = frozenset(
         "RollingOut",
         "AwaitingReplacement",
         "AwaitingVerification",
+        "AwaitingStaging",
+        "Staging",
         "SwappingVersion",
         "CanaryInProgress",
         "CanaryPaused",
@@ -208,11 +254,12 @@ def compute_status(
     switching = bool(serving) and len(serving) < len(ready_pods)
     progressing = _progressing_condition(md, facts, switching, len(serving), len(ready_pods), target)
     ready = _ready_condition(md, facts, explaining, progressing, switching, len(serving), target)
-    conditions = [ready, *explaining, progressing]
+    cached = [_cached_condition(md, facts)] if md.spec.model.cache is not None else []
+    conditions = [ready, *explaining, progressing, *cached]
     rollout = facts.rollout
     if rollout is not None:
         ready, progressing = _rollout_conditions(md, rollout, ready, progressing)
-        conditions = [ready, *explaining, progressing, _canary_condition(md, rollout)]
+        conditions = [ready, *explaining, progressing, _canary_condition(md, rollout), *cached]
     if md.spec.autoscaling is not None:
         conditions.append(_latency_condition(md, facts.autoscale, previous))
     latency, last_scale_time, learned = _autoscaler_status(md, facts.autoscale, previous, now)
@@ -236,6 +283,7 @@ def compute_status(
         integrity=facts.integrity,
         last_load=facts.last_load or previous.last_load,
         startup=startup_status(facts.pod_starts, previous.startup),
+        cache=list(facts.cache) if facts.cache is not None else None,
         rollout=rollout,
         last_scale_time=last_scale_time,
         reason=ready.reason if ready.status != "True" else None,

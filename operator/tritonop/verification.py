@@ -81,7 +81,7 @@ def _age_seconds(stamp: str | None, now: str) -> float:
     return (clock.parse(now) - clock.parse(stamp)).total_seconds() if stamp else float("inf")
 
 
-def _job_finished(job: dict[str, Any]) -> str | None:
+def job_finished(job: dict[str, Any]) -> str | None:
     for condition in job.get("status", {}).get("conditions", []):
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             return str(condition["type"])
@@ -101,7 +101,7 @@ def pod_state(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _termination_message(pods: list[dict[str, Any]]) -> str | None:
+def termination_message(pods: list[dict[str, Any]]) -> str | None:
     for pod in pods:
         for status in pod.get("status", {}).get("containerStatuses", []):
             message = status.get("state", {}).get("terminated", {}).get("message")
@@ -179,7 +179,7 @@ async def _run_job(
                 )
                 return Verification(failed, integrity_of(md, failed, now), POLL_SECONDS * 5)
         return Verification(pending, integrity_of(md, pending, since), POLL_SECONDS)
-    finished = _job_finished(job)
+    finished = job_finished(job)
     pods = await kube.list("Pod", md.namespace, f"job-name={name}")
     if finished is None:
         # Say what the Job's pod waits for (unschedulable, a volume that will not attach, ...).
@@ -187,7 +187,7 @@ async def _run_job(
         if waiting:
             pending = replace(pending, message=f"{pending.message} ({waiting})")
         return Verification(pending, integrity_of(md, pending, since), POLL_SECONDS)
-    message = _termination_message(pods)
+    message = termination_message(pods)
     if message:
         report = RepositoryReport.from_verdict(message, checked_by)
     else:

@@ -14,7 +14,9 @@ from tritonop.render.objects import (
     render_deployment,
     render_pdb,
     render_service,
+    render_stage_job,
     render_verify_job,
+    stage_job_name,
     rollout_hash,
     verifies_where_the_bytes_are,
     verify_job_name,
@@ -525,3 +527,76 @@ def test_s3_verification_job_reads_with_the_servers_credentials() -> None:
     assert container["volumeMounts"] == [] and job["spec"]["template"]["spec"]["volumes"] == []
     deployment = render_deployment(md, RenderInputs(replicas=1, target_version=2))
     assert deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] == container["envFrom"]
+
+
+def test_with_a_node_cache_the_servers_read_their_nodes_cache_and_never_the_store() -> None:
+    md = model_deployment(
+        model={
+            "repository": "s3://http://minio:9000/models",
+            "credentialsSecret": "aws",
+            "version": 3,
+            "cache": {"claimName": "model-cache", "budget": "200Gi"},
+        }
+    )
+    want = expected()
+    pod = want["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["args"][0] = "--model-repository=/tritonop-cache/repos/vision.resnet50"
+    container["env"].append({"name": "TRITONOP_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    container["volumeMounts"] = [
+        {
+            "name": "tritonop-cache",
+            "mountPath": "/tritonop-cache",
+            "subPathExpr": "$(TRITONOP_NODE_NAME)",
+            "readOnly": True,
+        },
+        {
+            "name": "tritonop-cache",
+            "mountPath": "/tritonop-cache/repos/vision.resnet50",
+            "subPathExpr": "$(TRITONOP_NODE_NAME)/repos/vision.resnet50",
+            "readOnly": True,
+        },
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    pod["volumes"] = [
+        {"name": "tritonop-cache", "persistentVolumeClaim": {"claimName": "model-cache", "readOnly": True}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    # No store credentials in the servers: they load the verified copy on their node.
+    assert "envFrom" not in container
+    assert render_deployment(md, RenderInputs(replicas=2, target_version=3)) == want
+
+
+def test_stage_job_runs_on_its_node_reading_the_store_as_a_verification_job_does() -> None:
+    md = model_deployment(
+        model={
+            "repository": "s3://http://minio:9000/models",
+            "credentialsSecret": "aws",
+            "version": 3,
+            "cache": {"claimName": "model-cache", "budget": "1.5Gi"},
+        },
+        server={"nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+    )
+    name = stage_job_name(md, "gpu-node-1", 3)
+    assert name.startswith("resnet50-stage-3-") and name != stage_job_name(md, "gpu-node-2", 3)
+    assert stage_job_name(md, "gpu-node-1", 3, "retry") != name
+    job = render_stage_job(md, "gpu-node-1", 3, [2, 3, 3], "ghcr.io/tritonop/tritonop:0.1.0", name)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == [
+        "cache", "stage", "s3://http://minio:9000/models", "resnet50", "--version", "3",
+        "--cache-root", "/tritonop-cache", "--owner", "vision.resnet50", "--budget-bytes", str(3 * 2**29),
+        "--keep", "2,3", "--verdict-file", "/dev/termination-log", "--display-root", "s3://http://minio:9000/models",
+    ]  # fmt: skip
+    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    assert container["volumeMounts"] == [
+        {"name": "tritonop-cache", "mountPath": "/tritonop-cache", "subPath": "gpu-node-1"}
+    ]
+    assert pod["volumes"] == [{"name": "tritonop-cache", "persistentVolumeClaim": {"claimName": "model-cache"}}]
+    # Pinned to the node (the scheduler would refuse a node whose GPUs the servers hold), tolerating its taints.
+    assert pod["nodeName"] == "gpu-node-1"
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert "nodeSelector" not in pod and "affinity" not in pod
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "model-stager"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True

@@ -105,6 +105,26 @@ class ModelConfigOverrides(ApiModel):
     )
 
 
+class ModelCacheSpec(ApiModel):
+    claim_name: DnsSubdomain = Field(
+        ...,
+        alias="claimName",
+        description=(
+            "PersistentVolumeClaim in this namespace bound to a hostPath or local PersistentVolume: the same folder "
+            "on each GPU node's own disk. Each node gets a subfolder named after it; versions are staged there by a "
+            "short Job on that node and the servers load them from it (read-only)."
+        ),
+    )
+    budget: MemoryQuantity = Field(
+        ...,
+        description=(
+            "Most bytes of staged versions kept per node, such as \"200Gi\" (give every ModelDeployment sharing the "
+            "volume the same value). Versions no pod on the node serves are evicted least recently used first; a "
+            "version that does not fit is still staged for its pods, outside the budget, and status says so."
+        ),
+    )
+
+
 class ModelSpec(ApiModel):
     name: str | None = Field(
         None,
@@ -135,6 +155,14 @@ class ModelSpec(ApiModel):
         description=(
             "Secret in this namespace with storage credentials for s3:// (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, optional AWS_DEFAULT_REGION) or gs:// (key file under 'credentials.json')."
+        ),
+    )
+    cache: ModelCacheSpec | None = Field(
+        None,
+        description=(
+            "Keep versions on the nodes' local disks (pvc://, file://, and s3:// with credentialsSecret): a pod "
+            "whose node holds its version starts without fetching it, and a switch stages the new version on "
+            "every node first. Omitted: the servers read the repository at load time."
         ),
     )
 
@@ -598,6 +626,14 @@ class ModelDeploymentSpec(ApiModel):
                     "replicas and autoscaling are mutually exclusive: remove spec.replicas to autoscale, "
                     "or spec.autoscaling to set replicas by hand",
                     field_path=".replicas",
+                ),
+                cel(
+                    "!has(self.model.cache) || self.model.repository.startsWith('pvc://') "
+                    "|| self.model.repository.startsWith('file://') "
+                    "|| (self.model.repository.startsWith('s3://') && has(self.model.credentialsSecret))",
+                    "model.cache needs a repository a staging Job can read: pvc://, file://, or s3:// with "
+                    "model.credentialsSecret (gs:// and s3:// through the pods' own identity are not staged)",
+                    field_path=".model.cache",
                 ),
                 cel(
                     "!has(self.model.credentialsSecret) || !self.model.repository.startsWith('gs://') "

@@ -127,6 +127,25 @@ class IntegrityStatus(StatusModel):
     checked_at: str | None = Field(None, alias="checkedAt", description="When this verdict was reached.")
 
 
+class NodeCacheStatus(StatusModel):
+    """One version in one node's cache (spec.model.cache), as its staging Job left it."""
+
+    node: str = Field(..., description="The node.")
+    version: int = Field(..., description="The version staged there.")
+    state: str = Field(
+        ...,
+        description="Staging (a Job is copying it), Staged (copied and verified), Cached (already there: the "
+        "next pod on this node starts warm), NoRoom (staged outside the budget for its pods; not kept), or "
+        "Failed (see reason).",
+    )
+    reason: str | None = Field(None, description="Why it failed or did not fit (IntegrityMismatch, DiskFull, ...).")
+    message: str = Field("", description="What the staging Job found.")
+    bytes: int | None = Field(None, description="The version's size.")
+    seconds: float | None = Field(None, description="Time spent copying (0 when already there).")
+    job: str | None = Field(None, description="The staging Job.")
+    at: str | None = Field(None, description="When this verdict was reached (or the Job started).")
+
+
 class LoadStatus(StatusModel):
     """The most recent successful model load on one server, as the operator timed it."""
 
@@ -302,6 +321,9 @@ class ModelDeploymentStatus(StatusModel):
         None, description="Integrity check of the target version's files (absent: storage tritonop cannot verify)."
     )
     last_load: LoadStatus | None = Field(None, alias="lastLoad", description="The most recent model load.")
+    cache: list[NodeCacheStatus] | None = Field(
+        None, description="spec.model.cache: the versions this model's pods need, per node, in that node's cache."
+    )
     startup: StartupStatus | None = Field(
         None, description="The latest new pod's start, creation to Ready, by phase (measured once per pod)."
     )

@@ -282,3 +282,20 @@ class ApiModel(BaseModel):
     """Base: camelCase in YAML, unknown fields refused (the API server prunes them anyway)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+_QUANTITY_SUFFIXES = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("200Gi", "8G", "1e9") as whole bytes (rounded down)."""
+    match = re.fullmatch(r"([0-9.]+)(?:([eE][0-9]+)|([kMGTPE]i?)?)", quantity.strip())
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a quantity of bytes such as 200Gi")
+    number, exponent, suffix = match.groups()
+    if exponent:
+        return int(float(number + exponent))
+    return int(float(number) * _QUANTITY_SUFFIXES[suffix or ""])

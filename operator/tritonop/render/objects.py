@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonop.api.spec import ModelDeployment
-from tritonop.api.validation import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND
+from tritonop.api.validation import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND, quantity_bytes
 from tritonop.names import (
     ANNOTATION_ROLLOUT_HASH,
+    CACHE_MOUNT_PATH,
+    CACHE_VOLUME,
     CONTAINER_NAME,
     CONTROL_KEY_ENV,
     CONTROL_KEY_HEADER,
@@ -32,7 +34,9 @@ from tritonop.names import (
     METRICS_PORT,
     MODEL_MOUNT_PATH,
     MODEL_READY_GATE,
+    NODE_NAME_ENV,
     PRESTOP_SLEEP_SECONDS,
+    STAGE_DEADLINE_SECONDS,
     VERIFY_DEADLINE_SECONDS,
     VERIFY_JOB_TTL_SECONDS,
 )
@@ -109,6 +113,39 @@ def _repository_wiring(md: ModelDeployment) -> tuple[str, list[dict[str, Any]], 
     return uri, [], [], []
 
 
+def cache_owner(md: ModelDeployment) -> str:
+    """This ModelDeployment's folder in each node's cache (repos/<owner>: the servers' repository)."""
+    return f"{md.namespace}.{md.name}"
+
+
+def _server_repository_wiring(
+    md: ModelDeployment,
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    """What the servers read: the repository itself, or with spec.model.cache their node's cache.
+
+    With the cache the servers never read the store: they load the verified copy a staging Job
+    left on their node (staging.py). The node's folder is mounted twice: whole (the versions
+    the repository's links point to, relative links) and this ModelDeployment's repos/<owner>
+    folder at the same path inside it, only so the kubelet creates it before tritonserver starts
+    (Triton refuses to start on a repository folder that does not exist)."""
+    cache = md.spec.model.cache
+    if cache is None:
+        return _repository_wiring(md)
+    repos = f"repos/{cache_owner(md)}"
+    volume = {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": True}}
+    mounts = [
+        {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT_PATH, "subPathExpr": f"$({NODE_NAME_ENV})", "readOnly": True},
+        {
+            "name": CACHE_VOLUME,
+            "mountPath": f"{CACHE_MOUNT_PATH}/{repos}",
+            "subPathExpr": f"$({NODE_NAME_ENV})/{repos}",
+            "readOnly": True,
+        },
+    ]
+    env = [{"name": NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    return f"{CACHE_MOUNT_PATH}/{repos}", [volume], mounts, env
+
+
 def rollout_hash(md: ModelDeployment, inputs: RenderInputs) -> str:
     """Changes when a Recreate/Rolling rollout must replace pods (version or config overrides)."""
     config = md.spec.model.config.model_dump(by_alias=True) if md.spec.model.config else None
@@ -144,7 +181,7 @@ def tritonserver_args(md: ModelDeployment, repository: str) -> list[str]:
 
 def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, Any]:
     server = md.spec.server
-    repository, volumes, mounts, repo_env = _repository_wiring(md)
+    repository, volumes, mounts, repo_env = _server_repository_wiring(md)
     env: list[dict[str, Any]] = [
         {
             "name": CONTROL_KEY_ENV,
@@ -365,6 +402,78 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
                     # often lives in the same registry as the mirrored Triton image).
                     **_identity(md),
                     **_placement(md),
+                },
+            },
+        },
+    }
+
+
+def stage_job_name(md: ModelDeployment, node: str, version: int, token: str = "") -> str:
+    """One Job per (node, repository, version, retry token)."""
+    digest = hashlib.sha256(f"{md.uid}|{node}|{md.spec.model.repository}|{version}|{token}".encode()).hexdigest()[:10]
+    return f"{md.name[:36]}-stage-{version}-{digest}"
+
+
+def render_stage_job(
+    md: ModelDeployment, node: str, version: int, keep: list[int], image: str, name: str
+) -> dict[str, Any]:
+    """A short Job on `node` that stages one version into that node's cache folder with
+    `tritonop cache stage` (verified against its manifest while copying, then renamed into place;
+    a hit only compares file identities) and links it into this ModelDeployment's repository
+    there. keep: versions the node's pods serve, which no stager may evict. Its verdict is the
+    termination message."""
+    assert md.spec.model.cache is not None
+    repository, volumes, mounts, repo_env = _repository_wiring(md)
+    budget = str(quantity_bytes(md.spec.model.cache.budget))
+    args = ["cache", "stage", repository, md.model_name, "--version", str(version)]
+    args += ["--cache-root", CACHE_MOUNT_PATH, "--owner", cache_owner(md), "--budget-bytes", budget]
+    args += ["--keep", ",".join(str(v) for v in sorted(set(keep)))] if keep else []
+    args += ["--verdict-file", "/dev/termination-log", "--display-root", md.spec.model.repository]
+    labels = {
+        LABEL_NAME: "model-stager",
+        LABEL_INSTANCE: md.name,
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_MODEL_DEPLOYMENT: md.name,
+        "app.kubernetes.io/component": "model-stager",
+    }
+    cache_volume = {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": md.spec.model.cache.claim_name}}
+    container: dict[str, Any] = {
+        "name": "stage",
+        "image": image,
+        "command": ["tritonop"],
+        "args": args,
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [*mounts, {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT_PATH, "subPath": node}],
+        "securityContext": container_security(),
+    }
+    if env_from := [item for item in repo_env if "secretRef" in item]:
+        container["envFrom"] = env_from
+    if env := [item for item in repo_env if "name" in item]:
+        container["env"] = env
+    placement = _placement(md)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {**_metadata(md, name), "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": STAGE_DEADLINE_SECONDS,
+            "ttlSecondsAfterFinished": VERIFY_JOB_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(),
+                    "containers": [container],
+                    "volumes": [*volumes, cache_volume],
+                    # On that node, whatever it is: nodeName skips the scheduler (the node's GPUs
+                    # may all be taken by servers); the servers' tolerations let it stay there.
+                    "nodeName": node,
+                    **_identity(md),
+                    **({"tolerations": placement["tolerations"]} if "tolerations" in placement else {}),
                 },
             },
         },

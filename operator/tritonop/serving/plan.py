@@ -50,6 +50,7 @@ class Kind(StrEnum):
     CONFIG_PROBLEM = "ConfigProblem"  # the overrides cannot load with the repository's config: load nothing
     AWAITING_SWAP = "AwaitingSwap"  # a pod-by-pod swap is under way: next_swap_step takes this pod in turn
     REPOSITORY_BLOCKS = "RepositoryBlocks"  # the repository is broken or being verified: load nothing new
+    AWAITING_STAGING = "AwaitingStaging"  # spec.model.cache: the version is not on the node(s) yet: load nothing
     BACK_OFF = "BackOff"  # this config failed on this pod less than FAILED_LOAD_RETRY_SECONDS ago
     LOAD_ALONE = "LoadAlone"  # load the wanted config (a new server, a config change, Recreate/Rolling)
     LOAD_BESIDE = "LoadBeside"  # steps 4-5: one load of the target; the old versions serve until it is READY
@@ -84,12 +85,14 @@ def plan(
     config_problem: bool = False,
     repository_blocks: bool = False,
     swapping: bool = False,
+    staging_blocks: bool = False,
 ) -> Action:
     """What one server needs to serve `version` with the `wanted` config (None: unknown yet).
 
     managed: the operator switches this pod (InPlace/Canary, or a pod of the current template);
     config_problem: the overrides cannot load; repository_blocks: the repository blocks this
-    version; swapping: a pod-by-pod swap is under way (a pod serving something waits its turn)."""
+    version; swapping: a pod-by-pod swap is under way (a pod serving something waits its turn);
+    staging_blocks: with a node cache, the version is not staged where this pod needs it yet."""
     if not probe.live:
         return Action(Kind.NOT_LIVE)
     if not managed:
@@ -102,6 +105,8 @@ def plan(
         return Action(Kind.AWAITING_SWAP)
     if repository_blocks:
         return Action(Kind.REPOSITORY_BLOCKS)
+    if staging_blocks:
+        return Action(Kind.AWAITING_STAGING)
     if failed is not None and failed.config_json == wanted and failed.recent(now):
         return Action(Kind.BACK_OFF, error=failed.message)
     old = tuple(v for v in probe.versions if v != version)

@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.api.spec import ModelDeployment
 from tritonop.clock import Clock
 from tritonop.events import EventRecorder
-from tritonop.facts import PodFacts, PodStart, wanted_version
+from tritonop.facts import PodFacts, PodStart, StagingGate, wanted_version
 from tritonop.informer import ObjectCache
 from tritonop.k8s import PodConditions
 from tritonop.names import ANNOTATION_ROLLOUT_HASH
@@ -39,6 +39,7 @@ class Target:
     rollout_hash: str  # the pod template's hash: with Recreate/Rolling, older pods are left alone
     # A canary: what each pod (by name) serves instead of `version` (canary.assignment).
     pod_versions: Mapping[str, int | None] | None = None
+    staging: StagingGate | None = None  # spec.model.cache: loads wait for their version on the node
 
     def version_for(self, pod: dict[str, Any]) -> int | None:
         return wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
@@ -228,6 +229,8 @@ class Servers:
         # the version under test: the stable one was verified when it rolled out.
         blocks = target.repository.blocks_load and version == target.version
         failed = self.memory.failed_loads.get(_uid(pod))
+        node = str(pod.get("spec", {}).get("nodeName") or "")
+        unstaged = target.staging is not None and target.staging.blocks(node, version, bool(probe.versions))
         action = plan(
             probe,
             wanted,
@@ -239,6 +242,7 @@ class Servers:
             config_problem=problem is not None,
             repository_blocks=blocks,
             swapping=swapping,
+            staging_blocks=unstaged,
         )
         if action.kind is Kind.NOT_LIVE:
             return pod_facts(pod)
@@ -260,6 +264,7 @@ class Servers:
             load_error=result.error,
             awaiting_replacement=not managed,
             unreachable=result.unreachable,
+            awaiting_staging=action.kind is Kind.AWAITING_STAGING,
         )
         if facts.serves(version if managed else None):
             await self.gates.open_gate(pod, facts.ready_versions)

@@ -1,0 +1,217 @@
+"""spec.model.cache: the versions a ModelDeployment's pods need, staged on their nodes' local disks
+before the servers load them (prefetched before a switch), by a short Job per (node, version).
+
+- Which: for every scheduled pod, the version it should serve (a canary's pods: their own) on
+  the pod's node (`needs`, pure). A switch needs the new version on every node with pods: the
+  servers switch once all of them hold it (facts.StagingGate), so the switch takes one load time.
+- How: a Job pinned to the node (nodeName) runs `tritonop cache stage` from the operator's image
+  (render.objects.render_stage_job). It reads the repository exactly as a verification Job does,
+  copies the version into the node's cache folder, hashing while it copies and comparing with the
+  manifest, renames it into place only when every file matched, evicts least-recently-used
+  versions no pod on the node needs to stay within the budget, and links it into this
+  ModelDeployment's repository folder there (the servers' --model-repository). A version already
+  there is a hit: its files' identities are compared, nothing is read from the store.
+- Its verdict (the termination message) is kept in status.cache, per (node, version): it survives
+  an operator restart, and a reconcile where every needed version is staged makes no request.
+  A failed verdict is tried again after RETRY_FAILED_SECONDS with a new Job.
+- A version that does not fit in the budget is still staged for its pods, outside the budget,
+  and loads as before; status and a Warning say so (NoRoom). Nothing that serves stops serving:
+  a failed staging only holds back the loads that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tritonop import clock
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import NodeCacheStatus
+from tritonop.clock import rfc3339
+from tritonop.events import Event
+from tritonop.facts import StagingGate, wanted_version
+from tritonop.k8s import KubeApi, KubeError
+from tritonop.render.objects import render_stage_job, stage_job_name
+from tritonop.verification import job_finished, termination_message
+
+LOG = logging.getLogger("tritonop.staging")
+POLL_SECONDS = 1.0  # while a Job runs, look again this soon: a pod's load waits on it
+RETRY_FAILED_SECONDS = 60.0
+# Loads may go: copied and verified, found already there, or copied outside the budget.
+LOADABLE = frozenset({"Staged", "Cached", "NoRoom"})
+VERDICT_STATES = {"staged": "Staged", "hit": "Cached", "no-room": "NoRoom", "failed": "Failed"}
+
+
+@dataclass(frozen=True)
+class Staging:
+    nodes: tuple[NodeCacheStatus, ...]  # status.cache
+    gate: StagingGate
+    requeue_after: float | None = None
+
+    def problems(self) -> list[NodeCacheStatus]:
+        return [entry for entry in self.nodes if entry.state in ("Failed", "NoRoom")]
+
+
+def needs(
+    pods: Iterable[dict[str, Any]], pod_versions: Mapping[str, int | None] | None, target: int | None
+) -> dict[int, frozenset[str]]:
+    """Pure: version -> the nodes whose pods need it (scheduled pods not being deleted)."""
+    wanted: dict[int, set[str]] = {}
+    for pod in pods:
+        node = pod.get("spec", {}).get("nodeName")
+        if not node or pod["metadata"].get("deletionTimestamp"):
+            continue
+        version = wanted_version(pod_versions, pod["metadata"]["name"], target)
+        if version is not None:
+            wanted.setdefault(version, set()).add(str(node))
+    return {version: frozenset(nodes) for version, nodes in wanted.items()}
+
+
+def keep_on(node: str, needed: Mapping[int, frozenset[str]], serving: int | None) -> list[int]:
+    """Pure: the versions no stager may evict from this node: those its pods need, and the one the
+    servers serve now (during a switch, until the new one serves)."""
+    keep = {version for version, nodes in needed.items() if node in nodes}
+    if serving is not None:
+        keep.add(serving)
+    return sorted(keep)
+
+
+def entry_of(verdict_text: str, node: str, version: int, job: str, now: str) -> NodeCacheStatus:
+    """status.cache's entry for a stager's verdict (its termination message, one JSON line)."""
+    try:
+        verdict = json.loads(verdict_text)
+        state = VERDICT_STATES[verdict["result"]]
+    except (ValueError, KeyError, TypeError):
+        return NodeCacheStatus(
+            node=node, version=version, state="Failed", reason="StagingFailed",
+            message=f"job/{job}: unreadable verdict: {verdict_text[:200]}", job=job, at=now,
+        )  # fmt: skip
+    message = str(verdict.get("message") or "")
+    if verdict.get("storeChanged"):
+        message = f"{message} (the store changed after staging: the verified copy is served)".strip()
+    return NodeCacheStatus(
+        node=node,
+        version=version,
+        state=state,
+        reason=verdict.get("reason"),
+        message=message,
+        bytes=verdict.get("bytes"),
+        seconds=round(float(verdict.get("seconds") or 0.0), 2),
+        job=job,
+        at=now,
+    )
+
+
+async def stage(
+    kube: KubeApi,
+    md: ModelDeployment,
+    pods: list[dict[str, Any]],
+    pod_versions: Mapping[str, int | None] | None,
+    target: int | None,
+    image: str,
+) -> Staging | None:
+    """Every needed (node, version) staged, or its Job created or followed; None without a cache."""
+    if md.spec.model.cache is None:
+        return None
+    now = rfc3339()
+    previous = {(entry.node, entry.version): entry for entry in md.status.cache or []}
+    needed = needs(pods, pod_versions, target)
+    entries: list[NodeCacheStatus] = []
+    requeue: float | None = None
+    for version, nodes in sorted(needed.items()):
+        for node in sorted(nodes):
+            known = previous.get((node, version))
+            if known is not None and known.state in LOADABLE:
+                entries.append(known)
+                continue
+            if known is not None and known.state == "Failed" and _age(known.at, now) < RETRY_FAILED_SECONDS:
+                entries.append(known)
+                requeue = min(requeue or RETRY_FAILED_SECONDS, RETRY_FAILED_SECONDS)
+                continue
+            token = known.at or "" if known is not None and known.state == "Failed" else ""
+            name = known.job if known is not None and known.state == "Staging" and known.job else None
+            name = name or stage_job_name(md, node, version, token)
+            keep = keep_on(node, needed, md.status.active_version)
+            entry = await _follow_job(kube, md, node, version, keep, image, name, known, now)
+            entries.append(entry)
+            if entry.state == "Staging":
+                requeue = POLL_SECONDS
+    ready = frozenset((e.node, e.version) for e in entries if e.state in LOADABLE)
+    return Staging(tuple(entries), StagingGate(ready, needed), requeue)
+
+
+async def _follow_job(
+    kube: KubeApi,
+    md: ModelDeployment,
+    node: str,
+    version: int,
+    keep: list[int],
+    image: str,
+    name: str,
+    known: NodeCacheStatus | None,
+    now: str,
+) -> NodeCacheStatus:
+    since = known.at if known is not None and known.job == name and known.at else now
+    staging = NodeCacheStatus(
+        node=node, version=version, state="Staging", message=f"job/{name} is staging it", job=name, at=since
+    )
+    job = await kube.get("Job", md.namespace, name)
+    if job is None:
+        try:
+            await kube.create(render_stage_job(md, node, version, keep, image, name))
+        except KubeError as error:
+            if error.status != 409:
+                return staging.model_copy(
+                    update={
+                        "state": "Failed",
+                        "reason": "StagingFailed",
+                        "message": f"cannot create job/{name}: {error}",
+                    }
+                )
+        LOG.info("%s/%s: staging version %s on %s (job/%s)", md.namespace, md.name, version, node, name)
+        return staging
+    finished = job_finished(job)
+    if finished is None:
+        return staging
+    pods = await kube.list("Pod", md.namespace, f"job-name={name}")
+    message = termination_message(pods)
+    if message:
+        return entry_of(message, node, version, name, now)
+    why = next(
+        (f"{c.get('reason', '')}: {c.get('message', '')}" for c in job.get("status", {}).get("conditions", [])
+         if c.get("type") == "Failed"),
+        "no verdict",
+    )  # fmt: skip
+    return staging.model_copy(
+        update={
+            "state": "Failed",
+            "reason": "StagingFailed",
+            "message": f"job/{name} {finished.lower()} without a verdict ({why})",
+            "at": now,
+        }
+    )
+
+
+def cache_events(old: Iterable[NodeCacheStatus], new: Iterable[NodeCacheStatus]) -> list[Event]:
+    """Pure: an Event for each (node, version) whose state changed to a verdict."""
+    before = {(entry.node, entry.version): entry.state for entry in old}
+    events = []
+    for entry in new:
+        if entry.state == before.get((entry.node, entry.version)) or entry.state == "Staging":
+            continue
+        where = f"version {entry.version} on node {entry.node}"
+        if entry.state == "Staged":
+            size = f"{(entry.bytes or 0) / 2**30:.2f} GiB" if entry.bytes else "size unknown"
+            events.append(Event("Normal", "VersionStaged", f"{where}: {size} copied and verified in {entry.seconds} s"))
+        elif entry.state == "Cached":
+            events.append(Event("Normal", "VersionCached", f"{where}: already in the node's cache ({entry.message})"))
+        else:
+            events.append(Event("Warning", entry.reason or entry.state, f"{where}: {entry.message}"))
+    return events
+
+
+def _age(stamp: str | None, now: str) -> float:
+    return (clock.parse(now) - clock.parse(stamp)).total_seconds() if stamp else float("inf")

@@ -1,0 +1,154 @@
+"""spec.model.cache, the operator's side: which (node, version) pairs are needed, what may not be
+evicted, verdicts -> status.cache, the load gate, Events and the ModelCached condition (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tritonop.api.spec import ModelDeployment
+from tritonop.api.status import ModelDeploymentStatus, NodeCacheStatus
+from tritonop.events import Event
+from tritonop.facts import Facts, PodFacts, StagingGate
+from tritonop.repository.report import RepositoryReport
+from tritonop.staging import cache_events, entry_of, keep_on, needs
+from tritonop.status import compute_status
+
+NOW = "2026-12-05T12:00:00Z"
+
+
+def pod(name: str, node: str | None, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}"}
+    if deleting:
+        meta["deletionTimestamp"] = NOW
+    return {"metadata": meta, "spec": {"nodeName": node} if node else {}}
+
+
+def test_needs_the_version_of_every_scheduled_pod_on_its_node() -> None:
+    pods = [pod("a", "n1"), pod("b", "n1"), pod("c", "n2"), pod("pending", None), pod("gone", "n3", deleting=True)]
+    assert needs(pods, None, 3) == {3: frozenset({"n1", "n2"})}
+    # A canary: the canary pod's version on its node only.
+    assert needs(pods, {"c": 4}, 3) == {3: frozenset({"n1"}), 4: frozenset({"n2"})}
+    assert needs(pods, None, None) == {}
+
+
+def test_keep_is_what_the_nodes_pods_need_and_what_serves_now() -> None:
+    needed = {3: frozenset({"n1", "n2"}), 4: frozenset({"n2"})}
+    assert keep_on("n1", needed, serving=2) == [2, 3]
+    assert keep_on("n2", needed, serving=3) == [3, 4]
+    assert keep_on("n3", needed, serving=None) == []
+
+
+def verdict(result: str, **fields: Any) -> str:
+    return json.dumps({"result": result, "reason": None, "message": "", "key": "m-3-ab", "bytes": 2**30,
+                       "seconds": 1.234, "budgetBytes": 2**31, "usedBytes": 2**30, "evicted": [],
+                       "storeChanged": False, **fields})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "state", "reason"),
+    [
+        (verdict("staged"), "Staged", None),
+        (verdict("hit"), "Cached", None),
+        (
+            verdict("no-room", reason="NoRoom", message="budget 2 GiB, 1.5 GiB pinned, version 1 GiB"),
+            "NoRoom",
+            "NoRoom",
+        ),
+        (
+            verdict("failed", reason="IntegrityMismatch", message="weights.bin sha256 differs"),
+            "Failed",
+            "IntegrityMismatch",
+        ),
+        ("Error: python not found", "Failed", "StagingFailed"),
+    ],
+)
+def test_a_verdict_becomes_the_nodes_entry(text: str, state: str, reason: str | None) -> None:
+    entry = entry_of(text, "n1", 3, "job-1", NOW)
+    assert (entry.node, entry.version, entry.state, entry.reason, entry.job, entry.at) == (
+        "n1",
+        3,
+        state,
+        reason,
+        "job-1",
+        NOW,
+    )
+    if state != "Failed" or reason != "StagingFailed":
+        assert entry.bytes == 2**30 and entry.seconds == 1.23
+
+
+def test_a_store_changed_after_staging_is_said() -> None:
+    entry = entry_of(verdict("hit", storeChanged=True, message="1/model.py changed in the store"), "n1", 3, "j", NOW)
+    assert entry.state == "Cached"
+    assert "the store changed after staging: the verified copy is served" in entry.message
+
+
+def test_gate_new_servers_wait_for_their_node_switches_for_every_node() -> None:
+    gate = StagingGate(frozenset({("n1", 4)}), {4: frozenset({"n1", "n2"})})
+    assert not gate.blocks("n1", 4, serving=False)  # a new server on a node that holds it: load
+    assert gate.blocks("n2", 4, serving=False)  # its node does not hold it yet
+    assert gate.blocks("n1", 4, serving=True)  # a switch waits until every node holds it (prefetch)
+    assert not StagingGate(frozenset({("n1", 4), ("n2", 4)}), {4: frozenset({"n1", "n2"})}).blocks("n1", 4, True)
+    assert gate.blocks("n1", None, serving=False)  # the version is not known yet
+
+
+def entry(node: str, state: str, **fields: Any) -> NodeCacheStatus:
+    return NodeCacheStatus(node=node, version=3, state=state, **fields)
+
+
+def test_events_for_verdicts_that_changed() -> None:
+    old = [entry("n1", "Staging"), entry("n2", "Cached")]
+    new = [
+        entry("n1", "Staged", bytes=3 * 2**29, seconds=4.5),
+        entry("n2", "Cached"),
+        entry("n3", "NoRoom", reason="BudgetTooSmall", message="budget 1 GiB < version 1.5 GiB"),
+        entry("n4", "Staging"),
+    ]
+    assert cache_events(old, new) == [
+        Event("Normal", "VersionStaged", "version 3 on node n1: 1.50 GiB copied and verified in 4.5 s"),
+        Event("Warning", "BudgetTooSmall", "version 3 on node n3: budget 1 GiB < version 1.5 GiB"),
+    ]
+
+
+def cached_md() -> ModelDeployment:
+    return ModelDeployment.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 2},
+            "spec": {
+                "model": {"repository": "pvc://models", "version": 3, "cache": {"claimName": "c", "budget": "1Gi"}},
+                "replicas": 2,
+            },
+        }
+    )
+
+
+VALID = RepositoryReport(readable=True, message="ok", versions=[3])
+SERVING = PodFacts(name="a", ready=True, live=True, ready_versions=(3,), config_current=True)
+WAITING = PodFacts(name="b", live=True, awaiting_staging=True)
+
+
+@pytest.mark.parametrize(
+    ("cache", "pods", "cached", "loaded"),
+    [
+        ((entry("n1", "Cached"), entry("n2", "Staged")), (SERVING, SERVING), ("True", "Cached"), ("True", "Loaded")),
+        ((entry("n1", "Cached"), entry("n2", "Staging")), (SERVING, WAITING), ("False", "Staging"),
+         ("False", "AwaitingStaging")),
+        ((entry("n1", "Cached"), entry("n2", "NoRoom", reason="NoRoom", message="budget 1 GiB")), (SERVING, SERVING),
+         ("False", "NoRoom"), ("True", "Loaded")),
+        ((entry("n1", "Cached"), entry("n2", "Failed", reason="DiskFull", message="no space left")),
+         (SERVING, WAITING), ("False", "DiskFull"), ("False", "StagingFailed")),
+    ],
+)  # fmt: skip
+def test_model_cached_condition_and_model_loaded_while_staging(
+    cache: tuple[NodeCacheStatus, ...], pods: tuple[PodFacts, ...], cached: tuple[str, str], loaded: tuple[str, str]
+) -> None:
+    status = compute_status(cached_md(), Facts(2, VALID, 3, pods, cache=cache), ModelDeploymentStatus(), NOW)
+    by_type = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert by_type["ModelCached"] == cached
+    assert by_type["ModelLoaded"] == loaded
+    assert status.cache == list(cache)
+    if cached[0] == "False" and cached[1] != "Staging":
+        message = next(c.message for c in status.conditions if c.type == "ModelCached")
+        assert "node n2" in message and "version 3" in message

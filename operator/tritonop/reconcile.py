@@ -35,9 +35,9 @@ from tritonop.owned import Observed, Owned
 from tritonop.render.objects import RenderInputs, render_deployment, render_pdb, render_service, rollout_hash
 from tritonop.repository.report import RepositoryReport, inspect
 from tritonop.serving import Converged, Servers, Target
+from tritonop.staging import Staging, cache_events, stage
 from tritonop.state import READY, OperatorState
 from tritonop.status import active_version, compute_status, status_patch
-from tritonop.staging import Staging, cache_events, stage
 from tritonop.verification import Verification, verify
 
 LOG = logging.getLogger("tritonop.reconcile")

@@ -16,8 +16,8 @@ from tritonop.render.objects import (
     render_service,
     render_stage_job,
     render_verify_job,
-    stage_job_name,
     rollout_hash,
+    stage_job_name,
     verifies_where_the_bytes_are,
     verify_job_name,
 )

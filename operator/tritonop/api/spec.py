@@ -118,7 +118,7 @@ class ModelCacheSpec(ApiModel):
     budget: MemoryQuantity = Field(
         ...,
         description=(
-            "Most bytes of staged versions kept per node, such as \"200Gi\" (give every ModelDeployment sharing the "
+            'Most bytes of staged versions kept per node, such as "200Gi" (give every ModelDeployment sharing the '
             "volume the same value). Versions no pod on the node serves are evicted least recently used first; a "
             "version that does not fit is still staged for its pods, outside the budget, and status says so."
         ),

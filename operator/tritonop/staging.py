@@ -90,6 +90,8 @@ def entry_of(verdict_text: str, node: str, version: int, job: str, now: str) -> 
             message=f"job/{job}: unreadable verdict: {verdict_text[:200]}", job=job, at=now,
         )  # fmt: skip
     message = str(verdict.get("message") or "")
+    if verdict.get("restagedBecause"):
+        message = f"{message} (staged again: {verdict['restagedBecause']})".strip()
     if verdict.get("storeChanged"):
         message = f"{message} (the store changed after staging: the verified copy is served)".strip()
     return NodeCacheStatus(
@@ -131,9 +133,10 @@ async def stage(
                 entries.append(known)
                 requeue = min(requeue or RETRY_FAILED_SECONDS, RETRY_FAILED_SECONDS)
                 continue
-            token = known.at or "" if known is not None and known.state == "Failed" else ""
+            # A Job per attempt (a finished one's verdict is about the files as they were then);
+            # one under way is followed by the name status keeps.
             name = known.job if known is not None and known.state == "Staging" and known.job else None
-            name = name or stage_job_name(md, node, version, token)
+            name = name or stage_job_name(md, node, version, now)
             keep = keep_on(node, needed, md.status.active_version)
             entry = await _follow_job(kube, md, node, version, keep, image, name, known, now)
             entries.append(entry)

@@ -292,7 +292,7 @@ _QUANTITY_SUFFIXES = {
 
 def quantity_bytes(quantity: str) -> int:
     """A Kubernetes memory quantity ("200Gi", "8G", "1e9") as whole bytes (rounded down)."""
-    match = re.fullmatch(r"([0-9.]+)(?:([eE][0-9]+)|([kMGTPE]i?)?)", quantity.strip())
+    match = re.fullmatch(r"([0-9.]+)(?:([eE][0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?)", quantity.strip())
     if match is None:
         raise ValueError(f"{quantity!r} is not a quantity of bytes such as 200Gi")
     number, exponent, suffix = match.groups()

@@ -216,3 +216,192 @@ def test_lru_eviction_order(tmp_path: Path, root: Path) -> None:
     assert (again.result, again.evicted) == ("staged", [keys[1]])
     assert sorted(p.name for p in (root / "versions").iterdir()) == sorted([keys[3], fourth.key, again.key])
     assert not (root / "repos" / "o.o" / "m" / "4").exists()  # not kept: its link went
+
+
+def test_a_pinned_entry_is_never_evicted_the_owner_gets_a_scratch_copy(tmp_path: Path, root: Path) -> None:
+    repo = tmp_path / "repo"
+    for version in (1, 2):
+        write_version(repo, "m", version, {"w.bin": bytes([version]) * 1000})
+    budget = size_of(repo / "m" / "1") + 10
+    first = run(repo, root, version=1, owner="a.a", budget=budget)  # a's pods serve 1: pinned
+    second = run(repo, root, version=2, owner="b.b", budget=budget)
+    assert (second.result, second.reason, second.evicted) == ("no-room", "NoRoom", [])
+    assert str(budget) in second.message and "pinned" in second.message
+    assert [p.name for p in (root / "versions").iterdir()] == [first.key]
+    scratch = root / "scratch" / "b.b" / "m-2"
+    assert os.readlink(root / "repos" / "b.b" / "m" / "2") == "../../../scratch/b.b/m-2"
+    assert same_tree(scratch, repo / "m" / "2")
+    assert second.usedBytes == first.bytes  # scratch is not counted
+    assert json.loads((root / "pins" / "b.b.json").read_text())["keys"] == []
+    again = run(repo, root, version=2, owner="b.b", budget=budget)  # an unchanged scratch copy is reused
+    assert (again.result, again.seconds) == ("no-room", 0.0)
+    # a keeps serving 1 while it stages 2: still pinned, so 2 cannot take its place
+    kept = run(repo, root, version=2, owner="a.a", budget=budget, keep=[1])
+    assert (kept.result, kept.evicted) == ("no-room", [])
+    assert (root / "versions" / str(first.key)).is_dir()
+    # once a's pods no longer serve 1, it is evicted (a's own pins are recomputed, not read), and b hits
+    moved = run(repo, root, version=2, owner="a.a", budget=budget)
+    assert (moved.result, moved.evicted) == ("staged", [first.key])
+    assert run(repo, root, version=2, owner="b.b", budget=budget).result == "hit"
+    assert os.readlink(root / "repos" / "b.b" / "m" / "2") == f"../../../versions/{moved.key}"
+    assert (root / "scratch" / "b.b" / "m-2").is_dir()  # kept until 2 is neither staged nor kept by b
+
+
+def test_budget_smaller_than_the_version_uses_a_verified_scratch_copy(repo: Path, root: Path) -> None:
+    verdict = run(repo, root, budget=100)
+    assert (verdict.result, verdict.reason, verdict.usedBytes) == ("no-room", "BudgetTooSmall", 0)
+    assert "100 bytes" in verdict.message and str(verdict.bytes) in verdict.message
+    assert list((root / "versions").iterdir()) == []
+    assert same_tree(root / "repos" / OWNER / "m" / "1", repo / "m" / "1")
+    assert (root / "scratch" / OWNER / "m-1.json").is_file()
+
+
+def test_a_corrupted_source_file_fails_and_nothing_is_staged_or_linked(repo: Path, root: Path) -> None:
+    (repo / "m" / "1" / "weights" / "w.bin").write_bytes(b"\x02" * 1000)  # same size, other bytes
+    verdict = run(repo, root, display_root="pvc://models/repo")
+    assert (verdict.result, verdict.reason) == ("failed", "IntegrityMismatch")
+    assert "pvc://models/repo/m/1/weights/w.bin" in verdict.message
+    assert list((root / "versions").iterdir()) == list((root / "tmp").iterdir()) == []
+    assert list((root / "entries").iterdir()) == []
+    assert not (root / "repos" / OWNER).exists()
+    # also for the scratch copy (budget too small): verified too
+    assert run(repo, root, budget=10).reason == "IntegrityMismatch"
+    assert not (root / "repos" / OWNER).exists()
+
+
+def test_a_tampered_cached_copy_is_restaged(repo: Path, root: Path) -> None:
+    key = run(repo, root).key
+    cached = root / "versions" / str(key) / "weights" / "w.bin"
+    cached.chmod(0o644)
+    cached.write_bytes(b"\x09" * 1000)  # same size; a new mtime
+    verdict = run(repo, root)
+    assert (verdict.result, verdict.key) == ("staged", key)
+    assert verdict.restagedBecause == "the cached copy of weights/w.bin changed after staging"
+    assert "restaged" in verdict.message
+    assert same_tree(root / "versions" / str(key), repo / "m" / "1")
+    digests = json.loads((repo / "m" / "1" / MANIFEST_NAME).read_text())["files"]
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == digests["weights/w.bin"]
+    (root / "versions" / str(key) / "model.py").unlink()  # a removed file too
+    assert run(repo, root).restagedBecause == "the cached copy of model.py changed after staging"
+
+
+@pytest.mark.parametrize(
+    ("model", "version", "remove", "reason", "named"),
+    [
+        ("nope", 1, None, "ModelNotFound", "pvc://models/repo"),
+        ("m", 7, None, "VersionNotFound", "pvc://models/repo/m"),
+        ("m", 1, MANIFEST_NAME, "NoManifest", f"pvc://models/repo/m/1/{MANIFEST_NAME}"),
+        ("m", 1, "model.py", "IntegrityMismatch", "pvc://models/repo/m/1/model.py"),
+    ],
+)
+def test_failures_name_the_path_with_the_display_root(
+    repo: Path, root: Path, model: str, version: int, remove: str | None, reason: str, named: str
+) -> None:
+    if remove:
+        (repo / "m" / "1" / remove).unlink()
+    verdict = run(repo, root, model=model, version=version, display_root="pvc://models/repo")
+    assert (verdict.result, verdict.reason) == ("failed", reason)
+    assert named in verdict.message and str(repo) not in verdict.message
+
+
+def test_stale_links_and_scratch_of_an_owner_go_when_not_kept(tmp_path: Path, root: Path) -> None:
+    repo = tmp_path / "repo"
+    for version in (1, 2, 3):
+        write_version(repo, "m", version, {"w.bin": bytes([version]) * 1000})
+    small = 100  # everything goes to scratch
+    run(repo, root, version=1, budget=small)
+    run(repo, root, version=2, budget=small, keep=[1])
+    owner = root / "repos" / OWNER / "m"
+    assert sorted(p.name for p in owner.iterdir()) == ["1", "2", "config.pbtxt"]
+    assert sorted(p.name for p in (root / "scratch" / OWNER).iterdir()) == ["m-1", "m-1.json", "m-2", "m-2.json"]
+    verdict = run(repo, root, version=3, keep=[2])  # room now: 3 is shared
+    assert verdict.result == "staged"
+    assert sorted(p.name for p in owner.iterdir()) == ["2", "3", "config.pbtxt"]
+    assert sorted(p.name for p in (root / "scratch" / OWNER).iterdir()) == ["m-2", "m-2.json"]
+    assert json.loads((root / "pins" / f"{OWNER}.json").read_text())["keys"] == [verdict.key]
+    run(repo, root, version=3)
+    assert sorted(p.name for p in owner.iterdir()) == ["3", "config.pbtxt"]
+    assert list((root / "scratch" / OWNER).iterdir()) == []
+
+
+def test_two_concurrent_stagers_one_stages_the_other_hits(repo: Path, root: Path) -> None:
+    args = [str(repo), "m", "--version", "1", "--cache-root", str(root), "--budget-bytes", "100000"]
+    processes = [cli(*args, "--owner", owner) for owner in ("a.a", "b.b")]
+    verdicts = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        verdicts.append(Verdict.from_json(out))
+    assert sorted(v.result for v in verdicts) == ["hit", "staged"]
+    assert verdicts[0].key == verdicts[1].key
+    assert [p.name for p in (root / "versions").iterdir()] == [verdicts[0].key]
+    assert [p.name for p in (root / "entries").iterdir()] == [f"{verdicts[0].key}.json"]
+
+
+def test_a_stager_killed_mid_copy_leaves_nothing_visible(repo: Path, root: Path, tmp_path: Path) -> None:
+    """The last file of the version is a FIFO with no writer: the stager blocks opening it, having
+    copied the others into tmp/, and is killed there (SIGKILL: no clean-up of its own)."""
+    real = repo / "m" / "1" / "weights" / "w.bin"
+    data = real.read_bytes()
+    real.unlink()
+    os.mkfifo(real)
+    verdict_file = tmp_path / "verdict"
+    process = cli(str(repo), "m", "--version", "1", "--cache-root", str(root), "--owner", OWNER,
+                  "--budget-bytes", "100000", "--verdict-file", str(verdict_file))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not list((root / "tmp").glob("*/model.py")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the stager never started copying"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert list((root / "tmp").iterdir())  # the partial is there
+    assert list((root / "versions").iterdir()) == []
+    assert not (root / "repos" / OWNER).exists() and not verdict_file.exists()
+
+    real.unlink()
+    real.write_bytes(data)
+    verdict = run(repo, root)  # the lock was released by the kernel with the killed process
+    assert verdict.result == "staged"
+    assert list((root / "tmp").iterdir()) == []
+    assert same_tree(root / "repos" / OWNER / "m" / "1", repo / "m" / "1")
+
+
+def test_a_half_written_version_left_by_a_killed_stager_is_never_linked(repo: Path, root: Path) -> None:
+    """Killed between the rename into versions/ and the entry's write: a folder without an entry is
+    removed (and staged again) by the next run; an entry without its folder is dropped."""
+    key = run(repo, root).key
+    (root / "entries" / f"{key}.json").unlink()
+    (root / "entries" / "gone-1-0000000000000000.json").write_text("{}")
+    (root / "tmp" / f"{key}.12345").mkdir()
+    verdict = run(repo, root)
+    assert (verdict.result, verdict.key) == ("staged", key)
+    assert sorted(p.name for p in (root / "entries").iterdir()) == [f"{key}.json"]
+    assert list((root / "tmp").iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root, or CAP_SYS_ADMIN)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_disk_full_fails_and_leaves_no_partial(tmp_path: Path, tiny_disk: Path) -> None:
+    """A real full disk: the cache root is a 1 MiB tmpfs and the version 2 MiB, with a budget that
+    would admit it (the budget is not the disk: a node's disk fills for other reasons too)."""
+    repo = tmp_path / "repo"
+    write_version(repo, "big", 1, {"a.bin": os.urandom(1 << 20), "b.bin": os.urandom(1 << 20)})
+    verdict = run(repo, tiny_disk, model="big", budget=1 << 30)
+    assert (verdict.result, verdict.reason) == ("failed", "DiskFull")
+    assert list((tiny_disk / "tmp").iterdir()) == list((tiny_disk / "versions").iterdir()) == []
+    assert not (tiny_disk / "repos" / OWNER).exists()

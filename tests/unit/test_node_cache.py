@@ -51,17 +51,18 @@ def size_of(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def run(repo: Path, root: Path, model: str = "m", version: int = 1, **options: object) -> Verdict:
-    request = Request(
-        str(repo),
-        model,
-        version,
-        root,
-        str(options.get("owner", OWNER)),
-        int(options.get("budget", 1 << 30)),  # type: ignore[call-overload]
-        frozenset(str(v) for v in options.get("keep", ())),  # type: ignore[attr-defined]
-        options.get("display_root"),  # type: ignore[arg-type]
-    )
+def run(
+    repo: Path,
+    root: Path,
+    model: str = "m",
+    version: int = 1,
+    owner: str = OWNER,
+    budget: int = 1 << 30,
+    keep: tuple[int, ...] | list[int] = (),
+    display_root: str | None = None,
+) -> Verdict:
+    """One stage run in this process; its verdict survives the JSON round trip the operator makes."""
+    request = Request(str(repo), model, version, root, owner, budget, frozenset(map(str, keep)), display_root)
     verdict = stage(request, environ={})
     assert Verdict.from_json(verdict.to_json()) == verdict
     return verdict
@@ -214,7 +215,9 @@ def test_lru_eviction_order(tmp_path: Path, root: Path) -> None:
     assert (fourth.result, fourth.evicted, fourth.usedBytes) == ("staged", [keys[2]], budget)
     again = at(2, "o.o")  # o moves from 4 to 2: 1 (used before 4) goes, 3 stays pinned by p
     assert (again.result, again.evicted) == ("staged", [keys[1]])
-    assert sorted(p.name for p in (root / "versions").iterdir()) == sorted([keys[3], fourth.key, again.key])
+    assert sorted(p.name for p in (root / "versions").iterdir()) == sorted(
+        str(k) for k in (keys[3], fourth.key, again.key)
+    )
     assert not (root / "repos" / "o.o" / "m" / "4").exists()  # not kept: its link went
 
 

@@ -81,6 +81,11 @@ def cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def stage_args(repo: Path, root: Path, version: int = 1, owner: str = OWNER, budget: int = 1 << 30) -> list[str]:
+    return [str(repo), "m", "--version", str(version), "--cache-root", str(root), "--owner", owner,
+            "--budget-bytes", str(budget)]  # fmt: skip
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     repository = tmp_path / "repo"
@@ -175,17 +180,35 @@ def test_cold_stage_then_hit_reads_no_source_bytes(repo: Path, root: Path) -> No
     assert json.loads((root / "pins" / f"{OWNER}.json").read_text())["keys"] == [key]
     assert list((root / "tmp").iterdir()) == []
 
-    for path in (repo / "m" / "1").rglob("*"):  # data files unreadable: a hit may read the manifest only
+    # the data files become FIFOs without a writer: a stager that opened one would block, so a hit
+    # that returns proves no source bytes were read (chmod 000 would not stop root)
+    for path in list((repo / "m" / "1").rglob("*")):
         if path.is_file() and path.name != MANIFEST_NAME:
-            path.chmod(0)
+            path.unlink()
+            os.mkfifo(path)
     used_before = recorded["last_used"]
-    time.sleep(0.01)
-    second = run(repo, root)
+    verdict_file = root.parent / "verdict"
+    process = cli(*stage_args(repo, root), "--verdict-file", str(verdict_file))
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert verdict_file.read_text() == out.strip()
+    second = Verdict.from_json(out)
     assert (second.result, second.key, second.seconds, second.evicted) == ("hit", key, 0.0, [])
     assert json.loads((root / "entries" / f"{key}.json").read_text())["last_used"] > used_before
-    if os.geteuid() == 0:  # root reads files whatever their mode: the test then relies on seconds == 0 above
-        return
-    assert not os.access(repo / "m" / "1" / "model.py", os.R_OK)
+
+
+def test_cli_exit_status_and_verdict_file_on_failure(repo: Path, root: Path, tmp_path: Path) -> None:
+    verdict_file = tmp_path / "verdict"
+    process = cli(*stage_args(repo, root, version=9), "--verdict-file", str(verdict_file), "--display-root", "pvc://r")
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    verdict = Verdict.from_json(verdict_file.read_text())
+    assert verdict == Verdict.from_json(out)
+    assert (verdict.result, verdict.reason, verdict.key) == ("failed", "VersionNotFound", None)
+    assert verdict.message == "version 9 not in pvc://r/m"
 
 
 def test_two_owners_share_one_entry(repo: Path, root: Path) -> None:
@@ -328,8 +351,7 @@ def test_stale_links_and_scratch_of_an_owner_go_when_not_kept(tmp_path: Path, ro
 
 
 def test_two_concurrent_stagers_one_stages_the_other_hits(repo: Path, root: Path) -> None:
-    args = [str(repo), "m", "--version", "1", "--cache-root", str(root), "--budget-bytes", "100000"]
-    processes = [cli(*args, "--owner", owner) for owner in ("a.a", "b.b")]
+    processes = [cli(*stage_args(repo, root, owner=owner)) for owner in ("a.a", "b.b")]
     verdicts = []
     for process in processes:
         out, err = process.communicate(timeout=60)
@@ -349,8 +371,7 @@ def test_a_stager_killed_mid_copy_leaves_nothing_visible(repo: Path, root: Path,
     real.unlink()
     os.mkfifo(real)
     verdict_file = tmp_path / "verdict"
-    process = cli(str(repo), "m", "--version", "1", "--cache-root", str(root), "--owner", OWNER,
-                  "--budget-bytes", "100000", "--verdict-file", str(verdict_file))  # fmt: skip
+    process = cli(*stage_args(repo, root), "--verdict-file", str(verdict_file))
     try:
         deadline = time.monotonic() + 30
         while not list((root / "tmp").glob("*/model.py")):

@@ -48,7 +48,7 @@ from tritonop.cache.plan import (
     plan_eviction,
     stale_versions,
 )
-from tritonop.cache.verdict import Verdict
+from tritonop.cache.verdict import Result, Verdict
 from tritonop.repository.manifests import HASH_CHUNK_BYTES, MANIFEST_NAME
 from tritonop.repository.s3 import S3Credentials, S3Path
 
@@ -203,9 +203,12 @@ class NodeCache:
             if not (self.entries_dir / f"{folder.name}.json").is_file():
                 self._discard(folder)
         for path in self.entries_dir.iterdir():
+            if path.name.startswith("."):  # a temp file of an interrupted atomic write
+                _remove(path)
+                continue
             key = path.name.removesuffix(".json")
-            if path.name.startswith(".") or not (self.versions / key).is_dir() or self.read_entry(key) is None:
-                self.evict(key) if not path.name.startswith(".") else _remove(path)
+            if not (self.versions / key).is_dir() or self.read_entry(key) is None:
+                self.evict(key)
 
     def read_entry(self, key: str) -> Entry | None:
         try:
@@ -398,14 +401,12 @@ def stage(request: Request, environ: dict[str, str] | None = None) -> Verdict:
         try:
             return _stage_locked(cache, request, dict(os.environ) if environ is None else environ)
         except StageFailure as failure:
-            return Verdict(
-                "failed",
-                failure.reason,
-                failure.message,
-                failure.key,
-                budgetBytes=request.budget,
-                usedBytes=cache.used(),
-            )
+            reason, message, key = failure.reason, failure.message, failure.key
+        except OSError as error:  # writing the cache folder: its entry, pins, config or link
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason, key = ("DiskFull" if full else "CacheUnwritable"), None
+            message = f"cannot write the node cache at {request.root}: {error}"
+        return Verdict("failed", reason, message, key, budgetBytes=request.budget, usedBytes=cache.used())
 
 
 def _stage_locked(cache: NodeCache, request: Request, environ: dict[str, str]) -> Verdict:
@@ -417,6 +418,7 @@ def _stage_locked(cache: NodeCache, request: Request, environ: dict[str, str]) -
     kept_keys = {k for v in kept if (k := cache.linked_key(request.owner, request.model, v)) is not None}
     now = time.time()
     evicted: list[str] = []
+    result: Result
     seconds, store_changed, restaged_because = 0.0, False, None
     reason: str | None = None
 
@@ -471,7 +473,7 @@ def _stage_locked(cache: NodeCache, request: Request, environ: dict[str, str]) -
 
     _publish(cache, request, source, target, key if target.parent == cache.versions else None, kept_keys)
     return Verdict(
-        result,  # type: ignore[arg-type]
+        result,
         reason,
         message,
         key,

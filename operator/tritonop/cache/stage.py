@@ -12,6 +12,9 @@ It runs in a short Job pinned to the node, with the node's cache folder mounted 
     tmp/                     partial copies; renamed into versions/ or scratch/ only once complete
     .lock                    flock'ed for the whole run
 
+What is staged of a version: the files its manifest lists, and the manifest; a file in the
+version folder that the manifest does not list could not be verified, so it is not copied.
+
 Stagers on one node run one at a time, under an exclusive flock of `.lock` held for the whole
 run: the simplest choice that is correct (eviction, the budget and the pins are read and
 changed together, and two Jobs staging one version must not copy it twice). A stager killed

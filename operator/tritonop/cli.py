@@ -79,7 +79,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("crd", help="print the ModelDeployment CRD (generated from the API models)")
     add_repo_commands(commands)
+    add_cache_commands(commands)
     return parser
+
+
+def add_cache_commands(commands: Any) -> None:
+    cache = commands.add_parser(
+        "cache",
+        help="the node-local model cache (what the operator's staging Job runs on a node)",
+        description="Copy model versions onto a node's disk, verified, for the Triton pods on that node.",
+    )
+    sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    stage = sub.add_parser(
+        "stage",
+        help="stage one version into the node's cache folder and link it for its owner",
+        description="Copy the version from the repository into CACHE_ROOT (verified against its manifest) unless "
+        "an unchanged copy is there, evicting least recently used unpinned versions to stay within the budget, and "
+        "link it under CACHE_ROOT/repos/OWNER (Triton's --model-repository). Prints a one-line JSON verdict. Exit 0 "
+        "when the pods can load verified bytes (hit, staged, no-room with a scratch copy), 1 otherwise.",
+    )
+    stage.add_argument("repository", help="a folder, or s3://[http(s)://host:port/]bucket/path (AWS_* credentials)")
+    stage.add_argument("model")
+    stage.add_argument("--version", type=int, required=True)
+    stage.add_argument("--cache-root", type=Path, required=True, help="the node's cache folder")
+    stage.add_argument("--owner", required=True, help="NAMESPACE.NAME of the ModelDeployment")
+    stage.add_argument("--budget-bytes", type=int, required=True, help="bytes shared entries may use on the node")
+    stage.add_argument("--keep", default="", help="comma-separated versions pods on the node still serve")
+    stage.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
+    stage.add_argument("--display-root", help="name the repository so in messages (e.g. its pvc:// URI)")
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    """`cache stage`: the verdict on stdout and in --verdict-file; only the runtime deps are needed."""
+    from tritonop.cache.stage import Request, stage
+
+    keep = frozenset(part.strip() for part in args.keep.split(",") if part.strip())
+    request = Request(
+        args.repository,
+        args.model,
+        args.version,
+        args.cache_root,
+        args.owner,
+        args.budget_bytes,
+        keep,
+        args.display_root,
+    )
+    verdict = stage(request)
+    text = verdict.to_json()
+    if args.verdict_file is not None:
+        args.verdict_file.write_text(text)
+    print(text)
+    return 0 if verdict.ok else 1
 
 
 def add_repo_commands(commands: Any) -> None:
@@ -330,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         run_operator(args)
     elif args.command == "repo":
         sys.exit(run_repo(args))
+    elif args.command == "cache":
+        sys.exit(run_cache(args))
     elif args.command == "crd":
         from tritonop.api.crd import render_yaml
 

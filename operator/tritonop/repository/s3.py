@@ -49,12 +49,21 @@ class S3Path:
     """The few read-only Path operations repository.report and .manifests use, over one listing of a bucket
     prefix. Folders are key prefixes (S3 has no folders); str() is the s3:// URI."""
 
-    def __init__(self, uri: str, keys: frozenset[str], client: Any, location: S3Location, key: str = "") -> None:
+    def __init__(
+        self,
+        uri: str,
+        keys: frozenset[str],
+        client: Any,
+        location: S3Location,
+        key: str = "",
+        objects: Mapping[str, ObjectInfo] | None = None,
+    ) -> None:
         self.uri = uri.rstrip("/")
         self._keys = keys  # every object key under the listed prefix, relative to location.prefix
         self._client = client
         self._location = location
         self._key = key  # relative to location.prefix
+        self._objects: Mapping[str, ObjectInfo] = objects or {}  # size and ETag by key, from the listing
 
     @classmethod
     def open_repository(cls, uri: str, credentials: S3Credentials, subtree: str = "") -> S3Path:
@@ -63,12 +72,28 @@ class S3Path:
         client = s3_client(location, credentials)
         base = f"{location.prefix}/" if location.prefix else ""
         listed = client.list_objects(location.bucket, prefix=base + subtree.strip("/"), recursive=True)
-        keys = frozenset(obj.object_name[len(base) :] for obj in listed if not obj.is_dir)
-        return cls(uri, keys, client, location)
+        objects = {
+            obj.object_name[len(base) :]: ObjectInfo(int(obj.size or 0), (obj.etag or "").strip('"') or None)
+            for obj in listed
+            if not obj.is_dir
+        }
+        return cls(uri, frozenset(objects), client, location, objects=objects)
 
     def __truediv__(self, part: str) -> S3Path:
         key = f"{self._key}/{part}".strip("/")
-        return S3Path(self.uri, self._keys, self._client, self._location, key)
+        return S3Path(self.uri, self._keys, self._client, self._location, key, self._objects)
+
+    def info(self) -> ObjectInfo:
+        """The object's size and ETag as the listing gave them (no request: the node cache sizes a
+        version and notices overwritten objects from one listing)."""
+        if not self.is_file():
+            raise FileNotFoundError(str(self))
+        return self._objects.get(self._key, ObjectInfo(-1, None))
+
+    def files(self) -> list[str]:
+        """Every object under this prefix, relative to it (like rglob's files)."""
+        prefix = f"{self._key}/" if self._key else ""
+        return sorted(key[len(prefix) :] for key in self._keys if key.startswith(prefix))
 
     def __str__(self) -> str:
         return f"{self.uri}/{self._key}" if self._key else self.uri
@@ -107,6 +132,12 @@ class S3Path:
         base = f"{self._location.prefix}/" if self._location.prefix else ""
         response = self._client.get_object(self._location.bucket, base + self._key)
         return cast(BinaryIO, _Body(response))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int  # -1: not known (a listing without sizes)
+    etag: str | None  # without the quotes S3 puts around it
 
 
 class _Body:

@@ -21,7 +21,6 @@ before the servers load them (prefetched before a switch), by a short Job per (n
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 from tritonop import clock
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import NodeCacheStatus
+from tritonop.cache.verdict import Verdict
 from tritonop.clock import rfc3339
 from tritonop.events import Event
 from tritonop.facts import StagingGate, wanted_version
@@ -82,26 +82,25 @@ def keep_on(node: str, needed: Mapping[int, frozenset[str]], serving: int | None
 def entry_of(verdict_text: str, node: str, version: int, job: str, now: str) -> NodeCacheStatus:
     """status.cache's entry for a stager's verdict (its termination message, one JSON line)."""
     try:
-        verdict = json.loads(verdict_text)
-        state = VERDICT_STATES[verdict["result"]]
-    except (ValueError, KeyError, TypeError):
+        verdict = Verdict.from_json(verdict_text)
+    except ValueError:
         return NodeCacheStatus(
             node=node, version=version, state="Failed", reason="StagingFailed",
             message=f"job/{job}: unreadable verdict: {verdict_text[:200]}", job=job, at=now,
         )  # fmt: skip
-    message = str(verdict.get("message") or "")
-    if verdict.get("restagedBecause"):
-        message = f"{message} (staged again: {verdict['restagedBecause']})".strip()
-    if verdict.get("storeChanged"):
+    message = verdict.message
+    if verdict.restagedBecause:
+        message = f"{message} (staged again: {verdict.restagedBecause})".strip()
+    if verdict.storeChanged:
         message = f"{message} (the store changed after staging: the verified copy is served)".strip()
     return NodeCacheStatus(
         node=node,
         version=version,
-        state=state,
-        reason=verdict.get("reason"),
+        state=VERDICT_STATES[verdict.result],
+        reason=verdict.reason,
         message=message,
-        bytes=verdict.get("bytes"),
-        seconds=round(float(verdict.get("seconds") or 0.0), 2),
+        bytes=verdict.bytes,
+        seconds=round(verdict.seconds, 2),
         job=job,
         at=now,
     )

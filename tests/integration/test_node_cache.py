@@ -44,7 +44,10 @@ NODE = "gpu-node-0"
 @pytest.fixture
 def restricted(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
     name = f"t-cache-{uuid.uuid4().hex[:6]}"
-    labels = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     yield name
     cluster.kubectl("delete", "md", "--all", "-n", name, "--wait=false", check=False)

@@ -10,6 +10,7 @@ import pytest
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import ModelDeploymentStatus, NodeCacheStatus
+from tritonop.api.validation import quantity_bytes
 from tritonop.events import Event
 from tritonop.facts import Facts, PodFacts, StagingGate
 from tritonop.repository.report import RepositoryReport
@@ -152,3 +153,17 @@ def test_model_cached_condition_and_model_loaded_while_staging(
     if cached[0] == "False" and cached[1] != "Staging":
         message = next(c.message for c in status.conditions if c.type == "ModelCached")
         assert "node n2" in message and "version 3" in message
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("200Gi", 200 * 2**30), ("1Ki", 1024), ("1.5Gi", 3 * 2**29), ("8G", 8 * 10**9), ("500k", 500_000), ("1e9", 10**9),
+     ("4096", 4096)],
+)  # fmt: skip
+def test_the_budget_in_bytes(quantity: str, expected: int) -> None:
+    assert quantity_bytes(quantity) == expected
+
+
+def test_a_budget_that_is_not_a_quantity_of_bytes_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a quantity of bytes"):
+        quantity_bytes("1KB")

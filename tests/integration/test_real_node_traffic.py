@@ -8,14 +8,17 @@ the moment the test changed the spec and the moment the change was complete."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devcluster import DevCluster
@@ -320,3 +323,81 @@ def ready_or_running(core: client.CoreV1Api, namespace: str) -> list[str]:
         for pod in md_pods(core, namespace, "slowload")
         if any(status.state.running for status in pod.status.container_statuses or [])
     ]
+
+
+def test_a_node_cache_serves_through_the_service_and_prefetches_a_switch(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    # spec.model.cache in a real kubelet and containerd: the staging Job (operator image) writes
+    # the node's cache folder through a hostPath PersistentVolume's claim; the servers mount it
+    # read-only with subPathExpr (the node's name) and load through relative links; a switch is
+    # staged on the node first. Clients call the Service throughout.
+    from tritonop.repository import tools
+
+    core = client.CoreV1Api(api)
+
+    def write(root: Path) -> Path:
+        for version in (1, 2):
+            shutil.copytree(MODEL_REPO / "sleepy" / str(version), root / "sleepy" / str(version))
+            tools.write_manifest(root / "sleepy" / str(version))
+        shutil.copy(MODEL_REPO / "sleepy" / "config.pbtxt", root / "sleepy" / "config.pbtxt")
+        return root
+
+    cache = Path(tempfile.mkdtemp(prefix="tritonop-cache-", dir="/var/tmp"))
+    cache.chmod(0o777)  # the stager runs as uid 1000: the platform team makes the folder writable by it
+    volume = f"cache-{watched}"
+    claim = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(cache)},
+                "claimRef": {"namespace": watched, "name": "model-cache"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "model-cache", "namespace": watched},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    try:
+        with readable_repository("cache-repo-", write) as repository:
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(claim))
+            spec = model_spec(real_node, "sleepy", repository, 2)
+            spec["model"]["cache"] = {"claimName": "model-cache", "budget": "64Mi"}
+            apply_md(cluster, watched, "cached", spec)
+            md = wait_for_condition(api, watched, "cached", "Ready", "True", timeout=180)
+            (entry,) = md["status"]["cache"]
+            assert (entry["node"], entry["version"], entry["state"]) == (real_node.name, 1, "Staged"), entry
+            node_cache = cache / real_node.name
+            assert (node_cache / "repos" / f"{watched}.cached" / "sleepy" / "1").is_symlink()
+            cluster_ip = core.read_namespaced_service("cached", watched).spec.cluster_ip  # type: ignore[union-attr]
+            out = tmp_path / "clients.json"
+            with ServiceClients(real_node, cluster_ip, "sleepy", out, http=4, grpc=2, rate=4) as clients:
+                clients.wait_answers(20, timeout=90)
+                began = time.time()
+                apply_md(cluster, watched, "cached", {**spec, "model": {**spec["model"], "version": 2}})
+                clients.wait_only("2", timeout=120)
+                md = wait_for_condition(api, watched, "cached", "Ready", "True", timeout=60)
+                clients.wait_answers(20)
+                seen = clients.stop()
+            assert not any(failures(seen, began, time.time()).values()), failures(seen, began, time.time())
+            staged = {(e["node"], e["version"]): e["state"] for e in md["status"]["cache"]}
+            assert staged == {(real_node.name, 2): "Staged"}, md["status"]["cache"]
+            assert len(list((node_cache / "versions").iterdir())) == 2
+            cluster.kubectl("delete", "modeldeployment", "cached", "-n", watched, "--wait=true", "--timeout=90s")
+    finally:
+        cluster.kubectl("delete", "pvc", "model-cache", "-n", watched, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
+        shutil.rmtree(cache, ignore_errors=True)

@@ -5,7 +5,7 @@ step's module fills its part: the pods and their measured starts (serving/), the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, NodeCacheStatus, RolloutStatus
 from tritonop.autoscale.tokens import VLLM_ITL, Percentile, TokenWindow
@@ -57,6 +57,7 @@ class StagingGate:
 
     ready: frozenset[tuple[str, int]]  # (node, version) staged or found there
     needed: Mapping[int, frozenset[str]]  # version -> the nodes whose pods need it
+    staged_at: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (node, version) -> verdict time
 
     def blocks(self, node: str, version: int | None, serving: bool) -> bool:
         if version is None or (node, version) not in self.ready:
@@ -67,7 +68,7 @@ class StagingGate:
 @dataclass(frozen=True)
 class PodStart:
     """One new pod's start, creation to Ready, by phase, in seconds (serving/startup.py measures it).
-    A phase is None where a timestamp it needs is missing; staging is None until a node cache exists."""
+    A phase is None where a timestamp it needs is missing; staging is None without a node cache."""
 
     pod: str
     ready_at: str  # the Ready condition's lastTransitionTime
@@ -77,7 +78,7 @@ class PodStart:
     server: float | None  # -> the load began (Triton answered the operator)
     load: float  # the load this process timed
     ready: float  # load done -> Ready (the readiness gate opened, the kubelet's verdict)
-    staging: float | None = None  # weights staged on the node: not measured, no node cache exists yet
+    staging: float | None = None  # spec.model.cache: container started -> the node's copy ready (0: there already)
 
     def phases(self) -> dict[str, float]:
         """The measured phases and the total, by the name tritonop_pod_startup_seconds labels them."""

@@ -141,8 +141,10 @@ async def stage(
             entries.append(entry)
             if entry.state == "Staging":
                 requeue = POLL_SECONDS
-    ready = frozenset((e.node, e.version) for e in entries if e.state in LOADABLE)
-    return Staging(tuple(entries), StagingGate(ready, needed), requeue)
+    loadable = [e for e in entries if e.state in LOADABLE]
+    ready = frozenset((e.node, e.version) for e in loadable)
+    staged_at = {(e.node, e.version): e.at for e in loadable if e.at}
+    return Staging(tuple(entries), StagingGate(ready, needed, staged_at), requeue)
 
 
 async def _follow_job(

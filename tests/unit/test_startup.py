@@ -71,13 +71,29 @@ def test_the_phases_from_creation_to_ready_add_up() -> None:
         "scheduling": 3.0,
         "container": 7.0,
         "server": 16.75,
-        "staging": None,  # no node cache exists yet
+        "staging": None,  # no node cache
         "load": 12.25,
         "ready": 2.0,
         "total": 41.0,
     }
     assert sum(v for k, v in phases(start).items() if k != "total" and v is not None) == start.total
     assert set(start.phases()) == {"scheduling", "container", "server", "load", "ready", "total"}
+
+
+def test_with_a_node_cache_staging_is_cut_out_of_the_servers_start() -> None:
+    # Staged 22 s after the container started (a cold node), the load began at 26.75.
+    cold = pod_start(pod(), load(), staged_at=at(32))
+    assert cold is not None
+    assert (phases(cold)["staging"], phases(cold)["server"]) == (
+        16.75,
+        0.0,
+    )  # the copy ended past the load's start: clamped
+    cold = pod_start(pod(), load(), staged_at=at(20))
+    assert cold is not None and (phases(cold)["staging"], phases(cold)["server"]) == (10.0, 6.75)
+    assert sum(v for k, v in phases(cold).items() if k != "total" and v is not None) == cold.total
+    # Warm: the node held the version before the pod started.
+    warm = pod_start(pod(), load(), staged_at=at(1))
+    assert warm is not None and (phases(warm)["staging"], phases(warm)["server"]) == (0.0, 16.75)
 
 
 def test_not_ready_or_without_a_creation_time_is_not_measured() -> None:

@@ -44,6 +44,13 @@ class Target:
     def version_for(self, pod: dict[str, Any]) -> int | None:
         return wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
 
+    def staged_at(self, pod: Mapping[str, Any]) -> str | None:
+        """When the pod's version was ready in its node's cache (None: no cache)."""
+        version = wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
+        if self.staging is None or version is None:
+            return None
+        return self.staging.staged_at.get((str(pod.get("spec", {}).get("nodeName") or ""), version))
+
 
 # A reconcile waits this long for a load (tests and small models: the whole load).
 LOAD_WAIT_SECONDS = 10.0
@@ -115,7 +122,7 @@ class Servers:
         """Bring every running pod's server to the target (steps 1-6); facts for every pod, and the
         starts of new pods that became Ready (watched before this reconcile's loads)."""
         self.memory.keep_only_pods({_uid(pod) for pod in pods})
-        starts = measure_starts(self.memory.starts, pods, self.md.namespace, self.md.name)
+        starts = measure_starts(self.memory.starts, pods, self.md.namespace, self.md.name, target.staged_at)
         return replace(await self.to_target(pods, target), starts=starts)
 
     async def to_target(self, pods: list[dict[str, Any]], target: Target) -> Converged:

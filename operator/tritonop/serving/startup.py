@@ -14,7 +14,9 @@ process timed on its server, the phases from creation to Ready. Shown in status.
   request. A wait before the load (a repository check under way, a failed load retried) counts
   here too. Kubernetes records no time for "Triton answers": the startup probe passing has none,
   and ContainersReady follows the readiness probe, which asks for the model (after the load);
-- staging: weights staged on the node: not measured, there is no node cache yet (None);
+- staging (spec.model.cache): container started -> the node's copy of the version was ready (the
+  staging Job's verdict; 0 when it was there already). It overlaps Triton's own start, so it is
+  cut out of `server`, which keeps the rest; None without a cache;
 - load: the load this process timed (LoadStatus.seconds, milliseconds);
 - ready: load done -> the Ready condition's lastTransitionTime (the readiness gate
   tritonop.dev/model-ready opened, then the kubelet's readiness probe passed).
@@ -31,7 +33,7 @@ once they are Ready after an Initial load this process timed (ServingMemory.star
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Histogram
@@ -54,7 +56,7 @@ POD_STARTUP = Histogram(
 )
 
 
-def pod_start(pod: Mapping[str, Any], load: LoadStatus) -> PodStart | None:
+def pod_start(pod: Mapping[str, Any], load: LoadStatus, staged_at: str | None = None) -> PodStart | None:
     """Pure: the phases of a pod's start, from the pod and the load this process timed on it (its
     Initial load); None until the pod is Ready (or without its creationTimestamp)."""
     status = pod.get("status") or {}
@@ -70,13 +72,15 @@ def pod_start(pod: Mapping[str, Any], load: LoadStatus) -> PodStart | None:
     ready = max(ready_at, done)
     scheduled = _within(_true_since(conditions.get("PodScheduled")), created, began)
     started = _within(_container_started(status), scheduled if scheduled is not None else created, began)
+    staged = None if staged_at is None or started is None else _within(_at(staged_at), started, began)
     return PodStart(
         pod=str(pod.get("metadata", {}).get("name", "")),
         ready_at=ready_stamp,
         total=ready - created,
         scheduling=None if scheduled is None else scheduled - created,
         container=None if started is None or scheduled is None else started - scheduled,
-        server=None if started is None else began - started,
+        server=None if started is None else began - (staged if staged is not None else started),
+        staging=None if staged is None or started is None else staged - started,
         load=load.seconds,
         ready=ready - done,
     )
@@ -92,7 +96,11 @@ def watchable(pod: Mapping[str, Any]) -> bool:
 
 
 def measure_starts(
-    starts: dict[str, StartWatch], pods: Iterable[Mapping[str, Any]], namespace: str, name: str
+    starts: dict[str, StartWatch],
+    pods: Iterable[Mapping[str, Any]],
+    namespace: str,
+    name: str,
+    staged_at: Callable[[Mapping[str, Any]], str | None] = lambda pod: None,
 ) -> tuple[PodStart, ...]:
     """Before this reconcile's loads: pods seen for the first time are watched (or marked done,
     not watchable); watched pods now Ready after their timed Initial load are measured, observed
@@ -106,7 +114,7 @@ def measure_starts(
             continue
         if watch.done or watch.load is None:
             continue
-        start = pod_start(pod, watch.load)
+        start = pod_start(pod, watch.load, staged_at(pod))
         if start is None:
             continue
         starts[uid] = StartWatch(done=True)

@@ -3,7 +3,8 @@ that owns it:
 
 observe (owned.py) -> scale (autoscale/runner.py), or stop on the quiet path (quiet.py) ->
 the repository (repository/, or a verification Job: verification.py) -> render (render/, pure)
--> apply what differs (owned.py) -> bring every Triton to the target, or during a canary each
+-> apply what differs (owned.py) -> with a node cache, the versions on the pods' nodes
+(staging.py) -> bring every Triton to the target, or during a canary each
 pod to its own version (serving/) -> the canary's next step (canary/) -> compute status
 (status.py, pure) -> write status only if it changed, post events (events.py) -> when to look
 again.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,9 +74,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool
     # 4. with a node cache, each pod's version on its node first (a switch: on every node);
     # then bring each Triton to the target version and config (a canary: some pods to the new one)
     pod_versions = canary_runner.pod_versions(md, observed.pods, target_version)
-    staging = await stage(state.kube, md, observed.pods, pod_versions, target_version, state.settings.verifier_image)
-    if staging is not None:
-        events.record_all(cache_events(md.status.cache or [], staging.nodes))
+    staging = await stage_on_nodes(state, record, md, observed, pod_versions, target_version, events)
     gate = staging.gate if staging is not None else None
     target = Target(target_version, report, control_key, rollout_hash(md, inputs), pod_versions, gate)
     servers = Servers(state.kube, state.cache, record.serving, md, events, state.clock, state.triton)
@@ -129,6 +128,24 @@ async def repository(state: OperatorState, md: ModelDeployment) -> tuple[Reposit
     verification = await verify(state.kube, md, report, state.settings.verifier_image)
     # Integrity stays what the bytes say; loads are also gated on the model's declared parallelism.
     return verification.report.fitted_to(md.spec.server.gpus), verification
+
+
+async def stage_on_nodes(
+    state: OperatorState,
+    record: ObjectMemory,
+    md: ModelDeployment,
+    observed: Observed,
+    pod_versions: Mapping[str, int | None] | None,
+    target_version: int | None,
+    events: EventRecorder,
+) -> Staging | None:
+    """spec.model.cache: each pod's version in its node's cache, by staging Jobs (None: no cache).
+    A pod whose last load failed has its node's copy looked at again."""
+    image, failed = state.settings.verifier_image, record.serving.failed_loads.keys()
+    staging = await stage(state.kube, md, observed.pods, pod_versions, target_version, image, failed)
+    if staging is not None:
+        events.record_all(cache_events(md.status.cache or [], staging.nodes))
+    return staging
 
 
 def desired_objects(md: ModelDeployment, inputs: RenderInputs) -> list[dict[str, Any]]:

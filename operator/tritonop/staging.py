@@ -22,7 +22,7 @@ before the servers load them (prefetched before a switch), by a short Job per (n
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,9 @@ from tritonop.verification import job_finished, termination_message
 LOG = logging.getLogger("tritonop.staging")
 POLL_SECONDS = 1.0  # while a Job runs, look again this soon: a pod's load waits on it
 RETRY_FAILED_SECONDS = 60.0
+# A load that failed on a node whose copy status calls staged (the node's folder wiped or changed
+# by hand): a Job looks at that copy again, at most this often, while loads keep failing.
+RECHECK_AFTER_FAILED_LOAD_SECONDS = 30.0
 # Loads may go: copied and verified, found already there, or copied outside the budget.
 LOADABLE = frozenset({"Staged", "Cached", "NoRoom"})
 VERDICT_STATES = {"staged": "Staged", "hit": "Cached", "no-room": "NoRoom", "failed": "Failed"}
@@ -113,19 +116,25 @@ async def stage(
     pod_versions: Mapping[str, int | None] | None,
     target: int | None,
     image: str,
+    failed_loads: Collection[str] = (),
 ) -> Staging | None:
-    """Every needed (node, version) staged, or its Job created or followed; None without a cache."""
+    """Every needed (node, version) staged, or its Job created or followed; None without a cache.
+    failed_loads: uids of pods whose last load failed: their node's copy is looked at again."""
     if md.spec.model.cache is None:
         return None
     now = rfc3339()
     previous = {(entry.node, entry.version): entry for entry in md.status.cache or []}
     needed = needs(pods, pod_versions, target)
+    recheck = needs([pod for pod in pods if pod["metadata"].get("uid") in failed_loads], pod_versions, target)
     entries: list[NodeCacheStatus] = []
     requeue: float | None = None
     for version, nodes in sorted(needed.items()):
         for node in sorted(nodes):
             known = previous.get((node, version))
-            if known is not None and known.state in LOADABLE:
+            suspect = node in recheck.get(version, ()) and _age(known.at if known else None, now) >= (
+                RECHECK_AFTER_FAILED_LOAD_SECONDS
+            )
+            if known is not None and known.state in LOADABLE and not suspect:
                 entries.append(known)
                 continue
             if known is not None and known.state == "Failed" and _age(known.at, now) < RETRY_FAILED_SECONDS:

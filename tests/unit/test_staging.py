@@ -3,18 +3,20 @@ evicted, verdicts -> status.cache, the load gate, Events and the ModelCached con
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
+from tests.unit.fakes import FakeApiServer
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import ModelDeploymentStatus, NodeCacheStatus
 from tritonop.api.validation import quantity_bytes
 from tritonop.events import Event
 from tritonop.facts import Facts, PodFacts, StagingGate
 from tritonop.repository.report import RepositoryReport
-from tritonop.staging import cache_events, entry_of, keep_on, needs
+from tritonop.staging import cache_events, entry_of, keep_on, needs, stage
 from tritonop.status import compute_status
 
 NOW = "2026-12-05T12:00:00Z"
@@ -167,3 +169,56 @@ def test_the_budget_in_bytes(quantity: str, expected: int) -> None:
 def test_a_budget_that_is_not_a_quantity_of_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="not a quantity of bytes"):
         quantity_bytes("1KB")
+
+
+def server_pod(name: str, node: str) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "spec": {"nodeName": node},
+    }
+
+
+def finish(api: FakeApiServer, job: str, verdict_text: str) -> None:
+    """The Job controller and kubelet: the Job complete, its pod terminated with the verdict."""
+    stored = api.object("Job", "ns", job)
+    assert stored is not None
+    api.put({**stored, "status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+    state = {"terminated": {"exitCode": 0, "message": verdict_text}}
+    metadata = {"name": f"{job}-x", "namespace": "ns", "uid": job, "labels": {"job-name": job}}
+    status = {"containerStatuses": [{"name": "stage", "state": state}]}
+    api.put({"kind": "Pod", "metadata": metadata, "spec": {"nodeName": "n1"}, "status": status})
+
+
+def with_status(md: ModelDeployment, entries: list[NodeCacheStatus]) -> ModelDeployment:
+    return md.model_copy(update={"status": ModelDeploymentStatus(cache=entries)})
+
+
+def test_stage_creates_a_job_per_node_follows_it_and_then_asks_nothing() -> None:
+    api = FakeApiServer()
+    md = cached_md()
+    pods = [server_pod("a", "n1")]
+    first = asyncio.run(stage(api, md, pods, None, 3, "img"))
+    assert first is not None and [(e.node, e.state) for e in first.nodes] == [("n1", "Staging")]
+    assert first.gate.blocks("n1", 3, serving=False) and first.requeue_after is not None
+    (job,) = [o for (kind, _, _), o in api.objects.items() if kind == "Job"]
+    assert job["spec"]["template"]["spec"]["nodeName"] == "n1"
+    md = with_status(md, list(first.nodes))
+    finish(api, job["metadata"]["name"], verdict("staged"))
+    second = asyncio.run(stage(api, md, pods, None, 3, "img"))
+    assert second is not None and [(e.node, e.state) for e in second.nodes] == [("n1", "Staged")]
+    assert not second.gate.blocks("n1", 3, serving=False) and second.requeue_after is None
+    # Staged, in status: the next reconcile makes no request at all.
+    calls = dict(api.calls)
+    third = asyncio.run(stage(api, with_status(md, list(second.nodes)), pods, None, 3, "img"))
+    assert third is not None and third.nodes == second.nodes and api.calls == calls
+
+
+def test_a_failed_load_on_a_staged_node_has_its_copy_looked_at_again() -> None:
+    api = FakeApiServer()
+    staged = NodeCacheStatus(node="n1", version=3, state="Staged", job="old", at="2026-01-01T00:00:00Z")
+    md = with_status(cached_md(), [staged])
+    pods = [server_pod("a", "n1")]
+    again = asyncio.run(stage(api, md, pods, None, 3, "img", failed_loads={"uid-a"}))
+    assert again is not None and [(e.node, e.state) for e in again.nodes] == [("n1", "Staging")]
+    assert any(kind == "Job" for (kind, _, _) in api.objects)

@@ -29,7 +29,7 @@ for _, condition in ipairs(status.conditions) do
 end
 local progress_reasons = {
   WaitingForReplicas = true, VersionSwitch = true, RollingOut = true, SwappingVersion = true,
-  Loading = true, AwaitingReplacement = true, AwaitingVerification = true,
+  Loading = true, AwaitingReplacement = true, AwaitingVerification = true, AwaitingStaging = true, Staging = true,
   CanaryInProgress = true, CanaryPaused = true, CanaryWaiting = true,
 }
 local rollout = status.rollout

@@ -124,7 +124,7 @@ def run_cache(args: argparse.Namespace) -> int:
         keep,
         args.display_root,
     )
-    verdict = stage(request)
+    verdict = stage(request, dict(os.environ))  # s3://: the AWS_* credentials (the Secret's, as env)
     text = verdict.to_json()
     if args.verdict_file is not None:
         args.verdict_file.write_text(text)

@@ -21,10 +21,13 @@ before the servers load them (prefetched before a switch), by a short Job per (n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import Counter, Histogram
 
 from tritonop import clock
 from tritonop.api.spec import ModelDeployment
@@ -38,6 +41,22 @@ from tritonop.render.objects import render_stage_job, stage_job_name
 from tritonop.verification import job_finished, termination_message
 
 LOG = logging.getLogger("tritonop.staging")
+STAGING_VERDICTS = Counter(
+    "tritonop_cache_staging_verdicts_total",
+    "Staging Jobs' verdicts (spec.model.cache), by result: Staged, Cached (already on the node), NoRoom, Failed.",
+    ["namespace", "name", "result"],
+)
+STAGED_BYTES = Counter(
+    "tritonop_cache_staged_bytes_total",
+    "Bytes copied from the store onto nodes by staging Jobs.",
+    ["namespace", "name"],
+)
+STAGING_SECONDS = Histogram(
+    "tritonop_cache_staging_seconds",
+    "Time staging Jobs spent copying a version (0: already on the node).",
+    ["namespace", "name"],
+    buckets=(0.1, 1, 5, 10, 30, 60, 120, 300, 600, 1200),
+)
 POLL_SECONDS = 1.0  # while a Job runs, look again this soon: a pod's load waits on it
 RETRY_FAILED_SECONDS = 60.0
 # A load that failed on a node whose copy status calls staged (the node's folder wiped or changed
@@ -192,7 +211,12 @@ async def _follow_job(
     pods = await kube.list("Pod", md.namespace, f"job-name={name}")
     message = termination_message(pods)
     if message:
-        return entry_of(message, node, version, name, now)
+        entry = entry_of(message, node, version, name, now)
+        STAGING_VERDICTS.labels(md.namespace, md.name, entry.state).inc()
+        if entry.state in ("Staged", "NoRoom") and entry.bytes:
+            STAGED_BYTES.labels(md.namespace, md.name).inc(entry.bytes)
+        STAGING_SECONDS.labels(md.namespace, md.name).observe(entry.seconds or 0.0)
+        return entry
     why = next(
         (f"{c.get('reason', '')}: {c.get('message', '')}" for c in job.get("status", {}).get("conditions", [])
          if c.get("type") == "Failed"),
@@ -206,6 +230,16 @@ async def _follow_job(
             "at": now,
         }
     )
+
+
+def forget_metrics(namespace: str, name: str) -> None:
+    """Drop a ModelDeployment's staging series (it is gone)."""
+    for result in ("Staged", "Cached", "NoRoom", "Failed"):
+        with contextlib.suppress(KeyError):
+            STAGING_VERDICTS.remove(namespace, name, result)
+    for metric in (STAGED_BYTES, STAGING_SECONDS):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, name)
 
 
 def cache_events(old: Iterable[NodeCacheStatus], new: Iterable[NodeCacheStatus]) -> list[Event]:

@@ -22,6 +22,7 @@ from tritonop.memory import Key, Memory
 from tritonop.repository.manifests import ManifestCache
 from tritonop.serving.startup import forget_metrics as forget_startup_metrics
 from tritonop.settings import Settings
+from tritonop.staging import forget_metrics as forget_staging_metrics
 from tritonop.triton import TritonApi, TritonServer
 
 READY = Gauge(
@@ -65,6 +66,7 @@ class OperatorState:
         forget_autoscaler_metrics(*key)
         forget_canary_metrics(*key)
         forget_startup_metrics(*key)
+        forget_staging_metrics(*key)
         with contextlib.suppress(KeyError):
             READY.remove(*key)
 

@@ -144,6 +144,8 @@ def test_versions_are_staged_on_the_node_and_served_from_there(
     md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=180)
     assert cache_entry(md, 2)["state"] == "Staged", md["status"]["cache"]
     assert md_condition(md, "ModelCached")["status"] == "True"
+    header, row = cluster.kubectl("get", "md", "sleepy", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert row.split()[header.split().index("CACHED")] == "True", (header, row)
     (staged,) = (node_cache / "versions").iterdir()
     assert staged.name.startswith("sleepy-2-")
     link = node_cache / "repos" / f"{namespace}.sleepy" / "sleepy" / "2"

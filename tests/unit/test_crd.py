@@ -65,11 +65,13 @@ def test_names_columns_and_subresources() -> None:
         "TTFT",
         "ITL",
         "Rollout",
+        "Cached",
         "Reason",
         "Age",
     ]
     wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority")}
-    assert set(wide) == {"Target-TTFT", "Target-ITL", "TTFT", "ITL"}, "the token columns show with -o wide only"
+    assert set(wide) == {"Target-TTFT", "Target-ITL", "TTFT", "ITL", "Cached"}, "token and cache columns: -o wide"
+    assert wide["Cached"]["jsonPath"] == '.status.conditions[?(@.type=="ModelCached")].status'
     assert wide["TTFT"]["jsonPath"] == ".status.tokenLatency.timeToFirstTokenMs"
     assert wide["ITL"]["jsonPath"] == ".status.tokenLatency.interTokenLatencyMs"
     assert wide["Target-TTFT"]["jsonPath"] == ".spec.autoscaling.tokenLatency.timeToFirstTokenMs"

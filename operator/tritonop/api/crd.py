@@ -72,6 +72,13 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.rollout.summary",
         "description": "Canary rollout: version, weight, step (or RolledBack/Promoted).",
     },
+    {
+        "name": "Cached",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="ModelCached")].status',
+        "description": "model.cache: True when every needed version is on its node (the next pod there starts warm).",
+        "priority": 1,
+    },
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "description": "Why Ready is not True."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

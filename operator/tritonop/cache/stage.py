@@ -391,7 +391,8 @@ def stage_into(cache: NodeCache, source: Source, destination: Path, name: str) -
 
 # -- one run ---------------------------------------------------------------------------------
 def stage(request: Request, environ: dict[str, str] | None = None) -> Verdict:
-    """One run: the verdict (failures included; only a bug raises)."""
+    """One run: the verdict (failures included; only a bug raises). environ: where s3:// credentials
+    are read (the CLI passes its environment: no operator module reads it)."""
     cache = NodeCache(request.root)
     for what, value in (("owner", request.owner), ("model", request.model)):
         if not NAME.match(value):
@@ -402,7 +403,7 @@ def stage(request: Request, environ: dict[str, str] | None = None) -> Verdict:
     with cache.locked():
         cache.clean()
         try:
-            return _stage_locked(cache, request, dict(os.environ) if environ is None else environ)
+            return _stage_locked(cache, request, environ or {})
         except StageFailure as failure:
             reason, message, key = failure.reason, failure.message, failure.key
         except OSError as error:  # writing the cache folder: its entry, pins, config or link

@@ -187,7 +187,9 @@ def _cached_condition(md: ModelDeployment, facts: Facts) -> Condition:
         names = ", ".join(f"{e.version} on {e.node}" for e in staging)
         return condition(md, "ModelCached", "False", "Staging", f"staging version {names}")
     if not entries:
-        return condition(md, "ModelCached", "Unknown", "NoPodPlaced", "no pod is on a node yet")
+        return condition(
+            md, "ModelCached", "Unknown", "NothingToStage", "no pod is on a node yet, or the version is not known yet"
+        )
     nodes = sorted({entry.node for entry in entries})
     return condition(
         md, "ModelCached", "True", "Cached", f"every needed version is in the cache of {len(nodes)} node(s)"

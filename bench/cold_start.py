@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from devcluster import versions  # noqa: E402
 from devcluster.cluster import DevCluster, free_port, running_cluster, stop_pid, wait_until  # noqa: E402
+from devcluster.minio import minio_binary, start_minio  # noqa: E402
+from devcluster.volumes import host_path_claim  # noqa: E402
 from loadgen import MODEL_REPO  # noqa: E402
 from tritonop.repository.manifests import MANIFEST_NAME  # noqa: E402
 
@@ -70,37 +71,19 @@ class Store:
     """A MinIO server on loopback, its metrics public (its own count of bytes sent)."""
 
     def __init__(self, cluster: DevCluster, data: Path) -> None:
-        binary = cluster.cache_dir / "bin" / f"minio-{versions.MINIO}" / "minio"
+        binary = minio_binary(cluster.cache_dir)
         if not binary.exists():
             sys.exit(f"{binary} missing: `make minio` builds it")
-        self.port = free_port()
-        self.log = open(data.parent / "minio.log", "wb")  # noqa: SIM115 (lives as long as the server)
-        env = {"MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "HOME": str(data.parent)}
-        env["MINIO_PROMETHEUS_AUTH_TYPE"] = "public"
-        self.process = subprocess.Popen(
-            [str(binary), "server", str(data), "--address", f"127.0.0.1:{self.port}", "--console-address",
-             f"127.0.0.1:{free_port()}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_until("MinIO", self.live, timeout=60)
-        from minio import Minio
-
-        self.client = Minio(f"127.0.0.1:{self.port}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
-        self.client.make_bucket("models")
-
-    def live(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/minio/health/live", timeout=2):
-                return True
-        except OSError:
-            return False
+        self.server = start_minio(binary, data, ACCESS_KEY, SECRET_KEY, "models", public_metrics=True)
+        self.endpoint = self.server.endpoint
+        self.client = self.server.client()
 
     def upload(self, local: Path, prefix: str) -> None:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
             self.client.fput_object("models", f"{prefix}/{path.relative_to(local)}", str(path))
 
     def sent_bytes(self) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/minio/v2/metrics/cluster", timeout=10) as page:
+        with urllib.request.urlopen(f"http://{self.endpoint}/minio/v2/metrics/cluster", timeout=10) as page:
             text = page.read().decode()
         return sum(
             float(line.rsplit(" ", 1)[1])
@@ -119,37 +102,16 @@ class Store:
         return last
 
     def stop(self) -> None:
-        stop_pid(self.process.pid)
-        self.log.close()
+        self.server.stop()
 
 
 def cache_claim(path: Path) -> dict[str, Any]:
     """The node cache's hostPath PersistentVolume and its claim (the same folder on every node)."""
-    volume = f"{NAMESPACE}-cache"
-    pv = {
+    return {
         "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": volume},
-        "spec": {
-            "capacity": {"storage": "64Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "hostPath": {"path": str(path)},
-            "claimRef": {"namespace": NAMESPACE, "name": "model-cache"},
-        },
+        "kind": "List",
+        "items": host_path_claim(NAMESPACE, "model-cache", f"{NAMESPACE}-cache", path),
     }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "model-cache", "namespace": NAMESPACE},
-        "spec": {
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "",
-            "volumeName": volume,
-            "resources": {"requests": {"storage": "64Gi"}},
-        },
-    }
-    return {"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}
 
 
 def kubectl_json(cluster: DevCluster, *args: str) -> Any:
@@ -196,7 +158,7 @@ def timed(cluster: DevCluster, store: Store, change: Callable[[], None], done: C
 
 
 def run_size(cluster: DevCluster, store: Store, gib: float, cached: bool) -> dict[str, Any]:
-    model = {"name": "sleepy", "repository": f"s3://http://127.0.0.1:{store.port}/models/{gib}g", "version": 1,
+    model = {"name": "sleepy", "repository": f"s3://http://{store.endpoint}/models/{gib}g", "version": 1,
              "credentialsSecret": "store"}  # fmt: skip
     if cached:
         model["cache"] = {"claimName": "model-cache", "budget": "64Gi"}

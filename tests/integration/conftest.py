@@ -122,6 +122,18 @@ def fresh_namespace(core: client.CoreV1Api, prefix: str = "t") -> str:
     return name
 
 
+def restricted_namespace_named(core: client.CoreV1Api, name: str) -> str:
+    """A namespace enforcing Pod Security `restricted` (as a platform team's would), its default
+    ServiceAccount there."""
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    wait_until("default ServiceAccount", lambda: core.read_namespaced_service_account("default", name) is not None, 30)
+    return name
+
+
 @pytest.fixture
 def namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (and its pods with it)."""

@@ -20,9 +20,10 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import stop_pid, wait_until
+from devcluster.volumes import host_path_claim
 from tritonop.repository import tools
 
-from .conftest import REPO_ROOT, OperatorProcess, start_operator
+from .conftest import REPO_ROOT, OperatorProcess, restricted_namespace_named, start_operator
 from .helpers import (
     MODEL_REPO,
     apply_md,
@@ -108,13 +109,7 @@ def test_server_side_apply_round_trip_shows_no_drift(
 
 @pytest.fixture
 def restricted_namespace(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
-    name = f"rbac-{uuid.uuid4().hex[:6]}"
-    labels = {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    wait_until("default ServiceAccount", lambda: core.read_namespaced_service_account("default", name) is not None, 30)
+    name = restricted_namespace_named(core, f"rbac-{uuid.uuid4().hex[:6]}")
     yield name
     core.delete_namespace(name)
 
@@ -204,31 +199,7 @@ def test_operator_runs_under_its_service_account_in_a_restricted_namespace(
 
 
 def pvc_objects(namespace: str, host_path: Path = MODEL_REPO.parent) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"models-{namespace}"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "hostPath": {"path": str(host_path)},
-                "claimRef": {"namespace": namespace, "name": "models"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "models", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "volumeName": f"models-{namespace}",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
+    return host_path_claim(namespace, "models", f"models-{namespace}", host_path, "ReadOnlyMany")
 
 
 def test_model_files_are_verified_where_the_bytes_are(

@@ -21,9 +21,10 @@ from kubernetes import client
 
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
+from devcluster.volumes import host_path_claim
 from tritonop.repository import tools
 
-from .conftest import OperatorProcess
+from .conftest import OperatorProcess, restricted_namespace_named
 from .helpers import (
     MODEL_REPO,
     apply_md,
@@ -43,45 +44,12 @@ NODE = "gpu-node-0"
 
 @pytest.fixture
 def restricted(cluster: DevCluster, core: client.CoreV1Api) -> Iterator[str]:
-    name = f"t-cache-{uuid.uuid4().hex[:6]}"
-    labels = {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    name = restricted_namespace_named(core, f"t-cache-{uuid.uuid4().hex[:6]}")
     yield name
     cluster.kubectl("delete", "md", "--all", "-n", name, "--wait=false", check=False)
     core.delete_namespace(name)
     for volume in (f"models-{name}", f"cache-{name}"):
         cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
-
-
-def host_path_claim(namespace: str, claim: str, volume: str, path: Path, mode: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": [mode],
-                "storageClassName": "",
-                "hostPath": {"path": str(path)},
-                "claimRef": {"namespace": namespace, "name": claim},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": namespace},
-            "spec": {
-                "accessModes": [mode],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
 
 
 def spec(version: int, replicas: int, budget: str = "64Mi") -> dict[str, Any]:

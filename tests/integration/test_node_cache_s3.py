@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devcluster import versions
-from devcluster.cluster import DEFAULT_CACHE_DIR, free_port, stop_pid, wait_until
+from devcluster.cluster import DEFAULT_CACHE_DIR
+from devcluster.minio import MinioServer, minio_binary, start_minio
 from tests.unit.test_node_cache import same_tree, write_version
 from tritonop.cache.stage import Request, stage
 from tritonop.repository.manifests import MANIFEST_NAME
@@ -27,46 +25,19 @@ ENVIRON = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """host:port of a MinIO server with an empty bucket (as test_s3's `minio` fixture starts it)."""
-    binary = DEFAULT_CACHE_DIR / "bin" / f"minio-{versions.MINIO}" / "minio"
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    """A MinIO server with an empty bucket (as test_s3's `minio` fixture starts it)."""
+    binary = minio_binary(DEFAULT_CACHE_DIR)
     if not binary.exists():
         pytest.skip(f"{binary} missing: `make minio` builds it")
-    data = tmp_path_factory.mktemp("minio-data")
-    port, console = free_port(), free_port()
-    log = open(data.parent / "minio.log", "wb")  # noqa: SIM115 (the server outlives this block)
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "server",
-            str(data),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--console-address",
-            f"127.0.0.1:{console}",
-        ],
-        env={"MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "HOME": str(data.parent)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    running = start_minio(binary, tmp_path_factory.mktemp("minio-data"), ACCESS_KEY, SECRET_KEY, BUCKET)
+    yield running
+    running.stop()
 
-    def ready() -> bool:
-        assert process.poll() is None, f"MinIO exited with {process.returncode}; see {log.name}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/minio/health/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
-    try:
-        wait_until("MinIO ready", ready, timeout=60)
-        make_client(f"127.0.0.1:{port}").make_bucket(BUCKET)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_pid(process.pid)
-        log.close()
+@pytest.fixture
+def endpoint(server: MinioServer) -> str:
+    return server.endpoint
 
 
 def make_client(endpoint: str) -> Any:

@@ -24,6 +24,7 @@ from kubernetes import client
 from devcluster import DevCluster
 from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
+from devcluster.volumes import host_path_claim
 from loadgen import MODEL_REPO, slow_repository
 
 from .conftest import fresh_namespace
@@ -346,31 +347,7 @@ def test_a_node_cache_serves_through_the_service_and_prefetches_a_switch(
     cache = Path(tempfile.mkdtemp(prefix="tritonop-cache-", dir="/var/tmp"))
     cache.chmod(0o777)  # the stager runs as uid 1000: the platform team makes the folder writable by it
     volume = f"cache-{watched}"
-    claim = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "hostPath": {"path": str(cache)},
-                "claimRef": {"namespace": watched, "name": "model-cache"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "model-cache", "namespace": watched},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
+    claim = host_path_claim(watched, "model-cache", volume, cache)
     try:
         with readable_repository("cache-repo-", write) as repository:
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(claim))

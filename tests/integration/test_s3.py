@@ -6,19 +6,15 @@ manifest in the bucket, with the same Secret, before anything loads."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from devcluster import versions
-from devcluster.cluster import DevCluster, free_port, stop_pid, wait_until
+from devcluster.cluster import DevCluster, wait_until
+from devcluster.minio import MinioServer, minio_binary, start_minio
 from loadgen import LoadGenerator
 from tests.integration.conftest import OperatorProcess
 from tests.integration.helpers import (
@@ -40,60 +36,16 @@ ACCESS_KEY, SECRET_KEY = "tritonop-test", "tritonop-test-secret"
 BUCKET = "models"
 
 
-@dataclass(frozen=True)
-class Minio:
-    endpoint: str  # host:port
-    process: subprocess.Popen[bytes]
-
-    def client(self, secret_key: str = SECRET_KEY) -> Any:
-        from minio import Minio as MinioClient
-
-        return MinioClient(self.endpoint, access_key=ACCESS_KEY, secret_key=secret_key, secure=False)
-
-
 @pytest.fixture(scope="module")
-def minio(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minio]:
-    binary = cluster.cache_dir / "bin" / f"minio-{versions.MINIO}" / "minio"
+def minio(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    binary = minio_binary(cluster.cache_dir)
     assert binary.exists(), f"{binary} missing: `make minio` builds it (make test does)"
-    data = tmp_path_factory.mktemp("minio-data")
-    port, console = free_port(), free_port()
-    log = open(data.parent / "minio.log", "wb")  # noqa: SIM115 (the server outlives this block)
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "server",
-            str(data),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--console-address",
-            f"127.0.0.1:{console}",
-        ],
-        env={"MINIO_ROOT_USER": ACCESS_KEY, "MINIO_ROOT_PASSWORD": SECRET_KEY, "HOME": str(data.parent)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: stop_pid stops it and anything it starts
-    )
-
-    def ready() -> bool:
-        assert process.poll() is None, f"MinIO exited with {process.returncode}; see {log.name}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/minio/health/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    try:
-        wait_until("MinIO ready", ready, timeout=60)
-        server = Minio(f"127.0.0.1:{port}", process)
-        server.client().make_bucket(BUCKET)
-        yield server
-    finally:  # also when it never became ready: the server must not outlive the session
-        stop_pid(process.pid)
-        log.close()
+    server = start_minio(binary, tmp_path_factory.mktemp("minio-data"), ACCESS_KEY, SECRET_KEY, BUCKET)
+    yield server
+    server.stop()  # the server must not outlive the session
 
 
-def upload(server: Minio, local: Path, prefix: str) -> None:
+def upload(server: MinioServer, local: Path, prefix: str) -> None:
     s3 = server.client()
     for path in sorted(local.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
@@ -120,7 +72,7 @@ def test_serve_switch_and_verify_from_s3_with_an_endpoint(
     api: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
-    minio: Minio,
+    minio: MinioServer,
     tmp_path: Path,
 ) -> None:
     """Versions 2 and 3 have manifests and serve Verified; 3 replaces 2 in place under load with
@@ -205,7 +157,7 @@ def test_refused_s3_credentials_are_reported_and_nothing_loads(
     api: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
-    minio: Minio,
+    minio: MinioServer,
     tmp_path: Path,
 ) -> None:
     """A Secret with a wrong key: the verification Job cannot list the bucket, and says so."""

@@ -353,59 +353,13 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
     """A short Job that checks one version with `tritonop repo verify-version`, mounting the
     repository exactly as the servers do (same volume, same nodes), and leaves its verdict as
     the termination message. Bounded memory: files are hashed in 1 MiB chunks."""
-    repository, volumes, mounts, repo_env = _repository_wiring(md)
+    repository = _repository_wiring(md)[0]
     args = ["repo", "verify-version", repository, md.model_name, "--verdict-file", "/dev/termination-log"]
     args += ["--display-root", md.spec.model.repository]  # messages name the user's URI, not the mount
     if version is not None:
         args[4:4] = ["--version", str(version)]
-    labels = {
-        LABEL_NAME: "model-verifier",
-        LABEL_INSTANCE: md.name,
-        LABEL_MANAGED_BY: MANAGER,
-        LABEL_MODEL_DEPLOYMENT: md.name,
-        "app.kubernetes.io/component": "model-verifier",
-    }
-    container = {
-        "name": "verify",
-        "image": image,
-        "command": ["tritonop"],
-        "args": args,
-        "terminationMessagePolicy": "File",
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "volumeMounts": mounts,
-        "securityContext": container_security(),
-    }
-    # s3://: the servers' credentials Secret, as environment variables (as the servers get it).
-    if env_from := [item for item in repo_env if "secretRef" in item]:
-        container["envFrom"] = env_from
-    if env := [item for item in repo_env if "name" in item]:
-        container["env"] = env
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {**_metadata(md, name), "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": VERIFY_DEADLINE_SECONDS,
-            "ttlSecondsAfterFinished": VERIFY_JOB_TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(),
-                    "containers": [container],
-                    "volumes": volumes,
-                    # As the servers: their identity (for a policy that requires it, or pull secrets
-                    # attached to the ServiceAccount) and pull secrets (a mirrored operator image
-                    # often lives in the same registry as the mirrored Triton image).
-                    **_identity(md),
-                    **_placement(md),
-                },
-            },
-        },
-    }
+    # As the servers: their placement (the same nodes reach the same volumes).
+    return _repository_job(md, name, "model-verifier", "verify", image, args, VERIFY_DEADLINE_SECONDS, _placement(md))
 
 
 def stage_job_name(md: ModelDeployment, node: str, version: int, token: str = "") -> str:
@@ -423,42 +377,67 @@ def render_stage_job(
     there. keep: versions the node's pods serve, which no stager may evict. Its verdict is the
     termination message."""
     assert md.spec.model.cache is not None
-    repository, volumes, mounts, repo_env = _repository_wiring(md)
+    repository = _repository_wiring(md)[0]
     budget = str(quantity_bytes(md.spec.model.cache.budget))
     args = ["cache", "stage", repository, md.model_name, "--version", str(version)]
     args += ["--cache-root", CACHE_MOUNT_PATH, "--owner", cache_owner(md), "--budget-bytes", budget]
     args += ["--keep", ",".join(str(v) for v in sorted(set(keep)))] if keep else []
     args += ["--verdict-file", "/dev/termination-log", "--display-root", md.spec.model.repository]
+    tolerations = _placement(md).get("tolerations")
+    # On that node, whatever it is: nodeName skips the scheduler (the node's GPUs may all be taken
+    # by servers); the servers' tolerations let it stay there.
+    placement = {"nodeName": node, **({"tolerations": tolerations} if tolerations else {})}
+    cache_volume = {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": md.spec.model.cache.claim_name}}
+    cache_mount = {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT_PATH, "subPath": node}
+    return _repository_job(
+        md, name, "model-stager", "stage", image, args, STAGE_DEADLINE_SECONDS, placement, cache_volume, cache_mount
+    )
+
+
+def _repository_job(
+    md: ModelDeployment,
+    name: str,
+    component: str,
+    container_name: str,
+    image: str,
+    args: list[str],
+    deadline: int,
+    placement: dict[str, Any],
+    volume: dict[str, Any] | None = None,
+    mount: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Job running `tritonop ARGS` from the operator's image with the repository mounted (or
+    its credentials) exactly as the servers have it, plus `volume` at `mount`."""
+    _, volumes, mounts, repo_env = _repository_wiring(md)
     labels = {
-        LABEL_NAME: "model-stager",
+        LABEL_NAME: component,
         LABEL_INSTANCE: md.name,
         LABEL_MANAGED_BY: MANAGER,
         LABEL_MODEL_DEPLOYMENT: md.name,
-        "app.kubernetes.io/component": "model-stager",
+        "app.kubernetes.io/component": component,
     }
-    cache_volume = {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": md.spec.model.cache.claim_name}}
     container: dict[str, Any] = {
-        "name": "stage",
+        "name": container_name,
         "image": image,
         "command": ["tritonop"],
         "args": args,
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "volumeMounts": [*mounts, {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT_PATH, "subPath": node}],
+        "volumeMounts": [*mounts, *([mount] if mount else [])],
         "securityContext": container_security(),
     }
+    # s3://: the servers' credentials Secret, as environment variables (as the servers get it).
     if env_from := [item for item in repo_env if "secretRef" in item]:
         container["envFrom"] = env_from
     if env := [item for item in repo_env if "name" in item]:
         container["env"] = env
-    placement = _placement(md)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {**_metadata(md, name), "labels": labels},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": STAGE_DEADLINE_SECONDS,
+            "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": VERIFY_JOB_TTL_SECONDS,
             "template": {
                 "metadata": {"labels": labels},
@@ -468,12 +447,12 @@ def render_stage_job(
                     "enableServiceLinks": False,
                     "securityContext": pod_security(),
                     "containers": [container],
-                    "volumes": [*volumes, cache_volume],
-                    # On that node, whatever it is: nodeName skips the scheduler (the node's GPUs
-                    # may all be taken by servers); the servers' tolerations let it stay there.
-                    "nodeName": node,
+                    "volumes": [*volumes, *([volume] if volume else [])],
+                    # As the servers: their identity (for a policy that requires it, or pull secrets
+                    # attached to the ServiceAccount) and pull secrets (a mirrored operator image
+                    # often lives in the same registry as the mirrored Triton image).
                     **_identity(md),
-                    **({"tolerations": placement["tolerations"]} if "tolerations" in placement else {}),
+                    **placement,
                 },
             },
         },

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from devcluster.cluster import DevCluster, wait_until
 from devcluster.minio import MinioServer, minio_binary, start_minio
+from devcluster.volumes import host_path_claim
 from loadgen import LoadGenerator
 from tests.integration.conftest import OperatorProcess
 from tests.integration.helpers import (
@@ -172,3 +174,68 @@ def test_refused_s3_credentials_are_reported_and_nothing_loads(
     message = md_condition(md, "RepositoryValid")["message"]
     assert "cannot list" in message and "SignatureDoesNotMatch" in message, message
     assert md_condition(md, "ModelLoaded")["status"] != "True"
+
+
+def test_node_cache_from_s3_stages_once_per_node_and_evicts_what_no_pod_needs(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    minio: MinioServer,
+    tmp_path: Path,
+) -> None:
+    """spec.model.cache over the real MinIO: two pods on one node need one staging Job; switches to
+    3 then 4 with a budget for two versions evict 2 (no pod needs it) and never the served one."""
+    local = tmp_path / "repo"
+    shutil.copytree(MODEL_REPO / "sleepy", local / "sleepy")
+    shutil.copytree(MODEL_REPO / "sleepy" / "3", local / "sleepy" / "4")
+    for version in (2, 3, 4):
+        tools.write_manifest(local / "sleepy" / str(version))
+    largest = max(sum(f.stat().st_size for f in (local / "sleepy" / str(v)).iterdir()) for v in (2, 3, 4))
+    prefix = f"{namespace}/cached"
+    upload(minio, local, prefix)
+    credentials_secret(core, namespace)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    volume = f"cache-{namespace}"
+    cluster.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all(host_path_claim(namespace, "model-cache", volume, cache))
+    )
+    node = "gpu-node-0"
+    spec = sleepy_spec(replicas=2, server={"gpus": 0, "nodeSelector": {"kubernetes.io/hostname": node}})
+    spec["model"].update(
+        {
+            "repository": f"s3://http://{minio.endpoint}/{BUCKET}/{prefix}",
+            "credentialsSecret": "minio",
+            "version": 2,
+            "cache": {"claimName": "model-cache", "budget": str(largest * 5 // 2)},  # two versions fit
+        }
+    )
+    try:
+        apply_md(cluster, namespace, "sleepy", spec)
+        md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=180)
+        assert [(e["node"], e["version"], e["state"]) for e in md["status"]["cache"]] == [(node, 2, "Staged")]
+        assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {2}
+        stagers = client.BatchV1Api(api).list_namespaced_job(
+            namespace, label_selector="app.kubernetes.io/name=model-stager"
+        )
+        assert len(stagers.items) == 1, [job.metadata.name for job in stagers.items]  # one node, one Job
+        for version in (3, 4):
+            spec["model"]["version"] = version
+            apply_md(cluster, namespace, "sleepy", spec)
+            wait_until(
+                f"both pods on version {version}",
+                lambda v=version: (  # type: ignore[misc]
+                    get_md(api, namespace, "sleepy")["status"].get("activeVersion") == v
+                    and md_condition(get_md(api, namespace, "sleepy"), "Ready").get("status") == "True"
+                ),
+                timeout=180,
+            )
+        staged = sorted(path.name.split("-")[1] for path in (cache / node / "versions").iterdir())
+        assert staged == ["3", "4"], staged  # 2 evicted for 4; 3 was served during the switch
+        assert {infer_version(ip) for ip in ready_ips(core, namespace, "sleepy")} == {4}
+    finally:
+        cluster.kubectl("delete", "md", "sleepy", "-n", namespace, "--wait=true", "--timeout=90s", check=False)
+        cluster.kubectl("delete", "pvc", "model-cache", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)

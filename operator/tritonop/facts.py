@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tritonop.api.status import AutoscalerStatus, IntegrityStatus, LoadStatus, NodeCacheStatus, RolloutStatus
 from tritonop.autoscale.tokens import VLLM_ITL, Percentile, TokenWindow
@@ -45,6 +46,11 @@ class PodFacts:
         if version is None:
             return bool(self.ready_versions) and self.config_current
         return version in self.ready_versions and self.config_current
+
+
+def node_of(pod: Mapping[str, Any]) -> str:
+    """The node a pod is bound to ('' while unscheduled)."""
+    return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
 @dataclass(frozen=True)

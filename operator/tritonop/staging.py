@@ -29,16 +29,15 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from tritonop import clock
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import NodeCacheStatus
 from tritonop.cache.verdict import Verdict
 from tritonop.clock import rfc3339
 from tritonop.events import Event
-from tritonop.facts import StagingGate, wanted_version
+from tritonop.facts import StagingGate, node_of, wanted_version
 from tritonop.k8s import KubeApi, KubeError
 from tritonop.render.objects import render_stage_job, stage_job_name
-from tritonop.verification import job_finished, termination_message
+from tritonop.verification import age_seconds, job_finished, termination_message
 
 LOG = logging.getLogger("tritonop.staging")
 STAGING_VERDICTS = Counter(
@@ -83,12 +82,12 @@ def needs(
     """Pure: version -> the nodes whose pods need it (scheduled pods not being deleted)."""
     wanted: dict[int, set[str]] = {}
     for pod in pods:
-        node = pod.get("spec", {}).get("nodeName")
+        node = node_of(pod)
         if not node or pod["metadata"].get("deletionTimestamp"):
             continue
         version = wanted_version(pod_versions, pod["metadata"]["name"], target)
         if version is not None:
-            wanted.setdefault(version, set()).add(str(node))
+            wanted.setdefault(version, set()).add(node)
     return {version: frozenset(nodes) for version, nodes in wanted.items()}
 
 
@@ -150,13 +149,13 @@ async def stage(
     for version, nodes in sorted(needed.items()):
         for node in sorted(nodes):
             known = previous.get((node, version))
-            suspect = node in recheck.get(version, ()) and _age(known.at if known else None, now) >= (
+            suspect = node in recheck.get(version, ()) and age_seconds(known.at if known else None, now) >= (
                 RECHECK_AFTER_FAILED_LOAD_SECONDS
             )
             if known is not None and known.state in LOADABLE and not suspect:
                 entries.append(known)
                 continue
-            if known is not None and known.state == "Failed" and _age(known.at, now) < RETRY_FAILED_SECONDS:
+            if known is not None and known.state == "Failed" and age_seconds(known.at, now) < RETRY_FAILED_SECONDS:
                 entries.append(known)
                 requeue = min(requeue or RETRY_FAILED_SECONDS, RETRY_FAILED_SECONDS)
                 continue
@@ -258,7 +257,3 @@ def cache_events(old: Iterable[NodeCacheStatus], new: Iterable[NodeCacheStatus])
         else:
             events.append(Event("Warning", entry.reason or entry.state, f"{where}: {entry.message}"))
     return events
-
-
-def _age(stamp: str | None, now: str) -> float:
-    return (clock.parse(now) - clock.parse(stamp)).total_seconds() if stamp else float("inf")

@@ -77,7 +77,7 @@ def report_of(integrity: IntegrityStatus) -> RepositoryReport:
     )
 
 
-def _age_seconds(stamp: str | None, now: str) -> float:
+def age_seconds(stamp: str | None, now: str) -> float:
     return (clock.parse(now) - clock.parse(stamp)).total_seconds() if stamp else float("inf")
 
 
@@ -138,7 +138,7 @@ async def verify(kube: KubeApi, md: ModelDeployment, local: RepositoryReport, im
     if stored and stored.result == VERIFYING:
         name = stored.checked_by.removeprefix("job/")  # follow the Job in flight
     elif stored and stored.result not in ("Verified", "Unverified"):
-        if _age_seconds(stored.checked_at, now) < RECHECK_FAILED_SECONDS:
+        if age_seconds(stored.checked_at, now) < RECHECK_FAILED_SECONDS:
             return Verification(report_of(stored), stored, RECHECK_FAILED_SECONDS)
         # A new Job name: check the (maybe fixed) files again.
         name = verify_job_name(md, version, stored.checked_at or now)

@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonop.api.spec import ModelDeployment
 from tritonop.clock import Clock
 from tritonop.events import EventRecorder
-from tritonop.facts import PodFacts, PodStart, StagingGate, wanted_version
+from tritonop.facts import PodFacts, PodStart, StagingGate, node_of, wanted_version
 from tritonop.informer import ObjectCache
 from tritonop.k8s import PodConditions
 from tritonop.names import ANNOTATION_ROLLOUT_HASH
@@ -41,15 +41,15 @@ class Target:
     pod_versions: Mapping[str, int | None] | None = None
     staging: StagingGate | None = None  # spec.model.cache: loads wait for their version on the node
 
-    def version_for(self, pod: dict[str, Any]) -> int | None:
+    def version_for(self, pod: Mapping[str, Any]) -> int | None:
         return wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
 
     def staged_at(self, pod: Mapping[str, Any]) -> str | None:
         """When the pod's version was ready in its node's cache (None: no cache)."""
-        version = wanted_version(self.pod_versions, pod["metadata"]["name"], self.version)
+        version = self.version_for(pod)
         if self.staging is None or version is None:
             return None
-        return self.staging.staged_at.get((str(pod.get("spec", {}).get("nodeName") or ""), version))
+        return self.staging.staged_at.get((node_of(pod), version))
 
 
 # A reconcile waits this long for a load (tests and small models: the whole load).
@@ -236,8 +236,7 @@ class Servers:
         # the version under test: the stable one was verified when it rolled out.
         blocks = target.repository.blocks_load and version == target.version
         failed = self.memory.failed_loads.get(_uid(pod))
-        node = str(pod.get("spec", {}).get("nodeName") or "")
-        unstaged = target.staging is not None and target.staging.blocks(node, version, bool(probe.versions))
+        unstaged = target.staging is not None and target.staging.blocks(node_of(pod), version, bool(probe.versions))
         action = plan(
             probe,
             wanted,

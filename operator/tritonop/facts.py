@@ -41,6 +41,7 @@ class PodFacts:
     awaiting_replacement: bool = False  # Recreate/Rolling: an old pod the Deployment will replace
     unreachable: bool = False  # live, but the load call got no answer (server restarting)
     awaiting_staging: bool = False  # spec.model.cache: its version is not on its node (or every node) yet
+    starting: bool = False  # its server container started moments ago and Triton does not answer yet
 
     def serves(self, version: int | None) -> bool:
         if version is None:

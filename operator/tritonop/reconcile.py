@@ -44,6 +44,9 @@ from tritonop.verification import Verification, verify
 LOG = logging.getLogger("tritonop.reconcile")
 # While something is converging (servers starting, loads under way) look again soon.
 CONVERGING_REQUEUE_SECONDS = 1.0
+# A server container that just started: its load begins as soon as Triton answers (live within
+# a second), bounded by servers.SERVER_START_WATCH_SECONDS.
+STARTING_REQUEUE_SECONDS = 0.2
 
 
 async def reconcile(state: OperatorState, body: dict[str, Any], quiet_only: bool = False) -> Next:
@@ -247,7 +250,9 @@ def converging(pods: list[PodFacts], wanted: Callable[[PodFacts], int | None]) -
         for pod in pods
         if pod.scheduled and pod.waiting_reason not in FAILING_WAIT_REASONS
     ) and not any(pod.load_error for pod in pods)
-    return CONVERGING_REQUEUE_SECONDS if moving else None
+    if not moving:
+        return None
+    return STARTING_REQUEUE_SECONDS if any(pod.starting for pod in pods) else CONVERGING_REQUEUE_SECONDS
 
 
 def target_of(md: ModelDeployment, report: RepositoryReport) -> int | None:

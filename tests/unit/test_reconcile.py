@@ -139,6 +139,24 @@ def test_a_new_model_deployment_creates_its_objects_then_serves_once_its_pods_lo
     assert len(cluster.tritons.keys) == 1  # every server got the object's control key
 
 
+def test_a_server_container_that_just_started_is_looked_at_again_within_a_fifth_of_a_second(
+    repository: Path,
+) -> None:
+    """Its load (and so the pod's Ready) begins as soon as Triton answers, not at the next
+    ordinary look; a server still silent 30 s after its start is looked at every second."""
+    cluster = Cluster(repository, version=2, replicas=1)
+    cluster.reconcile()
+    (server,) = cluster.start_pods()
+    server.live = False
+    started_pod(cluster.api.pods[("n", "m-0")], cluster.clock, created=2, scheduled=2, container=0.5)
+    assert cluster.reconcile() == Next(0.2)
+    cluster.clock.advance(30)
+    assert cluster.reconcile() == Next(1.0)
+    server.live = True
+    cluster.reconcile()
+    assert server.ready == {2}
+
+
 def test_an_idle_reconcile_makes_no_write_and_posts_no_event(repository: Path) -> None:
     cluster = Cluster(repository, version=2)
     serving(cluster, 2)

@@ -116,10 +116,10 @@ EXPECTED_DEPLOYMENT: dict[str, Any] = {
                             }
                         ],
                         "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        "startupProbe": probe("/v2/health/live", 5, 120),
+                        "startupProbe": probe("/v2/health/live", 1, 600),
                         "lifecycle": {"preStop": {"sleep": {"seconds": 12}}},
                         "livenessProbe": probe("/v2/health/live", 10, 3),
-                        "readinessProbe": probe("/v2/models/resnet50/ready", 2, 3),
+                        "readinessProbe": probe("/v2/models/resnet50/ready", 1, 3),
                         "volumeMounts": [
                             {"name": "model-repository", "mountPath": "/models", "readOnly": True},
                             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -193,7 +193,7 @@ def test_deployment_pvc_with_subpath_and_server_settings() -> None:
         "requests": {"cpu": "4", "memory": "16Gi"},
         "limits": {"nvidia.com/mig-1g.10gb": "2", "cpu": "4", "memory": "16Gi"},
     }
-    container["readinessProbe"] = probe("/v2/models/resnet/ready", 2, 3)
+    container["readinessProbe"] = probe("/v2/models/resnet/ready", 1, 3)
     container["volumeMounts"][0] = {
         "name": "model-repository",
         "mountPath": "/models",

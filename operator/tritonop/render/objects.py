@@ -225,10 +225,12 @@ def render_deployment(md: ModelDeployment, inputs: RenderInputs) -> dict[str, An
         ],
         "env": env,
         "resources": resources,
-        # Large models take minutes to load: 10 minutes before liveness starts counting.
-        "startupProbe": http_probe("/v2/health/live", 5, 120),
+        # Every second: the kubelet runs readiness only once the startup probe passed, so these
+        # periods are added to every pod's start (tritonserver is live in well under a second;
+        # the operator loads the model meanwhile). 10 minutes before liveness starts counting.
+        "startupProbe": http_probe("/v2/health/live", 1, 600),
         "livenessProbe": http_probe("/v2/health/live", 10, 3),
-        "readinessProbe": http_probe(f"/v2/models/{md.model_name}/ready", 2, 3),
+        "readinessProbe": http_probe(f"/v2/models/{md.model_name}/ready", 1, 3),
         # A pod leaving (scale-down, rollout) keeps serving while load balancers drop it and its
         # gRPC channels reach their maximum age; on SIGTERM tritonserver serves the HTTP
         # connections still open and in-flight requests for up to its exit timeout (30 s), in

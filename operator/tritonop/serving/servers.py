@@ -23,7 +23,7 @@ from tritonop.repository.report import RepositoryReport
 from tritonop.serving.gates import Gates, Sleep
 from tritonop.serving.memory import LoadInFlight, ServingMemory, SwapNeed
 from tritonop.serving.plan import Action, Kind, LoadResult, Probe, config_is_current, plan, wanted_config
-from tritonop.serving.startup import measure_starts
+from tritonop.serving.startup import container_started, measure_starts
 from tritonop.serving.steps import PodSteps
 from tritonop.serving.swap import SwapKind, SwapPod, next_swap_step, swap_blocked, swap_notice
 from tritonop.triton import TritonApi, TritonError, TritonServer
@@ -54,6 +54,10 @@ class Target:
 
 # A reconcile waits this long for a load (tests and small models: the whole load).
 LOAD_WAIT_SECONDS = 10.0
+# A server container this young that does not answer yet is looked at again soon (reconcile.py's
+# STARTING_REQUEUE_SECONDS): its load, and so the pod's Ready, should not wait for the next
+# ordinary look. Past this, a slow server is looked at as often as anything converging.
+SERVER_START_WATCH_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ class Servers:
             staging_blocks=unstaged,
         )
         if action.kind is Kind.NOT_LIVE:
-            return pod_facts(pod)
+            return replace(pod_facts(pod), starting=self.just_started(pod))
         result = LoadResult(probe.versions, probe.config)
         if in_flight is not None:
             # A load under way, or just ended (the probe may predate its end): nothing new is asked
@@ -275,6 +279,12 @@ class Servers:
         if facts.serves(version if managed else None):
             await self.gates.open_gate(pod, facts.ready_versions)
         return facts
+
+    def just_started(self, pod: Mapping[str, Any]) -> bool:
+        """Its server container started less than SERVER_START_WATCH_SECONDS ago: tritonserver is
+        usually live within a second, and the load should begin the moment it is."""
+        started = container_started(pod.get("status") or {})
+        return started is not None and self.clock.time() - started < SERVER_START_WATCH_SECONDS
 
     def steps(self, one: Running, events: EventRecorder | None = None) -> PodSteps:
         return PodSteps(one.pod, one.server, self.md, self.memory, events or self.events, self.clock, self.gates)

@@ -71,7 +71,7 @@ def pod_start(pod: Mapping[str, Any], load: LoadStatus, staged_at: str | None = 
     done = began + load.seconds
     ready = max(ready_at, done)
     scheduled = _within(_true_since(conditions.get("PodScheduled")), created, began)
-    started = _within(_container_started(status), scheduled if scheduled is not None else created, began)
+    started = _within(container_started(status), scheduled if scheduled is not None else created, began)
     staged = None if staged_at is None or started is None else _within(_at(staged_at), started, began)
     return PodStart(
         pod=str(pod.get("metadata", {}).get("name", "")),
@@ -165,7 +165,7 @@ def _ready_at(conditions: Mapping[Any, Mapping[str, Any]]) -> tuple[float, str] 
     return max(known) if known else None
 
 
-def _container_started(status: Mapping[str, Any]) -> float | None:
+def container_started(status: Mapping[str, Any]) -> float | None:
     """The server container's state.running.startedAt (the first container where it has another name)."""
     containers = status.get("containerStatuses") or []
     server = next((c for c in containers if c.get("name") == CONTAINER_NAME), containers[0] if containers else {})

@@ -157,7 +157,7 @@ def timed(cluster: DevCluster, store: Store, change: Callable[[], None], done: C
     return {"seconds": seconds, "fetched_gib": (store.settled_bytes() - before) / 2**30}
 
 
-def run_size(cluster: DevCluster, store: Store, gib: float, cached: bool) -> dict[str, Any]:
+def run_size(cluster: DevCluster, store: Store, gib: float, cached: bool, switch: bool = True) -> dict[str, Any]:
     model = {"name": "sleepy", "repository": f"s3://http://{store.endpoint}/models/{gib}g", "version": 1,
              "credentialsSecret": "store"}  # fmt: skip
     if cached:
@@ -167,8 +167,9 @@ def run_size(cluster: DevCluster, store: Store, gib: float, cached: bool) -> dic
     figures: dict[str, Any] = {"gib": gib, "cache": cached}
     figures["first"] = timed(cluster, store, lambda: apply(cluster, spec), serving(cluster, 1, 1))
     figures["second"] = timed(cluster, store, lambda: apply(cluster, {**spec, "replicas": 2}), serving(cluster, 2, 1))
-    switched = {**spec, "replicas": 2, "model": {**model, "version": 2}}
-    figures["switch"] = timed(cluster, store, lambda: apply(cluster, switched), serving(cluster, 2, 2))
+    if switch:
+        switched = {**spec, "replicas": 2, "model": {**model, "version": 2}}
+        figures["switch"] = timed(cluster, store, lambda: apply(cluster, switched), serving(cluster, 2, 2))
     md = kubectl_json(cluster, "get", "md", "m", "-n", NAMESPACE)["status"]
     figures["load_seconds"] = (md.get("lastLoad") or {}).get("seconds")
     figures["staging"] = [{k: e.get(k) for k in ("version", "state", "seconds")} for e in md.get("cache") or []]
@@ -198,6 +199,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,4", help="GiB, comma-separated")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--paths", default="none,cache", help="none (Triton reads S3) and/or cache, comma-separated")
+    parser.add_argument(
+        "--no-switch",
+        action="store_true",
+        help="first and second pod only: one version uploaded (16 GiB fits this machine's disk only so)",
+    )
     parser.add_argument("--out", type=Path, help="append each run as a JSON line here")
     parser.add_argument("--report", type=Path, help="print the tables of recorded runs (JSON lines) and exit")
     args = parser.parse_args()
@@ -213,7 +220,7 @@ def main() -> None:
         operator = None
         try:
             for gib in sizes:
-                for version in (1, 2):
+                for version in (1,) if args.no_switch else (1, 2):
                     local = work / "upload" / "sleepy" / str(version)
                     print(f"writing and uploading {gib:g} GiB version {version}...", flush=True)
                     write_version(local, version, gib)
@@ -236,13 +243,13 @@ def main() -> None:
             )  # fmt: skip
             for run in range(args.runs):
                 for gib in sizes:
-                    for cached in (False, True):
+                    for cached in [path == "cache" for path in args.paths.split(",")]:
                         cache = work / f"cache-{run}-{gib}"
                         if cached:
                             cache.mkdir()
                             cluster.kubectl("apply", "-f", "-", input=json.dumps(cache_claim(cache)))
                         print(f"run {run}: {gib:g} GiB, {'cache' if cached else 'no cache'}...", flush=True)
-                        figures = run_size(cluster, store, gib, cached)
+                        figures = run_size(cluster, store, gib, cached, switch=not args.no_switch)
                         print(json.dumps(figures), flush=True)
                         if args.out:
                             with args.out.open("a") as out:
@@ -265,7 +272,10 @@ def report(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|")
     for row in rows:
         path = "node cache" if row["cache"] else "no cache (Triton reads S3)"
-        cells = [f"{row[k]['seconds']:.1f} ({row[k]['fetched_gib']:.2f})" for k in ("first", "second", "switch")]
+        cells = [
+            f"{row[k]['seconds']:.1f} ({row[k]['fetched_gib']:.2f})" if k in row else "not run"
+            for k in ("first", "second", "switch")
+        ]
         print(f"| {row['gib']:g} GiB | {path} | " + " | ".join(cells) + " |")
     if any(r["cache"] for r in rows):
         projection(rows)

@@ -107,13 +107,22 @@ def add_cache_commands(commands: Any) -> None:
     stage.add_argument("--keep", default="", help="comma-separated versions pods on the node still serve")
     stage.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
     stage.add_argument("--display-root", help="name the repository so in messages (e.g. its pvc:// URI)")
+    stage.add_argument(
+        "--live-owners",
+        help="comma-separated NAMESPACE.NAME of the ModelDeployments that exist: pins of other owners in "
+        "--owners-scope written before --owners-listed-at are released (their versions become evictable)",
+    )
+    stage.add_argument("--owners-scope", default="*", help="the namespace --live-owners covers, or * (every one)")
+    stage.add_argument("--owners-listed-at", type=float, default=0.0, help="when --live-owners was listed (epoch s)")
 
 
 def run_cache(args: argparse.Namespace) -> int:
     """`cache stage`: the verdict on stdout and in --verdict-file; only the runtime deps are needed."""
     from tritonop.cache.stage import Request, stage
 
-    keep = frozenset(part.strip() for part in args.keep.split(",") if part.strip())
+    def names(text: str) -> frozenset[str]:
+        return frozenset(part.strip() for part in text.split(",") if part.strip())
+
     request = Request(
         args.repository,
         args.model,
@@ -121,8 +130,11 @@ def run_cache(args: argparse.Namespace) -> int:
         args.cache_root,
         args.owner,
         args.budget_bytes,
-        keep,
+        names(args.keep),
         args.display_root,
+        live_owners=None if args.live_owners is None else names(args.live_owners),
+        owners_scope=args.owners_scope,
+        owners_listed_at=args.owners_listed_at,
     )
     verdict = stage(request, dict(os.environ))  # s3://: the AWS_* credentials (the Secret's, as env)
     text = verdict.to_json()
@@ -300,6 +312,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         autoscale_period_seconds=args.autoscale_period_seconds,
         autoscale_report_seconds=args.autoscale_report_seconds,
         in_cluster=bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
+        clusterwide=not args.namespace,
         verifier_image=args.verifier_image or DEFAULT_VERIFIER_IMAGE,  # preflight() may set the pod's own
         election=election,
     )

@@ -145,7 +145,9 @@ async def stage_on_nodes(
     """spec.model.cache: each pod's version in its node's cache, by staging Jobs (None: no cache).
     A pod whose last load failed has its node's copy looked at again."""
     image, failed = state.settings.verifier_image, record.serving.failed_loads.keys()
-    staging = await stage(state.kube, md, observed.pods, pod_versions, target_version, image, failed)
+    staging = await stage(
+        state.kube, md, observed.pods, pod_versions, target_version, image, failed, state.settings.clusterwide
+    )
     if staging is not None:
         events.record_all(cache_events(md.status.cache or [], staging.nodes))
     return staging

@@ -26,5 +26,6 @@ class Settings:
     autoscale_period_seconds: float = 1.0  # autoscaler evaluation period per ModelDeployment
     autoscale_report_seconds: float = 5.0  # how often status gets the autoscaler's measurement
     in_cluster: bool = False  # running in a pod: file:// repositories live on the nodes, not here
+    clusterwide: bool = True  # watches every namespace (no --namespace): may list ModelDeployments anywhere
     verifier_image: str = DEFAULT_VERIFIER_IMAGE  # verification Jobs run `tritonop repo verify-version`
     election: ElectionConfig | None = None  # None: no leader election, this process reconciles

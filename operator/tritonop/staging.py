@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +32,13 @@ from prometheus_client import Counter, Histogram
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import NodeCacheStatus
+from tritonop.cache.plan import LiveOwners
 from tritonop.cache.verdict import Verdict
 from tritonop.clock import rfc3339
 from tritonop.events import Event
 from tritonop.facts import StagingGate, node_of, wanted_version
 from tritonop.k8s import KubeApi, KubeError
-from tritonop.render.objects import render_stage_job, stage_job_name
+from tritonop.render.objects import cache_owner, render_stage_job, stage_job_name
 from tritonop.verification import age_seconds, job_finished, termination_message
 
 LOG = logging.getLogger("tritonop.staging")
@@ -58,6 +60,9 @@ STAGING_SECONDS = Histogram(
 )
 POLL_SECONDS = 1.0  # while a Job runs, look again this soon: a pod's load waits on it
 RETRY_FAILED_SECONDS = 60.0
+# A deleted ModelDeployment's pins (which keep its versions from eviction) are released by the
+# next staging Job on the node once they are this much older than the LIST that misses the owner.
+RELEASE_AFTER_SECONDS = 600.0
 # A load that failed on a node whose copy status calls staged (the node's folder wiped or changed
 # by hand): a Job looks at that copy again, at most this often, while loads keep failing.
 RECHECK_AFTER_FAILED_LOAD_SECONDS = 30.0
@@ -135,9 +140,12 @@ async def stage(
     target: int | None,
     image: str,
     failed_loads: Collection[str] = (),
+    clusterwide: bool = True,
 ) -> Staging | None:
     """Every needed (node, version) staged, or its Job created or followed; None without a cache.
-    failed_loads: uids of pods whose last load failed: their node's copy is looked at again."""
+    failed_loads: uids of pods whose last load failed: their node's copy is looked at again.
+    clusterwide: the operator watches (and may list) every namespace: a Job releases the pins of
+    deleted ModelDeployments anywhere, else of those in this one's namespace."""
     if md.spec.model.cache is None:
         return None
     now = rfc3339()
@@ -164,7 +172,7 @@ async def stage(
             name = known.job if known is not None and known.state == "Staging" and known.job else None
             name = name or stage_job_name(md, node, version, now)
             keep = keep_on(node, needed, md.status.active_version)
-            entry = await _follow_job(kube, md, node, version, keep, image, name, known, now)
+            entry = await _follow_job(kube, md, node, version, keep, image, name, known, now, clusterwide)
             entries.append(entry)
             if entry.state == "Staging":
                 requeue = POLL_SECONDS
@@ -184,6 +192,7 @@ async def _follow_job(
     name: str,
     known: NodeCacheStatus | None,
     now: str,
+    clusterwide: bool = True,
 ) -> NodeCacheStatus:
     since = known.at if known is not None and known.job == name and known.at else now
     staging = NodeCacheStatus(
@@ -192,7 +201,8 @@ async def _follow_job(
     job = await kube.get("Job", md.namespace, name)
     if job is None:
         try:
-            await kube.create(render_stage_job(md, node, version, keep, image, name))
+            owners = await live_owners(kube, md, clusterwide)
+            await kube.create(render_stage_job(md, node, version, keep, image, name, owners))
         except KubeError as error:
             if error.status != 409:
                 return staging.model_copy(
@@ -229,6 +239,26 @@ async def _follow_job(
             "at": now,
         }
     )
+
+
+async def live_owners(kube: KubeApi, md: ModelDeployment, clusterwide: bool) -> LiveOwners | None:
+    """The cache's owners that exist: ModelDeployments with spec.model.cache, in every namespace
+    (clusterwide) or in md's. Listed when a Job is made (rarely), not per reconcile. The time
+    passed is RELEASE_AFTER_SECONDS before the LIST: a pin written since (by an owner newer than
+    the list, or on a node whose clock is ahead) is never released. None (nothing released)
+    when the LIST fails."""
+    listed_at = time.time() - RELEASE_AFTER_SECONDS
+    try:
+        items = await kube.list("ModelDeployment", None if clusterwide else md.namespace)
+    except KubeError as error:
+        LOG.info("%s/%s: cannot list ModelDeployments, no pins released: %s", md.namespace, md.name, error)
+        return None
+    names = {
+        f"{item['metadata']['namespace']}.{item['metadata']['name']}"
+        for item in items
+        if ((item.get("spec") or {}).get("model") or {}).get("cache")
+    }
+    return LiveOwners(frozenset(names | {cache_owner(md)}), "*" if clusterwide else md.namespace, listed_at)
 
 
 def forget_metrics(namespace: str, name: str) -> None:

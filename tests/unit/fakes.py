@@ -396,7 +396,7 @@ class FakeApiServer(FakeKube):
             obj
             for obj in candidates
             if obj.get("kind", kind) == kind
-            and obj["metadata"].get("namespace") == namespace
+            and (namespace is None or obj["metadata"].get("namespace") == namespace)  # None: every namespace
             and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
         ]
 

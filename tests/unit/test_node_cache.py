@@ -273,6 +273,42 @@ def test_a_pinned_entry_is_never_evicted_the_owner_gets_a_scratch_copy(tmp_path:
     assert (root / "scratch" / "b.b" / "m-2").is_dir()  # kept until 2 is neither staged nor kept by b
 
 
+def test_a_deleted_owners_pins_are_released_so_its_version_can_be_evicted(tmp_path: Path, root: Path) -> None:
+    """Through the CLI, as the staging Job runs it: owners the operator's LIST did not find, in its
+    scope, pinned before it listed, lose their pins, links and scratch copies; newer pins, owners
+    outside the scope, and runs without a list release nothing."""
+    repo = tmp_path / "repo"
+    for version in (1, 2):
+        write_version(repo, "m", version, {"w.bin": bytes([version]) * 1000})
+    budget = size_of(repo / "m" / "1") + 10
+    gone = run(repo, root, version=1, owner="a.gone", budget=budget)
+    run(repo, root, version=1, owner="b.other", budget=budget)  # another namespace's owner pins 1 too
+    run(repo, root, version=2, owner="a.full", budget=1)  # a scratch copy, for a.full
+    pinned_at = json.loads((root / "pins" / "a.gone.json").read_text())["written_at"]
+
+    def stage_with(listed_at: float, scope: str, live: str, owner: str = "a.new") -> Verdict:
+        args = [*stage_args(repo, root, version=2, owner=owner, budget=budget), "--live-owners", live]
+        process = cli(*args, "--owners-scope", scope, "--owners-listed-at", str(listed_at))
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        return Verdict.from_json(out)
+
+    # Listed before the pins were written: an owner newer than the list keeps them.
+    assert "released" not in stage_with(pinned_at - 1, "a", "a.new").message
+    assert (root / "pins" / "a.gone.json").is_file()
+    # Scope "a": b.other is not judged and still pins 1, so 2 gets a scratch copy.
+    verdict = stage_with(pinned_at + 1, "a", "a.new")
+    assert verdict.result == "no-room"
+    assert "released the pins of deleted a.full, a.gone" in verdict.message
+    for leftover in ("pins/a.gone.json", "repos/a.gone", "pins/a.full.json", "repos/a.full", "scratch/a.full"):
+        assert not (root / leftover).exists(), leftover
+    assert (root / "pins" / "b.other.json").is_file()
+    # Every namespace, b.other gone too: nothing pins 1 any more, so it is evicted for 2.
+    verdict = stage_with(pinned_at + 1, "*", "a.new", owner="a.new2")
+    assert (verdict.result, verdict.evicted) == ("staged", [gone.key])
+    assert sorted(p.name for p in (root / "pins").iterdir()) == ["a.new.json", "a.new2.json"]  # a.new: listed
+
+
 def test_budget_smaller_than_the_version_uses_a_verified_scratch_copy(repo: Path, root: Path) -> None:
     verdict = run(repo, root, budget=100)
     assert (verdict.result, verdict.reason, verdict.usedBytes) == ("no-room", "BudgetTooSmall", 0)

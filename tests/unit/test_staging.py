@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -212,6 +213,32 @@ def test_stage_creates_a_job_per_node_follows_it_and_then_asks_nothing() -> None
     calls = dict(api.calls)
     third = asyncio.run(stage(api, with_status(md, list(second.nodes)), pods, None, 3, "img"))
     assert third is not None and third.nodes == second.nodes and api.calls == calls
+
+
+def test_a_job_names_the_cache_owners_that_exist_so_deleted_ones_pins_are_released() -> None:
+    """Listed when the Job is made: ModelDeployments with a cache, in every namespace (clusterwide)
+    or in this one's; the time passed leaves pins of the last 10 minutes alone."""
+    api = FakeApiServer()
+    for namespace, name, cache in (("ns", "other", True), ("ns", "plain", False), ("team", "x", True)):
+        model: dict[str, Any] = {"repository": "pvc://models"}
+        if cache:
+            model["cache"] = {"claimName": "c", "budget": "1Gi"}
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": {"model": model}}
+        api.put({"apiVersion": "tritonop.dev/v1alpha1", "kind": "ModelDeployment", **body})
+
+    def job_args(clusterwide: bool) -> list[str]:
+        api.objects = {key: o for key, o in api.objects.items() if key[0] != "Job"}
+        asyncio.run(stage(api, cached_md(), [server_pod("a", "n1")], None, 3, "img", clusterwide=clusterwide))
+        (job,) = [o for (kind, _, _), o in api.objects.items() if kind == "Job"]
+        return list(job["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    before = time.time()
+    args = job_args(clusterwide=True)
+    owners = args[args.index("--live-owners") :]
+    assert owners[:4] == ["--live-owners", "ns.m,ns.other,team.x", "--owners-scope", "*"]
+    assert before - 601 <= float(owners[5]) <= time.time() - 599
+    args = job_args(clusterwide=False)
+    assert args[args.index("--live-owners") :][:4] == ["--live-owners", "ns.m,ns.other", "--owners-scope", "ns"]
 
 
 def test_a_failed_load_on_a_staged_node_has_its_copy_looked_at_again() -> None:

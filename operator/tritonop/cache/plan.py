@@ -10,6 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(frozen=True)
+class LiveOwners:
+    """The node cache's owners (NAMESPACE.NAME of ModelDeployments with spec.model.cache) that
+    exist in `scope` (a namespace, or "*": every namespace), as listed at `listed_at` (epoch s).
+    A staging run releases the pins of the other owners there written before then."""
+
+    names: frozenset[str]
+    scope: str
+    listed_at: float
+
+
 def cache_key(model: str, version: int | str, manifest: bytes) -> str:
     """Content-addressed: owners whose version has identical manifest bytes share one entry (the
     manifest names every file's sha256, so equal manifests mean equal files)."""

@@ -77,6 +77,12 @@ class Request:
     budget: int  # bytes the shared entries may use
     keep: frozenset[str] = frozenset()  # versions pods on the node serve (their links stay, pinned)
     display_root: str | None = None  # the repository's URI, named instead of the mount in messages
+    # Owners that exist (the operator's LIST when it made the Job), in `owners_scope` (a namespace,
+    # or "*": every namespace): pins of other owners there, written before `owners_listed_at`,
+    # belong to deleted ModelDeployments and are released. None: nothing is judged.
+    live_owners: frozenset[str] | None = None
+    owners_scope: str = "*"
+    owners_listed_at: float = 0.0
 
 
 # -- the source ------------------------------------------------------------------------------
@@ -253,6 +259,29 @@ class NodeCache:
                 continue  # a torn pins file cannot exist (written atomically); an unreadable one pins nothing
         return keys
 
+    def release_departed(self, request: Request) -> list[str]:
+        """Pins, links and scratch copies of owners that no longer exist (request.live_owners), so
+        a deleted ModelDeployment's versions become evictable. A pin written after the owners were
+        listed is kept: its owner may be newer than the list."""
+        if request.live_owners is None:
+            return []
+        released = []
+        for path in sorted(self.pins_dir.glob("*.json")):
+            owner = path.name.removesuffix(".json")
+            in_scope = request.owners_scope == "*" or owner.split(".", 1)[0] == request.owners_scope
+            if not in_scope or owner in request.live_owners or owner == request.owner:
+                continue
+            try:
+                written_at = float(json.loads(path.read_text())["written_at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                written_at = 0.0  # unreadable: it pins nothing (pinned()); its owner is gone all the same
+            if written_at >= request.owners_listed_at:
+                continue
+            for leftover in (self.repos / owner, self.scratch / owner, path):
+                _remove(leftover)
+            released.append(owner)
+        return released
+
     def write_pins(self, owner: str, keys: Collection[str]) -> None:
         data = {"owner": owner, "keys": sorted(keys), "written_at": time.time()}
         _write_atomically(self.pins_dir / f"{owner}.json", json.dumps(data).encode())
@@ -421,6 +450,7 @@ def _stage_locked(cache: NodeCache, request: Request, environ: dict[str, str]) -
     kept = {v for v in request.keep if v != version}
     kept_keys = {k for v in kept if (k := cache.linked_key(request.owner, request.model, v)) is not None}
     now = time.time()
+    released = cache.release_departed(request)
     evicted: list[str] = []
     result: Result
     seconds, store_changed, restaged_because = 0.0, False, None
@@ -474,6 +504,8 @@ def _stage_locked(cache: NodeCache, request: Request, environ: dict[str, str]) -
                 message += f"; evicted {', '.join(evicted)}"
         if restaged_because:
             message = f"{message}; restaged because {restaged_because}"
+    if released:
+        message += f"; released the pins of deleted {', '.join(released)}"
 
     _publish(cache, request, source, target, key if target.parent == cache.versions else None, kept_keys)
     return Verdict(

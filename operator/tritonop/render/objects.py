@@ -14,6 +14,7 @@ from typing import Any
 
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.validation import API_GROUP, API_VERSION, GCS_CREDENTIALS_ENV, KIND, quantity_bytes
+from tritonop.cache.plan import LiveOwners
 from tritonop.names import (
     ANNOTATION_ROLLOUT_HASH,
     CACHE_MOUNT_PATH,
@@ -371,13 +372,19 @@ def stage_job_name(md: ModelDeployment, node: str, version: int, token: str = ""
 
 
 def render_stage_job(
-    md: ModelDeployment, node: str, version: int, keep: list[int], image: str, name: str
+    md: ModelDeployment,
+    node: str,
+    version: int,
+    keep: list[int],
+    image: str,
+    name: str,
+    owners: LiveOwners | None = None,
 ) -> dict[str, Any]:
     """A short Job on `node` that stages one version into that node's cache folder with
     `tritonop cache stage` (verified against its manifest while copying, then renamed into place;
     a hit only compares file identities) and links it into this ModelDeployment's repository
-    there. keep: versions the node's pods serve, which no stager may evict. Its verdict is the
-    termination message."""
+    there. keep: versions the node's pods serve, which no stager may evict. owners: the cache's
+    owners that exist (deleted ones' pins are released). Its verdict is the termination message."""
     assert md.spec.model.cache is not None
     repository = _repository_wiring(md)[0]
     budget = str(quantity_bytes(md.spec.model.cache.budget))
@@ -385,6 +392,9 @@ def render_stage_job(
     args += ["--cache-root", CACHE_MOUNT_PATH, "--owner", cache_owner(md), "--budget-bytes", budget]
     args += ["--keep", ",".join(str(v) for v in sorted(set(keep)))] if keep else []
     args += ["--verdict-file", "/dev/termination-log", "--display-root", md.spec.model.repository]
+    if owners is not None:
+        args += ["--live-owners", ",".join(sorted(owners.names)), "--owners-scope", owners.scope]
+        args += ["--owners-listed-at", f"{owners.listed_at:.0f}"]
     tolerations = _placement(md).get("tolerations")
     # On that node, whatever it is: nodeName skips the scheduler (the node's GPUs may all be taken
     # by servers); the servers' tolerations let it stay there.

@@ -68,6 +68,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ModelDeployment": ("tritonop.dev/v1alpha1", "modeldeployments", True),
     "Lease": ("coordination.k8s.io/v1", "leases", True),
     "Job": ("batch/v1", "jobs", True),
+    "Node": ("v1", "nodes", False),
 }
 
 

@@ -12,6 +12,7 @@ from tritonop.canary.runner import RolloutMemory
 from tritonop.events import Event
 from tritonop.owned import Observed, OwnedMemory
 from tritonop.serving import ServingMemory
+from tritonop.staging import NodeList
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -49,6 +50,7 @@ class ObjectMemory:
     autoscaler: AutoscalerState | None = None  # its reader (an HTTP session) and what it learned
     settled: Settled | None = None  # its last quiet full reconcile
     carried: Carried | None = None  # a light evaluation's handover to the full reconcile
+    eligible_nodes: NodeList | None = None  # cache.nodes EligibleNodes: the nodes last listed
 
     async def close(self) -> None:
         """Release what the record holds beyond memory (the autoscaler's HTTP session, loads

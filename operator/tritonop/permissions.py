@@ -35,6 +35,9 @@ REQUIRED: dict[tuple[str, str], frozenset[str]] = {
     # verification.py: a verification Job per (repository, version) where the operator cannot read
     # the bytes, read by name while it runs (no list/watch: Jobs are rare; the verdict is kept in status).
     ("batch", "jobs"): frozenset({"get", "create"}),
+    # staging.py: spec.model.cache.nodes EligibleNodes stages versions on the nodes the servers could
+    # run on (placement.py), listed at most once a minute per ModelDeployment.
+    ("", "nodes"): frozenset({"list"}),
     # KubeClient.post_event: create, or bump the count of a repeated Event.
     ("", "events"): frozenset({"get", "create", "patch"}),
 }

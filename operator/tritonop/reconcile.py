@@ -36,7 +36,7 @@ from tritonop.owned import Observed, Owned
 from tritonop.render.objects import RenderInputs, render_deployment, render_pdb, render_service, rollout_hash
 from tritonop.repository.report import RepositoryReport, inspect
 from tritonop.serving import Converged, Servers, Target
-from tritonop.staging import Staging, cache_events, stage
+from tritonop.staging import NODES_RELIST_SECONDS, Staging, cache_events, prefetch_nodes, stage
 from tritonop.state import READY, OperatorState
 from tritonop.status import active_version, compute_status, status_patch
 from tritonop.verification import Verification, verify
@@ -145,11 +145,20 @@ async def stage_on_nodes(
     """spec.model.cache: each pod's version in its node's cache, by staging Jobs (None: no cache).
     A pod whose last load failed has its node's copy looked at again."""
     image, failed = state.settings.verifier_image, record.serving.failed_loads.keys()
+    nodes, problem = await prefetch_nodes(state.kube, md, record.eligible_nodes, state.clock.monotonic())
+    record.eligible_nodes = nodes
+    if problem is not None:
+        events.warning("NodesUnlisted", problem)
+    prefetch = nodes.names if nodes is not None else ()
     staging = await stage(
-        state.kube, md, observed.pods, pod_versions, target_version, image, failed, state.settings.clusterwide
+        state.kube, md, observed.pods, pod_versions, target_version, image, failed, state.settings.clusterwide, prefetch
     )
     if staging is not None:
         events.record_all(cache_events(md.status.cache or [], staging.nodes))
+        if nodes is not None:  # look at the nodes again: new ones get the version before a pod needs it
+            staging = replace(
+                staging, requeue_after=min(staging.requeue_after or NODES_RELIST_SECONDS, NODES_RELIST_SECONDS)
+            )
     return staging
 
 

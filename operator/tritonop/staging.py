@@ -38,6 +38,7 @@ from tritonop.clock import rfc3339
 from tritonop.events import Event
 from tritonop.facts import StagingGate, node_of, wanted_version
 from tritonop.k8s import KubeApi, KubeError
+from tritonop.placement import eligible_nodes
 from tritonop.render.objects import cache_owner, render_stage_job, stage_job_name
 from tritonop.verification import age_seconds, job_finished, termination_message
 
@@ -63,12 +64,22 @@ RETRY_FAILED_SECONDS = 60.0
 # A deleted ModelDeployment's pins (which keep its versions from eviction) are released by the
 # next staging Job on the node once they are this much older than the LIST that misses the owner.
 RELEASE_AFTER_SECONDS = 600.0
+# cache.nodes EligibleNodes: new, cordoned or relabelled nodes are seen this soon.
+NODES_RELIST_SECONDS = 60.0
 # A load that failed on a node whose copy status calls staged (the node's folder wiped or changed
 # by hand): a Job looks at that copy again, at most this often, while loads keep failing.
 RECHECK_AFTER_FAILED_LOAD_SECONDS = 30.0
 # Loads may go: copied and verified, found already there, or copied outside the budget.
 LOADABLE = frozenset({"Staged", "Cached", "NoRoom"})
 VERDICT_STATES = {"staged": "Staged", "hit": "Cached", "no-room": "NoRoom", "failed": "Failed"}
+
+
+@dataclass(frozen=True)
+class NodeList:
+    """cache.nodes EligibleNodes: the nodes the servers could run on, as last listed."""
+
+    names: tuple[str, ...]
+    at: float  # monotonic
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,16 @@ def needs(
         if version is not None:
             wanted.setdefault(version, set()).add(node)
     return {version: frozenset(nodes) for version, nodes in wanted.items()}
+
+
+def with_prefetch(
+    needed: Mapping[int, frozenset[str]], target: int | None, prefetch: Collection[str]
+) -> dict[int, frozenset[str]]:
+    """Pure: what is staged where: the pods' needs, and the target on the prefetch nodes."""
+    staged_on = dict(needed)
+    if target is not None and prefetch:
+        staged_on[target] = staged_on.get(target, frozenset()) | frozenset(prefetch)
+    return staged_on
 
 
 def keep_on(node: str, needed: Mapping[int, frozenset[str]], serving: int | None) -> list[int]:
@@ -141,9 +162,12 @@ async def stage(
     image: str,
     failed_loads: Collection[str] = (),
     clusterwide: bool = True,
+    prefetch: Collection[str] = (),
 ) -> Staging | None:
     """Every needed (node, version) staged, or its Job created or followed; None without a cache.
     failed_loads: uids of pods whose last load failed: their node's copy is looked at again.
+    prefetch: nodes without pods that get the target too (cache.nodes EligibleNodes); loads do
+    not wait for them (the gate counts the pods' nodes only).
     clusterwide: the operator watches (and may list) every namespace: a Job releases the pins of
     deleted ModelDeployments anywhere, else of those in this one's namespace."""
     if md.spec.model.cache is None:
@@ -151,10 +175,11 @@ async def stage(
     now = rfc3339()
     previous = {(entry.node, entry.version): entry for entry in md.status.cache or []}
     needed = needs(pods, pod_versions, target)
+    staged_on = with_prefetch(needed, target, prefetch)
     recheck = needs([pod for pod in pods if pod["metadata"].get("uid") in failed_loads], pod_versions, target)
     entries: list[NodeCacheStatus] = []
     requeue: float | None = None
-    for version, nodes in sorted(needed.items()):
+    for version, nodes in sorted(staged_on.items()):
         for node in sorted(nodes):
             known = previous.get((node, version))
             suspect = node in recheck.get(version, ()) and age_seconds(known.at if known else None, now) >= (
@@ -171,7 +196,7 @@ async def stage(
             # one under way is followed by the name status keeps.
             name = known.job if known is not None and known.state == "Staging" and known.job else None
             name = name or stage_job_name(md, node, version, now)
-            keep = keep_on(node, needed, md.status.active_version)
+            keep = keep_on(node, staged_on, md.status.active_version)
             entry = await _follow_job(kube, md, node, version, keep, image, name, known, now, clusterwide)
             entries.append(entry)
             if entry.state == "Staging":
@@ -239,6 +264,24 @@ async def _follow_job(
             "at": now,
         }
     )
+
+
+async def prefetch_nodes(
+    kube: KubeApi, md: ModelDeployment, known: NodeList | None, now: float
+) -> tuple[NodeList | None, str | None]:
+    """cache.nodes EligibleNodes: the nodes the servers could run on (placement.py), listed at most
+    every NODES_RELIST_SECONDS; (None, None) otherwise. When the LIST fails, the last list stays
+    and the error is returned (a Warning says it: a missing RBAC rule, most likely)."""
+    cache = md.spec.model.cache
+    if cache is None or cache.nodes != "EligibleNodes":
+        return None, None
+    if known is not None and now - known.at < NODES_RELIST_SECONDS:
+        return known, None
+    try:
+        nodes = await kube.list("Node")
+    except KubeError as error:  # tried again in NODES_RELIST_SECONDS, with the last list meanwhile
+        return NodeList(known.names if known else (), now), f"cannot list Nodes (cache.nodes EligibleNodes): {error}"
+    return NodeList(tuple(eligible_nodes(md, nodes)), now), None
 
 
 async def live_owners(kube: KubeApi, md: ModelDeployment, clusterwide: bool) -> LiveOwners | None:

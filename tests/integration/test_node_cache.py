@@ -66,27 +66,13 @@ def spec(version: int, replicas: int, budget: str = "64Mi") -> dict[str, Any]:
     }
 
 
-def cache_entry(md: dict[str, Any], version: int) -> dict[str, Any]:
-    return next(e for e in md["status"].get("cache") or [] if e["version"] == version and e["node"] == NODE)
-
-
-def serving_pods(core: client.CoreV1Api, namespace: str, version: int, count: int) -> bool:
-    pods = md_pods(core, namespace, "sleepy")
-    ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
-    return len(ready) == count and all(infer_version(p.status.pod_ip) == version for p in ready)
-
-
-def test_versions_are_staged_on_the_node_and_served_from_there(
-    cluster: DevCluster,
-    operator: OperatorProcess,
-    api: client.ApiClient,
-    core: client.CoreV1Api,
-    restricted: str,
-    tmp_path: Path,
-) -> None:
-    namespace = restricted
+def storage(
+    cluster: DevCluster, core: client.CoreV1Api, namespace: str, tmp_path: Path, versions: tuple[int, ...]
+) -> tuple[Path, Path]:
+    """The store (sleepy's versions, each with its manifest) and the cache folder, each a hostPath
+    PersistentVolume bound to its claim (models, model-cache)."""
     store = tmp_path / "store"
-    for version in (2, 3, 4):
+    for version in versions:
         shutil.copytree(MODEL_REPO / "sleepy" / str(min(version, 3)), store / "sleepy" / str(version))
         tools.write_manifest(store / "sleepy" / str(version))
     shutil.copy(MODEL_REPO / "sleepy" / "config.pbtxt", store / "sleepy" / "config.pbtxt")
@@ -105,6 +91,29 @@ def test_versions_are_staged_on_the_node_and_served_from_there(
         ),
         timeout=60,
     )
+    return store, cache
+
+
+def cache_entry(md: dict[str, Any], version: int, node: str = NODE) -> dict[str, Any]:
+    return next(e for e in md["status"].get("cache") or [] if e["version"] == version and e["node"] == node)
+
+
+def serving_pods(core: client.CoreV1Api, namespace: str, version: int, count: int) -> bool:
+    pods = md_pods(core, namespace, "sleepy")
+    ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+    return len(ready) == count and all(infer_version(p.status.pod_ip) == version for p in ready)
+
+
+def test_versions_are_staged_on_the_node_and_served_from_there(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    restricted: str,
+    tmp_path: Path,
+) -> None:
+    namespace = restricted
+    store, cache = storage(cluster, core, namespace, tmp_path, (2, 3, 4))
     node_cache = cache / NODE
 
     # Cold: staged from the store by a Job on the node, then loaded from the node's copy.
@@ -157,3 +166,58 @@ def test_versions_are_staged_on_the_node_and_served_from_there(
     message = md_condition(md, "ModelCached")["message"]
     assert NODE in message and "budget" in message, message
     wait_until("two pods serve version 4 outside the budget", lambda: serving_pods(core, namespace, 4, 2), 120)
+
+
+GPU_NODES = ("gpu-node-0", "gpu-node-1")
+
+
+def test_eligible_nodes_hold_the_version_before_a_pod_is_placed_there(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    restricted: str,
+    tmp_path: Path,
+) -> None:
+    """cache.nodes EligibleNodes: one replica, and both GPU nodes get the version; the second
+    replica, kept off the first one's node, starts there from the copy, with no staging Job."""
+    namespace = restricted
+    _, cache = storage(cluster, core, namespace, tmp_path, (2,))
+    body = spec(2, 1)
+    body["model"]["cache"]["nodes"] = "EligibleNodes"
+    apart = {"labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "sleepy"}},
+             "topologyKey": "kubernetes.io/hostname"}  # fmt: skip
+    body["server"] = {
+        "gpus": 0,
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},  # the kwok GPU nodes; not cpu-node-0, not the real node
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [apart]}},
+    }
+    apply_md(cluster, namespace, "sleepy", body)
+    wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=180)
+
+    def staged_everywhere() -> bool:
+        md = get_md(api, namespace, "sleepy")
+        return all(
+            any(
+                e["node"] == node and e["version"] == 2 and e["state"] == "Staged"
+                for e in md["status"].get("cache") or []
+            )
+            for node in GPU_NODES
+        )
+
+    wait_until("version 2 staged on both GPU nodes", staged_everywhere, timeout=120)
+    (first,) = md_pods(core, namespace, "sleepy")
+    idle = next(node for node in GPU_NODES if node != first.spec.node_name)
+    link = cache / idle / "repos" / f"{namespace}.sleepy" / "sleepy" / "2"
+    assert link.is_symlink() and (link / "model.py").is_file()  # on a node where no pod runs
+    batch = client.BatchV1Api(api)
+    jobs = {job.metadata.name for job in batch.list_namespaced_job(namespace).items}
+
+    apply_md(cluster, namespace, "sleepy", {**body, "replicas": 2})
+    wait_until("two pods serve version 2", lambda: serving_pods(core, namespace, 2, 2), timeout=120)
+    assert {p.spec.node_name for p in md_pods(core, namespace, "sleepy")} == set(GPU_NODES)
+    assert {job.metadata.name for job in batch.list_namespaced_job(namespace).items} == jobs  # no new staging
+    md = get_md(api, namespace, "sleepy")
+    assert cache_entry(md, 2, idle)["state"] == "Staged"
+    assert md["status"]["startup"]["pod"] != first.metadata.name
+    assert md["status"]["startup"].get("stagingSeconds") == 0  # its node held the version already

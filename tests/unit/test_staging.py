@@ -16,8 +16,9 @@ from tritonop.api.status import ModelDeploymentStatus, NodeCacheStatus
 from tritonop.api.validation import quantity_bytes
 from tritonop.events import Event
 from tritonop.facts import Facts, PodFacts, StagingGate
+from tritonop.k8s import KubeError
 from tritonop.repository.report import RepositoryReport
-from tritonop.staging import cache_events, entry_of, keep_on, needs, stage
+from tritonop.staging import NodeList, cache_events, entry_of, keep_on, needs, prefetch_nodes, stage
 from tritonop.status import compute_status
 
 NOW = "2026-12-05T12:00:00Z"
@@ -239,6 +240,50 @@ def test_a_job_names_the_cache_owners_that_exist_so_deleted_ones_pins_are_releas
     assert before - 601 <= float(owners[5]) <= time.time() - 599
     args = job_args(clusterwide=False)
     assert args[args.index("--live-owners") :][:4] == ["--live-owners", "ns.m,ns.other", "--owners-scope", "ns"]
+
+
+def test_eligible_nodes_get_the_target_too_but_loads_wait_only_for_the_pods_nodes() -> None:
+    api = FakeApiServer()
+    md = cached_md()
+    pods = [server_pod("a", "n1")]
+    first = asyncio.run(stage(api, md, pods, None, 3, "img", prefetch=["n1", "n2"]))
+    assert first is not None and [(e.node, e.state) for e in first.nodes] == [("n1", "Staging"), ("n2", "Staging")]
+    jobs = {o["spec"]["template"]["spec"]["nodeName"]: o for (kind, _, _), o in api.objects.items() if kind == "Job"}
+    assert sorted(jobs) == ["n1", "n2"]
+    keep = jobs["n2"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert keep[keep.index("--keep") + 1] == "3"  # pinned there: a pod may come
+    finish(api, jobs["n1"]["metadata"]["name"], verdict("staged"))
+    second = asyncio.run(stage(api, with_status(md, list(first.nodes)), pods, None, 3, "img", prefetch=["n1", "n2"]))
+    assert second is not None and [(e.node, e.state) for e in second.nodes] == [("n1", "Staged"), ("n2", "Staging")]
+    # n2 has no pod: neither a new server nor a switch on n1 waits for it.
+    assert not second.gate.blocks("n1", 3, serving=False) and not second.gate.blocks("n1", 3, serving=True)
+
+
+class NodesForbidden(FakeApiServer):
+    async def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
+        if kind == "Node":
+            raise KubeError(403, "Forbidden", 'nodes is forbidden: cannot list resource "nodes"')
+        return await super().list(kind, namespace, label_selector)
+
+
+def test_eligible_nodes_are_listed_at_most_once_a_minute_and_a_refused_list_is_said() -> None:
+    api = FakeApiServer()
+    for name, labels in (("gpu-1", {"pool": "gpu"}), ("gpu-0", {"pool": "gpu"}), ("cpu-0", {"pool": "cpu"})):
+        status = {"conditions": [{"type": "Ready", "status": "True"}]}
+        api.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}, "status": status})
+    body = cached_md().model_dump(by_alias=True, exclude_none=True)
+    body["spec"]["model"]["cache"]["nodes"] = "EligibleNodes"
+    body["spec"]["server"] = {"gpus": 0, "nodeSelector": {"pool": "gpu"}}
+    md = ModelDeployment.from_body({**body, "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 2}})
+    listed, problem = asyncio.run(prefetch_nodes(api, md, None, now=100.0))
+    assert listed == NodeList(("gpu-0", "gpu-1"), 100.0) and problem is None
+    assert asyncio.run(prefetch_nodes(api, md, listed, now=159.0)) == (listed, None)  # no request
+    assert api.calls["list"] == 1
+    assert asyncio.run(prefetch_nodes(api, md, listed, now=161.0))[0] == NodeList(("gpu-0", "gpu-1"), 161.0)
+    assert asyncio.run(prefetch_nodes(api, cached_md(), None, now=100.0)) == (None, None)  # PodNodes: no list
+    kept, problem = asyncio.run(prefetch_nodes(NodesForbidden(), md, listed, now=300.0))
+    assert kept == NodeList(("gpu-0", "gpu-1"), 300.0)  # the last list, tried again in a minute
+    assert problem is not None and "cannot list Nodes" in problem and "forbidden" in problem
 
 
 def test_a_failed_load_on_a_staged_node_has_its_copy_looked_at_again() -> None:

@@ -123,6 +123,14 @@ class ModelCacheSpec(ApiModel):
             "version that does not fit is still staged for its pods, outside the budget, and status says so."
         ),
     )
+    nodes: Literal["PodNodes", "EligibleNodes"] = Field(
+        "PodNodes",
+        description=(
+            "Where versions are staged. PodNodes: the nodes this deployment's pods run on. EligibleNodes: also every "
+            "Ready, schedulable node its servers could run on (nodeSelector, required node affinity, tolerated "
+            "taints, GPUs), so a pod the autoscaler adds on another node starts warm; the operator lists Nodes for it."
+        ),
+    )
 
 
 class ModelSpec(ApiModel):

@@ -359,6 +359,21 @@ def test_a_node_cache_serves_through_the_service_and_prefetches_a_switch(
             assert (entry["node"], entry["version"], entry["state"]) == (real_node.name, 1, "Staged"), entry
             node_cache = cache / real_node.name
             assert (node_cache / "repos" / f"{watched}.cached" / "sleepy" / "1").is_symlink()
+            # A third pod on the node starts warm: no staging, only its server's start and load.
+            before = set(ready_pods(core, watched, "cached"))
+            scaled = time.monotonic()
+            apply_md(cluster, watched, "cached", {**spec, "replicas": 3})
+            wait_until("a third pod Ready", lambda: len(ready_pods(core, watched, "cached")) == 3, timeout=120)
+            warm_s = time.monotonic() - scaled
+            (third,) = set(ready_pods(core, watched, "cached")) - before
+
+            def measured() -> dict[str, Any]:
+                return dict(get_md(api, watched, "cached")["status"].get("startup") or {})
+
+            wait_until("the third pod's start in status", lambda: measured().get("pod") == third, timeout=30)
+            print(f"warm pod on the real node: Ready {warm_s:.1f} s after the replica write; {measured()}")
+            assert measured()["stagingSeconds"] == 0  # its node held the version: nothing was staged for it
+            spec = {**spec, "replicas": 3}
             cluster_ip = core.read_namespaced_service("cached", watched).spec.cluster_ip  # type: ignore[union-attr]
             out = tmp_path / "clients.json"
             with ServiceClients(real_node, cluster_ip, "sleepy", out, http=4, grpc=2, rate=4) as clients:

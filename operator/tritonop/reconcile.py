@@ -156,9 +156,8 @@ async def stage_on_nodes(
     if staging is not None:
         events.record_all(cache_events(md.status.cache or [], staging.nodes))
         if nodes is not None:  # look at the nodes again: new ones get the version before a pod needs it
-            staging = replace(
-                staging, requeue_after=min(staging.requeue_after or NODES_RELIST_SECONDS, NODES_RELIST_SECONDS)
-            )
+            soonest = NODES_RELIST_SECONDS if staging.requeue_after is None else staging.requeue_after
+            staging = replace(staging, requeue_after=min(soonest, NODES_RELIST_SECONDS))
     return staging
 
 

@@ -179,6 +179,7 @@ async def stage(
     recheck = needs([pod for pod in pods if pod["metadata"].get("uid") in failed_loads], pod_versions, target)
     entries: list[NodeCacheStatus] = []
     requeue: float | None = None
+    owners = OwnersOnce(kube, md, clusterwide)
     for version, nodes in sorted(staged_on.items()):
         for node in sorted(nodes):
             known = previous.get((node, version))
@@ -197,7 +198,7 @@ async def stage(
             name = known.job if known is not None and known.state == "Staging" and known.job else None
             name = name or stage_job_name(md, node, version, now)
             keep = keep_on(node, staged_on, md.status.active_version)
-            entry = await _follow_job(kube, md, node, version, keep, image, name, known, now, clusterwide)
+            entry = await _follow_job(kube, md, node, version, keep, image, name, known, now, owners)
             entries.append(entry)
             if entry.state == "Staging":
                 requeue = POLL_SECONDS
@@ -217,7 +218,7 @@ async def _follow_job(
     name: str,
     known: NodeCacheStatus | None,
     now: str,
-    clusterwide: bool = True,
+    owners: OwnersOnce,
 ) -> NodeCacheStatus:
     since = known.at if known is not None and known.job == name and known.at else now
     staging = NodeCacheStatus(
@@ -226,8 +227,7 @@ async def _follow_job(
     job = await kube.get("Job", md.namespace, name)
     if job is None:
         try:
-            owners = await live_owners(kube, md, clusterwide)
-            await kube.create(render_stage_job(md, node, version, keep, image, name, owners))
+            await kube.create(render_stage_job(md, node, version, keep, image, name, await owners.get()))
         except KubeError as error:
             if error.status != 409:
                 return staging.model_copy(
@@ -284,11 +284,26 @@ async def prefetch_nodes(
     return NodeList(tuple(eligible_nodes(md, nodes)), now), None
 
 
+@dataclass
+class OwnersOnce:
+    """live_owners, listed by the first Job a reconcile makes and reused by the others."""
+
+    kube: KubeApi
+    md: ModelDeployment
+    clusterwide: bool
+    listed: tuple[LiveOwners | None] | None = None
+
+    async def get(self) -> LiveOwners | None:
+        if self.listed is None:
+            self.listed = (await live_owners(self.kube, self.md, self.clusterwide),)
+        return self.listed[0]
+
+
 async def live_owners(kube: KubeApi, md: ModelDeployment, clusterwide: bool) -> LiveOwners | None:
     """The cache's owners that exist: ModelDeployments with spec.model.cache, in every namespace
     (clusterwide) or in md's. Listed when a Job is made (rarely), not per reconcile. The time
     passed is RELEASE_AFTER_SECONDS before the LIST: a pin written since (by an owner newer than
-    the list, or on a node whose clock is ahead) is never released. None (nothing released)
+    the list, or by a node whose clock is up to that much behind) is never released. None (nothing released)
     when the LIST fails."""
     listed_at = time.time() - RELEASE_AFTER_SECONDS
     try:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tritonop.api.spec import ModelDeployment
+from tritonop.cache.plan import LiveOwners
 from tritonop.render.objects import (
     RenderInputs,
     render_control_key_secret,
@@ -592,6 +593,11 @@ def test_stage_job_runs_on_its_node_reading_the_store_as_a_verification_job_does
     assert container["volumeMounts"] == [
         {"name": "tritonop-cache", "mountPath": "/tritonop-cache", "subPath": "gpu-node-1"}
     ]
+    owners = LiveOwners(frozenset({"vision.resnet50", "a.b"}), "vision", 1_700_000_000.4)
+    with_owners = render_stage_job(md, "gpu-node-1", 3, [2, 3], "ghcr.io/tritonop/tritonop:0.1.0", name, owners)
+    assert with_owners["spec"]["template"]["spec"]["containers"][0]["args"][len(container["args"]) :] == [
+        "--live-owners", "a.b,vision.resnet50", "--owners-scope", "vision", "--owners-listed-at", "1700000000",
+    ]  # fmt: skip
     assert pod["volumes"] == [{"name": "tritonop-cache", "persistentVolumeClaim": {"claimName": "model-cache"}}]
     # Pinned to the node (the scheduler would refuse a node whose GPUs the servers hold), tolerating its taints.
     assert pod["nodeName"] == "gpu-node-1"

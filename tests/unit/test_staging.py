@@ -250,6 +250,7 @@ def test_eligible_nodes_get_the_target_too_but_loads_wait_only_for_the_pods_node
     assert first is not None and [(e.node, e.state) for e in first.nodes] == [("n1", "Staging"), ("n2", "Staging")]
     jobs = {o["spec"]["template"]["spec"]["nodeName"]: o for (kind, _, _), o in api.objects.items() if kind == "Job"}
     assert sorted(jobs) == ["n1", "n2"]
+    assert api.calls["list"] == 1  # the cache's owners, listed once for both Jobs
     keep = jobs["n2"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert keep[keep.index("--keep") + 1] == "3"  # pinned there: a pod may come
     finish(api, jobs["n1"]["metadata"]["name"], verdict("staged"))

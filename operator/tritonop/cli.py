@@ -190,6 +190,11 @@ def add_repo_commands(commands: Any) -> None:
     verify.add_argument("--version", type=int, help="default: the highest version present")
     verify.add_argument("--verdict-file", type=Path, help="also write the verdict here (e.g. /dev/termination-log)")
     verify.add_argument("--display-root", help="name the repository so in messages (e.g. its pvc:// URI)")
+    verify.add_argument(
+        "--no-hash",
+        action="store_true",
+        help="check that the manifest is there, read no file (spec.model.cache: nodes hash their copies as they stage)",
+    )
 
     for name, text in (
         ("show", "the config Triton loads, after a ModelDeployment's overrides"),
@@ -204,7 +209,9 @@ def add_repo_commands(commands: Any) -> None:
 
 def run_repo(args: argparse.Namespace) -> int:
     if args.repo_command == "verify-version":
-        return verify_version(args.repository, args.model, args.version, args.verdict_file, args.display_root)
+        return verify_version(
+            args.repository, args.model, args.version, args.verdict_file, args.display_root, not args.no_hash
+        )
     from tritonop.repository import tools
 
     try:
@@ -261,7 +268,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def verify_version(
-    repository: str, model: str, version: int | None, verdict_file: Path | None, display_root: str | None = None
+    repository: str,
+    model: str,
+    version: int | None,
+    verdict_file: Path | None,
+    display_root: str | None = None,
+    hash_files: bool = True,
 ) -> int:
     """One version checked where its bytes are; needs nothing beyond the operator's runtime deps.
     An s3:// repository is read with the servers' credentials (their Secret's AWS_* variables)."""
@@ -271,11 +283,11 @@ def verify_version(
         except Exception as error:  # unreachable endpoint, refused credentials, no such bucket
             report = RepositoryReport(True, "RepositoryUnreadable", f"cannot list {repository}: {error}")
         else:
-            report = inspect_tree(tree, model, version)
+            report = inspect_tree(tree, model, version, hash_files=hash_files)
         root = repository.rstrip("/")
     else:
         root = str(Path(repository).resolve())
-        report = inspect(f"file://{root}", model, version)
+        report = inspect(f"file://{root}", model, version, hash_files=hash_files)
     if display_root:
         report = replace(report, message=report.message.replace(root, display_root.rstrip("/")))
     checked = version if version is not None else (report.versions[-1] if report.versions else None)

@@ -127,6 +127,7 @@ async def repository(state: OperatorState, md: ModelDeployment) -> tuple[Reposit
         in_cluster=state.settings.in_cluster,
         manifests=state.manifests,
         user=md.uid,
+        hash_files=md.spec.model.cache is None,  # with the cache, each node's copy is hashed as it is staged
     )
     verification = await verify(state.kube, md, report, state.settings.verifier_image)
     # Integrity stays what the bytes say; loads are also gated on the model's declared parallelism.

@@ -65,7 +65,7 @@ def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bo
         return condition(md, "RepositoryValid", "Unknown", "Verifying", report.message)
     if report.readable and report.verified is not None:
         # A version without a manifest serves, but it is never called verified.
-        reason = "Verified" if report.verified else "Unverified"
+        reason = ("VerifiedOnNodes" if report.hashed_on_nodes else "Verified") if report.verified else "Unverified"
         return condition(md, "RepositoryValid", "True", reason, f"{report.message} (checked by {report.checked_by})")
     if report.readable:
         return condition(md, "RepositoryValid", "True", "Valid", report.message)

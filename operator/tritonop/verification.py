@@ -36,6 +36,9 @@ LOG = logging.getLogger("tritonop.verification")
 POLL_SECONDS = 2.0  # while a Job runs, look again this soon (no watch on Jobs: they are rare)
 RECHECK_FAILED_SECONDS = 300.0
 VERIFYING = "Verifying"
+# spec.model.cache: the manifest is there; each node's copy is hashed against it as it is staged.
+VERIFIED_ON_NODES = "VerifiedOnNodes"
+SETTLED = ("Verified", VERIFIED_ON_NODES, "Unverified")  # results that are not problems
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def integrity_of(md: ModelDeployment, report: RepositoryReport, checked_at: str)
     elif report.problem:
         result = report.problem
     else:
-        result = "Verified" if report.verified else "Unverified"
+        result = (VERIFIED_ON_NODES if report.hashed_on_nodes else "Verified") if report.verified else "Unverified"
     return IntegrityStatus(
         repository=md.spec.model.repository,
         version=report.version,
@@ -65,13 +68,14 @@ def integrity_of(md: ModelDeployment, report: RepositoryReport, checked_at: str)
 
 def report_of(integrity: IntegrityStatus) -> RepositoryReport:
     """The report a stored verdict stands for (the Job that made it may be gone)."""
-    problem = None if integrity.result in ("Verified", "Unverified") else integrity.result
+    problem = None if integrity.result in SETTLED else integrity.result
     return RepositoryReport(
         readable=True,
         problem=problem,
         message=integrity.message,
         versions=[integrity.version] if integrity.version is not None else [],
-        verified=integrity.result == "Verified",
+        verified=integrity.result in ("Verified", VERIFIED_ON_NODES),
+        hashed_on_nodes=integrity.result == VERIFIED_ON_NODES,
         checked_by=integrity.checked_by,
         version=integrity.version,
     )
@@ -135,9 +139,11 @@ async def verify(kube: KubeApi, md: ModelDeployment, local: RepositoryReport, im
     stored = previous if previous and previous.repository == md.spec.model.repository else None
     if stored and version is not None and stored.version != version:
         stored = None
+    if stored and stored.result == VERIFIED_ON_NODES and md.spec.model.cache is None:
+        stored = None  # the cache is off: the servers read the store, whose files were never hashed
     if stored and stored.result == VERIFYING:
         name = stored.checked_by.removeprefix("job/")  # follow the Job in flight
-    elif stored and stored.result not in ("Verified", "Unverified"):
+    elif stored and stored.result not in SETTLED:
         if age_seconds(stored.checked_at, now) < RECHECK_FAILED_SECONDS:
             return Verification(report_of(stored), stored, RECHECK_FAILED_SECONDS)
         # A new Job name: check the (maybe fixed) files again.

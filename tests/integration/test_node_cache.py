@@ -121,6 +121,9 @@ def test_versions_are_staged_on_the_node_and_served_from_there(
     md = wait_for_condition(api, namespace, "sleepy", "Ready", "True", timeout=180)
     assert cache_entry(md, 2)["state"] == "Staged", md["status"]["cache"]
     assert md_condition(md, "ModelCached")["status"] == "True"
+    # The verification Job read no file (the staging Job hashed the node's copy): one read, not two.
+    assert md["status"]["integrity"]["result"] == "VerifiedOnNodes", md["status"]["integrity"]
+    assert md_condition(md, "RepositoryValid")["reason"] == "VerifiedOnNodes"
     header, row = cluster.kubectl("get", "md", "sleepy", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert row[header.index("CACHED") :].split()[0] == "True", (header, row)  # columns are aligned; some empty
     (staged,) = (node_cache / "versions").iterdir()

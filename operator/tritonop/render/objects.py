@@ -359,6 +359,8 @@ def render_verify_job(md: ModelDeployment, version: int | None, image: str, name
     repository = _repository_wiring(md)[0]
     args = ["repo", "verify-version", repository, md.model_name, "--verdict-file", "/dev/termination-log"]
     args += ["--display-root", md.spec.model.repository]  # messages name the user's URI, not the mount
+    if md.spec.model.cache is not None:
+        args.append("--no-hash")  # the staging Jobs hash each node's copy as they make it: one read, not two
     if version is not None:
         args[4:4] = ["--version", str(version)]
     # As the servers: their placement (the same nodes reach the same volumes).

@@ -46,6 +46,9 @@ class RepositoryReport:
     # parallel size), and where that was read; None: the files do not say.
     declared_gpus: int | None = None
     declared_by: str = ""
+    # spec.model.cache: the files were not hashed here; each node's copy is hashed against the
+    # manifest as it is staged, and the servers load only those copies (one read of the bytes, not two).
+    hashed_on_nodes: bool = False
 
     def to_verdict(self, version: int | None) -> str:
         """The JSON a verification Job leaves as its termination message (at most 4 KiB). The
@@ -58,6 +61,8 @@ class RepositoryReport:
             "verified": self.verified,
             "version": version,
         }
+        if self.hashed_on_nodes:
+            verdict["hashedOnNodes"] = True
         if self.declared_gpus is not None:
             verdict["declaredGpus"] = self.declared_gpus
             verdict["declaredBy"] = self.declared_by
@@ -81,6 +86,7 @@ class RepositoryReport:
                 version=verdict.get("version"),
                 declared_gpus=verdict.get("declaredGpus"),
                 declared_by=str(verdict.get("declaredBy", "")),
+                hashed_on_nodes=bool(verdict.get("hashedOnNodes", False)),
                 config=from_json(verdict["config"]) if verdict.get("config") else None,
             )
         except (ValueError, TypeError, AttributeError, ModelConfigError) as error:
@@ -128,6 +134,7 @@ def inspect(
     in_cluster: bool = False,
     manifests: ManifestCache | None = None,
     user: str | None = None,
+    hash_files: bool = True,
 ) -> RepositoryReport:
     """What can be verified of this model (version) in the repository at uri.
 
@@ -137,7 +144,8 @@ def inspect(
 
     in_cluster: the operator runs in a pod, where a file:// path names a folder on the nodes
     (a hostPath), so a path missing here proves nothing. The caller says so from its settings;
-    this function reads no environment.
+    this function reads no environment. hash_files False (spec.model.cache): the manifest must be
+    there, the files are hashed where each node stages them.
     """
     root = local_path(uri)
     if root is None:
@@ -147,11 +155,16 @@ def inspect(
         if in_cluster:
             return RepositoryReport(readable=False, message=f"{root} is on the nodes, not visible to the operator")
         return RepositoryReport(True, "RepositoryNotFound", f"model repository {root} does not exist")
-    return inspect_tree(root, model_name, version, manifests, user)
+    return inspect_tree(root, model_name, version, manifests, user, hash_files)
 
 
 def inspect_tree(
-    root: Tree, model_name: str, version: int | None, manifests: ManifestCache | None = None, user: str | None = None
+    root: Tree,
+    model_name: str,
+    version: int | None,
+    manifests: ManifestCache | None = None,
+    user: str | None = None,
+    hash_files: bool = True,
 ) -> RepositoryReport:
     """inspect() once the repository's root is known to exist (a folder, or an S3 prefix)."""
     model_dir = root / model_name
@@ -176,11 +189,16 @@ def inspect_tree(
     target = version if version is not None else versions[-1]
     version_dir = model_dir / str(target)
     declared_gpus, declared_by = declared_parallelism(config, version_dir) or (None, "")
-    mismatch = verify_manifest(version_dir, manifests, user)
+    mismatch = verify_manifest(version_dir, manifests, user) if hash_files else None
     if mismatch:
         return RepositoryReport(True, "ChecksumMismatch", mismatch, versions, config, verified=False, version=target)
     verified = (version_dir / MANIFEST_NAME).exists()
     message = f"{model_name} versions {versions} in {root}; version {target} matches its {MANIFEST_NAME}"
+    if not hash_files:
+        message = (
+            f"{model_name} versions {versions} in {root}; version {target} has its {MANIFEST_NAME}: each node's "
+            "copy is hashed against it as it is staged (spec.model.cache)"
+        )
     if not verified:
         message = (
             f"{model_name} versions {versions} in {root}; version {target} has no {MANIFEST_NAME}: "
@@ -196,6 +214,7 @@ def inspect_tree(
         version=target,
         declared_gpus=declared_gpus,
         declared_by=declared_by,
+        hashed_on_nodes=verified and not hash_files,
     )
 
 

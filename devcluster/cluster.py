@@ -121,7 +121,7 @@ def _proc_stat(pid: int) -> tuple[str, int, int] | None:
         return None
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes in process group pgid."""
     members = []
     for entry in os.listdir("/proc"):
@@ -139,7 +139,7 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _wait_gone(alive: Callable[[], bool], timeout: float) -> bool:
+def wait_gone(alive: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while alive():
         if time.monotonic() >= deadline:
@@ -177,20 +177,20 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
 
     if pid_alive(pid):
         signal_it(signal.SIGTERM)
-        if not _wait_gone(lambda: pid_alive(pid), grace):
+        if not wait_gone(lambda: pid_alive(pid), grace):
             signal_it(signal.SIGKILL)
             # SIGKILL cannot be refused, but the kernel tears the process down asynchronously:
             # wait (bounded) so that callers can rely on it being gone when we return.
-            _wait_gone(lambda: pid_alive(pid), 10.0)
+            wait_gone(lambda: pid_alive(pid), 10.0)
     _reap(pid)
     # The leader is gone; members of its group may not be (they ignored SIGTERM, or it never got
     # one): the rest of the grace period, then SIGKILL. A group id is not reused while the group
     # has members, so this reaches no one else.
     rest = max(0.0, grace - (time.monotonic() - started))
-    if leads_group and not _wait_gone(lambda: bool(_group_members(pid)), rest):
+    if leads_group and not wait_gone(lambda: bool(group_members(pid)), rest):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        _wait_gone(lambda: bool(_group_members(pid)), 10.0)
+        wait_gone(lambda: bool(group_members(pid)), 10.0)
 
 
 class JsonState:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import importlib.util
 import ipaddress
@@ -46,6 +47,8 @@ from typing import Any, cast
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+
+from .cluster import group_members, wait_gone
 
 LOG = logging.getLogger("podrunner")
 TICK_SECONDS = 0.25
@@ -578,14 +581,15 @@ class PodRunner:
     def stop_pod(self, uid: str, why: str) -> None:
         self.unprepared.pop(uid, None)
         task = self.tasks.pop(uid, None)
-        if task is not None and task.poll() is None:
+        if task is not None:
             terminate(task)
         pod = self.pods.pop(uid, None)
         if pod is None:
             return
-        if pod.process is not None and pod.process.poll() is None:
-            LOG.info("%s/%s: stopping tritonserver pid %d (%s)", pod.namespace, pod.name, pod.process.pid, why)
-            terminate(pod.process)
+        if pod.process is not None:
+            if pod.process.poll() is None:
+                LOG.info("%s/%s: stopping tritonserver pid %d (%s)", pod.namespace, pod.name, pod.process.pid, why)
+            terminate(pod.process)  # an exited tritonserver may have left its stubs running
         pod.pid_path.unlink(missing_ok=True)
 
     # -- processes and probes --------------------------------------------------------------
@@ -612,6 +616,10 @@ class PodRunner:
             code = pod.process.poll()
             if code is None:
                 return
+            # In a container the kernel kills every process of the PID namespace when its first
+            # one exits: tritonserver's Python backend stubs die with it here too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pod.process.pid, signal.SIGKILL)
             pod.process = None
             pod.last_exit = code
             pod.restarts += 1
@@ -799,16 +807,28 @@ def probe_once(spec: dict[str, Any], pod_ip: str) -> bool:
 
 
 def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a container's process group (its leader started with start_new_session): SIGTERM,
+    SIGKILL after grace. Like a kubelet, which tears down the whole container when its main
+    process exits, whatever of the group outlives the leader (tritonserver's Python backend
+    stubs, when tritonserver died first) gets the rest of the grace period, then SIGKILL."""
+    started = time.monotonic()
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            break
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             process.wait(timeout=grace)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    rest = max(0.0, grace - (time.monotonic() - started))
+    if not wait_gone(lambda: bool(group_members(process.pid)), rest):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        wait_gone(lambda: bool(group_members(process.pid)), 10.0)
 
 
 def main() -> None:

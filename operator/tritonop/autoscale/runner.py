@@ -321,13 +321,17 @@ class Autoscalers:
             events.warning("ReplicasUnused", decision.unused)
         state.last_unused = decision.unused
         # The learned memory goes to status when something a restart needs changed: a profile
-        # bucket closed (every 5 minutes), a pod start was measured, the verdict on the target moved.
+        # bucket closed (every 5 minutes), a pod start was measured, the verdict on the target moved,
+        # a figure was learned for the first time (a steady deployment would otherwise show no
+        # variability until the next bucket closed).
         history = decision.history
         learned_key = (
             history.forecast.daily.current,
             history.lead.samples,
             decision.unreachable,
             history.capacity_per_replica is None,
+            history.service_ms is None,
+            history.variability is None,
         )
         learned = learned_status(history, decision.utilisation) if learned_key != state.last_learned else None
         report = (

@@ -63,10 +63,11 @@ def _repository_condition(md: ModelDeployment, facts: Facts, served_anywhere: bo
         return condition(md, "RepositoryValid", "False", report.problem, report.message)
     if report.pending:
         return condition(md, "RepositoryValid", "Unknown", "Verifying", report.message)
-    if report.readable and report.verified is not None:
-        # A version without a manifest serves, but it is never called verified.
-        reason = ("VerifiedOnNodes" if report.hashed_on_nodes else "Verified") if report.verified else "Unverified"
-        return condition(md, "RepositoryValid", "True", reason, f"{report.message} (checked by {report.checked_by})")
+    verification = report.verification  # a version without a manifest serves, never called verified
+    if report.readable and verification is not None:
+        return condition(
+            md, "RepositoryValid", "True", verification, f"{report.message} (checked by {report.checked_by})"
+        )
     if report.readable:
         return condition(md, "RepositoryValid", "True", "Valid", report.message)
     if served_anywhere:

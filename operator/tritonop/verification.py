@@ -55,7 +55,7 @@ def integrity_of(md: ModelDeployment, report: RepositoryReport, checked_at: str)
     elif report.problem:
         result = report.problem
     else:
-        result = (VERIFIED_ON_NODES if report.hashed_on_nodes else "Verified") if report.verified else "Unverified"
+        result = report.verification or "Unverified"
     return IntegrityStatus(
         repository=md.spec.model.repository,
         version=report.version,

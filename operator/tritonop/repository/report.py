@@ -50,6 +50,16 @@ class RepositoryReport:
     # manifest as it is staged, and the servers load only those copies (one read of the bytes, not two).
     hashed_on_nodes: bool = False
 
+    @property
+    def verification(self) -> str | None:
+        """How the bytes were found (the RepositoryValid reason, status.integrity.result): None
+        when they were not checked."""
+        if self.verified is None:
+            return None
+        if not self.verified:
+            return "Unverified"
+        return "VerifiedOnNodes" if self.hashed_on_nodes else "Verified"
+
     def to_verdict(self, version: int | None) -> str:
         """The JSON a verification Job leaves as its termination message (at most 4 KiB). The
         repository's config goes with it when it fits, so the servers load exactly the verified

@@ -3,11 +3,15 @@ large language model loads, and a canary of a streaming model judged on its toke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import threading
 import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ from kubernetes import client
 from devcluster.cluster import DevCluster, wait_until
 from loadgen import MODEL_REPO, write_model
 from loadgen.streams import OpenStreams
-from tests.integration.conftest import OperatorProcess
+from tests.integration.conftest import OperatorProcess, PrometheusProcess
 from tests.integration.helpers import (
     apply_md,
     events_for,
@@ -27,7 +31,10 @@ from tests.integration.helpers import (
     ready_ips,
     wait_for_condition,
 )
-from tritonop.names import GRPC_PORT
+from tritonop.autoscale.metrics import PrometheusReader
+from tritonop.autoscale.tokens import VLLM_ITL, VLLM_TTFT, Histogram, merged
+from tritonop.autoscale.tokens import parse as parse_tokens
+from tritonop.names import GRPC_PORT, METRICS_PORT
 
 pytestmark = pytest.mark.integration
 MODEL = "llm"
@@ -88,6 +95,7 @@ def test_a_parallelism_the_servers_cannot_give_is_said_before_anything_loads(
 
 
 TOKENS = "tokens"
+T = TypeVar("T")
 TOKENS_DIR = MODEL_REPO / "tokens"
 CANARY = {
     "steps": [{"weight": 50, "pauseSeconds": 20}],
@@ -313,3 +321,94 @@ def test_ttft_and_itl_targets_size_the_replicas_up_and_down_through_a_load_step(
         itl_down,
     )
     assert streams.failed == []
+
+
+def test_ttft_and_itl_come_through_prometheus_as_from_the_pods(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusProcess,
+) -> None:
+    """With `autoscaling.prometheus`, TTFT and ITL come from Prometheus (Debian's, scraping the
+    token generator's pods): status shows them, and over the whole load they are the percentiles
+    of the pods' own histograms (what the pod reader reads), to within Prometheus' increase()."""
+    repository = write_model(
+        tmp_path / "repo",
+        TOKENS,
+        (TOKENS_DIR / "config.pbtxt").read_text(),
+        {1: (TOKENS_DIR / "1" / "model.py").read_text()},
+    )
+    targets = {"percentile": 95, "timeToFirstTokenMs": 1000, "interTokenLatencyMs": 60}
+    spec = {
+        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 1,  # the figures are what is tested here, not the sizing
+            "targetLatencyMs": 60000,
+            "tokenLatency": targets,
+            "prometheus": {"url": prometheus.url},
+        },
+    }
+    apply_md(cluster, namespace, TOKENS, spec)
+    wait_for_condition(api, namespace, TOKENS, "Ready", "True", timeout=180)
+    ips = ready_ips(core, namespace, TOKENS)
+    (pod,) = [p.metadata.name for p in md_pods(core, namespace, TOKENS)]
+    selector = f'model="{TOKENS}",pod=~"{pod}"'
+
+    def ask(question: Callable[[PrometheusReader], Awaitable[T]]) -> T:
+        """The operator's Prometheus reader, over the whole test's window, asked one thing."""
+
+        async def asked() -> T:
+            reader = PrometheusReader(prometheus.url, window_seconds=900)
+            try:
+                return await question(reader)
+            finally:
+                await reader.close()
+
+        return asyncio.run(asked())
+
+    def pods_histograms() -> tuple[Histogram, Histogram]:
+        page = urllib.request.urlopen(f"http://{ips[0]}:{METRICS_PORT}/metrics", timeout=5).read().decode()
+        sample = parse_tokens(page, TOKENS, time.monotonic())
+        ttft, itl = (merged(sample.histograms[family].values()) for family in (VLLM_TTFT, VLLM_ITL))
+        assert ttft is not None and itl is not None
+        return ttft, itl
+
+    wait_until(
+        "Prometheus scrapes the pod's token families",
+        lambda: ask(lambda reader: reader._query(f"count({VLLM_TTFT}_bucket{{{selector}}})")) is not None,
+        timeout=60,
+    )
+    with OpenStreams(lambda: ips, TOKENS, rate=4) as streams:
+        wait_until(
+            "TTFT and ITL from Prometheus in status",
+            lambda: (
+                (get_md(api, namespace, TOKENS)["status"].get("tokenLatency") or {}).get("interTokenLatencyMs")
+                is not None
+            ),
+            timeout=90,
+        )
+        status = get_md(api, namespace, TOKENS)["status"]["tokenLatency"]
+    assert streams.failed == []
+    observed = pods_histograms()[0].count
+    wait_until(
+        "Prometheus has scraped every stream",
+        lambda: ask(lambda reader: reader._query(f"sum({VLLM_TTFT}_count{{{selector}}})")) == observed,
+        timeout=30,
+    )
+    window = ask(lambda reader: reader._tokens(selector, 1))
+    ttft, itl = pods_histograms()
+    assert window is not None and window.ttft_source == VLLM_TTFT and window.ttft is not None and window.itl
+    figures = {
+        "ttft": (window.ttft.quantile(0.95), ttft.quantile(0.95)),
+        "itl": (window.itl.quantile(0.95), itl.quantile(0.95)),
+    }
+    print(f"\nprometheus vs pods p95 (ms): {figures}; status {status}; {observed:.0f} streams")
+    for through_prometheus, from_pods in figures.values():
+        assert through_prometheus is not None and from_pods is not None
+        assert through_prometheus == pytest.approx(from_pods, rel=0.05), figures
+    assert window.generation_tokens_per_second and window.prompt_tokens_per_second, window
+    assert status["timeToFirstTokenMs"] > 0 and "vllm:time_to_first_token_seconds" in str(status), status

@@ -11,14 +11,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import quote
 
 import aiohttp
 
-from tritonop.autoscale.tokens import TokenSample, TokenWindow
+from tritonop.autoscale.tokens import (
+    HISTOGRAMS_MS,
+    TRITON_FIRST_RESPONSE,
+    VLLM_E2E,
+    VLLM_GENERATION_TOKENS,
+    VLLM_ITL,
+    VLLM_KV_USAGE,
+    VLLM_PROMPT_TOKENS,
+    VLLM_RUNNING,
+    VLLM_TTFT,
+    VLLM_WAITING,
+    Histogram,
+    TokenSample,
+    TokenWindow,
+)
 from tritonop.autoscale.tokens import combine as combine_tokens
 from tritonop.autoscale.tokens import parse as parse_tokens
 from tritonop.autoscale.tokens import window as tokens_between
@@ -276,22 +292,29 @@ class PrometheusReader:
         self.url = url.rstrip("/")
         self.window = window_seconds
         self.session: aiohttp.ClientSession | None = None
+        self.read_tokens = False  # also query the token families (spec.autoscaling.tokenLatency)
 
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
 
-    async def _query(self, promql: str) -> float | None:
+    async def _vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query's series: (labels, value), NaN values (no data in the window) left out."""
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS))
         async with self.session.get(f"{self.url}/api/v1/query?query={quote(promql)}") as response:
             response.raise_for_status()
             body = json.loads(await response.text())
-        result = body.get("data", {}).get("result", [])
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if value != value else value  # NaN: no data in the window
+        series = []
+        for item in body.get("data", {}).get("result", []):
+            value = float(item["value"][1])
+            if value == value:
+                series.append((dict(item.get("metric", {})), value))
+        return series
+
+    async def _query(self, promql: str) -> float | None:
+        series = await self._vector(promql)
+        return series[0][1] if series else None
 
     async def measure(self, pods: dict[str, tuple[str, str]], model: str) -> Measurement:
         names = "|".join(name for name, _ in pods.values()) or "none"
@@ -323,7 +346,9 @@ class PrometheusReader:
         queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q, service_q)
         results = await asyncio.gather(*(self._query(q) for q in queries))
         rate, average, queue, p95, busy, pending, longest, service = results
+        tokens = await self._tokens(selector, len(pods)) if self.read_tokens and pods else None
         return Measurement(
+            tokens=tokens,
             request_rate=rate or 0.0,
             average_ms=average,
             queue_ms=queue,
@@ -337,4 +362,58 @@ class PrometheusReader:
             pending=pending or 0.0,
             longest_queue=longest,
             service_ms=service if rate else None,
+        )
+
+    async def _histogram(self, family: str, selector: str) -> Histogram | None:
+        """The family's observations over the window, summed over the pods: increase() of each
+        bucket (Prometheus handles counter resets), bounds in ms."""
+        w = f"{self.window}s"
+        buckets, total = await asyncio.gather(
+            self._vector(f"sum by (le) (increase({family}_bucket{{{selector}}}[{w}]))"),
+            self._query(f"sum(increase({family}_sum{{{selector}}}[{w}]))"),
+        )
+        factor = HISTOGRAMS_MS[family]
+        counts = sorted((float(labels["le"]) * factor, value) for labels, value in buckets if "le" in labels)
+        if not counts or not math.isinf(counts[-1][0]):
+            return None
+        return Histogram(tuple(b for b, _ in counts), tuple(c for _, c in counts), (total or 0.0) * factor)
+
+    async def _tokens(self, selector: str, pods: int) -> TokenWindow | None:
+        """A streaming model's token window from Prometheus: the vLLM backend's families and Triton
+        core's first-response histogram, as the pod reader reads them (TensorRT-LLM's gauges and
+        token-length histograms are read from the pods only). None: no family has data."""
+        w = f"{self.window}s"
+        kv = f'{{__name__=~"{"|".join(VLLM_KV_USAGE)}",{selector}}}'
+        histograms = (VLLM_TTFT, TRITON_FIRST_RESPONSE, VLLM_ITL)
+        scalars = (
+            f"sum(rate({VLLM_PROMPT_TOKENS}_total{{{selector}}}[{w}]))",
+            f"sum(rate({VLLM_GENERATION_TOKENS}_total{{{selector}}}[{w}]))",
+            f"sum({VLLM_RUNNING}{{{selector}}})",
+            f"sum({VLLM_WAITING}{{{selector}}})",
+            f"avg({kv})",
+            f"max({kv})",
+            f"sum(rate({VLLM_E2E}_sum{{{selector}}}[{w}]))",  # seconds in requests per second: concurrency
+        )
+        found = await asyncio.gather(
+            *(self._histogram(family, selector) for family in histograms), *(self._query(q) for q in scalars)
+        )
+        vllm_ttft, first_response, itl = cast(list[Histogram | None], found[:3])
+        prompt, generation, running, waiting, kv_mean, kv_max, in_requests = cast(list[float | None], found[3:])
+        ttft, source = (vllm_ttft, VLLM_TTFT) if vllm_ttft is not None else (first_response, TRITON_FIRST_RESPONSE)
+        if ttft is None and itl is None and prompt is None and generation is None and running is None:
+            return None
+        concurrency = running + (waiting or 0.0) if running is not None else in_requests
+        return TokenWindow(
+            seconds=float(self.window),
+            ttft=ttft,
+            ttft_source=source if ttft is not None else None,
+            itl=itl,
+            prompt_tokens_per_second=prompt,
+            generation_tokens_per_second=generation,
+            concurrency=concurrency,
+            running=running,
+            waiting=waiting,
+            kv_cache_usage=kv_mean,
+            kv_cache_usage_max=kv_max,
+            pods=pods,
         )

@@ -262,8 +262,7 @@ class Autoscalers:
             }
             state.ready_of = (pods, ready)
         # Issue 24: the pods' token families are read only for a spec with tokenLatency.
-        if isinstance(state.reader, PodMetricsReader):
-            state.reader.read_tokens = spec.token_latency is not None
+        state.reader.read_tokens = spec.token_latency is not None
         try:
             measurement = await state.reader.measure(ready, md.model_name)
         except Exception as error:  # e.g. Prometheus unreachable: say so, hold the replica count

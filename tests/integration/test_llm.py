@@ -175,6 +175,13 @@ class Streams:
             client.close()
 
 
+def token_generator(root: Path) -> dict[str, object]:
+    """spec.model for version 1 of the token generator (model_repo/tokens), written at root."""
+    files = {1: (TOKENS_DIR / "1" / "model.py").read_text()}
+    repository = write_model(root, TOKENS, (TOKENS_DIR / "config.pbtxt").read_text(), files)
+    return {"name": TOKENS, "repository": f"file://{repository}", "version": 1}
+
+
 def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed_stream(
     cluster: DevCluster,
     operator: OperatorProcess,
@@ -247,15 +254,9 @@ def test_ttft_and_itl_targets_size_the_replicas_up_and_down_through_a_load_step(
     flapping 1 <-> 3 under the steady 16 streams/s. What takes longest on the way down is the
     forecast's headroom after a step (the recent peak decays over 300 s): the simulator puts
     minReplicas 180-250 s after the step ends."""
-    repository = write_model(
-        tmp_path / "repo",
-        TOKENS,
-        (TOKENS_DIR / "config.pbtxt").read_text(),
-        {1: (TOKENS_DIR / "1" / "model.py").read_text()},
-    )
     targets = {"percentile": 95, "timeToFirstTokenMs": 1000, "interTokenLatencyMs": 60}
     spec = {
-        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "model": token_generator(tmp_path / "repo"),
         "autoscaling": {
             "minReplicas": 1,
             "maxReplicas": 4,
@@ -335,15 +336,9 @@ def test_ttft_and_itl_come_through_prometheus_as_from_the_pods(
     """With `autoscaling.prometheus`, TTFT and ITL come from Prometheus (Debian's, scraping the
     token generator's pods): status shows them, and over the whole load they are the percentiles
     of the pods' own histograms (what the pod reader reads), to within Prometheus' increase()."""
-    repository = write_model(
-        tmp_path / "repo",
-        TOKENS,
-        (TOKENS_DIR / "config.pbtxt").read_text(),
-        {1: (TOKENS_DIR / "1" / "model.py").read_text()},
-    )
     targets = {"percentile": 95, "timeToFirstTokenMs": 1000, "interTokenLatencyMs": 60}
     spec = {
-        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "model": token_generator(tmp_path / "repo"),
         "autoscaling": {
             "minReplicas": 1,
             "maxReplicas": 1,  # the figures are what is tested here, not the sizing

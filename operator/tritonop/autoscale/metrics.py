@@ -348,7 +348,6 @@ class PrometheusReader:
         rate, average, queue, p95, busy, pending, longest, service = results
         tokens = await self._tokens(selector, len(pods)) if self.read_tokens and pods else None
         return Measurement(
-            tokens=tokens,
             request_rate=rate or 0.0,
             average_ms=average,
             queue_ms=queue,
@@ -362,6 +361,7 @@ class PrometheusReader:
             pending=pending or 0.0,
             longest_queue=longest,
             service_ms=service if rate else None,
+            tokens=tokens,
         )
 
     async def _histogram(self, family: str, selector: str) -> Histogram | None:

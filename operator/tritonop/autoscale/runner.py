@@ -261,7 +261,7 @@ class Autoscalers:
                 if pod_facts(pod).ready and pod.get("status", {}).get("podIP")
             }
             state.ready_of = (pods, ready)
-        # Issue 24: the pods' token families are read only for a spec with tokenLatency.
+        # Issue 24: the token families (from the pods or Prometheus) are read only for a spec with tokenLatency.
         state.reader.read_tokens = spec.token_latency is not None
         try:
             measurement = await state.reader.measure(ready, md.model_name)

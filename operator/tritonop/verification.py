@@ -29,7 +29,7 @@ from tritonop.api.status import IntegrityStatus
 from tritonop.clock import rfc3339
 from tritonop.k8s import KubeApi, KubeError
 from tritonop.render.objects import render_verify_job, verifies_where_the_bytes_are, verify_job_name
-from tritonop.repository.report import RepositoryReport
+from tritonop.repository.report import VERIFIED_ON_NODES, RepositoryReport
 from tritonop.serving import pod_facts
 
 LOG = logging.getLogger("tritonop.verification")
@@ -37,7 +37,6 @@ POLL_SECONDS = 2.0  # while a Job runs, look again this soon (no watch on Jobs: 
 RECHECK_FAILED_SECONDS = 300.0
 VERIFYING = "Verifying"
 # spec.model.cache: the manifest is there; each node's copy is hashed against it as it is staged.
-VERIFIED_ON_NODES = "VerifiedOnNodes"
 SETTLED = ("Verified", VERIFIED_ON_NODES, "Unverified")  # results that are not problems
 
 

@@ -344,9 +344,12 @@ class PrometheusReader:
         pending_q = f"sum(nv_inference_pending_request_count{{{selector}}})"
         longest_q = f"max(nv_inference_pending_request_count{{{selector}}})"
         queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q, service_q)
-        results = await asyncio.gather(*(self._query(q) for q in queries))
+        measured = asyncio.gather(*(self._query(q) for q in queries))
+        if self.read_tokens and pods:  # the token queries alongside, not one round trip later
+            results, tokens = await asyncio.gather(measured, self._tokens(selector, len(pods)))
+        else:
+            results, tokens = await measured, None
         rate, average, queue, p95, busy, pending, longest, service = results
-        tokens = await self._tokens(selector, len(pods)) if self.read_tokens and pods else None
         return Measurement(
             request_rate=rate or 0.0,
             average_ms=average,

@@ -28,6 +28,11 @@ VERDICT_LIMIT_BYTES = 4000  # a termination message is cut at 4096 bytes
 VLLM_ENGINE_ARGS = "model.json"
 
 
+# status.integrity.result and the RepositoryValid reason when each node's staged copy was hashed
+# (spec.model.cache) and the repository's files were not.
+VERIFIED_ON_NODES = "VerifiedOnNodes"
+
+
 @dataclass(frozen=True)
 class RepositoryReport:
     """What was verified of a model version, by the operator itself or by a verification Job
@@ -58,7 +63,7 @@ class RepositoryReport:
             return None
         if not self.verified:
             return "Unverified"
-        return "VerifiedOnNodes" if self.hashed_on_nodes else "Verified"
+        return VERIFIED_ON_NODES if self.hashed_on_nodes else "Verified"
 
     def to_verdict(self, version: int | None) -> str:
         """The JSON a verification Job leaves as its termination message (at most 4 KiB). The

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -250,52 +252,16 @@ class PrometheusProcess:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="session")
-def prometheus(
-    cluster: DevCluster, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrometheusProcess]:
-    """Debian's prometheus scraping each Triton pod's metrics port at its pod IP.
-
-    Debian builds Prometheus without Kubernetes service discovery (kubernetes_sd_configs is
-    rejected as an unknown field), so discovery is the one stand-in here: a thread lists the
-    pods the way `role: pod` would (annotation prometheus.io/scrape, container port "metrics")
-    and writes them to a file_sd target file. Scraping and PromQL are Prometheus's own."""
+@contextlib.contextmanager
+def prometheus_process(workdir: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[PrometheusProcess]:
+    """Debian's prometheus on a free loopback port with these scrape configs (2 s interval),
+    ready to query; stopped on exit."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is not installed: `make test` installs Debian's prometheus")
-    workdir = tmp_path_factory.mktemp("prometheus")
-    targets_file = workdir / "targets.json"
-    targets_file.write_text("[]")
     port = free_port()
-    config = {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [
-            {"job_name": "triton", "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}]}
-        ],
-    }
+    config = {"global": {"scrape_interval": "2s", "evaluation_interval": "2s"}, "scrape_configs": scrape_configs}
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    stop = threading.Event()
-
-    def discover() -> None:
-        while not stop.wait(1.0):
-            try:
-                pods = core.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=tritonop").items
-            except Exception:  # the API is briefly away (chaos tests): keep the last targets
-                continue
-            targets = []
-            for pod in pods:
-                annotations = pod.metadata.annotations or {}
-                ports = [p for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics"]
-                if annotations.get("prometheus.io/scrape") != "true" or not pod.status.pod_ip or not ports:
-                    continue
-                labels = {"pod": pod.metadata.name, "namespace": pod.metadata.namespace}
-                targets.append({"targets": [f"{pod.status.pod_ip}:{ports[0].container_port}"], "labels": labels})
-            tmp = targets_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(targets))
-            tmp.replace(targets_file)
-
-    discovery = threading.Thread(target=discover, daemon=True)
-    discovery.start()
     with open(workdir / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
             [
@@ -323,8 +289,50 @@ def prometheus(
             pytest.fail(f"prometheus did not become ready: {(workdir / 'prometheus.log').read_text()[-2000:]}")
         yield PrometheusProcess(url, process)
     finally:  # also when it never became ready
-        stop.set()
         stop_pid(process.pid)
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    cluster: DevCluster, core: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusProcess]:
+    """Debian's prometheus scraping each Triton pod's metrics port at its pod IP.
+
+    Debian builds Prometheus without Kubernetes service discovery (kubernetes_sd_configs is
+    rejected as an unknown field), so discovery is the one stand-in here: a thread lists the
+    pods the way `role: pod` would (annotation prometheus.io/scrape, container port "metrics")
+    and writes them to a file_sd target file. Scraping and PromQL are Prometheus's own."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    targets_file = workdir / "targets.json"
+    targets_file.write_text("[]")
+    stop = threading.Event()
+
+    def discover() -> None:
+        while not stop.wait(1.0):
+            try:
+                pods = core.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=tritonop").items
+            except Exception:  # the API is briefly away (chaos tests): keep the last targets
+                continue
+            targets = []
+            for pod in pods:
+                annotations = pod.metadata.annotations or {}
+                ports = [p for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics"]
+                if annotations.get("prometheus.io/scrape") != "true" or not pod.status.pod_ip or not ports:
+                    continue
+                labels = {"pod": pod.metadata.name, "namespace": pod.metadata.namespace}
+                targets.append({"targets": [f"{pod.status.pod_ip}:{ports[0].container_port}"], "labels": labels})
+            tmp = targets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(targets))
+            tmp.replace(targets_file)
+
+    discovery = threading.Thread(target=discover, daemon=True)
+    discovery.start()
+    scrape = [{"job_name": "triton", "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}]}]
+    try:
+        with prometheus_process(workdir, scrape) as running:
+            yield running
+    finally:
+        stop.set()
 
 
 @pytest.fixture(scope="module")

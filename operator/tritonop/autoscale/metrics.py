@@ -23,6 +23,10 @@ import aiohttp
 from tritonop.autoscale.tokens import (
     HISTOGRAMS_MS,
     TRITON_FIRST_RESPONSE,
+    TRTLLM_INPUT_TOKENS,
+    TRTLLM_KV_BLOCKS,
+    TRTLLM_OUTPUT_TOKENS,
+    TRTLLM_REQUESTS,
     VLLM_E2E,
     VLLM_GENERATION_TOKENS,
     VLLM_ITL,
@@ -382,20 +386,46 @@ class PrometheusReader:
         return Histogram(tuple(b for b, _ in counts), tuple(c for _, c in counts), (total or 0.0) * factor)
 
     async def _tokens(self, selector: str, pods: int) -> TokenWindow | None:
-        """A streaming model's token window from Prometheus: the vLLM backend's families and Triton
-        core's first-response histogram, as the pod reader reads them (TensorRT-LLM's gauges and
-        token-length histograms are read from the pods only). None: no family has data."""
+        """A streaming model's token window from Prometheus, as the pod reader reads it (tokens.py):
+        the vLLM backend's families and Triton core's first-response histogram; for each pod that
+        has no vLLM series, the TensorRT-LLM backend's request and KV-cache block gauges and its
+        token-length histograms (`or on (pod)`). None: no family has data."""
         w = f"{self.window}s"
-        kv = f'{{__name__=~"{"|".join(VLLM_KV_USAGE)}",{selector}}}'
+
+        def of(family: str, kind: tuple[str, str] | None = None) -> str:
+            match = "" if kind is None else f',{kind[0]}="{kind[1]}"'
+            return f"{family}{{{selector}{match}}}"
+
+        def per_pod(*choices: str) -> str:
+            """Each pod's series of the first choice it exports (pods may run different images
+            while a switch rolls out)."""
+            return " or on (pod) ".join(f"({choice})" for choice in choices)
+
+        def blocks(kind: str) -> str:
+            return f"sum by (pod) ({of(TRTLLM_KV_BLOCKS, ('kv_cache_block_type', kind))})"
+
+        kv_q = per_pod(  # the fraction of each pod's KV cache in use
+            f'{{__name__=~"{"|".join(VLLM_KV_USAGE)}",{selector}}}',
+            of(TRTLLM_KV_BLOCKS, ("kv_cache_block_type", "fraction")),  # TensorRT-LLM 25.04 and later
+            f"{blocks('used')} / {blocks('max')}",
+        )
+        prompt_q = per_pod(  # TensorRT-LLM: the token lengths of the requests that finished
+            f"rate({of(VLLM_PROMPT_TOKENS + '_total')}[{w}])", f"rate({of(TRTLLM_INPUT_TOKENS + '_sum')}[{w}])"
+        )
+        generation_q = per_pod(
+            f"rate({of(VLLM_GENERATION_TOKENS + '_total')}[{w}])", f"rate({of(TRTLLM_OUTPUT_TOKENS + '_sum')}[{w}])"
+        )
+        running_q = per_pod(of(VLLM_RUNNING), of(TRTLLM_REQUESTS, ("request_type", "scheduled")))
+        waiting_q = per_pod(of(VLLM_WAITING), of(TRTLLM_REQUESTS, ("request_type", "waiting")))
         histograms = (VLLM_TTFT, TRITON_FIRST_RESPONSE, VLLM_ITL)
         scalars = (
-            f"sum(rate({VLLM_PROMPT_TOKENS}_total{{{selector}}}[{w}]))",
-            f"sum(rate({VLLM_GENERATION_TOKENS}_total{{{selector}}}[{w}]))",
-            f"sum({VLLM_RUNNING}{{{selector}}})",
-            f"sum({VLLM_WAITING}{{{selector}}})",
-            f"avg({kv})",
-            f"max({kv})",
-            f"sum(rate({VLLM_E2E}_sum{{{selector}}}[{w}]))",  # seconds in requests per second: concurrency
+            f"sum({prompt_q})",
+            f"sum({generation_q})",
+            f"sum({running_q})",
+            f"sum({waiting_q})",
+            f"avg({kv_q})",
+            f"max({kv_q})",
+            f"sum(rate({of(VLLM_E2E + '_sum')}[{w}]))",  # seconds in requests per second: concurrency
         )
         found = await asyncio.gather(
             *(self._histogram(family, selector) for family in histograms), *(self._query(q) for q in scalars)

@@ -203,28 +203,32 @@ class Pod:
         self.rotation = summary_window_s / SUMMARY_BUCKETS
         self.observations: deque[tuple[float, float]] = deque()  # (completed at, request duration us)
 
-    def p95_us(self, now: float) -> float | None:
-        """The summary's 0.95 quantile as prometheus-cpp serves it: the current bucket holds what
-        was observed since it was last reset, between 4 and 5 rotations ago."""
+    def quantiles_us(self, now: float) -> tuple[float | None, float | None]:
+        """The summary's 0.95 and 0.99 quantiles as prometheus-cpp serves them: the current bucket
+        holds what was observed since it was last reset, between 4 and 5 rotations ago."""
         rotations = math.floor((now - self.ready_at) / self.rotation)
         start = self.ready_at + self.rotation * (rotations - (SUMMARY_BUCKETS - 1))
         while self.observations and self.observations[0][0] < start:
             self.observations.popleft()
         if not self.observations:
-            return None
+            return None, None
         values = sorted(v for _, v in self.observations)
-        return values[min(len(values) - 1, int(0.95 * len(values)))]
+        return values[min(len(values) - 1, int(0.95 * len(values)))], values[
+            min(len(values) - 1, int(0.99 * len(values)))
+        ]
 
     def sample(self, now: float) -> CounterSample:
+        p95, p99 = self.quantiles_us(now)
         return CounterSample(
             at=now,
             success=self.success,
             duration_us=self.duration_us,
             queue_us=self.queue_us,
-            p95_us=self.p95_us(now),
+            p95_us=p95,
             compute_us=self.compute_us,
             executions=self.executions,
             pending=float(len(self.queue)),
+            p99_us=p99,
         )
 
 
@@ -870,7 +874,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="tritonop's spec.autoscaling.spareReplicas: N, or 'auto' (unset: the policy derives headroom; default)",
     )
-    parser.add_argument("--metric", choices=("p95", "average", "queue"), default="p95", help="tritonop's metric")
+    parser.add_argument("--metric", choices=("p95", "p99", "average", "queue"), default="p95", help="tritonop's metric")
     parser.add_argument("--json", action="store_true", help="one JSON object per policy and trace per line")
     args = parser.parse_args(argv)
 

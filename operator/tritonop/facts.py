@@ -191,3 +191,4 @@ class AutoscaleFacts:
     unreachable: str | None = None  # the target no replica can meet (policy.unreachable_message)
     learned: AutoscalerStatus | None = None  # the learned memory to keep (None: keep status's)
     tokens: TokenFacts | None = None  # spec.autoscaling.tokenLatency: TTFT and ITL measured
+    p99_ms: float | None = None

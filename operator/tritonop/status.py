@@ -380,9 +380,10 @@ def _autoscaler_status(
         return None, None, None
     latency = previous.latency
     learned = auto.learned if auto is not None and auto.learned is not None else previous.autoscaler
-    if auto is not None and any(v is not None for v in (auto.p95_ms, auto.average_ms, auto.queue_ms)):
+    if auto is not None and any(v is not None for v in (auto.p95_ms, auto.p99_ms, auto.average_ms, auto.queue_ms)):
         latency = LatencyStatus(
             p95_ms=_rounded(auto.p95_ms),
+            p99_ms=_rounded(auto.p99_ms),
             average_ms=_rounded(auto.average_ms),
             queue_ms=_rounded(auto.queue_ms),
             window_seconds=round(auto.window_seconds),

@@ -254,8 +254,8 @@ BAD_SPECS: list[tuple[str, str, dict[str, Any], list[str]]] = [
     (
         "unknown-metric",
         "bad",
-        base(autoscaling={"maxReplicas": 2, "targetLatencyMs": 50, "metric": "p99"}),
-        ["spec.autoscaling.metric", 'Unsupported value: "p99"', '"p95", "average", "queue"'],
+        base(autoscaling={"maxReplicas": 2, "targetLatencyMs": 50, "metric": "p90"}),
+        ["spec.autoscaling.metric", 'Unsupported value: "p90"', '"p95", "p99", "average", "queue"'],
     ),
     (
         "replicas-with-autoscaling",

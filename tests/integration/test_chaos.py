@@ -343,7 +343,7 @@ specs = st.fixed_dictionaries(
         ),
         "autoscaling": st.fixed_dictionaries(
             {"maxReplicas": integers, "targetLatencyMs": integers},
-            optional={"minReplicas": integers, "metric": st.sampled_from(["p95", "average", "queue", "p99"])},
+            optional={"minReplicas": integers, "metric": st.sampled_from(["p95", "p99", "average", "queue", "p90"])},
         ),
         "rollout": st.fixed_dictionaries(
             {"strategy": st.sampled_from(["InPlace", "Recreate", "Rolling", "BlueGreen"])}
@@ -374,7 +374,7 @@ def expected_valid(spec: dict[str, Any]) -> bool:
     if auto is not None:
         if auto["maxReplicas"] < 1 or auto["targetLatencyMs"] < 1 or auto.get("minReplicas", 1) < 1:
             return False
-        if auto.get("minReplicas", 1) > auto["maxReplicas"] or auto.get("metric") == "p99":
+        if auto.get("minReplicas", 1) > auto["maxReplicas"] or auto.get("metric") == "p90":
             return False
     return spec.get("rollout", {}).get("strategy") != "BlueGreen"
 

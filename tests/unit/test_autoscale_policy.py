@@ -236,6 +236,9 @@ nv_inference_queue_duration_us{model="m",version="2"} 500000
 # TYPE nv_inference_request_summary_us summary
 nv_inference_request_summary_us{model="m",version="1",quantile="0.95"} 41000
 nv_inference_request_summary_us{model="m",version="2",quantile="0.95"} NaN
+nv_inference_request_summary_us{model="m",version="1",quantile="0.99"} 52000
+nv_inference_request_summary_us{model="m",version="2",quantile="0.99"} 58000
+nv_inference_request_summary_us{model="other",version="1",quantile="0.99"} 999000
 nv_inference_request_summary_us_count{model="m",version="1"} 100
 nv_inference_request_summary_us_sum{model="m",version="1"} 3000000
 """
@@ -244,6 +247,7 @@ nv_inference_request_summary_us_sum{model="m",version="1"} 3000000
 def test_metrics_window_deltas() -> None:
     sample = parse_sample(METRICS, "m", at=10.0)
     assert (sample.success, sample.duration_us, sample.queue_us, sample.p95_us) == (150, 4.5e6, 1.5e6, 41000)
+    assert sample.p99_us == 58000  # the highest of the model's versions
     busy = window(
         CounterSample(0.0, 0, 0, 0, None, compute_us=0, executions=0),
         # 100 requests in 25 batches of 4, 20 ms each: compute counted per request = 100 x 20 ms.
@@ -261,6 +265,7 @@ def test_metrics_window_deltas() -> None:
         arrivals=100.0,
         pending=0.0,
         service_ms=0.0,
+        p99_ms=58.0,
     )
     restarted = window(CounterSample(5.0, 1000, 9e9, 9e9, None), sample)
     assert restarted.requests == 150 and restarted.average_ms == 30.0
@@ -269,11 +274,12 @@ def test_metrics_window_deltas() -> None:
 
 
 def test_combine_weights_by_requests_and_reports_unreadable_pods() -> None:
-    fast = WindowStats(requests=300, seconds=5, average_ms=10, queue_ms=1, p95_ms=20)
-    slow = WindowStats(requests=100, seconds=5, average_ms=50, queue_ms=20, p95_ms=90)
+    fast = WindowStats(requests=300, seconds=5, average_ms=10, queue_ms=1, p95_ms=20, p99_ms=30)
+    slow = WindowStats(requests=100, seconds=5, average_ms=50, queue_ms=20, p95_ms=90, p99_ms=110)
     measurement = combine([fast, slow], ("pod-b",))
     assert measurement.request_rate == 80
     assert measurement.average_ms == 20 and measurement.p95_ms == 37.5
+    assert measurement.latency("p99") == measurement.p99_ms == 50
     assert measurement.unreadable == ("pod-b",)
     assert combine([], ()).latency("p95") is None
 

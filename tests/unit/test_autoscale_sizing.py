@@ -68,7 +68,7 @@ LEARNED = History(capacity_per_replica=10.0, service_ms=100.0, variability=0.3, 
 # -- the target sets the busy fraction ------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", ["p95", "average", "queue"])
+@pytest.mark.parametrize("metric", ["p95", "p99", "average", "queue"])
 def test_a_looser_target_allows_busier_replicas(metric: str) -> None:
     fractions = [allowed_utilisation(metric, t, 100.0, 10.0, 0.3).rho for t in (150, 250, 400, 1000, 5000)]
     assert fractions == sorted(fractions) and fractions[0] < fractions[-1]
@@ -77,7 +77,15 @@ def test_a_looser_target_allows_busier_replicas(metric: str) -> None:
 
 @pytest.mark.parametrize(
     ("metric", "target", "variability"),
-    [("p95", 400, 0.3), ("p95", 250, 1.0), ("average", 200, 0.5), ("queue", 20, 0.5), ("p95", 1000, 2.0)],
+    [
+        ("p95", 400, 0.3),
+        ("p95", 250, 1.0),
+        ("average", 200, 0.5),
+        ("queue", 20, 0.5),
+        ("p95", 1000, 2.0),
+        ("p99", 400, 0.5),
+        ("p99", 1000, 2.0),
+    ],
 )
 def test_the_allowed_fraction_meets_the_target_exactly(metric: str, target: float, variability: float) -> None:
     """At the fraction found the model's latency is the target (bisection), and a little busier breaks it."""
@@ -91,6 +99,15 @@ def test_p95_is_stricter_than_average_for_the_same_target() -> None:
     p95 = allowed_utilisation("p95", 400, 100.0, 10.0, 0.5).rho
     average = allowed_utilisation("average", 400, 100.0, 10.0, 0.5).rho
     assert p95 < average
+
+
+def test_p99_is_stricter_than_p95_for_the_same_target() -> None:
+    """The 99th percentile of the wait is the 95th's, times ln(100 rho) / ln(20 rho): at 400 ms, a
+    100 ms model with Poisson arrivals (V = 1/2) may run about 59% busy for p95 and 39% for p99."""
+    p95 = allowed_utilisation("p95", 400, 100.0, 10.0, 0.5).rho
+    p99 = allowed_utilisation("p99", 400, 100.0, 10.0, 0.5).rho
+    assert p95 == pytest.approx(0.59, abs=0.01) and p99 == pytest.approx(0.39, abs=0.01)
+    assert wait_ms("p99", 0.5, 0.5, 10.0) == pytest.approx(100.0 * math.log(50.0))
 
 
 def test_mm1_mean_wait_is_kingman_with_v_one() -> None:

@@ -62,6 +62,7 @@ def test_names_columns_and_subresources() -> None:
         "Target-TTFT",
         "Target-ITL",
         "P95",
+        "P99",
         "TTFT",
         "ITL",
         "Rollout",
@@ -70,7 +71,8 @@ def test_names_columns_and_subresources() -> None:
         "Age",
     ]
     wide = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority")}
-    assert set(wide) == {"Target-TTFT", "Target-ITL", "TTFT", "ITL", "Cached"}, "token and cache columns: -o wide"
+    assert set(wide) == {"P99", "Target-TTFT", "Target-ITL", "TTFT", "ITL", "Cached"}, "p99, tokens, cache: -o wide"
+    assert wide["P99"]["jsonPath"] == ".status.latency.p99Ms"
     assert wide["Cached"]["jsonPath"] == '.status.conditions[?(@.type=="ModelCached")].status'
     assert wide["TTFT"]["jsonPath"] == ".status.tokenLatency.timeToFirstTokenMs"
     assert wide["ITL"]["jsonPath"] == ".status.tokenLatency.interTokenLatencyMs"

@@ -53,6 +53,13 @@ PRINTER_COLUMNS = [
     },
     {"name": "P95", "type": "integer", "jsonPath": ".status.latency.p95Ms", "description": "Measured p95 (ms)."},
     {
+        "name": "P99",
+        "type": "integer",
+        "jsonPath": ".status.latency.p99Ms",
+        "description": "Measured p99 (ms).",
+        "priority": 1,
+    },
+    {
         "name": "TTFT",
         "type": "integer",
         "jsonPath": ".status.tokenLatency.timeToFirstTokenMs",

@@ -417,12 +417,13 @@ class AutoscalingSpec(ApiModel):
 
     min_replicas: int = Field(1, alias="minReplicas", ge=1, le=MAX_REPLICAS, description="Fewest replicas.")
     max_replicas: int = Field(..., alias="maxReplicas", ge=1, le=MAX_REPLICAS, description="Most replicas.")
-    metric: Literal["p95", "average", "queue"] = Field(
+    metric: Literal["p95", "p99", "average", "queue"] = Field(
         "p95",
         description=(
-            "Latency the autoscaler keeps at or under target, from Triton's own metrics: p95 (request latency "
-            "95th percentile), average (mean request latency) or queue (mean time queued). With the target it "
-            "decides how busy each replica may run (a queueing model of each pod, learned from its own metrics)."
+            "Latency the autoscaler keeps at or under target, from Triton's own metrics: p95 or p99 (request "
+            "latency 95th or 99th percentile), average (mean request latency) or queue (mean time queued). With "
+            "the target it decides how busy each replica may run (a queueing model of each pod, learned from its "
+            "own metrics)."
         ),
     )
     target_latency_ms: int = Field(

@@ -30,6 +30,7 @@ class Condition(StatusModel):
 
 class LatencyStatus(StatusModel):
     p95_ms: int | None = Field(None, alias="p95Ms", description="95th percentile request latency (ms).")
+    p99_ms: int | None = Field(None, alias="p99Ms", description="99th percentile request latency (ms).")
     average_ms: int | None = Field(None, alias="averageMs", description="Mean request latency (ms).")
     queue_ms: int | None = Field(None, alias="queueMs", description="Mean queue time (ms).")
     window_seconds: int | None = Field(None, alias="windowSeconds", description="Measurement window (s).")

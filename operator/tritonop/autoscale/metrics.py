@@ -1,7 +1,7 @@
 """Latency measurements from Triton's own metrics (the autoscaler's I/O edge).
 
 Per pod, window deltas of the cumulative counters give average request and queue latency and
-the request rate; p95 comes from Triton's summary quantiles (`summary_latencies=true`, which
+the request rate; p95 and p99 come from Triton's summary quantiles (`summary_latencies=true`, which
 the operator's Deployment turns on). Pods are scraped directly at their IPs, or, with a
 Prometheus URL, the same numbers are queried from Prometheus.
 """
@@ -46,8 +46,8 @@ from tritonop.names import GRPC_MAX_CONNECTION_AGE_SECONDS, METRICS_PORT
 from tritonop.promtext import samples
 
 SCRAPE_TIMEOUT_SECONDS = 3.0
-P95 = "0.95"
-SUMMARY = "nv_inference_request_summary_us"  # its p95 quantile
+P95, P99 = "0.95", "0.99"  # Triton's default summary quantiles include both
+SUMMARY = "nv_inference_request_summary_us"  # its p95 and p99 quantiles
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class CounterSample:
     executions: float = 0.0  # nv_inference_exec_count: batches executed
     pending: float = 0.0  # nv_inference_pending_request_count: requests waiting right now (a gauge)
     tokens: TokenSample | None = None  # a streaming model's token families (when asked for)
+    p99_us: float | None = None  # the summary's 0.99 quantile
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class WindowStats:
     arrivals: float = 0.0  # requests that arrived in the window: served + growth of the queue
     pending: float = 0.0  # requests waiting at the end of the window
     service_ms: float | None = None  # mean compute time per request (its batch's execution)
+    p99_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,10 @@ class Measurement:
     tokens: TokenWindow | None = None
     # Ready pods that got no request for IDLE_SECONDS while measured (clients pinned elsewhere).
     idle_pods: int = 0
+    p99_ms: float | None = None
 
     def latency(self, metric: str) -> float | None:
-        return {"p95": self.p95_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
+        return {"p95": self.p95_ms, "p99": self.p99_ms, "average": self.average_ms, "queue": self.queue_ms}[metric]
 
 
 def parse_sample(text: str, model: str, at: float) -> CounterSample:
@@ -118,23 +121,24 @@ def parse_sample(text: str, model: str, at: float) -> CounterSample:
         "nv_inference_exec_count": 0.0,
         "nv_inference_pending_request_count": 0.0,
     }
-    p95: float | None = None
+    quantiles: dict[str, float] = {}  # the highest over the model's versions
     for name, labels, value in samples(text, (*totals, SUMMARY)):
         if labels.get("model") != model:
             continue
         if name in totals:
             totals[name] += value
-        elif labels.get("quantile") == P95 and value == value:  # NaN while the summary window is empty
-            p95 = max(p95 or 0.0, value)
+        elif (quantile := labels.get("quantile")) in (P95, P99) and value == value:  # NaN: the window is empty
+            quantiles[quantile] = max(quantiles.get(quantile, 0.0), value)
     return CounterSample(
         at=at,
         success=totals["nv_inference_request_success"],
         duration_us=totals["nv_inference_request_duration_us"],
         queue_us=totals["nv_inference_queue_duration_us"],
-        p95_us=p95,
+        p95_us=quantiles.get(P95),
         compute_us=totals["nv_inference_compute_infer_duration_us"],
         executions=totals["nv_inference_exec_count"],
         pending=totals["nv_inference_pending_request_count"],
+        p99_us=quantiles.get(P99),
     )
 
 
@@ -163,11 +167,12 @@ def window(previous: CounterSample, current: CounterSample) -> WindowStats:
         arrivals=arrivals,
         pending=current.pending,
         service_ms=(current.compute_us - previous.compute_us) / requests / 1000,
+        p99_ms=current.p99_us / 1000 if current.p99_us is not None else None,
     )
 
 
 def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measurement:
-    """Request-weighted means over pods (p95: the weighted mean of per-pod p95s)."""
+    """Request-weighted means over pods (p95, p99: the weighted mean of per-pod quantiles)."""
     total = sum(s.requests for s in stats)
     seconds = max((s.seconds for s in stats), default=0.0)
     rate = sum(s.requests / s.seconds for s in stats if s.seconds > 0)
@@ -190,6 +195,7 @@ def combine(stats: list[WindowStats], unreadable: tuple[str, ...]) -> Measuremen
         pending=sum(s.pending for s in stats),
         longest_queue=max((s.pending for s in stats), default=0.0),
         service_ms=weighted([(s.requests, s.service_ms) for s in stats]) if total else None,
+        p99_ms=weighted([(s.requests, s.p99_ms) for s in stats]) if total else None,
     )
 
 
@@ -333,7 +339,7 @@ class PrometheusReader:
             f"sum(rate(nv_inference_queue_duration_us{{{selector}}}[{w}])) / "
             f"sum(rate(nv_inference_request_success{{{selector}}}[{w}])) / 1000"
         )
-        p95_q = f'max(nv_inference_request_summary_us{{{selector},quantile="{P95}"}}) / 1000'
+        p95_q, p99_q = (f'max({SUMMARY}{{{selector},quantile="{q}"}}) / 1000' for q in (P95, P99))
         # Busy fraction per pod: compute time counts once per request of a batch, so scale it by
         # batches per request.
         busy_q = (
@@ -347,13 +353,13 @@ class PrometheusReader:
         )
         pending_q = f"sum(nv_inference_pending_request_count{{{selector}}})"
         longest_q = f"max(nv_inference_pending_request_count{{{selector}}})"
-        queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q, service_q)
+        queries = (rate_q, avg_q, queue_q, p95_q, busy_q, pending_q, longest_q, service_q, p99_q)
         measured = asyncio.gather(*(self._query(q) for q in queries))
         if self.read_tokens and pods:  # the token queries alongside, not one round trip later
             results, tokens = await asyncio.gather(measured, self._tokens(selector, len(pods)))
         else:
             results, tokens = await measured, None
-        rate, average, queue, p95, busy, pending, longest, service = results
+        rate, average, queue, p95, busy, pending, longest, service, p99 = results
         return Measurement(
             request_rate=rate or 0.0,
             average_ms=average,
@@ -369,6 +375,7 @@ class PrometheusReader:
             longest_queue=longest,
             service_ms=service if rate else None,
             tokens=tokens,
+            p99_ms=p99 if rate else None,
         )
 
     async def _histogram(self, family: str, selector: str) -> Histogram | None:

@@ -1,8 +1,8 @@
 """Pure autoscaling decision: (observation, spec, current replicas, history, now) -> replicas.
 
-Replicas are sized from capacity, not from the latency quantile: Triton's p95 summary looks back
-a minute, so it still shows a burst long after the queues have drained (it is kept for status and
-display). Every evaluation (once a second) the policy reads, over a window of a few seconds:
+Replicas are sized from capacity, not from the latency quantile: Triton's p95 and p99 summaries
+look back a minute, so they still show a burst long after the queues have drained (they are kept
+for status and display). Every evaluation (once a second) the policy reads, over a window of a few seconds:
 demand (requests served plus the growth of the queues), each replica's capacity (learned from
 the fraction of time its model instance was busy), the compute time per request, the queue time
 per request, and the longest pod queue (Triton queues per pod: a backlog drains only on the pod
@@ -30,8 +30,8 @@ find most of their replicas still there; capacity given back takes a lead time t
 "ahead" term keeps what the forecast needs within one lead time.
 
 Without a capacity estimate (no traffic yet, or a source without execution counters and no
-latency near target), it falls back to the spec's metric itself (p95 from Triton's summary, or the
-window's average or queue time): above target it scales in proportion to the ratio (bounded,
+latency near target), it falls back to the spec's metric itself (p95 or p99 from Triton's summary,
+or the window's average or queue time): above target it scales in proportion to the ratio (bounded,
 HPA-style); far below target it steps down one replica.
 """
 
@@ -80,7 +80,7 @@ MIN_REQUESTS_FOR_VARIABILITY = 20.0  # requests in the window
 class Observation:
     """What the metrics said over the last window, over ready replicas only."""
 
-    latency_ms: float | None  # the spec's metric (p95/average/queue): display, and the fallback
+    latency_ms: float | None  # the spec's metric (p95/p99/average/queue): display, and the fallback
     request_rate: float  # requests/s served by all ready replicas
     ready_replicas: int
     window_seconds: float
@@ -253,7 +253,7 @@ def sized(
 
 
 def _fallback_latency(observation: Observation, metric: str) -> float | None:
-    """The spec's metric itself: Triton's p95 summary, or this window's mean or queue time."""
+    """The spec's metric itself: Triton's p95 or p99 summary, or this window's mean or queue time."""
     if metric == "average":
         return observation.average_ms if observation.average_ms is not None else observation.latency_ms
     if metric == "queue":

@@ -18,6 +18,7 @@ Per metric, the latency the target bounds:
 - queue:   Wq <= target
 - average: S + Wq <= target                  (S: the measured compute time per request)
 - p95:     S + wait_95 <= target
+- p99:     S + wait_99 <= target
 The allowed busy fraction is the largest rho that meets it, clamped to [MIN, MAX]: a looser target
 lets each replica run busier (fewer replicas), a tighter one keeps them idler (more replicas).
 A target at or below S cannot be met by any number of replicas: that is reported, and the
@@ -34,7 +35,7 @@ MIN_UTILISATION = 0.1  # a target this close to the service time: at most 10% bu
 UNREACHABLE_SLACK = 0.5  # target <= S: size as if the target were 1.5 S (the queueing part halved)
 DEFAULT_VARIABILITY = 1.0  # V before any is learned: M/M/1 (conservative for fixed-time models)
 VARIABILITY_BOUNDS = (0.05, 4.0)
-QUANTILE = 0.95  # the p95 metric
+QUANTILES = {"p95": 0.95, "p99": 0.99}  # the percentile metrics
 # A burst is noticed a policy window after it starts, and a pod that turned Ready gets traffic
 # once the endpoints reach the clients: the backlog grows this much longer than the pod's start.
 REACTION_SECONDS = 5.0
@@ -54,8 +55,8 @@ def wait_ms(metric: str, rho: float, variability: float, capacity: float) -> flo
     if rho <= 0:
         return 0.0
     scale_ms = 1000.0 * variability / (capacity * (1.0 - rho))
-    if metric == "p95":
-        return scale_ms * math.log(rho / (1 - QUANTILE)) if rho > 1 - QUANTILE else 0.0
+    if (quantile := QUANTILES.get(metric)) is not None:
+        return scale_ms * math.log(rho / (1 - quantile)) if rho > 1 - quantile else 0.0
     return rho * scale_ms  # the mean wait (average and queue)
 
 

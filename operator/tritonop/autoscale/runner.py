@@ -309,6 +309,7 @@ class Autoscalers:
             None if value is None else round(value)
             for value in (
                 measurement.p95_ms,
+                measurement.p99_ms,
                 measurement.average_ms,
                 measurement.queue_ms,
                 *(None if figure is None else figure.ms for figure in token_figures),  # issue 24
@@ -358,6 +359,7 @@ class Autoscalers:
             unreachable=decision.unreachable,
             learned=learned,
             tokens=token_facts,  # issue 24
+            p99_ms=measurement.p99_ms,
         )
         return Scaling(decision.replicas, facts)
 
@@ -425,7 +427,7 @@ def forget_metrics(namespace: str, name: str) -> None:
     for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, TARGET_LATENCY):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
-    for metric in ("p95", "average", "queue"):
+    for metric in ("p95", "p99", "average", "queue"):
         with contextlib.suppress(KeyError):
             OBSERVED_LATENCY.remove(namespace, name, metric)
 

@@ -23,7 +23,8 @@ What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
   `PodMetricsReader.measure` windowing and its real `policy.decide`, on a simulated clock; the
   reader's scrape returns the simulated pod's counters. Reconciles come every evaluation period
   (1 s: the runner decides every second and reports to status every 5 s), plus one when a pod
-  becomes Ready; the spec sets spareReplicas 3 (--spare-replicas) and a 30 s scale-down window;
+  becomes Ready; the spec leaves spareReplicas unset (--spare-replicas N sets it), metric p95
+  (--metric) and a 30 s scale-down window;
 - reference rules (bench/reference_policies.py): knative (KPA), hpa-queue, reactive-ideal,
   clairvoyant; clairvoyant-U and reactive-ideal-U size for U% utilisation instead of 85%; and
   fixed-N (N replicas throughout, for experiments).

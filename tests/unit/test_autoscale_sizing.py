@@ -23,7 +23,15 @@ from tritonop.autoscale.forecast import (
     LeadTime,
     Profile,
 )
-from tritonop.autoscale.policy import History, Observation, decide, learn
+from tritonop.autoscale.policy import (
+    FIRST_VARIABILITY_BUSY,
+    LEARNING_UTILISATION,
+    VARIABILITY_BUSY,
+    History,
+    Observation,
+    decide,
+    learn,
+)
 from tritonop.autoscale.queueing import (
     MAX_UTILISATION,
     MIN_UTILISATION,
@@ -223,6 +231,29 @@ def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
         history = learn(window, spec(), history, float(second))
     assert history.variability == pytest.approx(0.3)
     assert len(history.variability_samples) == 40
+
+
+def test_a_tight_p99_target_at_low_load_does_not_hold_replicas_too_idle_to_learn_v() -> None:
+    """The prior (V = 1) allows 13% busy for p99 at 400 ms: at a steady 5 req/s of a 10 req/s
+    model that was 4 replicas, each 12.5% busy, below the busy fraction V is learned at, for as long
+    as the load stayed low (8, maxReplicas, in the simulator, with the warm-up reserve). Until V is
+    learned, replicas run at least LEARNING_UTILISATION busy, and the first V comes from windows
+    that busy."""
+    p99 = spec(metric="p99", maxReplicas=8)
+    unlearned = History(capacity_per_replica=10.0, service_ms=100.0, forecast=QUIET)
+    assert allowed_utilisation("p99", 400, 100.0, 10.0, 1.0).rho == pytest.approx(0.13, abs=0.01)
+    decision = decide(observed(5.0, 5), p99, 5, unlearned, 0.0)
+    assert decision.utilisation == LEARNING_UTILISATION and decision.recommendation == 3
+    # 5 req/s over 3 pods: 17% busy, steady, queueing as V = 0.5 (25 requests in 5 s): learned at once.
+    window = dataclasses.replace(observed(5.0, 3), window_seconds=5, queue_ms=1000 * 0.5 / 10.0 * (1 / 6) / (5 / 6))
+    learned = decide(window, p99, 3, unlearned, 0.0).history
+    assert learned.variability == pytest.approx(0.5)
+    # Once V is known, windows under VARIABILITY_BUSY's floor teach nothing more, and the target's
+    # own fraction applies (p99 at 400 ms with V = 0.5: about 39% busy, 2 replicas for 5 req/s).
+    assert FIRST_VARIABILITY_BUSY < 5 / 30 < VARIABILITY_BUSY[0]
+    assert learn(window, p99, learned, 1.0).variability_samples == learned.variability_samples
+    after = decide(observed(5.0, 3), p99, 3, learned, 1.0)
+    assert after.utilisation == pytest.approx(0.39, abs=0.01) and after.recommendation == 2
 
 
 def test_the_backlog_draining_after_a_scale_up_teaches_no_variability() -> None:

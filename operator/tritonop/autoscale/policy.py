@@ -72,6 +72,12 @@ SERVICE_SMOOTHING = 0.2  # weight of a new compute-time sample
 VARIABILITY_SAMPLES = 120
 VARIABILITY_SETTLE_SECONDS = 15.0  # after a scale-up, windows show the backlog draining: not learned from
 VARIABILITY_BUSY = (0.2, 0.97)  # learn V where queueing dominates fixed overheads and is not runaway
+# Until V is first learned, windows from FIRST_VARIABILITY_BUSY busy count too, and replicas run at
+# least LEARNING_UTILISATION busy (twice that, so that pods of any whole number of replicas, 2 or
+# more, are busy enough): the prior's own sizing (V = 1, M/M/1) must not keep every pod too idle
+# to learn V (at a tight p99 target it held maxReplicas for as long as the load stayed low).
+FIRST_VARIABILITY_BUSY = 0.1
+LEARNING_UTILISATION = 2 * FIRST_VARIABILITY_BUSY
 STEADY_TOLERANCE = 0.2  # learn V only while demand and service agree within this (no transient)
 MIN_REQUESTS_FOR_VARIABILITY = 20.0  # requests in the window
 
@@ -166,6 +172,8 @@ def _learn_variability(
     if now - history.last_scale_up < VARIABILITY_SETTLE_SECONDS:
         return kept
     low, high = VARIABILITY_BUSY
+    if history.variability is None:
+        low = FIRST_VARIABILITY_BUSY
     served = observation.request_rate
     arriving = observation.arrival_rate if observation.arrival_rate is not None else served
     steady = abs(arriving - served) <= STEADY_TOLERANCE * max(served, 1e-9)
@@ -184,10 +192,13 @@ def demand_of(observation: Observation) -> float:
 
 
 def utilisation_for(spec: AutoscalingSpec, capacity: float, history: History) -> Utilisation:
-    """The busy fraction the spec's metric and target allow, from what was learned."""
+    """The busy fraction the spec's metric and target allow, from what was learned (before V is
+    learned: at least LEARNING_UTILISATION)."""
     service = history.service_ms if history.service_ms is not None else 1000.0 / capacity
-    variability = history.variability if history.variability is not None else DEFAULT_VARIABILITY
-    return allowed_utilisation(spec.metric, spec.target_latency_ms, service, capacity, variability)
+    if history.variability is not None:
+        return allowed_utilisation(spec.metric, spec.target_latency_ms, service, capacity, history.variability)
+    prior = allowed_utilisation(spec.metric, spec.target_latency_ms, service, capacity, DEFAULT_VARIABILITY)
+    return replace(prior, rho=max(prior.rho, LEARNING_UTILISATION))
 
 
 def _longest_queue(observation: Observation) -> float:

@@ -276,6 +276,43 @@ def observed(ready: int = 4, generation: float = 800.0, **changes: float) -> Tok
             1000.0,
             (4, "up", None),
         ),
+        (
+            # ITL at 0.59x its target, 5 requests per replica: nothing learned yet, none to give back.
+            "before_the_engine_is_learned_busy_replicas_within_target_are_kept",
+            observed(ready=4),
+            TARGETS,
+            4,
+            TokenHistory(),
+            1000.0,
+            (4, "none", None),
+        ),
+        (
+            # 0.4 requests per replica: too few to learn the engine from, so one fewer (then halved
+            # surplus: 4 -> 3), or those replicas were never given back.
+            "before_the_engine_is_learned_replicas_too_idle_to_learn_from_are_given_back",
+            observed(ready=4, generation=100.0),
+            TARGETS,
+            4,
+            TokenHistory(),
+            1000.0,
+            (3, "down", None),
+        ),
+        (
+            # No traffic before the engine was ever learned: back towards minReplicas.
+            "before_the_engine_is_learned_no_traffic_goes_back_to_min",
+            TokenObservation(
+                window_seconds=15,
+                ready_replicas=4,
+                arrival_rate=0.0,
+                prompt_tokens_per_second=0.0,
+                generation_tokens_per_second=0.0,
+            ),
+            TARGETS,
+            4,
+            TokenHistory(),
+            1000.0,
+            (2, "down", None),
+        ),
     ],
 )
 def test_decide(

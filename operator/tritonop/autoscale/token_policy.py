@@ -54,7 +54,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 
 from tritonop.autoscale.forecast import ERROR_PRIOR, Forecast, LeadTime
-from tritonop.autoscale.policy import SPARE_DECAY, WARM_UP_SPARE
+from tritonop.autoscale.policy import FAR_BELOW, SPARE_DECAY, WARM_UP_SPARE
 
 MAX_UTILISATION = 0.9
 MIN_UTILISATION = 0.1
@@ -346,7 +346,10 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
 
 
 def _fallback(observation: TokenObservation, targets: TokenTargets, current: int) -> tuple[int, str]:
-    """Before the step model is learned: the targets themselves, HPA-style."""
+    """Before the step model is learned: the targets themselves, HPA-style. Within them, one replica
+    fewer when far below them (as the request/response fallback) or when each replica runs fewer
+    requests than the model is learned from: such replicas teach nothing and would otherwise never
+    be given back."""
     ratios = []
     if targets.ttft_ms and observation.ttft_ms is not None:
         ratios.append(observation.ttft_ms / targets.ttft_ms)
@@ -360,6 +363,10 @@ def _fallback(observation: TokenObservation, targets: TokenTargets, current: int
         return max(current, math.ceil(ready * min(worst, FALLBACK_UP))), f"{worst:.2f}x the target, model not learned"
     if observation.waiting > 0:
         return max(current, ready + 1), "requests waiting, model not learned"
+    if worst < FAR_BELOW:
+        return current - 1, f"{worst:.2f}x the target, far below it, model not learned"
+    if worst <= 1.0 and observation.running / ready < MIN_BATCH_FOR_MODEL:
+        return current - 1, f"{worst:.2f}x the target, {observation.running / ready:.1f} requests per replica"
     return current, f"{worst:.2f}x the target, model not learned"
 
 
@@ -370,11 +377,11 @@ def recommend(
     o = observation
     if o.ready_replicas == 0:
         return current, "no ready replica to measure", None
+    if o.arrival_rate == 0 and o.running == 0 and o.waiting == 0:
+        return targets.min_replicas, "no traffic", None
     if history.model.windows < MIN_WINDOWS:
         wanted, reason = _fallback(o, targets, current)
         return wanted, reason, None
-    if o.arrival_rate == 0 and o.running == 0 and o.waiting == 0:
-        return targets.min_replicas, "no traffic", None
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)

@@ -129,7 +129,18 @@ CASES: list[tuple[str, Observation, int, History, dict[str, Any], int, str]] = [
         "down",
     ),
     ("no capacity known: small breach adds one", latency_only(450), 2, History(), {}, 3, "up"),
-    ("no capacity known: near target holds", latency_only(300), 2, History(), {}, 2, "none"),
+    (
+        "no capacity known, no execution counters: near target holds",
+        dataclasses_replace(latency_only(300), busy=None),
+        2,
+        History(),
+        {},
+        2,
+        "none",
+    ),
+    # Replicas too idle to learn capacity from (a tight target keeps the latency near it however
+    # many there are): kept, they would stay for good.
+    ("no capacity known: near target with idle replicas steps down", latency_only(300), 8, History(), {}, 7, "down"),
     ("no capacity known: far below steps down", latency_only(100), 4, History(), {}, 3, "down"),
     ("no ready pods holds", Observation(None, 0.0, 0, 3), 3, KNOWN, {}, 3, "none"),
     ("no traffic: min replicas", Observation(None, 0.0, 2, 3, busy=0.0, arrival_rate=0.0), 3, KNOWN, {}, 2, "down"),

@@ -32,7 +32,8 @@ find most of their replicas still there; capacity given back takes a lead time t
 Without a capacity estimate (no traffic yet, or a source without execution counters and no
 latency near target), it falls back to the spec's metric itself (p95 or p99 from Triton's summary,
 or the window's average or queue time): above target it scales in proportion to the ratio (bounded,
-HPA-style); far below target it steps down one replica.
+HPA-style); far below target, or within it with replicas too idle to learn capacity from, it steps
+down one replica.
 """
 
 from __future__ import annotations
@@ -314,6 +315,15 @@ def recommend(
         return max(current, wanted, base + 1), reason, None
     if ratio < FAR_BELOW:
         return current - 1, f"{metric} {observed:.0f}ms far below target {target}ms", None
+    if ratio <= 1 and observation.busy is not None and observation.busy < MIN_BUSY_FOR_CAPACITY:
+        # Replicas this idle teach no capacity: kept, they would stay for good (a tight target
+        # keeps the latency near it however many there are).
+        return (
+            current - 1,
+            f"{metric} {observed:.0f}ms within target {target}ms, replicas {observation.busy:.0%} busy: "
+            "too idle to learn capacity from",
+            None,
+        )
     return current, f"{metric} {observed:.0f}ms below or near target {target}ms", None
 
 

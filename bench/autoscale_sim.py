@@ -81,7 +81,7 @@ from reference_policies import (  # noqa: E402
 from traces import SUITE, Trace, arrivals  # noqa: E402
 from traces import get as get_trace  # noqa: E402
 
-from tritonop.api.spec import ModelDeployment  # noqa: E402
+from tritonop.api.spec import LATENCY_METRICS, ModelDeployment  # noqa: E402
 from tritonop.autoscale import metrics, policy, runner  # noqa: E402
 from tritonop.autoscale.metrics import CounterSample, Measurement, PodMetricsReader  # noqa: E402
 from tritonop.autoscale.policy import Decision, History, Observation  # noqa: E402
@@ -875,7 +875,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="tritonop's spec.autoscaling.spareReplicas: N, or 'auto' (unset: the policy derives headroom; default)",
     )
-    parser.add_argument("--metric", choices=("p95", "p99", "average", "queue"), default="p95", help="tritonop's metric")
+    parser.add_argument("--metric", choices=LATENCY_METRICS, default="p95", help="tritonop's metric")
     parser.add_argument("--json", action="store_true", help="one JSON object per policy and trace per line")
     args = parser.parse_args(argv)
 

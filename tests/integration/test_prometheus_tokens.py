@@ -53,19 +53,15 @@ class Exporter:
             self.blocks = Gauge(
                 tokens.TRTLLM_KV_BLOCKS, "kv", ["kv_cache_block_type", "model", "version"], registry=self.registry
             )
-            self.outputs = Histogram(
-                tokens.TRTLLM_OUTPUT_TOKENS,
-                "output",
-                ["model", "response_metric_type", "version"],
-                buckets=[10, 50, 100, 500, 1000],
-                registry=self.registry,
-            )
-            self.inputs = Histogram(
-                tokens.TRTLLM_INPUT_TOKENS,
-                "input",
-                ["model", "response_metric_type", "version"],
-                buckets=[10, 50, 100, 500, 1000],
-                registry=self.registry,
+            self.inputs, self.outputs = (
+                Histogram(
+                    family,
+                    "tokens",
+                    ["model", "response_metric_type", "version"],
+                    buckets=[10, 50, 100, 500, 1000],
+                    registry=self.registry,
+                )
+                for family in (tokens.TRTLLM_INPUT_TOKENS, tokens.TRTLLM_OUTPUT_TOKENS)
             )
 
     def serve(self) -> ThreadingHTTPServer:

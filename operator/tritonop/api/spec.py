@@ -6,7 +6,7 @@ description, default, bound and CEL rule lives here, next to the type the operat
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -396,6 +396,10 @@ class TokenLatencyTargets(ApiModel):
         return self
 
 
+LatencyMetric = Literal["p95", "p99", "average", "queue"]  # spec.autoscaling.metric
+LATENCY_METRICS: tuple[str, ...] = get_args(LatencyMetric)
+
+
 class AutoscalingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -417,7 +421,7 @@ class AutoscalingSpec(ApiModel):
 
     min_replicas: int = Field(1, alias="minReplicas", ge=1, le=MAX_REPLICAS, description="Fewest replicas.")
     max_replicas: int = Field(..., alias="maxReplicas", ge=1, le=MAX_REPLICAS, description="Most replicas.")
-    metric: Literal["p95", "p99", "average", "queue"] = Field(
+    metric: LatencyMetric = Field(
         "p95",
         description=(
             "Latency the autoscaler keeps at or under target, from Triton's own metrics: p95 or p99 (request "

@@ -2,8 +2,8 @@
 
 Replicas are sized from capacity, not from the latency quantile: Triton's p95 and p99 summaries
 look back a minute, so they still show a burst long after the queues have drained (they are kept
-for status and display). Every evaluation (once a second) the policy reads, over a window of a few seconds:
-demand (requests served plus the growth of the queues), each replica's capacity (learned from
+for status and display). Every evaluation (once a second) the policy reads, over a window of a few
+seconds: demand (requests served plus the growth of the queues), each replica's capacity (learned from
 the fraction of time its model instance was busy), the compute time per request, the queue time
 per request, and the longest pod queue (Triton queues per pod: a backlog drains only on the pod
 that holds it).

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from tritonop.api.spec import AutoscalingSpec, ModelDeployment
+from tritonop.api.spec import LATENCY_METRICS, AutoscalingSpec, ModelDeployment
 from tritonop.api.status import AutoscalerStatus, StartupStatus
 from tritonop.autoscale import token_policy
 from tritonop.autoscale.forecast import MIN_ERROR_SAMPLES, Forecast, LeadTime
@@ -427,7 +427,7 @@ def forget_metrics(namespace: str, name: str) -> None:
     for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, TARGET_LATENCY):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
-    for metric in ("p95", "p99", "average", "queue"):
+    for metric in LATENCY_METRICS:
         with contextlib.suppress(KeyError):
             OBSERVED_LATENCY.remove(namespace, name, metric)
 

@@ -38,6 +38,7 @@ class Exporter:
 
     def __init__(self, pod: str, vllm: bool = False) -> None:
         self.pod = pod
+        self.vllm = vllm
         self.registry = CollectorRegistry()
         self.port = free_port()
         labels = ["model", "version"]
@@ -95,12 +96,12 @@ class Exporter:
 
     def finish(self, prompt: int, generated: int) -> None:
         """One request finished: its token lengths counted as the backend counts them."""
-        if hasattr(self, "outputs"):
-            self.inputs.labels(MODEL, "total_input_tokens", "1").observe(prompt)
-            self.outputs.labels(MODEL, "total_output_tokens", "1").observe(generated)
-        else:
+        if self.vllm:
             self.prompt.labels(MODEL, "1").inc(prompt)
             self.generation.labels(MODEL, "1").inc(generated)
+        else:
+            self.inputs.labels(MODEL, "total_input_tokens", "1").observe(prompt)
+            self.outputs.labels(MODEL, "total_output_tokens", "1").observe(generated)
 
 
 @pytest.fixture

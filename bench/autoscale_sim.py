@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import dataclasses
 import heapq
 import json
@@ -203,17 +204,28 @@ class Pod:
         self.executions = 0.0
         self.rotation = summary_window_s / SUMMARY_BUCKETS
         self.observations: deque[tuple[float, float]] = deque()  # (completed at, request duration us)
+        self.ordered: list[float] = []  # the same durations, kept sorted (a sort per scrape is slow over a week)
 
-    def quantiles_us(self, now: float) -> tuple[float | None, float | None]:
-        """The summary's 0.95 and 0.99 quantiles as prometheus-cpp serves them: the current bucket
-        holds what was observed since it was last reset, between 4 and 5 rotations ago."""
+    def observe(self, completed_at: float, duration_us: float) -> None:
+        self._forget_before(completed_at)  # the window only moves forward: forget as it does
+        self.observations.append((completed_at, duration_us))
+        bisect.insort(self.ordered, duration_us)
+
+    def _forget_before(self, now: float) -> None:
+        """Drop what the summary no longer holds at `now`: its current bucket holds what was
+        observed since it was last reset, between 4 and 5 rotations ago."""
         rotations = math.floor((now - self.ready_at) / self.rotation)
         start = self.ready_at + self.rotation * (rotations - (SUMMARY_BUCKETS - 1))
         while self.observations and self.observations[0][0] < start:
-            self.observations.popleft()
+            _, gone = self.observations.popleft()
+            del self.ordered[bisect.bisect_left(self.ordered, gone)]
+
+    def quantiles_us(self, now: float) -> tuple[float | None, float | None]:
+        """The summary's 0.95 and 0.99 quantiles as prometheus-cpp serves them."""
+        self._forget_before(now)
         if not self.observations:
             return None, None
-        values = sorted(v for _, v in self.observations)
+        values = self.ordered
         return values[min(len(values) - 1, int(0.95 * len(values)))], values[
             min(len(values) - 1, int(0.99 * len(values)))
         ]
@@ -345,8 +357,9 @@ class Simulation:
         self.now = 0.0
         self.events: list[tuple[float, int, str, Any]] = []
         self.sequence = 0
-        self.pods: list[Pod] = []
+        self.pods: list[Pod] = []  # the pods not gone yet (a week's run creates thousands)
         self.pods_by_uid: dict[str, Pod] = {}
+        self.pods_created = 0
         initial = settings.initial_replicas
         if self.base.startswith("fixed-"):
             initial = int(self.base.removeprefix("fixed-"))
@@ -362,6 +375,7 @@ class Simulation:
         self.in_flight = 0
         self.clock = SimClock()
         self.controller = self._controller()
+        self.summaries = isinstance(self.controller, TritonopController)  # only tritonop reads them
 
     # -- events -------------------------------------------------------------------------------
 
@@ -425,6 +439,7 @@ class Simulation:
             self.client_list = list(self.bench_list)
             for pod in self.pods:
                 self._retire_if_done(pod)
+            self.pods = [p for p in self.pods if not p.gone]  # every loop over pods skips gone ones
         elif kind == "control":
             self.at(self.now + payload.step(self), "control", payload)
 
@@ -524,7 +539,8 @@ class Simulation:
         pod.queue_us += (request.started - request.arrival) * 1e6
         pod.compute_us += service * 1e6
         pod.executions += 1
-        pod.observations.append((self.now, duration * 1e6))
+        if self.summaries:
+            pod.observe(self.now, duration * 1e6)
         if request.state == Request.OPEN:
             self.in_flight -= 1
             if duration > self.settings.client_timeout_s:
@@ -571,7 +587,8 @@ class Simulation:
     # -- pods ---------------------------------------------------------------------------------
 
     def _new_pod(self, ready_at: float) -> Pod:
-        pod = Pod(f"pod-{len(self.pods)}", self.now, ready_at, self.variant.summary_window_s)
+        pod = Pod(f"pod-{self.pods_created}", self.now, ready_at, self.variant.summary_window_s)
+        self.pods_created += 1
         self.pods.append(pod)
         self.pods_by_uid[pod.uid] = pod
         return pod

@@ -120,7 +120,18 @@ class Clairvoyant:
     utilisation: float = UTILISATION
     period: float = 1.0
 
+    # Each second's need, memoised by whole second (rate_at is per second, as a Trace's is): a
+    # real-time week with a 300 s lead otherwise recomputes 301 needs every second, most of a
+    # week-long simulation's time.
+    _needs: list[int] = field(default_factory=list, repr=False)
+    _rate_at: Callable[[float], float] | None = field(default=None, repr=False)
+
     def decide(self, now: float, rate_at: Callable[[float], float]) -> int:
-        horizon = [now + s for s in range(math.ceil(self.lead_seconds) + 1)]
-        need = max(replicas_for(rate_at(t), self.capacity, self.utilisation) for t in horizon)
+        if rate_at != self._rate_at:  # a bound method is a new object at each access; == compares
+            self._needs, self._rate_at = [], rate_at
+        first = math.floor(now)  # `now + s` falls in second `first + s`
+        last = first + math.ceil(self.lead_seconds)
+        for second in range(len(self._needs), last + 1):
+            self._needs.append(replicas_for(rate_at(second), self.capacity, self.utilisation))
+        need = max(self._needs[first : last + 1])
         return max(self.min_replicas, min(self.max_replicas, need))

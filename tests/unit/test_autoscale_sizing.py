@@ -27,6 +27,7 @@ from tritonop.autoscale.policy import (
     FIRST_VARIABILITY_BUSY,
     LEARNING_UTILISATION,
     VARIABILITY_BUSY,
+    VARIABILITY_SAMPLES,
     History,
     Observation,
     decide,
@@ -221,16 +222,23 @@ def test_variability_is_learned_from_steady_windows_only() -> None:
     assert decide(growing, spec(), 4, history, 0.0).history.variability is None
 
 
-def test_a_few_windows_that_catch_a_burst_do_not_move_the_variability() -> None:
-    """On the real servers single windows gave V from 0.2 to the bound (4): the median holds."""
+def test_the_windows_that_catch_a_burst_count_as_the_waits_they_cause() -> None:
+    """V is the mean of the recent samples: one window in five waiting 900 ms is a fifth of the
+    requests waiting that long, so V is the mean of four 0.3s and a 3.86 (a median said 0.3 and
+    sized bursty traffic as if it were smooth); the oldest samples leave after VARIABILITY_SAMPLES."""
     steady = STEADY
-    burst = dataclasses.replace(steady, queue_ms=900.0)  # V = 3.9
+    burst = dataclasses.replace(steady, queue_ms=900.0)
+    assert variability_sample(900.0, 0.7, 10.0) == pytest.approx(3.86, abs=0.01)
     history = History(capacity_per_replica=10.0)
     for second in range(40):
         window = burst if second % 5 == 4 else steady  # one window in five
         history = learn(window, spec(), history, float(second))
-    assert history.variability == pytest.approx(0.3)
+    assert history.variability == pytest.approx((4 * 0.3 + variability_sample(900.0, 0.7, 10.0)) / 5)
     assert len(history.variability_samples) == 40
+    for second in range(40, 40 + VARIABILITY_SAMPLES):
+        history = learn(steady, spec(), history, float(second))
+    assert history.variability == pytest.approx(0.3)
+    assert len(history.variability_samples) == VARIABILITY_SAMPLES
 
 
 def test_a_tight_p99_target_at_low_load_does_not_hold_replicas_too_idle_to_learn_v() -> None:

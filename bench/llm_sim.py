@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import gzip
 import heapq
 import json
 import math
@@ -65,11 +64,11 @@ for entry in (ROOT / "operator", ROOT / "bench"):
         sys.path.insert(0, str(entry))
 
 from autoscale_sim import mean_ci, parse_start  # noqa: E402
+from traces import azure_2023_requests  # noqa: E402
 
 from tritonop.autoscale import token_policy  # noqa: E402
 from tritonop.autoscale.token_policy import TokenDecision, TokenHistory, TokenObservation, TokenTargets  # noqa: E402
 
-DATA = ROOT / "bench" / "data"
 TRACES = ("code", "conv")
 POLICIES = ("tritonop", "keda-waiting", "kv-cache", "hpa-gpu", "clairvoyant")
 WINDOW_S = 15.0  # tritonop's observation window (the operator reads the last 16 scrapes)
@@ -119,15 +118,7 @@ class TraceRequest:
 
 
 def load_trace(name: str) -> list[TraceRequest]:
-    path = Path(name) if name.endswith(".gz") or name.endswith(".csv") else DATA / f"azure_llm_2023_{name}.csv.gz"
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        lines = handle.read().splitlines()[1:]
-    rows = []
-    for line in lines:
-        at, prompt, generated = line.split(",")
-        rows.append(TraceRequest(float(at), max(1, int(prompt)), max(1, int(generated))))
-    return rows
+    return [TraceRequest(at, max(1, prompt), max(1, generated)) for at, prompt, generated in azure_2023_requests(name)]
 
 
 class Request:

@@ -222,15 +222,27 @@ def week() -> Trace:
 
 # The Azure LLM inference trace 2023's recorded arrivals (bench/data/README.md), used as request
 # traffic for the 100 ms model: traces no autoscaling policy here was tuned on.
-AZURE_2023 = Path(__file__).parent / "data" / "azure_llm_2023_{service}.csv.gz"
+DATA = Path(__file__).parent / "data"
 HELD_OUT_PEAK = 30.0  # req/s: the busiest minute's mean is scaled to the suite's top rate
+
+
+def azure_2023_requests(name: str) -> list[tuple[float, int, int]]:
+    """(arrival s, context tokens, generated tokens) per request of the Azure LLM 2023 trace of a
+    service ("code", "conv"), or of a .csv / .csv.gz file in that form (a header line, then rows)."""
+    path = Path(name) if name.endswith((".gz", ".csv")) else DATA / f"azure_llm_2023_{name}.csv.gz"
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as handle:
+        lines = handle.read().splitlines()[1:]
+    rows = []
+    for line in lines:
+        at, prompt, generated = line.split(",")
+        rows.append((float(at), int(prompt), int(generated)))
+    return rows
 
 
 def _recorded_arrivals(name: str, service: str) -> Trace:
     """The recorded requests of one second as that second's rate, scaled so that the busiest
     minute averages HELD_OUT_PEAK: the recorded second-scale bursts stay."""
-    with gzip.open(str(AZURE_2023).format(service=service), "rt", newline="") as handle:
-        offsets = [float(row["offset_s"]) for row in csv.DictReader(handle)]
+    offsets = [at for at, _, _ in azure_2023_requests(service)]
     counts = [0] * (math.floor(max(offsets)) + 1)
     for offset in offsets:
         counts[math.floor(offset)] += 1

@@ -26,8 +26,10 @@ What is simulated (defaults: the cluster bench of bench/autoscale_policies.py):
   becomes Ready; the spec leaves spareReplicas unset (--spare-replicas N sets it), metric p95
   (--metric) and a 30 s scale-down window;
 - reference rules (bench/reference_policies.py): knative (KPA), hpa-queue, reactive-ideal,
-  clairvoyant; clairvoyant-U and reactive-ideal-U size for U% utilisation instead of 85%; and
-  fixed-N (N replicas throughout, for experiments).
+  clairvoyant; clairvoyant-U and reactive-ideal-U size for U% utilisation instead of 85%;
+  knative-C targets C/100 requests in flight per replica instead of 0.7 (the KPA tuned for more
+  or less headroom: a cost at equal attainment); and fixed-N (N replicas throughout, for
+  experiments).
 
 Experiment variants of tritonop (append to the policy name with '+', e.g. tritonop+period1+nocap):
 they change what the simulator feeds the real code or how often it calls it, never the policy:
@@ -147,7 +149,7 @@ class Variant:
 
 def parse_policy(name: str) -> tuple[str, Variant]:
     base, *options = name.split("+")
-    for prefix in ("fixed-", "clairvoyant-", "reactive-ideal-"):
+    for prefix in ("fixed-", "clairvoyant-", "reactive-ideal-", "knative-"):
         if base.startswith(prefix) and base.removeprefix(prefix).isdigit() and not options:
             return base, Variant()
     if base not in POLICIES:
@@ -165,6 +167,12 @@ def parse_policy(name: str) -> tuple[str, Variant]:
     if options and base != "tritonop":
         raise ValueError("variants apply to tritonop only")
     return base, variant
+
+
+def _concurrency(name: str) -> float:
+    """knative-50: 0.5 requests in flight per replica; plain knative: the KPA's 0.7 here."""
+    suffix = name.rpartition("-")[2]
+    return int(suffix) / 100 if suffix.isdigit() else KpaRule.target_concurrency
 
 
 def _utilisation(name: str) -> float:
@@ -448,8 +456,14 @@ class Simulation:
         controller: Controller
         if self.base == "tritonop":
             controller = TritonopController(self)
-        elif self.base == "knative":
-            controller = RuleController(KpaRule(max_replicas=s.max_replicas, min_replicas=s.min_replicas))
+        elif self.base == "knative" or self.base.startswith("knative-"):
+            controller = RuleController(
+                KpaRule(
+                    max_replicas=s.max_replicas,
+                    min_replicas=s.min_replicas,
+                    target_concurrency=_concurrency(self.base),
+                )
+            )
         elif self.base == "hpa-queue":
             controller = RuleController(
                 HpaQueueRule(

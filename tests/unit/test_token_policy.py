@@ -277,6 +277,60 @@ def observed(ready: int = 4, generation: float = 800.0, **changes: float) -> Tok
             (4, "up", None),
         ),
         (
+            # Requests waiting with the caches full: demand not served, one replica more.
+            "before_the_engine_is_learned_requests_waiting_in_full_caches_add_one",
+            observed(ready=4, waiting=3.0, kv_cache_usage=0.95),
+            TARGETS,
+            4,
+            TokenHistory(),
+            1000.0,
+            (5, "up", None),
+        ),
+        (
+            # One request waiting for the next step, the caches 10% full: no demand unserved, and
+            # within target, nothing changes (it used to add a replica, held for a whole window).
+            "before_the_engine_is_learned_a_request_waiting_for_the_next_step_adds_none",
+            observed(ready=4, waiting=1.0),
+            TARGETS,
+            4,
+            TokenHistory(),
+            1000.0,
+            (4, "none", None),
+        ),
+        (
+            # A light load on 1 replica, far below the targets, nothing learned and the bursts not
+            # watched yet: the warm-up reserve, at the prior's costs (0.1 + 0.05 replicas of work
+            # + 3 / 1.15), not one replica fewer.
+            "before_the_engine_is_learned_the_warm_up_reserve_holds",
+            observed(ready=1, generation=100.0),
+            TARGETS,
+            1,
+            TokenHistory(),
+            1000.0,
+            (3, "up", None),
+        ),
+        (
+            # The same with spareReplicas 1 in the spec: 0.15 + 1 / 1.15, rounded up.
+            "before_the_engine_is_learned_spare_replicas_set_in_the_spec_is_the_floor",
+            observed(ready=1, generation=100.0),
+            dataclasses.replace(TARGETS, spare_replicas=1),
+            1,
+            TokenHistory(),
+            1000.0,
+            (2, "up", None),
+        ),
+        (
+            # Watched past the warm-up and still not learned (too idle): no reserve, the targets
+            # alone (far below them: one fewer, down to minReplicas).
+            "before_the_engine_is_learned_after_the_warm_up_no_reserve",
+            observed(ready=2, generation=100.0),
+            TARGETS,
+            2,
+            TokenHistory(forecast=QUIET),
+            1000.0,
+            (1, "down", None),
+        ),
+        (
             # ITL at 0.59x its target, 5 requests per replica: nothing learned yet, none to give back.
             "before_the_engine_is_learned_busy_replicas_within_target_are_kept",
             observed(ready=4),

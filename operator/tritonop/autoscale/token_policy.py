@@ -37,7 +37,8 @@ Replicas wanted = the most of:
 - pressure: requests waiting while the caches are near full mean demand not yet served: at least
   one replica more than ready.
 - spare, while the forecast has watched the traffic for less than its warm-up (10 minutes): the
-  request/response policy's reserve, WARM_UP_SPARE replicas shrinking with the load.
+  request/response policy's reserve, WARM_UP_SPARE replicas shrinking with the load; it holds
+  before the step model is learned too (the load then at the model's prior).
 Scale-up is immediate; scale-down waits for the stabilization window (the highest recommendation
 in it) and then removes half of the surplus at most every third of the window. The window is the
 spec's at most: it shrinks, down to MIN_HOLD_FRACTION of it, while the demand forecast has been
@@ -346,10 +347,10 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
 
 
 def _fallback(observation: TokenObservation, targets: TokenTargets, current: int) -> tuple[int, str]:
-    """Before the step model is learned: the targets themselves, HPA-style. Within them, one replica
-    fewer when far below them (as the request/response fallback) or when each replica runs fewer
-    requests than the model is learned from: such replicas teach nothing and would otherwise never
-    be given back."""
+    """Before the step model is learned: the targets themselves, HPA-style, and requests waiting in
+    full KV caches (one replica more). Within them, one replica fewer when far below them (as the
+    request/response fallback) or when each replica runs fewer requests than the model is learned
+    from: such replicas teach nothing and would otherwise never be given back."""
     ratios = []
     if targets.ttft_ms and observation.ttft_ms is not None:
         ratios.append(observation.ttft_ms / targets.ttft_ms)
@@ -361,13 +362,43 @@ def _fallback(observation: TokenObservation, targets: TokenTargets, current: int
     worst = max(ratios)
     if worst > 1.1:
         return max(current, math.ceil(ready * min(worst, FALLBACK_UP))), f"{worst:.2f}x the target, model not learned"
-    if observation.waiting > 0:
-        return max(current, ready + 1), "requests waiting, model not learned"
+    usage = observation.kv_cache_usage or 0.0
+    if observation.waiting > 0 and usage >= KV_FULL:
+        # As the pressure term: requests wait for cache room. (A request that arrived during a step
+        # waits for the next one in any engine: that alone is no unmet demand, and a momentary one
+        # here held a replica more for a whole scale-down window.)
+        waiting = f"{observation.waiting:.0f} waiting with the KV caches {usage:.0%} full"
+        return max(current, ready + 1), f"{waiting}, model not learned"
     if worst < FAR_BELOW:
         return current - 1, f"{worst:.2f}x the target, far below it, model not learned"
     if worst <= 1.0 and observation.running / ready < MIN_BATCH_FOR_MODEL:
         return current - 1, f"{worst:.2f}x the target, {observation.running / ready:.1f} requests per replica"
     return current, f"{worst:.2f}x the target, model not learned"
+
+
+def _with_reserve(
+    o: TokenObservation,
+    targets: TokenTargets,
+    model: tuple[float, float, float],
+    forecast: Forecast,
+    now: float,
+    wanted: int,
+    reason: str,
+) -> tuple[int, str]:
+    """At least the spec's spareReplicas, or WARM_UP_SPARE while the forecast has not watched the
+    bursts yet (the request/response policy's reserve), replicas' worth idle, shrinking with the
+    load (as policy.sized does)."""
+    floor: float | None = targets.spare_replicas
+    if floor is None and forecast.warming(now):
+        floor = WARM_UP_SPARE
+    if not floor:
+        return wanted, reason
+    load = o.generation_tokens_per_second * model[1] / 1000.0 + o.prompt_tokens_per_second * model[2] / 1000.0
+    spare = math.ceil(load + floor / (1 + SPARE_DECAY * load) - 1e-9)
+    if spare <= wanted:
+        return wanted, reason
+    learning = " while learning the bursts" if targets.spare_replicas is None else ""
+    return spare, f"{reason}; {floor:g} spare{learning}"
 
 
 def recommend(
@@ -381,6 +412,9 @@ def recommend(
         return targets.min_replicas, "no traffic", None
     if history.model.windows < MIN_WINDOWS:
         wanted, reason = _fallback(o, targets, current)
+        # The bursts are as unknown as the engine: the reserve holds from the first window (at the
+        # step model's prior until it is learned), not only once the model is.
+        wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
         return wanted, reason, None
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
@@ -412,17 +446,7 @@ def recommend(
         o.itl_mean_ms,
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
-    floor: float | None = targets.spare_replicas
-    if floor is None and history.forecast.warming(now):
-        floor = WARM_UP_SPARE  # bursts not known yet: the request/response policy's reserve
-    if floor:
-        # That many replicas' worth idle, shrinking with the load (as policy.sized does).
-        load = o.generation_tokens_per_second * model[1] / 1000.0 + o.prompt_tokens_per_second * model[2] / 1000.0
-        spare = math.ceil(load + floor / (1 + SPARE_DECAY * load) - 1e-9)
-        if spare > wanted:
-            wanted = spare
-            learning = " while learning the bursts" if targets.spare_replicas is None else ""
-            reason += f"; {floor:g} spare{learning}"
+    wanted, reason = _with_reserve(o, targets, model, history.forecast, now, wanted, reason)
     if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
         reason += f"; {o.waiting:.0f} waiting with the KV caches {o.kv_cache_usage:.0%} full"

@@ -346,6 +346,16 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
     )
 
 
+def _cache_pressure(observation: TokenObservation) -> str | None:
+    """Requests waiting while the KV caches are near full: demand not served yet. (A request that
+    arrives during a step waits for the next one in any engine: that alone is none, and counted
+    as such it held a replica more for a whole scale-down window.)"""
+    usage = observation.kv_cache_usage or 0.0
+    if observation.waiting > 0 and usage >= KV_FULL:
+        return f"{observation.waiting:.0f} waiting with the KV caches {usage:.0%} full"
+    return None
+
+
 def _fallback(observation: TokenObservation, targets: TokenTargets, current: int) -> tuple[int, str]:
     """Before the step model is learned: the targets themselves, HPA-style, and requests waiting in
     full KV caches (one replica more). Within them, one replica fewer when far below them (as the
@@ -362,13 +372,8 @@ def _fallback(observation: TokenObservation, targets: TokenTargets, current: int
     worst = max(ratios)
     if worst > 1.1:
         return max(current, math.ceil(ready * min(worst, FALLBACK_UP))), f"{worst:.2f}x the target, model not learned"
-    usage = observation.kv_cache_usage or 0.0
-    if observation.waiting > 0 and usage >= KV_FULL:
-        # As the pressure term: requests wait for cache room. (A request that arrived during a step
-        # waits for the next one in any engine: that alone is no unmet demand, and a momentary one
-        # here held a replica more for a whole scale-down window.)
-        waiting = f"{observation.waiting:.0f} waiting with the KV caches {usage:.0%} full"
-        return max(current, ready + 1), f"{waiting}, model not learned"
+    if (pressure := _cache_pressure(observation)) is not None:
+        return max(current, ready + 1), f"{pressure}, model not learned"
     if worst < FAR_BELOW:
         return current - 1, f"{worst:.2f}x the target, far below it, model not learned"
     if worst <= 1.0 and observation.running / ready < MIN_BATCH_FOR_MODEL:
@@ -447,9 +452,9 @@ def recommend(
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
     wanted, reason = _with_reserve(o, targets, model, history.forecast, now, wanted, reason)
-    if o.waiting > 0 and (o.kv_cache_usage or 0.0) >= KV_FULL and wanted <= o.ready_replicas:
+    if (pressure := _cache_pressure(o)) is not None and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
-        reason += f"; {o.waiting:.0f} waiting with the KV caches {o.kv_cache_usage:.0%} full"
+        reason += f"; {pressure}"
     return wanted, reason, allowed
 
 

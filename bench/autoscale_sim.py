@@ -169,16 +169,11 @@ def parse_policy(name: str) -> tuple[str, Variant]:
     return base, variant
 
 
-def _concurrency(name: str) -> float:
-    """knative-50: 0.5 requests in flight per replica; plain knative: the KPA's 0.7 here."""
+def _hundredths(name: str, default: float) -> float:
+    """The policy's number over 100, else the default: clairvoyant-70 sizes for 70% utilisation
+    (plain: the reference 85%), knative-50 targets 0.5 requests in flight (plain: the KPA's 0.7)."""
     suffix = name.rpartition("-")[2]
-    return int(suffix) / 100 if suffix.isdigit() else KpaRule.target_concurrency
-
-
-def _utilisation(name: str) -> float:
-    """clairvoyant-70: sized for 70% utilisation; plain clairvoyant: the reference 85%."""
-    suffix = name.rpartition("-")[2]
-    return int(suffix) / 100 if suffix.isdigit() else UTILISATION
+    return int(suffix) / 100 if suffix.isdigit() else default
 
 
 class Request:
@@ -461,7 +456,7 @@ class Simulation:
                 KpaRule(
                     max_replicas=s.max_replicas,
                     min_replicas=s.min_replicas,
-                    target_concurrency=_concurrency(self.base),
+                    target_concurrency=_hundredths(self.base, KpaRule.target_concurrency),
                 )
             )
         elif self.base == "hpa-queue":
@@ -480,7 +475,7 @@ class Simulation:
                     s.max_replicas,
                     hold_seconds=hold,
                     min_replicas=s.min_replicas,
-                    utilisation=_utilisation(self.base),
+                    utilisation=_hundredths(self.base, UTILISATION),
                 )
             )
         else:
@@ -491,7 +486,7 @@ class Simulation:
                     s.max_replicas,
                     lead_seconds=lead,
                     min_replicas=s.min_replicas,
-                    utilisation=_utilisation(self.base),
+                    utilisation=_hundredths(self.base, UTILISATION),
                 )
             )
         return controller

@@ -112,6 +112,18 @@ def test_one_replica_swaps_only_when_downtime_is_allowed(
         ),
         timeout=60,
     )
-    md = wait_for_condition(api, namespace, MODEL, "Ready", "True", "Serving", timeout=120)
-    assert md["status"]["activeVersion"] == 2 and infer_version(pod.status.pod_ip, MODEL) == 2
+
+    # Ready=True (Serving) for this generation alone does not mean the swap is over: the one pod
+    # still serves version 1 until the swap unloads it, so wait for the status that names 2.
+    def swapped() -> bool:
+        md = get_md(api, namespace, MODEL)
+        ready = md_condition(md, "Ready")
+        return (
+            (ready.get("status"), ready.get("reason")) == ("True", "Serving")
+            and ready.get("observedGeneration") == md["metadata"]["generation"]
+            and md["status"].get("activeVersion") == 2
+        )
+
+    wait_until("Ready (Serving) with version 2 active after the swap", swapped, timeout=120)
+    assert infer_version(pod.status.pod_ip, MODEL) == 2
     assert [p.metadata.uid for p in md_pods(core, namespace, MODEL)] == [pod.metadata.uid]

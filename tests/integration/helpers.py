@@ -62,23 +62,28 @@ def wait_for_condition(
     reason: str | None = None,
     timeout: float = 90,
 ) -> dict[str, Any]:
-    """Wait until the condition has this status (and reason) for the current generation."""
+    """Wait until the condition has this status (and reason) for the current generation, and
+    return the object as read when it matched (a later read may already show the next change)."""
+    matched: list[dict[str, Any]] = []
 
     def matches() -> bool:
         md = get_md(api, namespace, name)
         cond = md_condition(md, kind)
-        return (
+        if (
             cond.get("status") == status
             and (reason is None or cond.get("reason") == reason)
             and cond.get("observedGeneration") == md["metadata"]["generation"]
-        )
+        ):
+            matched.append(md)
+            return True
+        return False
 
     try:
         wait_until(f"{kind}={status} ({reason}) on {namespace}/{name}", matches, timeout=timeout)
     except TimeoutError as error:
         md = get_md(api, namespace, name)
         raise AssertionError(f"{error}; status is {json.dumps(md.get('status'), indent=1)}") from None
-    return get_md(api, namespace, name)
+    return matched[-1]
 
 
 def md_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V1Pod]:

@@ -54,7 +54,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -508,9 +508,9 @@ class Tritonop(Controller):
 
     def step(self) -> float:
         sim = self.sim
-        decision: TokenDecision = token_policy.decide(
-            sim.observation(), self.targets, sim.desired, self.history, sim.now
-        )
+        # The operator's pod reader keeps one scrape a second: the short window is its last few.
+        observation = replace(sim.observation(), recent=sim.observation(token_policy.RECENT_SECONDS))
+        decision: TokenDecision = token_policy.decide(observation, self.targets, sim.desired, self.history, sim.now)
         self.history = decision.history
         if decision.replicas != sim.desired:
             sim.result.decisions.append((sim.now, decision.replicas, decision.reason))

@@ -77,6 +77,7 @@ MIN_HOLD_FRACTION = 0.2  # a confident forecast shortens the scale-down window a
 RATE_SECONDS = 120.0  # the per-request costs average over this long
 FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
 MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)
+RECENT_SECONDS = 5.0  # the short window sized from while its percentiles are over target
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class TokenObservation:
     waiting: float = 0.0  # requests held back now (KV cache or batch slots)
     kv_cache_usage: float | None = None  # fraction of the KV cache in use, mean over the pods
     wall_time: float | None = None
+    # The same figures over the last RECENT_SECONDS (None: not measured, e.g. from a Prometheus
+    # that scrapes every 15-30 s). While its TTFT or ITL is over target, replicas are sized from
+    # it too: a burst of a few seconds is a third of a 15 s window's mean (the KPA's panic window).
+    recent: TokenObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +426,34 @@ def recommend(
         # step model's prior until it is learned), not only once the model is.
         wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
         return wanted, reason, None
+    wanted, reason, allowed = _sized(o, targets, history)
+    if (recent := o.recent) is not None and (breach := _over_target(recent, targets)) is not None:
+        # A burst shorter than the window: its own rates (and the pods it brings stay for the
+        # scale-down window, for the next burst).
+        burst, burst_reason, burst_allowed = _sized(recent, targets, history)
+        if burst > wanted:
+            wanted, allowed = burst, burst_allowed
+            reason = f"the last {recent.window_seconds:.0f}s over target ({breach}): {burst_reason}"
+    wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
+    if (pressure := _cache_pressure(o)) is not None and wanted <= o.ready_replicas:
+        wanted = o.ready_replicas + 1
+        reason += f"; {pressure}"
+    return wanted, reason, allowed
+
+
+def _over_target(o: TokenObservation, targets: TokenTargets) -> str | None:
+    """Which measured percentile is over its target (None: both within, or not measured)."""
+    over = []
+    if targets.ttft_ms is not None and o.ttft_ms is not None and o.ttft_ms > targets.ttft_ms:
+        over.append(f"TTFT {o.ttft_ms:.0f}ms > {targets.ttft_ms:g}ms")
+    if targets.itl_ms is not None and o.itl_ms is not None and o.itl_ms > targets.itl_ms:
+        over.append(f"ITL {o.itl_ms:.0f}ms > {targets.itl_ms:g}ms")
+    return ", ".join(over) or None
+
+
+def _sized(o: TokenObservation, targets: TokenTargets, history: TokenHistory) -> tuple[int, str, Allowed]:
+    """Replicas from the learned engine for the planned demand (the forecast's over the lead time,
+    or what the window saw if more) and the KV caches it holds."""
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)
@@ -451,10 +484,6 @@ def recommend(
         o.itl_mean_ms,
     )
     reason = f"{o.arrival_rate:.1f} req/s, planned {planned:.1f} ({source} + headroom within {lead:.0f}s): " + reason
-    wanted, reason = _with_reserve(o, targets, model, history.forecast, now, wanted, reason)
-    if (pressure := _cache_pressure(o)) is not None and wanted <= o.ready_replicas:
-        wanted = o.ready_replicas + 1
-        reason += f"; {pressure}"
     return wanted, reason, allowed
 
 

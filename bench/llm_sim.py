@@ -67,6 +67,7 @@ from autoscale_sim import mean_ci, parse_start  # noqa: E402
 from traces import azure_2023_requests  # noqa: E402
 
 from tritonop.autoscale import token_policy  # noqa: E402
+from tritonop.autoscale.metrics import RECENT_SECONDS  # noqa: E402
 from tritonop.autoscale.token_policy import TokenDecision, TokenHistory, TokenObservation, TokenTargets  # noqa: E402
 
 TRACES = ("code", "conv")
@@ -509,7 +510,7 @@ class Tritonop(Controller):
     def step(self) -> float:
         sim = self.sim
         # The operator's pod reader keeps one scrape a second: the short window is its last few.
-        observation = replace(sim.observation(), recent=sim.observation(token_policy.RECENT_SECONDS))
+        observation = replace(sim.observation(), recent=sim.observation(RECENT_SECONDS))
         decision: TokenDecision = token_policy.decide(observation, self.targets, sim.desired, self.history, sim.now)
         self.history = decision.history
         if decision.replicas != sim.desired:

@@ -331,6 +331,36 @@ def observed(ready: int = 4, generation: float = 800.0, **changes: float) -> Tok
             (1, "down", None),
         ),
         (
+            # The 15 s window is within target (3 replicas of work), but its last 5 s ran twice the
+            # tokens with ITL over target: sized from those (as twice_the_tokens: 5).
+            "a_burst_over_target_in_the_short_window_is_sized_from_it",
+            observed(ready=4, recent=observed(ready=4, generation=1600.0)),  # type: ignore[arg-type]
+            TARGETS,
+            4,
+            LEARNED,
+            1000.0,
+            (5, "up", None),
+        ),
+        (
+            # More tokens in the last 5 s, but within both targets: the 15 s window decides alone.
+            "a_short_window_within_target_changes_nothing",
+            observed(ready=4, recent=observed(ready=4, generation=1000.0)),  # type: ignore[arg-type]
+            TARGETS,
+            4,
+            LEARNED,
+            1000.0,
+            (3, "down", None),
+        ),
+        (
+            "without_a_short_window_the_same_load_is_sized_from_the_long_one",
+            observed(ready=4),
+            TARGETS,
+            4,
+            LEARNED,
+            1000.0,
+            (3, "down", None),
+        ),
+        (
             # ITL at 0.59x its target, 5 requests per replica: nothing learned yet, none to give back.
             "before_the_engine_is_learned_busy_replicas_within_target_are_kept",
             observed(ready=4),

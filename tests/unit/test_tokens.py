@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from tests.unit.fakes import FakeClock
 from tritonop.api.spec import ModelDeployment
 from tritonop.api.status import ModelDeploymentStatus
-from tritonop.autoscale import tokens
-from tritonop.autoscale.metrics import PodMetricsReader
+from tritonop.autoscale import metrics, tokens
+from tritonop.autoscale.metrics import RECENT_SECONDS, PodMetricsReader
 from tritonop.autoscale.runner import Autoscalers, AutoscalerState
 from tritonop.autoscale.tokens import TokenSample, combine, parse, window
 from tritonop.events import EventRecorder
@@ -343,6 +343,31 @@ def test_the_pod_reader_windows_tokens_from_the_oldest_sample_kept() -> None:
     assert measured.tokens.ttft is not None and measured.tokens.ttft.count == len(served)  # all 5 reads
     p90 = measured.tokens.ttft_percentile(90)
     assert p90 is not None and p90.ms == pytest.approx(true_percentile(served, 90) * 1000, rel=0.02)
+
+
+def test_the_pod_reader_also_windows_the_last_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The short window (RECENT_SECONDS) starts at the newest sample at least that
+    old: a burst of slow first tokens in the last seconds shows there, diluted in the long one."""
+    now = [100.0]
+    monkeypatch.setattr(metrics, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    server = VllmServer()
+    reader = PagesReader({"10.0.0.1": server})
+    reader.read_tokens = True
+    pods = {"uid-1": ("llm-1", "10.0.0.1")}
+    asyncio.run(reader.measure(pods, "llm"))  # starts both windows
+    for second in range(1, 11):
+        now[0] = 100.0 + second
+        slow = second > 10 - RECENT_SECONDS  # the last RECENT_SECONDS reads
+        server.serve(evenly(1.0, 2.0, 20) if slow else evenly(0.1, 0.2, 20), evenly(0.03, 0.04, 50))
+        measured = asyncio.run(reader.measure(pods, "llm"))
+        if second < RECENT_SECONDS:
+            assert measured.recent_tokens is None, second  # no sample that old yet
+    assert measured.tokens is not None and measured.tokens.ttft is not None
+    assert measured.tokens.ttft.count == 200  # all ten reads
+    recent = measured.recent_tokens
+    assert recent is not None and recent.ttft is not None and recent.ttft.count == 20 * RECENT_SECONDS
+    p90 = recent.ttft_percentile(90)
+    assert p90 is not None and 1000 < p90.ms <= 2500  # only the slow ones (bucket bounds: 1 and 2.5 s)
 
 
 def test_the_autoscaler_hands_ttft_and_itl_to_status() -> None:

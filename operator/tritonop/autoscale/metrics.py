@@ -104,6 +104,9 @@ class Measurement:
     # A streaming model's TTFT, ITL and token figures over the pods' token windows (None: not
     # asked for, not exported, or not measured by this source).
     tokens: TokenWindow | None = None
+    # The same over the pods' last RECENT_SECONDS (the pod reader only: a Prometheus scraping every
+    # 15-30 s has no such window). token_policy sizes from it too while it is over target.
+    recent_tokens: TokenWindow | None = None
     # Ready pods that got no request for IDLE_SECONDS while measured (clients pinned elsewhere).
     idle_pods: int = 0
     p99_ms: float | None = None
@@ -205,6 +208,9 @@ NOTHING_MEASURED = combine([], ())
 # queue's drain and the counters' timing make demand swing by a third.
 MIN_WINDOW_SECONDS = 3.0
 SAMPLES_KEPT = 16
+# The short token window (the newest sample at least this old): long enough for a few steps and
+# first tokens of every pod, short enough to see a burst that a 16 s window averages away.
+RECENT_SECONDS = 5.0
 # A pod measured this long with no request at all gets none: its clients are elsewhere. Longer
 # than a new pod takes to reach clients that pick a pod per request (endpoints, ~2 s) and gRPC
 # clients, whose channels reconnect at their maximum age (10 s + 10% jitter, names.py); within
@@ -220,14 +226,19 @@ def idle(history: deque[CounterSample], current: CounterSample) -> bool:
     return current.success == first.success and current.pending == 0 and first.pending == 0
 
 
-def token_window(history: deque[CounterSample], current: CounterSample) -> TokenWindow | None:
+def token_window(
+    history: deque[CounterSample], current: CounterSample, seconds: float | None = None
+) -> TokenWindow | None:
     """A pod's token window: from its oldest kept sample with tokens read (about SAMPLES_KEPT
     evaluations back, 16 s at the default cadence), so that a percentile rests on more than a few
-    seconds of tokens. None: nothing to start from, or the page has no token family."""
+    seconds of tokens; with `seconds`, from the newest at least that much older (the short window).
+    None: nothing to start from, or the page has no token family."""
     if current.tokens is None or current.tokens.empty:
         return None
-    start = next((sample.tokens for sample in history if sample.tokens is not None), None)
-    return None if start is None else tokens_between(start, current.tokens)
+    kept = [sample.tokens for sample in history if sample.tokens is not None]
+    if seconds is not None:
+        kept = [tokens for tokens in kept if current.at - tokens.at >= seconds][-1:]
+    return tokens_between(kept[0], current.tokens) if kept else None
 
 
 def baseline(history: deque[CounterSample], at: float) -> CounterSample | None:
@@ -274,6 +285,7 @@ class PodMetricsReader:
         results = await asyncio.gather(*(self._scrape(ip, model) for _, ip in pods.values()), return_exceptions=True)
         stats: list[WindowStats] = []
         token_windows: list[TokenWindow] = []
+        recent_windows: list[TokenWindow] = []
         unreadable: list[str] = []
         idle_pods = 0
         for (uid, (name, _)), result in zip(pods.items(), results, strict=True):
@@ -285,6 +297,8 @@ class PodMetricsReader:
             start = baseline(history, result.at)
             if (token_stats := token_window(history, result)) is not None:
                 token_windows.append(token_stats)
+            if (recent := token_window(history, result, RECENT_SECONDS)) is not None:
+                recent_windows.append(recent)
             history.append(result)
             if start is not None:
                 stats.append(window(start, result))
@@ -292,7 +306,11 @@ class PodMetricsReader:
             if uid not in pods:
                 del self.samples[uid]
         measured = dataclasses.replace(combine(stats, tuple(sorted(unreadable))), idle_pods=idle_pods)
-        return dataclasses.replace(measured, tokens=combine_tokens(token_windows)) if token_windows else measured
+        if not token_windows:
+            return measured
+        return dataclasses.replace(
+            measured, tokens=combine_tokens(token_windows), recent_tokens=combine_tokens(recent_windows)
+        )
 
 
 class PrometheusReader:

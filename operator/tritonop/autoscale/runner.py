@@ -189,7 +189,7 @@ class Autoscalers:
         if state.token_history is None:
             state.token_history = TokenHistory(lead=state.history.lead)
         decided = token_policy.decide(
-            token_observation(tokens, observation, targets.percentile),
+            token_observation(tokens, observation, targets.percentile, measurement.recent_tokens),
             TokenTargets(
                 targets.time_to_first_token_ms,
                 targets.inter_token_latency_ms,
@@ -432,8 +432,11 @@ def forget_metrics(namespace: str, name: str) -> None:
             OBSERVED_LATENCY.remove(namespace, name, metric)
 
 
-def token_observation(tokens: TokenWindow, observation: Observation, percentile: float) -> TokenObservation:
-    """What token_policy reads: the deployment's token window and its request rate."""
+def token_observation(
+    tokens: TokenWindow, observation: Observation, percentile: float, recent: TokenWindow | None = None
+) -> TokenObservation:
+    """What token_policy reads: the deployment's token window and its request rate (the request
+    window is a few seconds already), with the short token window when the reader has one."""
     ttft, itl = tokens.ttft_percentile(percentile), tokens.itl_percentile(percentile)
     return TokenObservation(
         window_seconds=tokens.seconds,
@@ -449,4 +452,5 @@ def token_observation(tokens: TokenWindow, observation: Observation, percentile:
         waiting=tokens.waiting or 0.0,
         kv_cache_usage=tokens.kv_cache_usage,
         wall_time=observation.wall_time,
+        recent=None if recent is None else token_observation(recent, observation, percentile),
     )

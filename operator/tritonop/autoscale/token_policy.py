@@ -77,7 +77,6 @@ MIN_HOLD_FRACTION = 0.2  # a confident forecast shortens the scale-down window a
 RATE_SECONDS = 120.0  # the per-request costs average over this long
 FALLBACK_UP = 2.0  # before the model is learned: above target, scale by the ratio, at most 2x
 MAX_SEARCH = 10_000  # replicas: the KV search stops here (max_replicas caps it anyway)
-RECENT_SECONDS = 5.0  # the short window sized from while its percentiles are over target
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ class TokenObservation:
     waiting: float = 0.0  # requests held back now (KV cache or batch slots)
     kv_cache_usage: float | None = None  # fraction of the KV cache in use, mean over the pods
     wall_time: float | None = None
-    # The same figures over the last RECENT_SECONDS (None: not measured, e.g. from a Prometheus
+    # The same figures over the last metrics.RECENT_SECONDS (None: not measured, e.g. from a Prometheus
     # that scrapes every 15-30 s). While its TTFT or ITL is over target, replicas are sized from
     # it too: a burst of a few seconds is a third of a 15 s window's mean (the KPA's panic window).
     recent: TokenObservation | None = None

@@ -36,6 +36,9 @@ Replicas wanted = the most of:
   overflowing one time in twenty (1 - 1.65 / sqrt(M));
 - pressure: requests waiting while the caches are near full mean demand not yet served: at least
   one replica more than ready.
+- burst: while the short window (`recent`, the last 5 s) has TTFT or ITL over target, the same
+  sizing from its figures too: a burst of a few seconds is a third of a 15 s window's mean (the
+  KPA's panic window), and the replicas it brings stay for the scale-down window, for the next;
 - spare, while the forecast has watched the traffic for less than its warm-up (10 minutes): the
   request/response policy's reserve, WARM_UP_SPARE replicas shrinking with the load; it holds
   before the step model is learned too (the load then at the model's prior).

@@ -428,15 +428,16 @@ def recommend(
         # step model's prior until it is learned), not only once the model is.
         wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
         return wanted, reason, None
-    wanted, reason, allowed = _sized(o, targets, history)
+    model = history.model.solve()
+    wanted, reason, allowed = _sized(o, targets, history, model)
     if (recent := o.recent) is not None and (breach := _over_target(recent, targets)) is not None:
         # A burst shorter than the window: its own rates (and the pods it brings stay for the
         # scale-down window, for the next burst).
-        burst, burst_reason, burst_allowed = _sized(recent, targets, history)
+        burst, burst_reason, burst_allowed = _sized(recent, targets, history, model)
         if burst > wanted:
             wanted, allowed = burst, burst_allowed
             reason = f"the last {recent.window_seconds:.0f}s over target ({breach}): {burst_reason}"
-    wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
+    wanted, reason = _with_reserve(o, targets, model, history.forecast, now, wanted, reason)
     if (pressure := _cache_pressure(o)) is not None and wanted <= o.ready_replicas:
         wanted = o.ready_replicas + 1
         reason += f"; {pressure}"
@@ -453,15 +454,16 @@ def _over_target(o: TokenObservation, targets: TokenTargets) -> str | None:
     return ", ".join(over) or None
 
 
-def _sized(o: TokenObservation, targets: TokenTargets, history: TokenHistory) -> tuple[int, str, Allowed]:
-    """Replicas from the learned engine for the planned demand (the forecast's over the lead time,
-    or what the window saw if more) and the KV caches it holds."""
+def _sized(
+    o: TokenObservation, targets: TokenTargets, history: TokenHistory, model: tuple[float, float, float]
+) -> tuple[int, str, Allowed]:
+    """Replicas from the learned engine (a, b, c) for the planned demand (the forecast's over the
+    lead time, or what the window saw if more) and the KV caches it holds."""
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)
     planned = peak + history.forecast.headroom(peak)  # requests/s to serve one lead time ahead
     prompt_each, generation_each, caches_each = history.per_request()
-    model = history.model.solve()
     # Tokens: what the window saw, or the planned rate at the recent cost per request.
     generation = max(o.generation_tokens_per_second, planned * generation_each)
     prompt = max(o.prompt_tokens_per_second, planned * prompt_each)

@@ -347,10 +347,12 @@ def test_the_pod_reader_windows_tokens_from_the_oldest_sample_kept() -> None:
 
 def test_the_pod_reader_also_windows_the_last_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """The short window (RECENT_SECONDS) starts at the newest sample at least that
-    old: a burst of slow first tokens in the last seconds shows there, diluted in the long one."""
+    old: a burst of slow first tokens in the last seconds shows there, diluted in the long one;
+    each window carries the request rate over its own stretch."""
     now = [100.0]
     monkeypatch.setattr(metrics, "time", SimpleNamespace(monotonic=lambda: now[0]))
     server = VllmServer()
+    success = Counter("nv_inference_request_success", "ok", LABELS, registry=server.registry)
     reader = PagesReader({"10.0.0.1": server})
     reader.read_tokens = True
     pods = {"uid-1": ("llm-1", "10.0.0.1")}
@@ -359,6 +361,7 @@ def test_the_pod_reader_also_windows_the_last_seconds(monkeypatch: pytest.Monkey
         now[0] = 100.0 + second
         slow = second > 10 - RECENT_SECONDS  # the last RECENT_SECONDS reads
         server.serve(evenly(1.0, 2.0, 20) if slow else evenly(0.1, 0.2, 20), evenly(0.03, 0.04, 50))
+        success.labels("llm", "1").inc(30 if slow else 10)  # Triton's requests, 30/s in the burst
         measured = asyncio.run(reader.measure(pods, "llm"))
         if second < RECENT_SECONDS:
             assert measured.recent_tokens is None, second  # no sample that old yet
@@ -368,6 +371,9 @@ def test_the_pod_reader_also_windows_the_last_seconds(monkeypatch: pytest.Monkey
     assert recent is not None and recent.ttft is not None and recent.ttft.count == 20 * RECENT_SECONDS
     p90 = recent.ttft_percentile(90)
     assert p90 is not None and 1000 < p90.ms <= 2500  # only the slow ones (bucket bounds: 1 and 2.5 s)
+    # The request rate over each window's own stretch (not the request-level 3 s window).
+    assert measured.tokens.arrival_rate == pytest.approx((10 * 5 + 30 * 5) / 10)
+    assert recent.arrival_rate == pytest.approx(30)
 
 
 def test_the_autoscaler_hands_ttft_and_itl_to_status() -> None:

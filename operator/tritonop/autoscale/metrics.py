@@ -232,13 +232,22 @@ def token_window(
     """A pod's token window: from its oldest kept sample with tokens read (about SAMPLES_KEPT
     evaluations back, 16 s at the default cadence), so that a percentile rests on more than a few
     seconds of tokens; with `seconds`, from the newest at least that much older (the short window).
-    None: nothing to start from, or the page has no token family."""
+    With the pod's request arrival rate over the same stretch. None: nothing to start from, or the
+    page has no token family."""
     if current.tokens is None or current.tokens.empty:
         return None
-    kept = [sample.tokens for sample in history if sample.tokens is not None]
+    kept = [sample for sample in history if sample.tokens is not None]
     if seconds is not None:
-        kept = [tokens for tokens in kept if current.at - tokens.at >= seconds][-1:]
-    return tokens_between(kept[0], current.tokens) if kept else None
+        kept = [sample for sample in kept if current.at - sample.at >= seconds][-1:]
+    if not kept:
+        return None
+    start = kept[0]
+    assert start.tokens is not None
+    tokens = tokens_between(start.tokens, current.tokens)
+    # The request rate over the same stretch (the request windows are MIN_WINDOW_SECONDS: a rate
+    # that short is noise the token policy's forecast would plan headroom for).
+    requests = window(start, current)
+    return dataclasses.replace(tokens, arrival_rate=requests.arrivals / requests.seconds)
 
 
 def baseline(history: deque[CounterSample], at: float) -> CounterSample | None:

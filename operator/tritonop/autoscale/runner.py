@@ -435,13 +435,19 @@ def forget_metrics(namespace: str, name: str) -> None:
 def token_observation(
     tokens: TokenWindow, observation: Observation, percentile: float, recent: TokenWindow | None = None
 ) -> TokenObservation:
-    """What token_policy reads: the deployment's token window and its request rate (the request
-    window is a few seconds already), with the short token window when the reader has one."""
+    """What token_policy reads: the deployment's token window and its request rate over the same
+    window (the pod reader's; else the request-level rate), with the short window when there is one."""
     ttft, itl = tokens.ttft_percentile(percentile), tokens.itl_percentile(percentile)
     return TokenObservation(
         window_seconds=tokens.seconds,
         ready_replicas=observation.ready_replicas,
-        arrival_rate=observation.arrival_rate if observation.arrival_rate is not None else observation.request_rate,
+        arrival_rate=(
+            tokens.arrival_rate
+            if tokens.arrival_rate is not None
+            else observation.arrival_rate
+            if observation.arrival_rate is not None
+            else observation.request_rate
+        ),
         prompt_tokens_per_second=tokens.prompt_tokens_per_second or 0.0,
         generation_tokens_per_second=tokens.generation_tokens_per_second or 0.0,
         ttft_ms=ttft.ms if ttft is not None else None,

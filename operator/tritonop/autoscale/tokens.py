@@ -258,6 +258,9 @@ class TokenWindow:
     kv_cache_usage: float | None = None  # mean over the pods that report it
     kv_cache_usage_max: float | None = None  # the fullest pod
     pods: int = 1
+    # Requests/s reaching the pods over this same window, from Triton's request counters (the pod
+    # reader sets it; None: the source has none, and the request-level rate stands in).
+    arrival_rate: float | None = None
 
     def ttft_percentile(self, percentile: float) -> Percentile | None:
         return _percentile(self.ttft, percentile)
@@ -354,4 +357,5 @@ def combine(windows: list[TokenWindow]) -> TokenWindow | None:
         kv_cache_usage=sum(kv) / len(kv) if kv else None,
         kv_cache_usage_max=max(kv) if kv else None,
         pods=len(windows),
+        arrival_rate=total(w.arrival_rate for w in windows),
     )

@@ -16,12 +16,6 @@ expected over that horizon, plus headroom for this forecast's error:
   shift is not (after one lead time the level itself has moved), and smooth traffic keeps little.
   Learned headroom never plans past the highest demand seen recently (a decaying maximum): it
   exists for bursts like the ones seen, and at a burst's top there is nothing above to plan for.
-- noise: each demand reading is a rate over a few seconds (the pod reader's window, 3 s for
-  requests, 16 s for tokens), so every shortfall also carries that window's Poisson sampling
-  noise, sqrt(rate / window). The busy fraction the target allows already pays for Poisson
-  arrivals; once the traffic has been watched for the warm-up, NOISE_SIGMAS of one reading's
-  noise come off the learned headroom, so it is not paid for twice. (Not before: the first
-  minutes' shortfalls understate the bursts to come, which is why a reserve is held then.)
 Everything is bounded: two profiles of 288 and 168 numbers, at most MAX_PENDING forecasts and
 ERROR_SAMPLES shortfalls.
 """
@@ -52,10 +46,6 @@ PENDING_EXPIRY_SECONDS = 3_600.0  # a pod not serving an hour after it was asked
 # few minutes of calm say nothing about the bursts to come (what the spare replicas did before).
 WARM_UP_SECONDS = 600.0
 LEAD_SAMPLES = 5  # the lead time is the longest of the last few measured starts
-# One sigma: the 90th percentile of the shortfalls carries at least the noise of the reading at
-# their peak, whose own 90th percentile is 1.28 sigma. Two (the max over a long lead time holds
-# more) took the simulator's real-time week with 180-300 s starts under 98% (bench/README).
-NOISE_SIGMAS = 1.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +148,6 @@ class Forecast:
     pending: tuple[tuple[float, float, float, float], ...] = ()
     last_pending: float = float("-inf")
     watched_since: float | None = None  # when this forecast first saw demand
-    reading_seconds: float | None = None  # the window each demand reading is a rate over (None: unknown)
 
     def level(self) -> float:
         return self.fast or 0.0
@@ -192,26 +181,19 @@ class Forecast:
                     break
         return best, source
 
-    def headroom(self, peak: float, now: float) -> float:
+    def headroom(self, peak: float) -> float:
         """Extra demand to plan for on top of the forecast peak (req/s): the error's quantile, up to
-        the recent peak once learned (the prior alone is not capped: nothing was seen yet), less
-        the readings' own noise once past the warm-up."""
+        the recent peak once learned (the prior alone is not capped: nothing was seen yet)."""
         extra = self.error * math.sqrt(max(peak, 1.0))
         if len(self.errors) < MIN_ERROR_SAMPLES:
             return extra
-        extra = min(extra, self.recent_peak - peak)
-        if self.reading_seconds and not self.warming(now):
-            extra -= NOISE_SIGMAS * math.sqrt(max(peak, 1.0) / self.reading_seconds)
-        return max(0.0, extra)
+        return max(0.0, min(extra, self.recent_peak - peak))
 
     def warming(self, now: float) -> bool:
         """The traffic has not been watched for WARM_UP_SECONDS yet."""
         return self.watched_since is None or now - self.watched_since < WARM_UP_SECONDS
 
-    def observe(
-        self, now: float, wall: float | None, demand: float, lead: float, reading_seconds: float | None = None
-    ) -> Forecast:
-        """One demand reading (a rate over `reading_seconds`) at `now`; `wall` places it in the day."""
+    def observe(self, now: float, wall: float | None, demand: float, lead: float) -> Forecast:
         fast, slow = demand, demand
         if self.fast is not None and self.slow is not None and self.at is not None:
             dt = max(0.0, now - self.at)
@@ -244,7 +226,6 @@ class Forecast:
             errors=tuple(errors),
             recent_peak=recent_peak,
             watched_since=self.watched_since if self.watched_since is not None else now,
-            reading_seconds=reading_seconds if reading_seconds is not None else self.reading_seconds,
         )
         if now - self.last_pending >= max(5.0, lead / (MAX_PENDING - 2)):
             peak, _ = state.peak(wall, lead)

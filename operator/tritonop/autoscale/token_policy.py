@@ -343,7 +343,7 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
         ttft_ratios = (*ttft_ratios, _bounded(o.ttft_ms / expected))[-RATIO_SAMPLES:]
     forecast = history.forecast
     if o.ready_replicas > 0:
-        forecast = forecast.observe(now, o.wall_time, o.arrival_rate, history.lead.seconds, o.window_seconds)
+        forecast = forecast.observe(now, o.wall_time, o.arrival_rate, history.lead.seconds)
     return replace(
         history,
         model=model,
@@ -429,11 +429,11 @@ def recommend(
         wanted, reason = _with_reserve(o, targets, history.model.solve(), history.forecast, now, wanted, reason)
         return wanted, reason, None
     model = history.model.solve()
-    wanted, reason, allowed = _sized(o, targets, history, model, now)
+    wanted, reason, allowed = _sized(o, targets, history, model)
     if (recent := o.recent) is not None and (breach := _over_target(recent, targets)) is not None:
         # A burst shorter than the window: its own rates (and the pods it brings stay for the
         # scale-down window, for the next burst).
-        burst, burst_reason, burst_allowed = _sized(recent, targets, history, model, now)
+        burst, burst_reason, burst_allowed = _sized(recent, targets, history, model)
         if burst > wanted:
             wanted, allowed = burst, burst_allowed
             reason = f"the last {recent.window_seconds:.0f}s over target ({breach}): {burst_reason}"
@@ -455,18 +455,14 @@ def _over_target(o: TokenObservation, targets: TokenTargets) -> str | None:
 
 
 def _sized(
-    o: TokenObservation,
-    targets: TokenTargets,
-    history: TokenHistory,
-    model: tuple[float, float, float],
-    now: float,
+    o: TokenObservation, targets: TokenTargets, history: TokenHistory, model: tuple[float, float, float]
 ) -> tuple[int, str, Allowed]:
     """Replicas from the learned engine (a, b, c) for the planned demand (the forecast's over the
     lead time, or what the window saw if more) and the KV caches it holds."""
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)
-    planned = peak + history.forecast.headroom(peak, now)  # requests/s to serve one lead time ahead
+    planned = peak + history.forecast.headroom(peak)  # requests/s to serve one lead time ahead
     prompt_each, generation_each, caches_each = history.per_request()
     # Tokens: what the window saw, or the planned rate at the recent cost per request.
     generation = max(o.generation_tokens_per_second, planned * generation_each)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import random
 from typing import Any
 
 import pytest
@@ -17,11 +18,13 @@ from tritonop.autoscale.forecast import (
     DAY_BUCKET,
     DEFAULT_LEAD_SECONDS,
     ERROR_PRIOR,
+    FAST_SECONDS,
     MIN_ERROR_SAMPLES,
     WARM_UP_SECONDS,
     Forecast,
     LeadTime,
     Profile,
+    reading_noise_excess,
 )
 from tritonop.autoscale.policy import (
     FIRST_VARIABILITY_BUSY,
@@ -355,8 +358,58 @@ def test_recurring_bursts_are_planned_for_and_a_one_off_step_is_not() -> None:
     assert bursts.error > ERROR_PRIOR
     assert step.error < 1.0
     # at the base of the bursts: headroom towards the bursts' level, never past it
-    base = bursts.headroom(6.0)
+    base = bursts.headroom(6.0, lead=10.0)
     assert 6.0 + base <= bursts.recent_peak and base > 6.0
+
+
+def poisson_readings(lead: float, window: float | None, seed: int) -> Forecast:
+    """An hour of steady 20 req/s, each reading the count of a 3 s window (seeded Poisson)."""
+    rng = random.Random(seed)
+    forecast = Forecast()
+    for second in range(0, 3600, 3):
+        count, arrival = 0, rng.expovariate(20.0)
+        while arrival < 3.0:
+            count, arrival = count + 1, arrival + rng.expovariate(20.0)
+        forecast = forecast.observe(float(second), None, count / 3.0, lead=lead, reading_seconds=window)
+    return forecast
+
+
+def test_a_long_lead_time_plans_for_a_moment_s_noise_not_the_largest_of_its_readings() -> None:
+    def mean_error(lead: float, window: float | None) -> float:
+        return sum(poisson_readings(lead, window, seed).error for seed in range(3)) / 3
+
+    short = mean_error(10.0, 3.0)
+    assert mean_error(10.0, None) == short  # a horizon of FAST_SECONDS keeps all its noise
+    # The highest 3 s reading over 300 s holds far more noise than over 10 s ...
+    assert mean_error(300.0, None) > 1.3 * short
+    # ... which the shortfalls no longer count: the same headroom at either lead time.
+    assert mean_error(300.0, 3.0) == pytest.approx(short, rel=0.25)
+
+
+def test_the_recent_peak_caps_a_long_lead_time_s_headroom_less_the_noise_of_its_readings() -> None:
+    # 20 req/s planned, the highest 3 s reading of the last minutes 30 req/s, a large error.
+    forecast = Forecast(errors=(5.0,) * MIN_ERROR_SAMPLES, recent_peak=30.0, reading_seconds=3.0)
+    assert forecast.headroom(20.0, lead=10.0) == pytest.approx(10.0)  # the recent peak
+    noise = reading_noise_excess(300.0, 3.0) * math.sqrt(20.0)
+    assert forecast.headroom(20.0, lead=300.0) == pytest.approx(10.0 - noise)
+    assert dataclasses.replace(forecast, reading_seconds=None).headroom(20.0, lead=300.0) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("horizon", "window", "expected"),
+    [
+        (FAST_SECONDS, 3.0, 0.0),
+        (5.0, 3.0, 0.0),  # shorter than the level's own averaging: nothing comes off
+        (300.0, None, 0.0),  # the readings' window unknown: nothing comes off
+        (300.0, 3.0, 0.902),  # 100 readings' largest (2.50 sigma) less 3.3's (0.94), / sqrt(3)
+        (90.0, 3.0, 0.637),
+        (300.0, 16.0, 0.460),  # token readings: fewer, each less noisy
+    ],
+)
+def test_the_noise_taken_off_grows_with_the_readings_a_horizon_holds(
+    horizon: float, window: float | None, expected: float
+) -> None:
+    assert reading_noise_excess(horizon, window) == pytest.approx(expected, abs=1e-3)
 
 
 def test_everything_is_bounded() -> None:

@@ -16,6 +16,16 @@ expected over that horizon, plus headroom for this forecast's error:
   shift is not (after one lead time the level itself has moved), and smooth traffic keeps little.
   Learned headroom never plans past the highest demand seen recently (a decaying maximum): it
   exists for bursts like the ones seen, and at a burst's top there is nothing above to plan for.
+- the lead time's length: each demand reading is a rate over a few seconds (the pod reader's
+  window: 3 s for requests, 16 s for tokens; Prometheus' 30 s), so it carries that window's
+  Poisson noise, sqrt(rate / window). A shortfall is the highest reading over the horizon, so it
+  holds the largest of n such noises, n = horizon / window, which grows as sqrt(2 ln n); the
+  recent peak, the highest reading of minutes, holds as much. So over a 300 s lead both cover a
+  far higher quantile of the demand at any one moment than over a 10 s lead, while a latency
+  target counts each moment's requests. The expected largest noise beyond a FAST_SECONDS
+  horizon's (the level's own averaging time) comes off each shortfall and, for the lead time, off
+  the recent peak: the headroom covers a moment's demand alike at every lead (short leads keep
+  it all; the rate's swings between readings are still paid for, bench/README Part 14).
 Everything is bounded: two profiles of 288 and 168 numbers, at most MAX_PENDING forecasts and
 ERROR_SAMPLES shortfalls.
 """
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 
 FAST_SECONDS = 10.0
 SLOW_SECONDS = 120.0
@@ -148,6 +159,7 @@ class Forecast:
     pending: tuple[tuple[float, float, float, float], ...] = ()
     last_pending: float = float("-inf")
     watched_since: float | None = None  # when this forecast first saw demand
+    reading_seconds: float | None = None  # the window each demand reading is a rate over (None: unknown)
 
     def level(self) -> float:
         return self.fast or 0.0
@@ -181,19 +193,26 @@ class Forecast:
                     break
         return best, source
 
-    def headroom(self, peak: float) -> float:
+    def headroom(self, peak: float, lead: float) -> float:
         """Extra demand to plan for on top of the forecast peak (req/s): the error's quantile, up to
-        the recent peak once learned (the prior alone is not capped: nothing was seen yet)."""
+        the recent peak once learned (the prior alone is not capped: nothing was seen yet). The
+        recent peak is the largest reading of minutes, so over a lead time of minutes it too
+        plans for the moment's demand: the lead's readings' largest noise comes off it."""
         extra = self.error * math.sqrt(max(peak, 1.0))
         if len(self.errors) < MIN_ERROR_SAMPLES:
             return extra
-        return max(0.0, min(extra, self.recent_peak - peak))
+        noise = reading_noise_excess(lead, self.reading_seconds) * math.sqrt(max(peak, 1.0))
+        return max(0.0, min(extra, self.recent_peak - noise - peak))
 
     def warming(self, now: float) -> bool:
         """The traffic has not been watched for WARM_UP_SECONDS yet."""
         return self.watched_since is None or now - self.watched_since < WARM_UP_SECONDS
 
-    def observe(self, now: float, wall: float | None, demand: float, lead: float) -> Forecast:
+    def observe(
+        self, now: float, wall: float | None, demand: float, lead: float, reading_seconds: float | None = None
+    ) -> Forecast:
+        """One demand reading (a rate over `reading_seconds`) at `now`; `wall` places it in the day."""
+        reading_seconds = reading_seconds if reading_seconds is not None else self.reading_seconds
         fast, slow = demand, demand
         if self.fast is not None and self.slow is not None and self.at is not None:
             dt = max(0.0, now - self.at)
@@ -208,7 +227,8 @@ class Forecast:
         for made, end, peak, seen in self.pending:
             seen = max(seen, demand)
             if now >= end:
-                errors.append(max(0.0, (seen - peak) / math.sqrt(max(peak, 1.0))))
+                noise = reading_noise_excess(end - made, reading_seconds)
+                errors.append(max(0.0, (seen - peak) / math.sqrt(max(peak, 1.0)) - noise))
             else:
                 pending.append((made, end, peak, seen))
         errors = errors[-ERROR_SAMPLES:]
@@ -226,9 +246,29 @@ class Forecast:
             errors=tuple(errors),
             recent_peak=recent_peak,
             watched_since=self.watched_since if self.watched_since is not None else now,
+            reading_seconds=reading_seconds,
         )
         if now - self.last_pending >= max(5.0, lead / (MAX_PENDING - 2)):
             peak, _ = state.peak(wall, lead)
             pending.append((now, now + lead, peak, fast))
             state = replace(state, last_pending=now)
         return replace(state, pending=tuple(pending[-MAX_PENDING:]))
+
+
+def expected_largest_normal(n: float) -> float:
+    """The expected largest of n independent standard normal draws (Blom's approximation)."""
+    if n <= 1.0:
+        return 0.0
+    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
+
+
+def reading_noise_excess(horizon: float, reading_seconds: float | None) -> float:
+    """How much more of the readings' own Poisson noise the highest reading over `horizon` holds
+    than over FAST_SECONDS, in the shortfalls' units (sqrt(req/s) per sqrt(req/s) of demand:
+    a reading's noise is sqrt(rate / window), so 1 / sqrt(window) there)."""
+    if not reading_seconds or reading_seconds <= 0:
+        return 0.0
+    sigmas = expected_largest_normal(horizon / reading_seconds) - expected_largest_normal(
+        FAST_SECONDS / reading_seconds
+    )
+    return max(0.0, sigmas) / math.sqrt(reading_seconds)

@@ -221,7 +221,7 @@ def sized(
     lead = history.lead.seconds
     peak, source = history.forecast.peak(observation.wall_time, lead)
     peak = max(peak, demand)
-    headroom = history.forecast.headroom(peak)
+    headroom = history.forecast.headroom(peak, lead)
     allowance = burst_allowance(spec.metric, spec.target_latency_ms, util.floor_ms or 0.0, lead)
     steady = math.ceil(demand / per_replica - 1e-9)
     ahead = math.ceil(peak / per_replica - 1e-9)
@@ -338,7 +338,9 @@ def learn(observation: Observation, spec: AutoscalingSpec, history: History, now
     variability, variability_samples = _learn_variability(observation, capacity, history, now)
     forecast = history.forecast
     if observation.ready_replicas > 0:
-        forecast = forecast.observe(now, observation.wall_time, demand_of(observation), history.lead.seconds)
+        forecast = forecast.observe(
+            now, observation.wall_time, demand_of(observation), history.lead.seconds, observation.window_seconds
+        )
     return History(
         history.up_candidates,
         history.down_candidates,

@@ -343,7 +343,7 @@ def learn(observation: TokenObservation, history: TokenHistory, now: float) -> T
         ttft_ratios = (*ttft_ratios, _bounded(o.ttft_ms / expected))[-RATIO_SAMPLES:]
     forecast = history.forecast
     if o.ready_replicas > 0:
-        forecast = forecast.observe(now, o.wall_time, o.arrival_rate, history.lead.seconds)
+        forecast = forecast.observe(now, o.wall_time, o.arrival_rate, history.lead.seconds, o.window_seconds)
     return replace(
         history,
         model=model,
@@ -462,7 +462,7 @@ def _sized(
     lead = history.lead.seconds
     peak, source = history.forecast.peak(o.wall_time, lead)
     peak = max(peak, o.arrival_rate)
-    planned = peak + history.forecast.headroom(peak)  # requests/s to serve one lead time ahead
+    planned = peak + history.forecast.headroom(peak, lead)  # requests/s to serve one lead time ahead
     prompt_each, generation_each, caches_each = history.per_request()
     # Tokens: what the window saw, or the planned rate at the recent cost per request.
     generation = max(o.generation_tokens_per_second, planned * generation_each)

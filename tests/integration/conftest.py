@@ -26,6 +26,7 @@ from devcluster.cluster import free_port, pid_alive, stop_pid, wait_until
 from devcluster.realnode import RealNode
 from loadgen import scrape_metrics
 from tests import leftover_processes
+from tests.integration.helpers import apply_md, get_md, md_condition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,11 +234,42 @@ def start_operator(
     return OperatorProcess(process, metrics_port, log_path)
 
 
+def wait_until_reconciling(cluster: DevCluster, api: client.ApiClient, core: client.CoreV1Api, log_path: Path) -> None:
+    """Liveness says the process serves HTTP, not that its watches run: on a freshly booted
+    cluster the first test once waited 90 s for a first reconcile that never came. So a probe
+    object (a missing repository: a condition within one reconcile, no pod) must get its
+    condition first; if it does not, the failure carries the operator's log."""
+    namespace = fresh_namespace(core)
+    try:
+        apply_md(cluster, namespace, "probe", {"model": {"name": "probe", "repository": "file:///nonexistent/probe"}})
+
+        def reconciled() -> bool:
+            return bool(md_condition(get_md(api, namespace, "probe"), "RepositoryValid"))
+
+        try:
+            wait_until("the operator's first reconcile", reconciled, timeout=180)
+        except TimeoutError:
+            pytest.fail(f"the operator reconciled nothing in 180 s; its log:\n{log_path.read_text()[-6000:]}")
+    finally:
+        core.delete_namespace(namespace)
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: DevCluster, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: DevCluster,
+    crd: None,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
     """The operator as a real process against the dev cluster, for the tests' t-* namespaces
-    (tests that run operators of their own use other namespaces)."""
+    (tests that run operators of their own use other namespaces); returned once it reconciles."""
     running = start_operator(cluster, "t-*", tmp_path_factory.mktemp("operator") / "operator.log")
+    try:
+        wait_until_reconciling(cluster, api, core, running.log_path)
+    except BaseException:
+        stop_pid(running.process.pid)
+        raise
     yield running
     crashed = running.process.poll()
     stop_pid(running.process.pid)

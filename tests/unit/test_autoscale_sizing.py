@@ -31,6 +31,7 @@ from tritonop.autoscale.policy import (
     LEARNING_UTILISATION,
     VARIABILITY_BUSY,
     VARIABILITY_SAMPLES,
+    VARIABILITY_SETTLE_SECONDS,
     History,
     Observation,
     decide,
@@ -235,11 +236,11 @@ def test_the_windows_that_catch_a_burst_count_as_the_waits_they_cause() -> None:
     history = History(capacity_per_replica=10.0)
     for second in range(40):
         window = burst if second % 5 == 4 else steady  # one window in five
-        history = learn(window, spec(), history, float(second))
+        history = learn(window, spec(), history, float(second), current=4)
     assert history.variability == pytest.approx((4 * 0.3 + variability_sample(900.0, 0.7, 10.0)) / 5)
     assert len(history.variability_samples) == 40
     for second in range(40, 40 + VARIABILITY_SAMPLES):
-        history = learn(steady, spec(), history, float(second))
+        history = learn(steady, spec(), history, float(second), current=4)
     assert history.variability == pytest.approx(0.3)
     assert len(history.variability_samples) == VARIABILITY_SAMPLES
 
@@ -262,7 +263,7 @@ def test_a_tight_p99_target_at_low_load_does_not_hold_replicas_too_idle_to_learn
     # Once V is known, windows under VARIABILITY_BUSY's floor teach nothing more, and the target's
     # own fraction applies (p99 at 400 ms with V = 0.5: about 39% busy, 2 replicas for 5 req/s).
     assert FIRST_VARIABILITY_BUSY < 5 / 30 < VARIABILITY_BUSY[0]
-    assert learn(window, p99, learned, 1.0).variability_samples == learned.variability_samples
+    assert learn(window, p99, learned, 1.0, current=3).variability_samples == learned.variability_samples
     after = decide(observed(5.0, 3), p99, 3, learned, 1.0)
     assert after.utilisation == pytest.approx(0.39, abs=0.01) and after.recommendation == 2
 
@@ -272,8 +273,30 @@ def test_the_backlog_draining_after_a_scale_up_teaches_no_variability() -> None:
     with the overload's queue times. Those windows are left out."""
     draining = dataclasses.replace(STEADY, latency_ms=900.0, arrival_rate=27.0, queue_ms=800.0)
     scaled = History(capacity_per_replica=10.0, last_scale_up=100.0)
-    assert learn(draining, spec(), scaled, 105.0).variability_samples == ()
-    assert learn(draining, spec(), scaled, 130.0).variability_samples != ()  # settled: learned again
+    assert learn(draining, spec(), scaled, 105.0, current=4).variability_samples == ()
+    assert learn(draining, spec(), scaled, 130.0, current=4).variability_samples != ()  # settled: learned again
+
+
+def test_no_variability_is_learned_while_asked_for_pods_start_and_the_target_is_missed() -> None:
+    """With starts of minutes, pods asked for serve long after the scale-up: meanwhile the ready
+    ones hold the shortfall's backlog (seconds of queue at a busy fraction under 97%, served close
+    to arriving), and the windows as it drains onto the new pods look steady. Kingman's V would
+    read 4 (its bound) from them and size every replica near-idle for minutes after. Those windows
+    and the settle time after the last of them are left out; so is nothing else: pods starting
+    while the target holds (the warm-up reserve, a planned scale-up) still teach V."""
+    backlog = dataclasses.replace(STEADY, average_ms=11_000.0, latency_ms=11_000.0, busy=0.92, queue_ms=10_900.0)
+    history = History(capacity_per_replica=10.0)
+    starting = learn(backlog, spec(), history, 200.0, current=8)
+    assert starting.variability_samples == () and starting.last_short == 200.0
+    # All 8 ready now, the backlog draining onto them: still the shortfall's queue times.
+    draining = dataclasses.replace(backlog, ready_replicas=8, busy=0.4, average_ms=1_000.0, queue_ms=900.0)
+    assert learn(draining, spec(), starting, 210.0, current=8).variability_samples == ()
+    settled = learn(STEADY, spec(), starting, 200.0 + VARIABILITY_SETTLE_SECONDS, current=4)
+    assert len(settled.variability_samples) == 1 and settled.variability is not None
+    # Pods starting with the target met: a steady window, learned.
+    assert learn(STEADY, spec(), history, 200.0, current=8).variability == pytest.approx(0.3)
+    # The same backlog with every pod asked for Ready is not a shortfall of starting pods.
+    assert learn(backlog, spec(), history, 200.0, current=4).last_short == float("-inf")
 
 
 # -- lead time ------------------------------------------------------------------------------

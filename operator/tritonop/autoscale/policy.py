@@ -123,6 +123,10 @@ class History:
     lead: LeadTime = field(default_factory=LeadTime)
     forecast: Forecast = field(default_factory=Forecast)
     variability_samples: tuple[float, ...] = ()  # the recent V samples; `variability` is their mean
+    # The last window in which replicas asked for were still starting while requests waited past
+    # the target. Pods serve a pod start after the scale-up (minutes for large models): until
+    # then, and while the backlog drains onto them, queue times are the shortfall's, not V's.
+    last_short: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -166,13 +170,14 @@ def _learn_variability(
     observation: Observation, capacity: float | None, history: History, now: float
 ) -> tuple[float | None, tuple[float, ...]]:
     """V from steady windows (measured queue time at a measured busy fraction, Kingman): the
-    mean of the recent samples, and the samples. Not right after a scale change: a backlog
-    draining onto new pods looks steady (served ~ arriving) with queue times of the overload."""
+    mean of the recent samples, and the samples. Not right after a scale-up, nor while pods asked
+    for are starting with the target missed, nor right after that: a backlog draining onto new
+    pods looks steady (served ~ arriving) with queue times of the overload."""
     busy, queue = observation.busy, observation.queue_ms
     kept = (history.variability, history.variability_samples)
     if capacity is None or busy is None or queue is None or observation.ready_replicas <= 0:
         return kept
-    if now - history.last_scale_up < VARIABILITY_SETTLE_SECONDS:
+    if now - max(history.last_scale_up, history.last_short) < VARIABILITY_SETTLE_SECONDS:
         return kept
     low, high = VARIABILITY_BUSY
     if history.variability is None:
@@ -329,29 +334,29 @@ def recommend(
     return current, f"{metric} {observed:.0f}ms below or near target {target}ms", None
 
 
-def learn(observation: Observation, spec: AutoscalingSpec, history: History, now: float) -> History:
-    """Everything one observation teaches: capacity, service time, variability, the forecast."""
+def learn(observation: Observation, spec: AutoscalingSpec, history: History, now: float, current: int) -> History:
+    """Everything one observation teaches: capacity, service time, variability, the forecast.
+    current: the replicas asked for now."""
     capacity = _learn_capacity(observation, spec.target_latency_ms, history)
     service = history.service_ms
     if observation.service_ms is not None and observation.request_rate > 0:
         service = _smoothed(service, observation.service_ms, SERVICE_SMOOTHING)
+    mean_ms = observation.queue_ms if spec.metric == "queue" else observation.average_ms
+    if observation.ready_replicas < current and (mean_ms or 0.0) > spec.target_latency_ms:
+        history = replace(history, last_short=now)
     variability, variability_samples = _learn_variability(observation, capacity, history, now)
     forecast = history.forecast
     if observation.ready_replicas > 0:
         forecast = forecast.observe(
             now, observation.wall_time, demand_of(observation), history.lead.seconds, observation.window_seconds
         )
-    return History(
-        history.up_candidates,
-        history.down_candidates,
-        capacity,
-        history.last_scale_up,
-        history.last_scale_down,
-        service,
-        variability,
-        history.lead,
-        forecast,
-        variability_samples,
+    return replace(
+        history,
+        capacity_per_replica=capacity,
+        service_ms=service,
+        variability=variability,
+        forecast=forecast,
+        variability_samples=variability_samples,
     )
 
 
@@ -373,7 +378,7 @@ def decide(
     max_up_factor: float = MAX_UP_FACTOR,
 ) -> Decision:
     """max_up_factor: the fallback's step cap (a parameter, so the simulator can lift it)."""
-    learned = learn(observation, spec, history, now)
+    learned = learn(observation, spec, history, now, current)
     raw, reason, util = recommend(observation, spec, current, learned, now, max_up_factor)
     raw = max(spec.min_replicas, min(spec.max_replicas, raw))
     unused = unused_replicas(observation, learned.capacity_per_replica, util, current) if raw > current else None

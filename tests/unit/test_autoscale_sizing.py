@@ -282,7 +282,7 @@ def test_no_variability_is_learned_while_asked_for_pods_start_and_the_target_is_
     ones hold the shortfall's backlog (seconds of queue at a busy fraction under 97%, served close
     to arriving), and the windows as it drains onto the new pods look steady. Kingman's V would
     read 4 (its bound) from them and size every replica near-idle for minutes after. Those windows
-    and the settle time after the last of them are left out; so is nothing else: pods starting
+    and the settle time after the last of them are left out, and nothing more: pods starting
     while the target holds (the warm-up reserve, a planned scale-up) still teach V."""
     backlog = dataclasses.replace(STEADY, average_ms=11_000.0, latency_ms=11_000.0, busy=0.92, queue_ms=10_900.0)
     history = History(capacity_per_replica=10.0)

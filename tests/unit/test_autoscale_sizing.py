@@ -297,6 +297,11 @@ def test_no_variability_is_learned_while_asked_for_pods_start_and_the_target_is_
     assert learn(STEADY, spec(), history, 200.0, current=8).variability == pytest.approx(0.3)
     # The same backlog with every pod asked for Ready is not a shortfall of starting pods.
     assert learn(backlog, spec(), history, 200.0, current=4).last_short == float("-inf")
+    # `metric: queue` bounds the queue time: that is the mean held against its target.
+    queue = spec(metric="queue", targetLatencyMs=100)
+    waits = dataclasses.replace(STEADY, average_ms=170.0, queue_ms=70.0)
+    assert learn(waits, queue, history, 200.0, current=8).last_short == float("-inf")
+    assert learn(dataclasses.replace(waits, queue_ms=130.0), queue, history, 200.0, current=8).last_short == 200.0
 
 
 # -- lead time ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -122,6 +123,7 @@ class Streams:
     def __init__(self, ips: list[str], depth: int = 3) -> None:
         self.finished = 0
         self.failed: list[str] = []
+        self.versions: Counter[str] = Counter()  # final responses by the model version that sent them
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.workers = [threading.Thread(target=self._stream, args=(ip, depth), daemon=True) for ip in ips]
@@ -147,6 +149,8 @@ class Streams:
                 return
             response = result.get_response()  # type: ignore[attr-defined]
             if response.parameters["triton_final_response"].bool_param:
+                with self.lock:
+                    self.versions[response.model_version] += 1
                 done.put(response.id)
 
         client.start_stream(callback=callback)
@@ -231,6 +235,51 @@ def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed
     # Version 1 serves everywhere again; Ready says RolledBack until the spec changes.
     assert md["status"]["activeVersion"] == 1
     assert md_condition(md, "Ready")["reason"] == "RolledBack"
+
+
+def test_a_streaming_model_switches_version_in_place_with_no_failed_stream(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The in-place switch for a decoupled model: two replicas of the token generator stream under
+    load while the spec goes from version 1 to 2. Every pod ends on version 2 without a restart,
+    the streams are then answered by version 2, and no stream fails or goes unanswered."""
+    repository = generator_repository(tmp_path / "repo")
+    spec: dict[str, object] = {
+        "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
+        "replicas": 2,
+    }
+    apply_md(cluster, namespace, TOKENS, spec)
+    wait_for_condition(api, namespace, TOKENS, "Ready", "True", timeout=180)
+    pods = {(pod.metadata.name, pod.metadata.uid) for pod in md_pods(core, namespace, TOKENS)}
+    ips = ready_ips(core, namespace, TOKENS)
+    assert len(ips) == 2
+
+    with Streams(ips) as streams:
+        wait_until("streams flowing", lambda: streams.finished >= 10, timeout=60)
+        apply_md(cluster, namespace, TOKENS, {**spec, "model": {**spec["model"], "version": 2}})  # type: ignore[dict-item]
+
+        def switched() -> bool:
+            md = get_md(api, namespace, TOKENS)
+            ready = md_condition(md, "Ready")
+            return (
+                md["status"].get("activeVersion") == 2
+                and ready.get("status") == "True"
+                and ready.get("observedGeneration") == md["metadata"]["generation"]
+            )
+
+        wait_until("every replica on version 2", switched, timeout=240)
+        served_by_2 = streams.versions["2"]
+        wait_until("streams answered by version 2", lambda: streams.versions["2"] >= served_by_2 + 10, 60)
+    print(f"\nin-place switch of a streaming model 1 -> 2: {dict(streams.versions)} streams by version")
+    assert streams.failed == []
+    assert streams.versions["1"] >= 10  # streams ran on version 1 before the switch
+    # The same pods (names and uids): the version changed inside the running servers.
+    assert {(pod.metadata.name, pod.metadata.uid) for pod in md_pods(core, namespace, TOKENS)} == pods
 
 
 def test_ttft_and_itl_targets_size_the_replicas_up_and_down_through_a_load_step(

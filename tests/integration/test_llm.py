@@ -4,6 +4,7 @@ large language model loads, and a canary of a streaming model judged on its toke
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import queue
 import threading
@@ -35,7 +36,7 @@ from tests.integration.helpers import (
 from tritonop.autoscale.metrics import PrometheusReader
 from tritonop.autoscale.tokens import VLLM_ITL, VLLM_TTFT, Histogram, merged
 from tritonop.autoscale.tokens import parse as parse_tokens
-from tritonop.names import GRPC_PORT, METRICS_PORT
+from tritonop.names import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
 pytestmark = pytest.mark.integration
 MODEL = "llm"
@@ -179,6 +180,61 @@ class Streams:
             client.close()
 
 
+class SseStreams:
+    """Triton's HTTP `generate_stream` (server-sent events, one per token), one keep-alive
+    connection per pod, each asking for 24 tokens after 16 prompt tokens, one request at a time.
+    A request fails if it ends with an error, a status other than 200, or not 24 tokens."""
+
+    TOKENS = 24
+
+    def __init__(self, ips: list[str]) -> None:
+        self.finished = 0
+        self.failed: list[str] = []
+        self.versions: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.workers = [threading.Thread(target=self._stream, args=(ip,), daemon=True) for ip in ips]
+
+    def __enter__(self) -> SseStreams:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=60)
+
+    def _stream(self, ip: str) -> None:
+        connection = http.client.HTTPConnection(ip, HTTP_PORT, timeout=30)
+        body = json.dumps({"PROMPT_TOKENS": 16, "MAX_TOKENS": self.TOKENS})
+        try:
+            while not self.stop.is_set():
+                try:
+                    connection.request(
+                        "POST", f"/v2/models/{TOKENS}/generate_stream", body, {"Content-Type": "application/json"}
+                    )
+                    response = connection.getresponse()
+                    events = [
+                        json.loads(line[5:])
+                        for line in response.read().decode().splitlines()
+                        if line.startswith("data:")
+                    ]
+                except OSError as error:
+                    with self.lock:
+                        self.failed.append(f"{ip}: {error!r}")
+                    return
+                tokens = [event["TOKEN"] for event in events if "TOKEN" in event]
+                with self.lock:
+                    if response.status != 200 or len(tokens) != self.TOKENS or any("error" in e for e in events):
+                        self.failed.append(f"{ip}: {response.status} {tokens} {events[-1:] or 'no event'}")
+                        return
+                    self.finished += 1
+                    self.versions[events[-1]["model_version"]] += 1
+        finally:
+            connection.close()
+
+
 def token_generator(root: Path) -> dict[str, object]:
     """spec.model for version 1 of the token generator (model_repo/tokens), written at root."""
     files = {1: (TOKENS_DIR / "1" / "model.py").read_text()}
@@ -246,8 +302,9 @@ def test_a_streaming_model_switches_version_in_place_with_no_failed_stream(
     tmp_path: Path,
 ) -> None:
     """The in-place switch for a decoupled model: two replicas of the token generator stream under
-    load while the spec goes from version 1 to 2. Every pod ends on version 2 without a restart,
-    the streams are then answered by version 2, and no stream fails or goes unanswered."""
+    load, over gRPC streams and over HTTP `generate_stream` (server-sent events on keep-alive
+    connections), while the spec goes from version 1 to 2. Every pod ends on version 2 without a
+    restart, both clients are then answered by version 2, and no stream fails or goes unanswered."""
     repository = generator_repository(tmp_path / "repo")
     spec: dict[str, object] = {
         "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
@@ -259,8 +316,8 @@ def test_a_streaming_model_switches_version_in_place_with_no_failed_stream(
     ips = ready_ips(core, namespace, TOKENS)
     assert len(ips) == 2
 
-    with Streams(ips) as streams:
-        wait_until("streams flowing", lambda: streams.finished >= 10, timeout=60)
+    with Streams(ips) as streams, SseStreams(ips) as events:
+        wait_until("streams flowing", lambda: streams.finished >= 10 and events.finished >= 4, timeout=60)
         apply_md(cluster, namespace, TOKENS, {**spec, "model": {**spec["model"], "version": 2}})  # type: ignore[dict-item]
 
         def switched() -> bool:
@@ -273,11 +330,18 @@ def test_a_streaming_model_switches_version_in_place_with_no_failed_stream(
             )
 
         wait_until("every replica on version 2", switched, timeout=240)
-        served_by_2 = streams.versions["2"]
-        wait_until("streams answered by version 2", lambda: streams.versions["2"] >= served_by_2 + 10, 60)
-    print(f"\nin-place switch of a streaming model 1 -> 2: {dict(streams.versions)} streams by version")
-    assert streams.failed == []
-    assert streams.versions["1"] >= 10  # streams ran on version 1 before the switch
+        served_by_2, sse_by_2 = streams.versions["2"], events.versions["2"]
+        wait_until(
+            "streams answered by version 2",
+            lambda: streams.versions["2"] >= served_by_2 + 10 and events.versions["2"] >= sse_by_2 + 4,
+            timeout=60,
+        )
+    print(
+        f"\nin-place switch of a streaming model 1 -> 2, streams by version: gRPC {dict(streams.versions)}, "
+        f"HTTP generate_stream {dict(events.versions)}"
+    )
+    assert streams.failed == [] and events.failed == []
+    assert streams.versions["1"] >= 10 and events.versions["1"] >= 4  # both ran on version 1 before the switch
     # The same pods (names and uids): the version changed inside the running servers.
     assert {(pod.metadata.name, pod.metadata.uid) for pod in md_pods(core, namespace, TOKENS)} == pods
 

@@ -13,7 +13,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import numpy as np
 import pytest
@@ -117,19 +117,19 @@ def generator_repository(root: Path) -> Path:
     return write_model(root, TOKENS, (TOKENS_DIR / "config.pbtxt").read_text(), {1: code, 2: slower})
 
 
-class Streams:
-    """Streaming clients, one gRPC stream per pod (as gRPC clients pin to a connection), each
-    keeping `depth` requests of 16 prompt tokens and 24 generated tokens in flight."""
+class PodClients:
+    """One client thread per pod while the block runs: streams finished, failures, and the model
+    versions that answered (a stream's final response)."""
 
-    def __init__(self, ips: list[str], depth: int = 3) -> None:
+    def __init__(self, ips: list[str]) -> None:
         self.finished = 0
         self.failed: list[str] = []
-        self.versions: Counter[str] = Counter()  # final responses by the model version that sent them
+        self.versions: Counter[str] = Counter()
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.workers = [threading.Thread(target=self._stream, args=(ip, depth), daemon=True) for ip in ips]
+        self.workers = [threading.Thread(target=self._stream, args=(ip,), daemon=True) for ip in ips]
 
-    def __enter__(self) -> Streams:
+    def __enter__(self) -> Self:
         for worker in self.workers:
             worker.start()
         return self
@@ -139,7 +139,20 @@ class Streams:
         for worker in self.workers:
             worker.join(timeout=60)
 
-    def _stream(self, ip: str, depth: int) -> None:
+    def _stream(self, ip: str) -> None:
+        raise NotImplementedError
+
+
+class Streams(PodClients):
+    """Streaming clients, one gRPC stream per pod (as gRPC clients pin to a connection), each
+    keeping `depth` requests of 16 prompt tokens and 24 generated tokens in flight."""
+
+    def __init__(self, ips: list[str], depth: int = 3) -> None:
+        self.depth = depth
+        super().__init__(ips)
+
+    def _stream(self, ip: str) -> None:
+        depth = self.depth
         client = grpcclient.InferenceServerClient(f"{ip}:{GRPC_PORT}")
         done: queue.Queue[str] = queue.Queue()
 
@@ -180,30 +193,12 @@ class Streams:
             client.close()
 
 
-class SseStreams:
+class SseStreams(PodClients):
     """Triton's HTTP `generate_stream` (server-sent events, one per token), one keep-alive
     connection per pod, each asking for 24 tokens after 16 prompt tokens, one request at a time.
     A request fails if it ends with an error, a status other than 200, or not 24 tokens."""
 
     TOKENS = 24
-
-    def __init__(self, ips: list[str]) -> None:
-        self.finished = 0
-        self.failed: list[str] = []
-        self.versions: Counter[str] = Counter()
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.workers = [threading.Thread(target=self._stream, args=(ip,), daemon=True) for ip in ips]
-
-    def __enter__(self) -> SseStreams:
-        for worker in self.workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for worker in self.workers:
-            worker.join(timeout=60)
 
     def _stream(self, ip: str) -> None:
         connection = http.client.HTTPConnection(ip, HTTP_PORT, timeout=30)

@@ -1,11 +1,15 @@
 """Clients of a model's Service as users run them: HTTP clients that keep one connection open
 (keep-alive; renewed every --http-renew-seconds, or never with --http-forever) and gRPC clients
 that keep one channel, each sending at a steady rate to the
-Service's address, so kube-proxy picks a pod per connection, not per request.
+Service's address, so kube-proxy picks a pod per connection, not per request. For a streaming
+model (the token generator, model_repo/tokens): --sse clients call Triton's HTTP generate_stream
+(server-sent events, one per token) on a keep-alive connection, and --grpc-stream clients keep one
+gRPC stream open; a request is answered once all STREAM_TOKENS tokens came.
 
 Run as a program inside the clients' network namespace of the real node:
 
     python -m loadgen.service_clients HOST MODEL --http 6 --http-forever 2 --grpc 2 --rate 4 --out FILE
+    python -m loadgen.service_clients HOST tokens --http 0 --grpc 0 --sse 4 --grpc-stream 2 --rate 2 --out FILE
 
 Every second it rewrites FILE (atomically) with what each kind of client saw so far: requests,
 failures (with the first error texts) and, per second, how many answers came from each version
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import threading
 import time
@@ -29,6 +34,8 @@ from typing import Any
 from .generator import BODY
 
 TIMEOUT_SECONDS = 15.0
+STREAM_TOKENS = 24  # tokens asked of a streaming model, after 16 prompt tokens
+STREAM_BODY = json.dumps({"PROMPT_TOKENS": 16, "MAX_TOKENS": STREAM_TOKENS})
 
 
 class Record:
@@ -75,12 +82,46 @@ def paced(rate: float, stop: threading.Event, offset: float) -> Any:
         due += period
 
 
+def infer(pool: Any, model: str) -> str:
+    """One inference; the version that answered."""
+    response = pool.urlopen(
+        "POST", f"/v2/models/{model}/infer", body=BODY, headers={"Content-Type": "application/json"}
+    )
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status} {response.data[:120]!r}")
+    return str(json.loads(response.data)["model_version"])
+
+
+def generate_stream(pool: Any, model: str) -> str:
+    """One streamed generation (server-sent events, an event per token); the version that sent
+    the last token. Fewer tokens than asked for, or an error event, is a failure."""
+    response = pool.urlopen(
+        "POST", f"/v2/models/{model}/generate_stream", body=STREAM_BODY, headers={"Content-Type": "application/json"}
+    )
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status} {response.data[:120]!r}")
+    events = [json.loads(line[5:]) for line in response.data.decode().splitlines() if line.startswith("data:")]
+    errors = [event["error"] for event in events if "error" in event]
+    tokens = sum(1 for event in events if "TOKEN" in event)
+    if errors or tokens != STREAM_TOKENS:
+        raise RuntimeError(f"{tokens} of {STREAM_TOKENS} tokens, errors {errors[:1]}")
+    return str(events[-1]["model_version"])
+
+
 def http_client(
-    host: str, model: str, rate: float, record: Record, stop: threading.Event, offset: float, renew_seconds: float
+    host: str,
+    model: str,
+    rate: float,
+    record: Record,
+    stop: threading.Event,
+    offset: float,
+    renew_seconds: float,
+    ask: Any = infer,
 ) -> None:
     """One keep-alive connection as Python's requests keeps it (urllib3: a connection the server
     closed while idle is noticed and replaced before the next request; a POST is never retried).
-    With renew_seconds, the connection is closed after a response once it is that old."""
+    With renew_seconds, the connection is closed after a response once it is that old. `ask`
+    sends one request and returns the version that answered."""
     import urllib3
 
     def new_pool() -> Any:
@@ -93,12 +134,7 @@ def http_client(
             pool.close()
             pool, opened = new_pool(), time.monotonic()
         try:
-            response = pool.urlopen(
-                "POST", f"/v2/models/{model}/infer", body=BODY, headers={"Content-Type": "application/json"}
-            )
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status} {response.data[:120]!r}")
-            record.answered(second, str(json.loads(response.data)["model_version"]))
+            record.answered(second, ask(pool, model))
         except Exception as error:
             record.failure(second, error)
 
@@ -124,6 +160,57 @@ def grpc_client(host: str, model: str, rate: float, record: Record, stop: thread
         client.close()
 
 
+def grpc_stream_client(
+    host: str, model: str, rate: float, record: Record, stop: threading.Event, offset: float
+) -> None:
+    """One gRPC stream kept open (as an LLM client keeps one): each request waits for its final
+    response before the next is sent. A stream that ends with an error is opened again."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"{host}:8001", channel_args=[("grpc.use_local_subchannel_pool", 1)])
+    inputs = []
+    for name, value in (("PROMPT_TOKENS", 16), ("MAX_TOKENS", STREAM_TOKENS)):
+        tensor = grpcclient.InferInput(name, [1], "INT32")
+        tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+        inputs.append(tensor)
+
+    def open_stream() -> queue.Queue[tuple[Any, Any]]:
+        """A new stream, and the queue its responses go to (none of an old stream's reach it)."""
+        answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        return answers
+
+    answers = open_stream()
+    try:
+        for number, _ in enumerate(paced(rate, stop, offset)):
+            second = int(time.time())
+            try:
+                client.async_stream_infer(model, inputs, request_id=str(number), enable_empty_final_response=True)
+                tokens = 0
+                while True:
+                    try:
+                        result, error = answers.get(timeout=TIMEOUT_SECONDS)
+                    except queue.Empty:
+                        raise TimeoutError(f"no response in {TIMEOUT_SECONDS:.0f}s after {tokens} tokens") from None
+                    if error is not None:
+                        raise error
+                    response = result.get_response()
+                    tokens += bool(response.outputs)
+                    if response.parameters["triton_final_response"].bool_param:
+                        break
+                if tokens != STREAM_TOKENS:
+                    raise RuntimeError(f"{tokens} of {STREAM_TOKENS} tokens")
+                record.answered(second, str(response.model_version))
+            except Exception as error:
+                record.failure(second, error)
+                client.stop_stream()
+                answers = open_stream()
+    finally:
+        client.stop_stream()
+        client.close()
+
+
 def write_atomically(path: Path, data: dict[str, Any]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(data))
@@ -143,6 +230,10 @@ def main() -> None:
     )
     parser.add_argument("--http-forever", type=int, default=0, help="HTTP clients that never renew their connection")
     parser.add_argument("--grpc", type=int, default=2, help="gRPC clients, one channel each")
+    parser.add_argument("--sse", type=int, default=0, help="HTTP generate_stream clients (a streaming model)")
+    parser.add_argument(
+        "--grpc-stream", type=int, default=0, help="gRPC clients with one stream each (a streaming model)"
+    )
     parser.add_argument("--rate", type=float, default=4.0, help="requests/s per client")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -151,10 +242,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     records = {"http": Record(), "http-forever": Record(), "grpc": Record()}
+    records |= {kind: Record() for kind, count in (("sse", args.sse), ("grpc-stream", args.grpc_stream)) if count}
     clients: list[tuple[Any, Record, tuple[Any, ...]]] = [
         *[(http_client, records["http"], (args.http_renew_seconds,)) for _ in range(args.http)],
         *[(http_client, records["http-forever"], (0.0,)) for _ in range(args.http_forever)],
         *[(grpc_client, records["grpc"], ()) for _ in range(args.grpc)],
+        *[(http_client, records["sse"], (args.http_renew_seconds, generate_stream)) for _ in range(args.sse)],
+        *[(grpc_stream_client, records["grpc-stream"], ()) for _ in range(args.grpc_stream)],
     ]
     threads = [
         threading.Thread(

@@ -143,8 +143,9 @@ class ServiceClients:
 
     def __init__(self, node: RealNode, cluster_ip: str, model: str, out: Path, **flags_: float) -> None:
         self.out = out
-        # the kinds of client that run: http, http-forever, grpc
-        self.kinds = [name.replace("_", "-") for name in ("http", "http_forever", "grpc") if flags_.get(name)]
+        # the kinds of client that run: http, http-forever, grpc, sse, grpc-stream
+        kinds = ("http", "http_forever", "grpc", "sse", "grpc_stream")
+        self.kinds = [name.replace("_", "-") for name in kinds if flags_.get(name)]
         flags = [f"--{name.replace('_', '-')}={value}" for name, value in flags_.items()]
         argv = node.in_netns(
             sys.executable, "-m", "loadgen.service_clients", cluster_ip, model, *flags, f"--out={out}",

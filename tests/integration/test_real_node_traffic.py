@@ -25,10 +25,13 @@ from devcluster import DevCluster
 from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
 from devcluster.volumes import host_path_claim
-from loadgen import MODEL_REPO, slow_repository
+from loadgen import MODEL_REPO, slow_repository, write_model
 
 from .conftest import fresh_namespace
 from .helpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
     apply_md,
     canary_repository,
     get_md,
@@ -278,6 +281,51 @@ def test_a_pod_by_pod_swap_fails_no_request_of_clients_that_reconnect(
     assert md["status"]["activeVersion"] == 2
     assert set(ready_pods(core, watched, "onecopy")) == pods, "a swap keeps the pods"
     assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0}
+
+
+def tokens_repository(root: Path) -> Path:
+    """The token generator (model_repo/tokens, a decoupled model streaming a response per token)
+    as versions 1 and 2."""
+    code = (MODEL_REPO / "tokens" / "1" / "model.py").read_text()
+    return write_model(root, "tokens", (MODEL_REPO / "tokens" / "config.pbtxt").read_text(), {1: code, 2: code})
+
+
+def test_a_streaming_model_switches_in_place_with_no_failed_stream_through_the_service(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    # LLM clients as users run them, through the Service's ClusterIP and kube-proxy: Triton's HTTP
+    # generate_stream (server-sent events) on keep-alive connections, and gRPC streams kept open.
+    # The token generator switches from version 1 to 2 in place: every stream gets all its
+    # tokens, both kinds are answered by version 2 after, the pods stay.
+    core = client.CoreV1Api(api)
+    with readable_repository("tokens-repo-", tokens_repository) as repository:
+        spec = model_spec(real_node, "tokens", repository, 2)
+        apply_md(cluster, watched, "tokens", spec)
+        wait_for_condition(api, watched, "tokens", "Ready", "True", timeout=240)
+        cluster_ip = core.read_namespaced_service("tokens", watched).spec.cluster_ip  # type: ignore[union-attr]
+        pods = set(ready_pods(core, watched, "tokens"))
+        out = tmp_path / "clients.json"
+        with ServiceClients(
+            real_node, cluster_ip, "tokens", out, http=0, grpc=0, sse=4, grpc_stream=2, rate=2
+        ) as clients:
+            clients.wait_answers(10, timeout=90)
+            began = time.time()
+            apply_md(cluster, watched, "tokens", {**spec, "model": {**spec["model"], "version": 2}})
+            clients.wait_only("2")
+            wait_for_condition(api, watched, "tokens", "Ready", "True", timeout=60)
+            clients.wait_answers(10)
+            ended = time.time()
+            seen = clients.stop()
+        pods_after = set(ready_pods(core, watched, "tokens"))
+        # Its pods would only take CPU from the tests after it.
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, watched, PLURAL, "tokens")
+    answered = {kind: seen[kind].counts(began, ended) for kind in ("sse", "grpc-stream")}
+    print(f"streaming switch v1 -> v2 through the Service: {ended - began:.1f}s, answered {answered}")
+    print({kind: part.record["errors"] for kind, part in seen.items()})
+    assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0, "sse": 0, "grpc-stream": 0}
+    for kind in ("sse", "grpc-stream"):
+        assert seen[kind].counts(0, began).get("1", 0) >= 10, kind  # served by version 1 before the switch
+    assert pods_after == pods, "an in-place switch keeps the pods"
 
 
 def test_a_model_that_loads_for_a_minute_is_not_restarted_by_the_kubelets_probes(

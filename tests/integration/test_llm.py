@@ -4,7 +4,6 @@ large language model loads, and a canary of a streaming model judged on its toke
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import queue
 import threading
@@ -18,10 +17,12 @@ from typing import Self, TypeVar
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import urllib3
 from kubernetes import client
 
 from devcluster.cluster import DevCluster, wait_until
 from loadgen import MODEL_REPO, write_model
+from loadgen.service_clients import generate_stream
 from loadgen.streams import OpenStreams
 from tests.integration.conftest import OperatorProcess, PrometheusProcess
 from tests.integration.helpers import (
@@ -195,39 +196,25 @@ class Streams(PodClients):
 
 class SseStreams(PodClients):
     """Triton's HTTP `generate_stream` (server-sent events, one per token), one keep-alive
-    connection per pod, each asking for 24 tokens after 16 prompt tokens, one request at a time.
-    A request fails if it ends with an error, a status other than 200, or not 24 tokens."""
-
-    TOKENS = 24
+    connection per pod, one request at a time, as the Service clients send it
+    (`loadgen.service_clients.generate_stream`: a request fails on an error, a status other than
+    200, or fewer tokens than asked for)."""
 
     def _stream(self, ip: str) -> None:
-        connection = http.client.HTTPConnection(ip, HTTP_PORT, timeout=30)
-        body = json.dumps({"PROMPT_TOKENS": 16, "MAX_TOKENS": self.TOKENS})
+        pool = urllib3.HTTPConnectionPool(ip, HTTP_PORT, maxsize=1, block=True, retries=False, timeout=30)
         try:
             while not self.stop.is_set():
                 try:
-                    connection.request(
-                        "POST", f"/v2/models/{TOKENS}/generate_stream", body, {"Content-Type": "application/json"}
-                    )
-                    response = connection.getresponse()
-                    events = [
-                        json.loads(line[5:])
-                        for line in response.read().decode().splitlines()
-                        if line.startswith("data:")
-                    ]
-                except OSError as error:
+                    version = generate_stream(pool, TOKENS)
+                except Exception as error:
                     with self.lock:
                         self.failed.append(f"{ip}: {error!r}")
                     return
-                tokens = [event["TOKEN"] for event in events if "TOKEN" in event]
                 with self.lock:
-                    if response.status != 200 or len(tokens) != self.TOKENS or any("error" in e for e in events):
-                        self.failed.append(f"{ip}: {response.status} {tokens} {events[-1:] or 'no event'}")
-                        return
                     self.finished += 1
-                    self.versions[events[-1]["model_version"]] += 1
+                    self.versions[version] += 1
         finally:
-            connection.close()
+            pool.close()
 
 
 def token_generator(root: Path) -> dict[str, object]:

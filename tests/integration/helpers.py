@@ -257,6 +257,18 @@ CANARY_VERSIONS = {
 }
 
 
+def token_generator_repository(root: Path) -> Path:
+    """The token generator (model_repo/tokens) as version 1, and a version 2 whose decode steps
+    (those that admit no request, so produce no first token) take four times as long: a slower
+    decode kernel, the same prefill. Its inter-token latency regresses; its time to first token
+    moves less (a new request waits for the step under way to end)."""
+    code = (MODEL_REPO / "tokens" / "1" / "model.py").read_text()
+    step = "time.sleep(self.step_s + self.step_per_request_s * len(batch) + self.prefill_per_token_s * prefill)\n"
+    assert step in code
+    slower = code.replace(step, step + "            if not admitted:\n                time.sleep(3 * self.step_s)\n")
+    return write_model(root, "tokens", (MODEL_REPO / "tokens" / "config.pbtxt").read_text(), {1: code, 2: slower})
+
+
 def canary_repository(root: Path, model: str = "canary", versions: dict[int, VersionBehaviour] | None = None) -> Path:
     """A model for canary rollouts: sleepy's config (max_batch_size 8, dynamic batching) and
     answers (OUTPUT0, VERSION), but each version folder has its own batch time and failures

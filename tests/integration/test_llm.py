@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     md_condition,
     md_pods,
     ready_ips,
+    token_generator_repository,
     wait_for_condition,
 )
 from tritonop.autoscale.metrics import PrometheusReader
@@ -104,18 +105,6 @@ CANARY = {
     "steps": [{"weight": 50, "pauseSeconds": 20}],
     "analysis": {"intervalSeconds": 10, "minRequests": 8, "maxLatencyIncreasePercent": 50, "failureLimit": 0},
 }
-
-
-def generator_repository(root: Path) -> Path:
-    """The token generator (model_repo/tokens) as version 1, and a version 2 whose decode steps
-    (those that admit no request, so produce no first token) take four times as long: a slower
-    decode kernel, the same prefill. Its inter-token latency regresses; its time to first token
-    barely moves (a new request waits for the step under way to end)."""
-    code = (TOKENS_DIR / "1" / "model.py").read_text()
-    step = "time.sleep(self.step_s + self.step_per_request_s * len(batch) + self.prefill_per_token_s * prefill)\n"
-    assert step in code
-    slower = code.replace(step, step + "            if not admitted:\n                time.sleep(3 * self.step_s)\n")
-    return write_model(root, TOKENS, (TOKENS_DIR / "config.pbtxt").read_text(), {1: code, 2: slower})
 
 
 class PodClients:
@@ -237,7 +226,7 @@ def test_a_slower_generator_is_rolled_back_on_its_token_latencies_with_no_failed
     (Triton's per-request compute time means nothing for a streaming model) but a worse ITL, and
     so a worse TTFT: the analysis says so and the pod switches back to version 1, and no stream
     fails on either pod."""
-    repository = generator_repository(tmp_path / "repo")
+    repository = token_generator_repository(tmp_path / "repo")
     spec: dict[str, object] = {
         "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
         "replicas": 2,
@@ -287,7 +276,7 @@ def test_a_streaming_model_switches_version_in_place_with_no_failed_stream(
     load, over gRPC streams and over HTTP `generate_stream` (server-sent events on keep-alive
     connections), while the spec goes from version 1 to 2. Every pod ends on version 2 without a
     restart, both clients are then answered by version 2, and no stream fails or goes unanswered."""
-    repository = generator_repository(tmp_path / "repo")
+    repository = token_generator_repository(tmp_path / "repo")
     spec: dict[str, object] = {
         "model": {"name": TOKENS, "repository": f"file://{repository}", "version": 1},
         "replicas": 2,

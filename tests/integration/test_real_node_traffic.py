@@ -25,7 +25,7 @@ from devcluster import DevCluster
 from devcluster.cluster import wait_until
 from devcluster.realnode import RealNode
 from devcluster.volumes import host_path_claim
-from loadgen import MODEL_REPO, slow_repository, write_model
+from loadgen import MODEL_REPO, slow_repository
 
 from .conftest import fresh_namespace
 from .helpers import (
@@ -37,6 +37,7 @@ from .helpers import (
     get_md,
     md_pods,
     one_copy_repository,
+    token_generator_repository,
     wait_for_condition,
 )
 from .real_node_helpers import (
@@ -283,22 +284,15 @@ def test_a_pod_by_pod_swap_fails_no_request_of_clients_that_reconnect(
     assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0}
 
 
-def tokens_repository(root: Path) -> Path:
-    """The token generator (model_repo/tokens, a decoupled model streaming a response per token)
-    as versions 1 and 2."""
-    code = (MODEL_REPO / "tokens" / "1" / "model.py").read_text()
-    return write_model(root, "tokens", (MODEL_REPO / "tokens" / "config.pbtxt").read_text(), {1: code, 2: code})
-
-
 def test_a_streaming_model_switches_in_place_with_no_failed_stream_through_the_service(
     real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
 ) -> None:
     # LLM clients as users run them, through the Service's ClusterIP and kube-proxy: Triton's HTTP
     # generate_stream (server-sent events) on keep-alive connections, and gRPC streams kept open.
-    # The token generator switches from version 1 to 2 in place: every stream gets all its
-    # tokens, both kinds are answered by version 2 after, the pods stay.
+    # The token generator switches from version 1 to 2 (slower decode steps) in place: every
+    # stream gets all its tokens, both kinds are answered by version 2 after, the pods stay.
     core = client.CoreV1Api(api)
-    with readable_repository("tokens-repo-", tokens_repository) as repository:
+    with readable_repository("tokens-repo-", token_generator_repository) as repository:
         spec = model_spec(real_node, "tokens", repository, 2)
         apply_md(cluster, watched, "tokens", spec)
         wait_for_condition(api, watched, "tokens", "Ready", "True", timeout=240)
@@ -326,6 +320,56 @@ def test_a_streaming_model_switches_in_place_with_no_failed_stream_through_the_s
     for kind in ("sse", "grpc-stream"):
         assert seen[kind].counts(0, began).get("1", 0) >= 10, kind  # served by version 1 before the switch
     assert pods_after == pods, "an in-place switch keeps the pods"
+
+
+TOKENS_CANARY = {
+    "steps": [{"weight": 50, "pauseSeconds": 20}],
+    "analysis": {"intervalSeconds": 10, "minRequests": 8, "maxLatencyIncreasePercent": 50, "failureLimit": 0},
+}
+
+
+def test_a_streaming_canary_is_rolled_back_on_its_token_latencies_through_the_service(
+    real_node: RealNode, cluster: DevCluster, api: client.ApiClient, watched: str, tmp_path: Path
+) -> None:
+    # The token generator's version 2 has decode steps four times as long. Its canary (one of two
+    # pods) is judged on TTFT and ITL from the pods' vLLM-style families and switched back in
+    # place, while SSE and gRPC-stream clients call the Service: no stream fails.
+    core = client.CoreV1Api(api)
+    with readable_repository("tokens-canary-repo-", token_generator_repository) as repository:
+        spec = model_spec(
+            real_node, "tokens-canary", repository, 2, rollout={"strategy": "Canary", "canary": TOKENS_CANARY}
+        )
+        spec["model"]["name"] = "tokens"
+        apply_md(cluster, watched, "tokens-canary", spec)
+        wait_for_condition(api, watched, "tokens-canary", "Ready", "True", timeout=240)
+        cluster_ip = core.read_namespaced_service("tokens-canary", watched).spec.cluster_ip  # type: ignore[union-attr]
+        pods = set(ready_pods(core, watched, "tokens-canary"))
+        out = tmp_path / "clients.json"
+        with ServiceClients(
+            real_node, cluster_ip, "tokens", out, http=0, grpc=0, sse=4, grpc_stream=2, rate=2
+        ) as clients:
+            clients.wait_answers(10, timeout=90)
+            began = time.time()
+            apply_md(cluster, watched, "tokens-canary", {**spec, "model": {**spec["model"], "version": 2}})
+
+            def rolled_back() -> bool:
+                rollout = get_md(api, watched, "tokens-canary")["status"].get("rollout") or {}
+                return rollout.get("phase") == "RolledBack"
+
+            wait_until("the canary rolled back", rolled_back, timeout=240, interval=0.5)
+            clients.wait_only("1")
+            ended = time.time()
+            seen = clients.stop()
+        analysis = get_md(api, watched, "tokens-canary")["status"]["rollout"]["lastAnalysis"]
+        pods_after = set(ready_pods(core, watched, "tokens-canary"))
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, watched, PLURAL, "tokens-canary")
+    answered = {kind: seen[kind].counts(began, ended) for kind in ("sse", "grpc-stream")}
+    print(f"streaming canary v1 -> v2 rolled back through the Service: {ended - began:.1f}s, answered {answered}")
+    print(f"analysis: {analysis['reason']}: {analysis['message']}")
+    assert analysis["reason"] in ("InterTokenLatencyRegression", "TimeToFirstTokenRegression"), analysis
+    assert analysis["canary"]["interTokenLatencyMs"] > 1.5 * analysis["stable"]["interTokenLatencyMs"], analysis
+    assert failures(seen, began, ended) == {"http": 0, "http-forever": 0, "grpc": 0, "sse": 0, "grpc-stream": 0}
+    assert pods_after == pods, "a canary switches in place: the pods stay"
 
 
 def test_a_model_that_loads_for_a_minute_is_not_restarted_by_the_kubelets_probes(
